@@ -1,0 +1,385 @@
+//! `vmrun check`: read-only preflight of a validated profile against this host. Nothing here
+//! changes the host; each finding is one pass/warn/fail line.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::Serialize;
+
+use crate::firmware::{self, FirmwareImage};
+use crate::model::{Accel, CpuSet, VmConfig};
+use crate::plan::{BootFirmware, VmPaths};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Pass,
+    Warn,
+    Fail,
+}
+
+impl Status {
+    pub fn label(self) -> &'static str {
+        match self {
+            Status::Pass => "PASS",
+            Status::Warn => "WARN",
+            Status::Fail => "FAIL",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    pub status: Status,
+    pub check: String,
+    pub message: String,
+}
+
+impl Finding {
+    pub fn new(status: Status, check: &str, message: impl Into<String>) -> Self {
+        Finding {
+            status,
+            check: check.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The host's filesystem root: `/` normally, a fake tree in tests (`VMRUN_SYSROOT`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sysroot(PathBuf);
+
+impl Sysroot {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Sysroot(root.into())
+    }
+
+    pub fn from_env() -> Self {
+        Sysroot(
+            std::env::var_os("VMRUN_SYSROOT")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| "/".into()),
+        )
+    }
+
+    /// `absolute` re-rooted under this sysroot.
+    pub fn path(&self, absolute: &str) -> PathBuf {
+        self.0.join(absolute.trim_start_matches('/'))
+    }
+}
+
+/// Finds a program the way `execvp` would.
+pub fn find_program(name: &str) -> Option<PathBuf> {
+    if name.contains('/') {
+        let path = PathBuf::from(name);
+        return path.is_file().then_some(path);
+    }
+    let search = std::env::var_os("PATH")?;
+    std::env::split_paths(&search)
+        .map(|dir| dir.join(name))
+        .find(|candidate| is_executable(candidate))
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// The inputs of the host checks, so tests can point them at fake trees.
+pub struct HostView {
+    pub sysroot: Sysroot,
+}
+
+/// Everything but the firmware, which `firmware_findings` checks once it is resolved.
+pub fn host_findings(config: &VmConfig, host: &HostView) -> Vec<Finding> {
+    let mut findings = vec![
+        qemu_binary(&config.qemu.binary),
+        accelerator(config.machine.accel, host),
+    ];
+    findings.extend(cpu_findings(config, host));
+    findings.extend(scheduler_capability(config));
+    findings.extend(device_nodes(config, host));
+    findings
+}
+
+fn qemu_binary(binary: &str) -> Finding {
+    let Some(path) = find_program(binary) else {
+        return Finding::new(
+            Status::Fail,
+            "qemu",
+            format!("`{binary}` is not on PATH; install QEMU (Debian/Ubuntu: apt install qemu-system-x86) or set [qemu] binary"),
+        );
+    };
+    match Command::new(&path).arg("--version").output() {
+        Ok(output) if output.status.success() => {
+            let text = String::from_utf8_lossy(&output.stdout);
+            let version = text
+                .lines()
+                .next()
+                .and_then(|line| line.split("version ").nth(1))
+                .unwrap_or("(unknown version)")
+                .trim()
+                .to_string();
+            Finding::new(
+                Status::Pass,
+                "qemu",
+                format!("{} {version}", path.display()),
+            )
+        }
+        Ok(output) => Finding::new(
+            Status::Fail,
+            "qemu",
+            format!(
+                "{} --version failed: {}",
+                path.display(),
+                String::from_utf8_lossy(&output.stderr).trim()
+            ),
+        ),
+        Err(error) => Finding::new(
+            Status::Fail,
+            "qemu",
+            format!("cannot run {}: {error}", path.display()),
+        ),
+    }
+}
+
+fn accelerator(accel: Accel, host: &HostView) -> Finding {
+    match accel {
+        Accel::Tcg => Finding::new(
+            Status::Pass,
+            "accel",
+            "TCG (software emulation) was asked for: no /dev/kvm needed, but the guest runs many times slower",
+        ),
+        Accel::Kvm => {
+            let kvm = host.sysroot.path("/dev/kvm");
+            match std::fs::OpenOptions::new().read(true).write(true).open(&kvm) {
+                Ok(_) => Finding::new(Status::Pass, "accel", format!("KVM: {} is usable", kvm.display())),
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => Finding::new(
+                    Status::Fail,
+                    "accel",
+                    format!(
+                        "{} does not exist: enable virtualization (VT-x/AMD-V) in the firmware setup and load kvm_intel or kvm_amd",
+                        kvm.display()
+                    ),
+                ),
+                Err(error) => Finding::new(
+                    Status::Fail,
+                    "accel",
+                    format!(
+                        "cannot open {} read-write ({error}); run as root or add the user to the `kvm` group",
+                        kvm.display()
+                    ),
+                ),
+            }
+        }
+    }
+}
+
+pub fn firmware_findings(firmware: &BootFirmware, paths: &VmPaths) -> Vec<Finding> {
+    let BootFirmware::Ovmf(resolved) = firmware else {
+        return vec![Finding::new(
+            Status::Pass,
+            "firmware",
+            "SeaBIOS (QEMU's built-in BIOS)",
+        )];
+    };
+    let mut findings = vec![Finding::new(
+        Status::Pass,
+        "firmware",
+        format!(
+            "OVMF CODE {} + VARS template {} ({}, {}secure boot, from {})",
+            resolved.code.path.display(),
+            resolved.vars_template.path.display(),
+            resolved.code.format.as_str(),
+            if resolved.secure_boot { "" } else { "no " },
+            resolved.source
+        ),
+    )];
+    if paths.vars.exists() {
+        let copy = FirmwareImage {
+            path: paths.vars.clone(),
+            format: resolved.vars_template.format,
+        };
+        match (firmware::flash_size(&copy), firmware::flash_size(&resolved.vars_template)) {
+            (Ok(have), Ok(want)) if have == want => findings.push(Finding::new(
+                Status::Pass,
+                "vars",
+                format!("the VM's VARS copy {} matches the firmware", paths.vars.display()),
+            )),
+            (Ok(have), Ok(want)) => findings.push(Finding::new(
+                Status::Fail,
+                "vars",
+                format!(
+                    "the VM's VARS copy {} is {have} bytes but this firmware's VARS are {want} bytes (the firmware \
+                     changed build); move the copy away to start from the template (boot entries are lost)",
+                    paths.vars.display()
+                ),
+            )),
+            (Err(error), _) | (_, Err(error)) => {
+                findings.push(Finding::new(Status::Fail, "vars", error.to_string()))
+            }
+        }
+    } else {
+        findings.push(Finding::new(
+            Status::Pass,
+            "vars",
+            format!(
+                "{} will be created from the template on first run",
+                paths.vars.display()
+            ),
+        ));
+    }
+    findings
+}
+
+/// The CPUs the kernel reports online, from `/sys/devices/system/cpu/online`.
+pub fn online_cpus(sysroot: &Sysroot) -> Option<CpuSet> {
+    std::fs::read_to_string(sysroot.path("/sys/devices/system/cpu/online"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn cpu_findings(config: &VmConfig, host: &HostView) -> Vec<Finding> {
+    let Some(pinning) = &config.pinning else {
+        return vec![Finding::new(
+            Status::Warn,
+            "pinning",
+            "no [pinning]: vCPU threads float over all host CPUs (latency spikes in games)",
+        )];
+    };
+    let Some(online) = online_cpus(&host.sysroot) else {
+        return vec![Finding::new(
+            Status::Warn,
+            "pinning",
+            "cannot read the online CPU list of this host",
+        )];
+    };
+    let mut wanted: Vec<(String, usize)> = pinning
+        .vcpus
+        .iter()
+        .enumerate()
+        .map(|(index, cpu)| (format!("pinning.vcpus[{index}]"), *cpu))
+        .collect();
+    for (key, set) in [
+        ("pinning.emulator", &pinning.emulator),
+        ("pinning.iothreads", &pinning.iothreads),
+    ] {
+        if let Some(set) = set {
+            wanted.extend(set.iter().map(|cpu| (key.to_string(), cpu)));
+        }
+    }
+    let missing: Vec<String> = wanted
+        .iter()
+        .filter(|(_, cpu)| !online.contains(*cpu))
+        .map(|(key, cpu)| format!("{key} = {cpu}"))
+        .collect();
+    if missing.is_empty() {
+        vec![Finding::new(
+            Status::Pass,
+            "pinning",
+            format!("every pinned host CPU is online (online: {online})"),
+        )]
+    } else {
+        vec![Finding::new(
+            Status::Fail,
+            "pinning",
+            format!(
+                "host CPUs not online here (online: {online}): {}",
+                missing.join(", ")
+            ),
+        )]
+    }
+}
+
+fn scheduler_capability(config: &VmConfig) -> Option<Finding> {
+    let pinning = config.pinning.as_ref()?;
+    if !pinning.scheduler.is_realtime() {
+        return None;
+    }
+    let has = caps::has_cap(
+        None,
+        caps::CapSet::Effective,
+        caps::Capability::CAP_SYS_NICE,
+    )
+    .unwrap_or(false);
+    Some(if has {
+        Finding::new(
+            Status::Pass,
+            "scheduler",
+            format!(
+                "CAP_SYS_NICE held: vCPUs can get SCHED_{} priority {}",
+                pinning.scheduler.as_str().to_uppercase(),
+                pinning.priority
+            ),
+        )
+    } else {
+        Finding::new(
+            Status::Fail,
+            "scheduler",
+            format!(
+                "pinning.scheduler = \"{}\" needs CAP_SYS_NICE: run vmrun as root (sudo), or set scheduler = \"other\"",
+                pinning.scheduler.as_str()
+            ),
+        )
+    })
+}
+
+fn device_nodes(config: &VmConfig, host: &HostView) -> Vec<Finding> {
+    use std::os::unix::fs::FileTypeExt;
+    let mut findings = Vec::new();
+    for (index, path) in config.input.evdev.iter().enumerate() {
+        let real = host.sysroot.path(&path.to_string_lossy());
+        let status = match std::fs::metadata(&real) {
+            Ok(meta) if meta.file_type().is_char_device() => None,
+            Ok(_) => Some(format!("{} is not a character device", path.display())),
+            Err(error) => Some(format!(
+                "{}: {error}; list /dev/input/by-id/ for the right name",
+                path.display()
+            )),
+        };
+        findings.push(match status {
+            None => Finding::new(
+                Status::Pass,
+                "input",
+                format!("input.evdev[{index}] {} exists", path.display()),
+            ),
+            Some(problem) => Finding::new(
+                Status::Fail,
+                "input",
+                format!("input.evdev[{index}]: {problem}"),
+            ),
+        });
+    }
+    if let Some(lg) = &config.looking_glass {
+        let real = host.sysroot.path(&lg.path.to_string_lossy());
+        let finding = if lg.is_kvmfr() {
+            match std::fs::metadata(&real) {
+                Ok(meta) if meta.file_type().is_char_device() => {
+                    Finding::new(Status::Pass, "looking_glass", format!("{} is the kvmfr device", lg.path.display()))
+                }
+                _ => Finding::new(
+                    Status::Fail,
+                    "looking_glass",
+                    format!("{} is not a character device: load the kvmfr module (modprobe kvmfr static_size_mb=...)", lg.path.display()),
+                ),
+            }
+        } else {
+            match real.parent() {
+                Some(dir) if dir.is_dir() => Finding::new(
+                    Status::Pass,
+                    "looking_glass",
+                    format!("{} ({}) can be created", lg.path.display(), lg.size),
+                ),
+                _ => Finding::new(
+                    Status::Fail,
+                    "looking_glass",
+                    format!("the directory of {} does not exist", lg.path.display()),
+                ),
+            }
+        };
+        findings.push(finding);
+    }
+    findings
+}

@@ -1,0 +1,530 @@
+//! Typed leaves of the profile: each parses from the text a user writes and, when it cannot,
+//! says which part is wrong and what would be valid.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::str::FromStr;
+
+/// A PCI function address `DDDD:BB:SS.F`; the short form `BB:SS.F` means domain 0000.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PciAddress {
+    pub domain: u16,
+    pub bus: u8,
+    pub slot: u8,
+    pub function: u8,
+}
+
+impl PciAddress {
+    /// The slot this function belongs to: functions of one slot share a guest slot.
+    pub fn slot_key(&self) -> (u16, u8, u8) {
+        (self.domain, self.bus, self.slot)
+    }
+}
+
+impl fmt::Display for PciAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:04x}:{:02x}:{:02x}.{:x}",
+            self.domain, self.bus, self.slot, self.function
+        )
+    }
+}
+
+fn parse_hex_part(text: &str, part: &str, max: u32, digits: usize) -> Result<u32, String> {
+    if text.is_empty() || text.len() > digits || !text.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(format!(
+            "{part} `{text}` is not a hexadecimal number of at most {digits} digits"
+        ));
+    }
+    let value = u32::from_str_radix(text, 16).map_err(|e| format!("{part} `{text}`: {e}"))?;
+    if value > max {
+        return Err(format!(
+            "{part} `{text}` is out of range (0 to {max:x} hexadecimal)"
+        ));
+    }
+    Ok(value)
+}
+
+impl FromStr for PciAddress {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        const FORM: &str = "write `0000:01:00.0` (domain:bus:slot.function) or `01:00.0`";
+        let (rest, function) = text
+            .rsplit_once('.')
+            .ok_or_else(|| format!("`{text}` has no `.function` part; {FORM}"))?;
+        let parts: Vec<&str> = rest.split(':').collect();
+        let (domain, bus, slot) = match parts.as_slice() {
+            [bus, slot] => ("0000", *bus, *slot),
+            [domain, bus, slot] => (*domain, *bus, *slot),
+            _ => return Err(format!("`{text}` is not a PCI address; {FORM}")),
+        };
+        let with_context = |e: String| format!("{e} in `{text}`; {FORM}");
+        Ok(PciAddress {
+            domain: parse_hex_part(domain, "domain", 0xffff, 4).map_err(with_context)? as u16,
+            bus: parse_hex_part(bus, "bus", 0xff, 2).map_err(with_context)? as u8,
+            slot: parse_hex_part(slot, "slot", 0x1f, 2).map_err(with_context)? as u8,
+            function: parse_hex_part(function, "function", 7, 1).map_err(with_context)? as u8,
+        })
+    }
+}
+
+/// A number of bytes written with a binary suffix: `512M`, `16G`, `1T`, `4096` (bytes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    pub const KIB: u64 = 1024;
+    pub const MIB: u64 = 1024 * 1024;
+    pub const GIB: u64 = 1024 * 1024 * 1024;
+
+    pub fn bytes(self) -> u64 {
+        self.0
+    }
+
+    /// The shortest exact spelling QEMU accepts (`16G`, `540672`...).
+    pub fn qemu_spelling(self) -> String {
+        const UNITS: [(u64, &str); 4] = [
+            (1 << 40, "T"),
+            (1 << 30, "G"),
+            (1 << 20, "M"),
+            (1 << 10, "K"),
+        ];
+        for (unit, suffix) in UNITS {
+            if self.0 >= unit && self.0 % unit == 0 {
+                return format!("{}{suffix}", self.0 / unit);
+            }
+        }
+        self.0.to_string()
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.qemu_spelling())
+    }
+}
+
+impl FromStr for ByteSize {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        const FORM: &str =
+            "write a whole number with a suffix K, M, G or T (powers of 1024), e.g. `16G`";
+        let trimmed = text.trim();
+        let split = trimmed
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(trimmed.len());
+        let (digits, suffix) = trimmed.split_at(split);
+        if digits.is_empty() {
+            return Err(format!("`{text}` does not start with a number; {FORM}"));
+        }
+        let number: u64 = digits
+            .parse()
+            .map_err(|_| format!("`{text}` is too large; {FORM}"))?;
+        let multiplier: u64 = match suffix.trim() {
+            "" | "B" => 1,
+            "K" | "k" | "KiB" | "KB" => 1 << 10,
+            "M" | "m" | "MiB" | "MB" => 1 << 20,
+            "G" | "g" | "GiB" | "GB" => 1 << 30,
+            "T" | "t" | "TiB" | "TB" => 1 << 40,
+            other => return Err(format!("unknown size suffix `{other}` in `{text}`; {FORM}")),
+        };
+        number
+            .checked_mul(multiplier)
+            .map(ByteSize)
+            .ok_or_else(|| format!("`{text}` is too large"))
+    }
+}
+
+/// A set of host CPUs in the syntax `taskset -c` takes: `0-3,8,10-11`.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct CpuSet(BTreeSet<usize>);
+
+/// Host CPU numbers beyond this are certainly typos (Linux's NR_CPUS maximum is 8192).
+pub const MAX_HOST_CPU: usize = 8191;
+
+impl CpuSet {
+    pub fn from_cpus(cpus: impl IntoIterator<Item = usize>) -> Self {
+        CpuSet(cpus.into_iter().collect())
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = usize> + '_ {
+        self.0.iter().copied()
+    }
+
+    pub fn contains(&self, cpu: usize) -> bool {
+        self.0.contains(&cpu)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Compact list form, `0-3,8`, as the kernel prints it in /proc and sysfs.
+    pub fn to_list_string(&self) -> String {
+        let mut parts = Vec::new();
+        let mut cpus = self.0.iter().copied().peekable();
+        while let Some(start) = cpus.next() {
+            let mut end = start;
+            while cpus.peek() == Some(&(end + 1)) {
+                end += 1;
+                cpus.next();
+            }
+            parts.push(if start == end {
+                start.to_string()
+            } else {
+                format!("{start}-{end}")
+            });
+        }
+        parts.join(",")
+    }
+}
+
+impl fmt::Display for CpuSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_list_string())
+    }
+}
+
+impl FromStr for CpuSet {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        const FORM: &str = "write CPU numbers and ranges as `taskset -c` takes them, e.g. `0-3,8`";
+        let mut cpus = BTreeSet::new();
+        if text.trim().is_empty() {
+            return Err(format!("the CPU list is empty; {FORM}"));
+        }
+        let parse_cpu = |part: &str| -> Result<usize, String> {
+            let cpu: usize = part
+                .trim()
+                .parse()
+                .map_err(|_| format!("`{part}` is not a CPU number in `{text}`; {FORM}"))?;
+            if cpu > MAX_HOST_CPU {
+                return Err(format!(
+                    "CPU {cpu} in `{text}` is beyond any host (at most {MAX_HOST_CPU})"
+                ));
+            }
+            Ok(cpu)
+        };
+        for item in text.split(',') {
+            match item.split_once('-') {
+                Some((first, last)) => {
+                    let (first, last) = (parse_cpu(first)?, parse_cpu(last)?);
+                    if first > last {
+                        return Err(format!(
+                            "the range `{item}` in `{text}` runs backwards; write `{last}-{first}`"
+                        ));
+                    }
+                    cpus.extend(first..=last);
+                }
+                None => {
+                    cpus.insert(parse_cpu(item)?);
+                }
+            }
+        }
+        Ok(CpuSet(cpus))
+    }
+}
+
+/// A USB device as `vendor:product`, four hexadecimal digits each (as `lsusb` prints them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct UsbId {
+    pub vendor: u16,
+    pub product: u16,
+}
+
+impl fmt::Display for UsbId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:04x}:{:04x}", self.vendor, self.product)
+    }
+}
+
+impl FromStr for UsbId {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        const FORM: &str = "write `vendor:product` as lsusb prints it, e.g. `046d:c52b`";
+        let (vendor, product) = text
+            .split_once(':')
+            .ok_or_else(|| format!("`{text}` has no `:`; {FORM}"))?;
+        let field = |part: &str, name: &str| -> Result<u16, String> {
+            if part.len() != 4 || !part.chars().all(|c| c.is_ascii_hexdigit()) {
+                return Err(format!(
+                    "the {name} id `{part}` in `{text}` is not 4 hexadecimal digits; {FORM}"
+                ));
+            }
+            u16::from_str_radix(part, 16).map_err(|e| format!("{name} id `{part}`: {e}"))
+        };
+        Ok(UsbId {
+            vendor: field(vendor, "vendor")?,
+            product: field(product, "product")?,
+        })
+    }
+}
+
+/// An Ethernet MAC address for the guest NIC; multicast addresses are refused because no NIC
+/// can own one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct MacAddress(pub [u8; 6]);
+
+impl MacAddress {
+    /// A stable address in QEMU's 52:54:00 range derived from the VM name, so that a profile
+    /// without `mac` keeps its DHCP lease and its guest's idea of the NIC across runs.
+    pub fn derived_from_name(name: &str) -> Self {
+        // FNV-1a: tiny, stable across Rust versions (unlike std's hasher), good enough spread.
+        let mut hash: u32 = 0x811c_9dc5;
+        for byte in name.bytes() {
+            hash ^= u32::from(byte);
+            hash = hash.wrapping_mul(0x0100_0193);
+        }
+        let [_, a, b, c] = hash.to_be_bytes();
+        MacAddress([0x52, 0x54, 0x00, a, b, c])
+    }
+}
+
+impl fmt::Display for MacAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let [a, b, c, d, e, g] = self.0;
+        write!(f, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}")
+    }
+}
+
+impl FromStr for MacAddress {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        const FORM: &str = "write six hexadecimal pairs separated by `:`, e.g. `52:54:00:3a:1b:7c`";
+        let parts: Vec<&str> = text.split(':').collect();
+        if parts.len() != 6 {
+            return Err(format!("`{text}` has {} parts, not 6; {FORM}", parts.len()));
+        }
+        let mut bytes = [0u8; 6];
+        for (byte, part) in bytes.iter_mut().zip(&parts) {
+            if part.len() != 2 || !part.chars().all(|c| c.is_ascii_hexdigit()) {
+                return Err(format!(
+                    "`{part}` in `{text}` is not two hexadecimal digits; {FORM}"
+                ));
+            }
+            *byte = u8::from_str_radix(part, 16).map_err(|e| format!("`{part}`: {e}"))?;
+        }
+        if bytes[0] & 1 == 1 {
+            return Err(format!(
+                "`{text}` is a multicast address (lowest bit of the first byte set); \
+                 a NIC needs a unicast one such as 52:54:00:xx:xx:xx"
+            ));
+        }
+        Ok(MacAddress(bytes))
+    }
+}
+
+/// A VM name: it becomes part of file paths, socket paths and QEMU's `-name`, so it is
+/// limited to characters that are safe in all three.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct VmName(String);
+
+impl VmName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for VmName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for VmName {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        const FORM: &str = "use letters, digits, `-`, `_` and `.`, at most 64 characters, \
+                            not starting with `.` or `-`";
+        if text.is_empty() {
+            return Err(format!("the name is empty; {FORM}"));
+        }
+        if text.len() > 64 {
+            return Err(format!("`{text}` is longer than 64 characters; {FORM}"));
+        }
+        if let Some(bad) = text
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+        {
+            return Err(format!("`{text}` contains `{bad}`; {FORM}"));
+        }
+        if text.starts_with('.') || text.starts_with('-') {
+            // `.`/`..` escape the state directory; a leading `-` reads as an option to tools.
+            return Err(format!("`{text}` starts with `{}`; {FORM}", &text[..1]));
+        }
+        Ok(VmName(text.to_string()))
+    }
+}
+
+/// A screen resolution `WIDTHxHEIGHT`, used to size the Looking Glass frame buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Resolution {
+    pub width: u32,
+    pub height: u32,
+}
+
+impl Resolution {
+    /// Looking Glass' documented sizing: two frames of 32-bit pixels plus 10 MiB,
+    /// rounded up to the next power of two (the ivshmem BAR must be one).
+    pub fn looking_glass_size(self) -> ByteSize {
+        let frames = u64::from(self.width) * u64::from(self.height) * 4 * 2;
+        let needed = frames + 10 * ByteSize::MIB;
+        ByteSize(needed.next_power_of_two())
+    }
+}
+
+impl FromStr for Resolution {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        const FORM: &str = "write `WIDTHxHEIGHT`, e.g. `2560x1440`";
+        let (width, height) = text
+            .split_once(['x', 'X'])
+            .ok_or_else(|| format!("`{text}` has no `x`; {FORM}"))?;
+        let side = |part: &str| -> Result<u32, String> {
+            match part.trim().parse::<u32>() {
+                Ok(value) if (1..=16384).contains(&value) => Ok(value),
+                _ => Err(format!(
+                    "`{part}` in `{text}` is not a number of pixels from 1 to 16384; {FORM}"
+                )),
+            }
+        };
+        Ok(Resolution {
+            width: side(width)?,
+            height: side(height)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pci_address_short_and_long_forms_are_the_same_device() {
+        let short: PciAddress = "01:00.0".parse().unwrap();
+        let long: PciAddress = "0000:01:00.0".parse().unwrap();
+        assert_eq!(short, long);
+        assert_eq!(long.to_string(), "0000:01:00.0");
+        let other: PciAddress = "ABCD:ff:1f.7".parse().unwrap();
+        assert_eq!(other.to_string(), "abcd:ff:1f.7");
+    }
+
+    #[test]
+    fn pci_address_errors_name_the_part() {
+        let err = "0000:01:20.0".parse::<PciAddress>().unwrap_err();
+        assert!(err.contains("slot `20`"), "{err}");
+        let err = "0000:01:00.8".parse::<PciAddress>().unwrap_err();
+        assert!(err.contains("function `8`"), "{err}");
+        let err = "10000:01:00.0".parse::<PciAddress>().unwrap_err();
+        assert!(err.contains("domain `10000`"), "{err}");
+        let err = "0000:100:00.0".parse::<PciAddress>().unwrap_err();
+        assert!(err.contains("bus `100`"), "{err}");
+        let err = "01:00".parse::<PciAddress>().unwrap_err();
+        assert!(err.contains("no `.function`"), "{err}");
+        let err = "1:2:3:4.0".parse::<PciAddress>().unwrap_err();
+        assert!(err.contains("not a PCI address"), "{err}");
+    }
+
+    #[test]
+    fn byte_sizes_use_powers_of_1024() {
+        assert_eq!("16G".parse::<ByteSize>().unwrap().bytes(), 16 << 30);
+        assert_eq!("512M".parse::<ByteSize>().unwrap().bytes(), 512 << 20);
+        assert_eq!("4096".parse::<ByteSize>().unwrap().bytes(), 4096);
+        assert_eq!("2MiB".parse::<ByteSize>().unwrap().bytes(), 2 << 20);
+        assert!("16Q"
+            .parse::<ByteSize>()
+            .unwrap_err()
+            .contains("suffix `Q`"));
+        assert!("G".parse::<ByteSize>().is_err());
+        assert!("99999999999999999999".parse::<ByteSize>().is_err());
+        assert!("20000000T"
+            .parse::<ByteSize>()
+            .unwrap_err()
+            .contains("too large"));
+        assert_eq!(ByteSize(16 << 30).qemu_spelling(), "16G");
+        assert_eq!(ByteSize(540672).qemu_spelling(), "528K");
+        assert_eq!(ByteSize(1000).qemu_spelling(), "1000");
+    }
+
+    #[test]
+    fn cpu_sets_parse_taskset_syntax() {
+        let set: CpuSet = "0-3,8,10-11".parse().unwrap();
+        assert_eq!(set.iter().collect::<Vec<_>>(), vec![0, 1, 2, 3, 8, 10, 11]);
+        assert_eq!(set.to_list_string(), "0-3,8,10-11");
+        assert!("3-1".parse::<CpuSet>().unwrap_err().contains("backwards"));
+        assert!("0,a".parse::<CpuSet>().unwrap_err().contains("`a`"));
+        assert!("".parse::<CpuSet>().unwrap_err().contains("empty"));
+        assert!("0-9000".parse::<CpuSet>().unwrap_err().contains("9000"));
+    }
+
+    #[test]
+    fn usb_ids_need_four_hex_digits_each() {
+        let id: UsbId = "046d:C52B".parse().unwrap();
+        assert_eq!(id.to_string(), "046d:c52b");
+        assert!("46d:c52b"
+            .parse::<UsbId>()
+            .unwrap_err()
+            .contains("vendor id `46d`"));
+        assert!("046d:c52g"
+            .parse::<UsbId>()
+            .unwrap_err()
+            .contains("product id"));
+        assert!("046dc52b".parse::<UsbId>().is_err());
+    }
+
+    #[test]
+    fn mac_addresses_must_be_unicast() {
+        let mac: MacAddress = "52:54:00:3A:1b:7c".parse().unwrap();
+        assert_eq!(mac.to_string(), "52:54:00:3a:1b:7c");
+        assert!("01:00:5e:00:00:01"
+            .parse::<MacAddress>()
+            .unwrap_err()
+            .contains("multicast"));
+        assert!("52:54:00:3a:1b"
+            .parse::<MacAddress>()
+            .unwrap_err()
+            .contains("5 parts"));
+        assert!("52:54:00:3a:1b:zz".parse::<MacAddress>().is_err());
+        let derived = MacAddress::derived_from_name("win10");
+        assert_eq!(derived, MacAddress::derived_from_name("win10"));
+        assert_ne!(derived, MacAddress::derived_from_name("win11"));
+        assert_eq!(&derived.0[..3], &[0x52, 0x54, 0x00]);
+    }
+
+    #[test]
+    fn vm_names_are_safe_in_paths() {
+        assert!("win10".parse::<VmName>().is_ok());
+        assert!("my_vm-2.0".parse::<VmName>().is_ok());
+        assert!("a/b".parse::<VmName>().unwrap_err().contains("`/`"));
+        assert!(".."
+            .parse::<VmName>()
+            .unwrap_err()
+            .contains("starts with `.`"));
+        assert!("-x".parse::<VmName>().is_err());
+        assert!("".parse::<VmName>().is_err());
+        assert!("a b".parse::<VmName>().is_err());
+        assert!("x".repeat(65).parse::<VmName>().is_err());
+    }
+
+    #[test]
+    fn looking_glass_size_follows_the_documented_formula() {
+        let size = |text: &str| text.parse::<Resolution>().unwrap().looking_glass_size();
+        assert_eq!(size("1920x1080"), ByteSize(32 << 20));
+        assert_eq!(size("2560x1440"), ByteSize(64 << 20));
+        assert_eq!(size("3840x2160"), ByteSize(128 << 20));
+        assert!("1920*1080".parse::<Resolution>().is_err());
+        assert!("0x1080".parse::<Resolution>().is_err());
+    }
+}

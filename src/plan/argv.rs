@@ -1,0 +1,462 @@
+//! The `qemu-system-x86_64` argv: a pure function of the validated model, the resolved firmware
+//! and the VM's paths. QEMU is executed directly with this vector, never through a shell.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::firmware::ResolvedFirmware;
+use crate::model::*;
+
+use super::paths::VmPaths;
+
+/// What boots the guest, resolved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BootFirmware {
+    SeaBios,
+    Ovmf(ResolvedFirmware),
+}
+
+/// QEMU's option parser ends a value at `,`; a literal comma is written twice.
+pub fn escape(value: &str) -> String {
+    value.replace(',', ",,")
+}
+
+fn escape_path(path: &Path) -> String {
+    escape(&path.to_string_lossy())
+}
+
+/// One QEMU option value assembled from `key=value` parts, the first part being the driver or
+/// a bare value.
+struct Opts(Vec<String>);
+
+impl Opts {
+    fn new(head: impl Into<String>) -> Self {
+        Opts(vec![head.into()])
+    }
+
+    fn set(mut self, key: &str, value: impl AsRef<str>) -> Self {
+        self.0.push(format!("{key}={}", value.as_ref()));
+        self
+    }
+
+    fn set_if(self, condition: bool, key: &str, value: impl AsRef<str>) -> Self {
+        if condition {
+            self.set(key, value)
+        } else {
+            self
+        }
+    }
+
+    fn flag(mut self, bare: &str) -> Self {
+        self.0.push(bare.to_string());
+        self
+    }
+
+    fn build(self) -> String {
+        self.0.join(",")
+    }
+}
+
+struct Argv(Vec<String>);
+
+impl Argv {
+    fn push(&mut self, option: &str, value: impl Into<String>) {
+        self.0.push(option.to_string());
+        self.0.push(value.into());
+    }
+}
+
+pub fn build(config: &VmConfig, firmware: &BootFirmware, paths: &VmPaths) -> Vec<String> {
+    let mut argv = Argv(vec![config.qemu.binary.clone()]);
+    argv.push(
+        "-name",
+        Opts::new(format!("guest={}", config.name))
+            .set("debug-threads", "on")
+            .build(),
+    );
+    machine(&mut argv, config, firmware);
+    cpu(&mut argv, config);
+    memory(&mut argv, config);
+    let topology = config.cpu.topology;
+    argv.push(
+        "-smp",
+        Opts::new(topology.vcpus().to_string())
+            .set("sockets", topology.sockets.to_string())
+            .set("cores", topology.cores.to_string())
+            .set("threads", topology.threads.to_string())
+            .build(),
+    );
+    argv.0.push("-nodefaults".into());
+    argv.0.push("-no-user-config".into());
+    // vCPUs must not run a single instruction before vmrun has pinned them.
+    argv.0.push("-S".into());
+    argv.push(
+        "-chardev",
+        Opts::new("socket")
+            .set("id", "qmp")
+            .set("path", escape_path(&paths.qmp_socket))
+            .set("server", "on")
+            .set("wait", "off")
+            .build(),
+    );
+    argv.push("-mon", "chardev=qmp,mode=control");
+    argv.push("-pidfile", paths.pidfile.to_string_lossy());
+    display(&mut argv, config);
+    if let BootFirmware::Ovmf(resolved) = firmware {
+        pflash(&mut argv, resolved, paths);
+    }
+    for index in 0..config.machine.iothreads {
+        argv.push("-object", format!("iothread,id=iothread{index}"));
+    }
+    disks(&mut argv, config);
+    network(&mut argv, config);
+    passthrough(&mut argv, config, firmware);
+    usb(&mut argv, config);
+    input(&mut argv, config);
+    looking_glass(&mut argv, config);
+    if config.serial == SerialConsole::Log {
+        argv.push(
+            "-chardev",
+            Opts::new("file")
+                .set("id", "console")
+                .set("path", escape_path(&paths.console_log))
+                .build(),
+        );
+        argv.push("-device", "isa-serial,chardev=console");
+    }
+    argv.0.extend(config.qemu.extra_args.iter().cloned());
+    argv.0
+}
+
+fn machine(argv: &mut Argv, config: &VmConfig, firmware: &BootFirmware) {
+    let ovmf = match firmware {
+        BootFirmware::Ovmf(resolved) => Some(resolved),
+        BootFirmware::SeaBios => None,
+    };
+    let smm = ovmf.is_some_and(|f| f.requires_smm || f.secure_boot);
+    let opts = Opts::new(config.machine.machine_type.clone())
+        .set_if(smm, "smm", "on")
+        .set_if(ovmf.is_some(), "pflash0", "ovmf-code")
+        .set_if(ovmf.is_some(), "pflash1", "ovmf-vars")
+        .set_if(config.machine.hugepages.is_some(), "memory-backend", "ram");
+    argv.push("-machine", opts.build());
+    argv.push(
+        "-accel",
+        match config.machine.accel {
+            Accel::Kvm => "kvm".to_string(),
+            Accel::Tcg => "tcg,thread=multi".to_string(),
+        },
+    );
+    if ovmf.is_some_and(|f| f.secure_boot) {
+        // Without this, the guest OS could write the secure-boot variables around the firmware.
+        argv.push("-global", "driver=cfi.pflash01,property=secure,value=on");
+    }
+}
+
+fn cpu(argv: &mut Argv, config: &VmConfig) {
+    let mut opts =
+        Opts::new(config.cpu.model.clone()).set_if(config.cpu.hide_hypervisor, "kvm", "off");
+    for feature in &config.cpu.hyperv {
+        opts = opts.flag(feature);
+    }
+    if let (Some(vendor), false) = (&config.cpu.hv_vendor_id, config.cpu.hyperv.is_empty()) {
+        opts = opts.set("hv-vendor-id", escape(vendor));
+    }
+    argv.push("-cpu", opts.build());
+}
+
+fn memory(argv: &mut Argv, config: &VmConfig) {
+    let size = config.machine.memory.qemu_spelling();
+    argv.push("-m", size.clone());
+    if let Some(pages) = config.machine.hugepages {
+        // memfd with an explicit page size needs no hugetlbfs mount of the right size.
+        argv.push(
+            "-object",
+            Opts::new("memory-backend-memfd")
+                .set("id", "ram")
+                .set("size", size)
+                .set("hugetlb", "on")
+                .set("hugetlbsize", ByteSize(pages.bytes()).qemu_spelling())
+                .set("prealloc", "on")
+                .build(),
+        );
+    }
+}
+
+fn display(argv: &mut Argv, config: &VmConfig) {
+    argv.push(
+        "-display",
+        match config.display.gui {
+            Gui::None => "none",
+            Gui::Gtk => "gtk",
+            Gui::Sdl => "sdl",
+        },
+    );
+    match config.display.vga {
+        VgaModel::None => argv.push("-vga", "none"),
+        VgaModel::Std => argv.push("-device", "VGA,id=video0"),
+        VgaModel::Virtio => argv.push("-device", "virtio-vga,id=video0"),
+        VgaModel::Qxl => argv.push("-device", "qxl-vga,id=video0"),
+    }
+}
+
+fn pflash(argv: &mut Argv, firmware: &ResolvedFirmware, paths: &VmPaths) {
+    let nodes = [
+        ("ovmf-code", &firmware.code.path, firmware.code.format, true),
+        (
+            "ovmf-vars",
+            &paths.vars,
+            firmware.vars_template.format,
+            false,
+        ),
+    ];
+    for (node, path, format, read_only) in nodes {
+        argv.push(
+            "-blockdev",
+            Opts::new("driver=file")
+                .set("node-name", format!("{node}-file"))
+                .set("filename", escape_path(path))
+                .set_if(read_only, "read-only", "on")
+                .build(),
+        );
+        argv.push(
+            "-blockdev",
+            Opts::new(format!("driver={}", format.as_str()))
+                .set("node-name", node)
+                .set("file", format!("{node}-file"))
+                .set_if(read_only, "read-only", "on")
+                .build(),
+        );
+    }
+}
+
+fn disks(argv: &mut Argv, config: &VmConfig) {
+    let iothreads = config.machine.iothreads;
+    let mut next_iothread = 0;
+    let mut iothread_for = |wanted: bool| -> Option<String> {
+        if !wanted || iothreads == 0 {
+            return None;
+        }
+        let id = format!("iothread{}", next_iothread % iothreads);
+        next_iothread += 1;
+        Some(id)
+    };
+    if config.disks.iter().any(|d| d.bus == DiskBus::Scsi) {
+        let opts = Opts::new("virtio-scsi-pci").set("id", "scsi0");
+        let opts = match iothread_for(true) {
+            Some(id) => opts.set("iothread", id),
+            None => opts,
+        };
+        argv.push("-device", opts.build());
+    }
+    let mut sata_port = 0;
+    for (index, disk) in config.disks.iter().enumerate() {
+        let node = format!("disk{index}");
+        let direct = disk.cache == CacheMode::None;
+        let no_flush = disk.cache == CacheMode::Unsafe;
+        let common = |opts: Opts| {
+            opts.set_if(disk.readonly, "read-only", "on")
+                .set_if(direct, "cache.direct", "on")
+                .set_if(no_flush, "cache.no-flush", "on")
+                .set_if(disk.discard, "discard", "unmap")
+        };
+        argv.push(
+            "-blockdev",
+            common(
+                Opts::new("driver=file")
+                    .set("node-name", format!("{node}-file"))
+                    .set("filename", escape_path(&disk.path)),
+            )
+            .build(),
+        );
+        argv.push(
+            "-blockdev",
+            common(
+                Opts::new(format!("driver={}", disk.format.as_str()))
+                    .set("node-name", &node)
+                    .set("file", format!("{node}-file")),
+            )
+            .build(),
+        );
+        let device = match (disk.bus, disk.media) {
+            (DiskBus::Virtio, _) => {
+                let opts = Opts::new("virtio-blk-pci")
+                    .set("drive", &node)
+                    .set("id", format!("{node}-dev"));
+                match iothread_for(true) {
+                    Some(id) => opts.set("iothread", id),
+                    None => opts,
+                }
+            }
+            (DiskBus::Sata, media) => {
+                let driver = if media == Media::Cdrom {
+                    "ide-cd"
+                } else {
+                    "ide-hd"
+                };
+                let opts = Opts::new(driver)
+                    .set("drive", &node)
+                    .set("id", format!("{node}-dev"))
+                    .set("bus", format!("ide.{sata_port}"));
+                sata_port += 1;
+                opts
+            }
+            (DiskBus::Nvme, _) => Opts::new("nvme")
+                .set("drive", &node)
+                .set("id", format!("{node}-dev"))
+                .set("serial", format!("vmrun{index}")),
+            (DiskBus::Scsi, media) => {
+                let driver = if media == Media::Cdrom {
+                    "scsi-cd"
+                } else {
+                    "scsi-hd"
+                };
+                Opts::new(driver)
+                    .set("drive", &node)
+                    .set("id", format!("{node}-dev"))
+                    .set("bus", "scsi0.0")
+            }
+        };
+        let device = match disk.boot_order {
+            Some(order) => device.set("bootindex", order.to_string()),
+            None => device,
+        };
+        argv.push("-device", device.build());
+    }
+}
+
+fn network(argv: &mut Argv, config: &VmConfig) {
+    let netdev = match &config.network.mode {
+        NetworkMode::None => return,
+        NetworkMode::User => Opts::new("user").set("id", "net0"),
+        NetworkMode::Bridge(bridge) => Opts::new("bridge")
+            .set("id", "net0")
+            .set("br", escape(bridge)),
+        NetworkMode::Tap(tap) => Opts::new("tap")
+            .set("id", "net0")
+            .set("ifname", escape(tap))
+            .set("script", "no")
+            .set("downscript", "no"),
+    };
+    argv.push("-netdev", netdev.build());
+    argv.push(
+        "-device",
+        Opts::new(config.network.model.qemu_device())
+            .set("netdev", "net0")
+            .set("id", "net0-dev")
+            .set("mac", config.network.mac.to_string())
+            .build(),
+    );
+}
+
+fn passthrough(argv: &mut Argv, config: &VmConfig, firmware: &BootFirmware) {
+    // Each host slot gets its own root port; its functions keep their order in one guest slot.
+    let mut slots: BTreeMap<(u16, u8, u8), Vec<&PciDevice>> = BTreeMap::new();
+    for device in &config.pci {
+        slots
+            .entry(device.address.slot_key())
+            .or_default()
+            .push(device);
+    }
+    let seabios = matches!(firmware, BootFirmware::SeaBios);
+    for (port, functions) in slots.values_mut().enumerate() {
+        functions.sort_by_key(|device| device.address.function);
+        let port_id = format!("vfio-rp{port}");
+        argv.push(
+            "-device",
+            Opts::new("pcie-root-port")
+                .set("id", &port_id)
+                .set("bus", "pcie.0")
+                .set("chassis", (port + 1).to_string())
+                .build(),
+        );
+        let multifunction = functions.len() > 1;
+        for (guest_function, device) in functions.iter().enumerate() {
+            let mut opts = Opts::new("vfio-pci")
+                .set("host", device.address.to_string())
+                .set(
+                    "id",
+                    format!(
+                        "hostdev-{}",
+                        device.address.to_string().replace([':', '.'], "-")
+                    ),
+                )
+                .set("bus", &port_id)
+                .set("addr", format!("0x0.{guest_function}"))
+                .set_if(multifunction && guest_function == 0, "multifunction", "on");
+            if let Some(romfile) = &device.romfile {
+                opts = opts.set("romfile", escape_path(romfile));
+            }
+            if let Some(rombar) = device.rombar {
+                opts = opts.set("rombar", if rombar { "1" } else { "0" });
+            }
+            // x-vga routes legacy VGA ranges to the card: only a legacy BIOS needs that.
+            opts = opts.set_if(device.vga && seabios, "x-vga", "on");
+            argv.push("-device", opts.build());
+        }
+    }
+}
+
+fn usb(argv: &mut Argv, config: &VmConfig) {
+    if config.usb.is_empty() {
+        return;
+    }
+    argv.push("-device", "qemu-xhci,id=xhci");
+    for (index, id) in config.usb.iter().enumerate() {
+        argv.push(
+            "-device",
+            Opts::new("usb-host")
+                .set("id", format!("usb{index}"))
+                .set("bus", "xhci.0")
+                .set("vendorid", format!("0x{:04x}", id.vendor))
+                .set("productid", format!("0x{:04x}", id.product))
+                .build(),
+        );
+    }
+}
+
+fn input(argv: &mut Argv, config: &VmConfig) {
+    for (index, path) in config.input.evdev.iter().enumerate() {
+        // A keyboard grabs all other evdev devices with it and needs key repeat.
+        let keyboard = path.to_string_lossy().ends_with("event-kbd");
+        let mut opts = Opts::new("input-linux")
+            .set("id", format!("evdev{index}"))
+            .set("evdev", escape_path(path))
+            .set_if(keyboard, "grab_all", "on")
+            .set_if(keyboard, "repeat", "on");
+        if let (true, Some(toggle)) = (keyboard, &config.input.grab_toggle) {
+            opts = opts.set("grab-toggle", toggle);
+        }
+        argv.push("-object", opts.build());
+    }
+}
+
+fn looking_glass(argv: &mut Argv, config: &VmConfig) {
+    let Some(lg) = &config.looking_glass else {
+        return;
+    };
+    argv.push(
+        "-object",
+        Opts::new("memory-backend-file")
+            .set("id", "looking-glass")
+            .set("share", "on")
+            .set("mem-path", escape_path(&lg.path))
+            .set("size", lg.size.qemu_spelling())
+            .build(),
+    );
+    argv.push(
+        "-device",
+        "ivshmem-plain,id=looking-glass-dev,memdev=looking-glass",
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commas_are_doubled() {
+        assert_eq!(escape("/a,b/c,,d"), "/a,,b/c,,,,d");
+        assert_eq!(escape("plain"), "plain");
+    }
+}

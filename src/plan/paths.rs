@@ -1,0 +1,173 @@
+//! Where a VM's files live: the state directory (kept: VARS copy, logs, journal) and the
+//! runtime directory (gone after the run: QMP socket, pidfile, lock).
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::firmware::ImageFormat;
+use crate::model::VmName;
+
+/// The two base directories, before the VM's name is appended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct BaseDirs {
+    pub state: PathBuf,
+    pub runtime: PathBuf,
+}
+
+impl BaseDirs {
+    /// Explicit values win (command line, then `VMRUN_STATE_DIR` / `VMRUN_RUNTIME_DIR`);
+    /// otherwise `/var/lib/vmrun` and `/run/vmrun` as root, the XDG directories otherwise.
+    pub fn resolve(state: Option<PathBuf>, runtime: Option<PathBuf>) -> Self {
+        let is_root = nix::unistd::geteuid().is_root();
+        Self::resolve_with(state, runtime, is_root, |name| {
+            std::env::var_os(name).map(PathBuf::from)
+        })
+    }
+
+    pub fn resolve_with(
+        state: Option<PathBuf>,
+        runtime: Option<PathBuf>,
+        is_root: bool,
+        var: impl Fn(&str) -> Option<PathBuf>,
+    ) -> Self {
+        let absolute = |value: Option<PathBuf>| value.filter(|p| p.is_absolute());
+        let home = var("HOME").unwrap_or_else(|| PathBuf::from("/"));
+        let state = state.unwrap_or_else(|| {
+            if is_root {
+                PathBuf::from("/var/lib/vmrun")
+            } else {
+                absolute(var("XDG_STATE_HOME"))
+                    .unwrap_or_else(|| home.join(".local/state"))
+                    .join("vmrun")
+            }
+        });
+        let runtime = runtime.unwrap_or_else(|| {
+            if is_root {
+                PathBuf::from("/run/vmrun")
+            } else {
+                match absolute(var("XDG_RUNTIME_DIR")) {
+                    Some(dir) => dir.join("vmrun"),
+                    None => {
+                        let uid = nix::unistd::geteuid();
+                        PathBuf::from(format!("/tmp/vmrun-{uid}"))
+                    }
+                }
+            }
+        });
+        BaseDirs { state, runtime }
+    }
+}
+
+/// The longest path a Unix socket address holds (108 bytes of `sun_path`, NUL-terminated).
+pub const MAX_SOCKET_PATH: usize = 107;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct VmPaths {
+    pub state_dir: PathBuf,
+    pub runtime_dir: PathBuf,
+    pub qmp_socket: PathBuf,
+    pub pidfile: PathBuf,
+    pub lock: PathBuf,
+    /// The VM's own copy of the OVMF VARS template; survives every run.
+    pub vars: PathBuf,
+    pub console_log: PathBuf,
+    pub log: PathBuf,
+    pub journal: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PathsError {
+    #[error("the QMP socket path {} is {len} bytes; Unix sockets allow {MAX_SOCKET_PATH}. Use a shorter --runtime-dir (or VMRUN_RUNTIME_DIR)", .path.display())]
+    SocketTooLong { path: PathBuf, len: usize },
+}
+
+impl VmPaths {
+    pub fn new(
+        base: &BaseDirs,
+        name: &VmName,
+        vars_format: ImageFormat,
+    ) -> Result<Self, PathsError> {
+        let state_dir = base.state.join(name.as_str());
+        let runtime_dir = base.runtime.join(name.as_str());
+        let qmp_socket = runtime_dir.join("qmp.sock");
+        let len = qmp_socket.as_os_str().len();
+        if len > MAX_SOCKET_PATH {
+            return Err(PathsError::SocketTooLong {
+                path: qmp_socket,
+                len,
+            });
+        }
+        Ok(VmPaths {
+            vars: state_dir.join(format!("OVMF_VARS.{}", vars_extension(vars_format))),
+            console_log: state_dir.join("console.log"),
+            log: state_dir.join("vmrun.log"),
+            journal: state_dir.join("journal"),
+            pidfile: runtime_dir.join("qemu.pid"),
+            lock: runtime_dir.join("lock"),
+            qmp_socket,
+            state_dir,
+            runtime_dir,
+        })
+    }
+
+    pub fn runtime_files(&self) -> [&Path; 3] {
+        [&self.qmp_socket, &self.pidfile, &self.lock]
+    }
+}
+
+fn vars_extension(format: ImageFormat) -> &'static str {
+    match format {
+        ImageFormat::Raw => "fd",
+        ImageFormat::Qcow2 => "qcow2",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(map: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<PathBuf> {
+        move |name| {
+            map.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| PathBuf::from(v))
+        }
+    }
+
+    #[test]
+    fn defaults_for_root_and_users() {
+        let root = BaseDirs::resolve_with(None, None, true, vars(&[]));
+        assert_eq!(root.state, PathBuf::from("/var/lib/vmrun"));
+        assert_eq!(root.runtime, PathBuf::from("/run/vmrun"));
+        let user = BaseDirs::resolve_with(
+            None,
+            None,
+            false,
+            vars(&[("HOME", "/home/u"), ("XDG_RUNTIME_DIR", "/run/user/1000")]),
+        );
+        assert_eq!(user.state, PathBuf::from("/home/u/.local/state/vmrun"));
+        assert_eq!(user.runtime, PathBuf::from("/run/user/1000/vmrun"));
+        let explicit =
+            BaseDirs::resolve_with(Some("/s".into()), Some("/r".into()), true, vars(&[]));
+        assert_eq!(explicit.state, PathBuf::from("/s"));
+    }
+
+    #[test]
+    fn socket_paths_over_the_limit_are_refused() {
+        let name: VmName = "win10".parse().unwrap();
+        let long = BaseDirs {
+            state: "/s".into(),
+            runtime: PathBuf::from(format!("/{}", "r".repeat(100))),
+        };
+        let err = VmPaths::new(&long, &name, ImageFormat::Raw).unwrap_err();
+        assert!(err.to_string().contains("--runtime-dir"));
+        let short = BaseDirs {
+            state: "/s".into(),
+            runtime: "/run/vmrun".into(),
+        };
+        let paths = VmPaths::new(&short, &name, ImageFormat::Qcow2).unwrap();
+        assert_eq!(paths.qmp_socket, PathBuf::from("/run/vmrun/win10/qmp.sock"));
+        assert_eq!(paths.vars, PathBuf::from("/s/win10/OVMF_VARS.qcow2"));
+    }
+}
