@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::check::{self, Finding, HostView, Status, Sysroot};
 use crate::firmware;
-use crate::model::{self, FileChecks, VmConfig};
+use crate::model::{self, VmConfig};
 use crate::plan::{self, BaseDirs, Plan, PlanError};
 use crate::profile::{self, Diagnostic, ProfileError, ProfileSource, SearchPath};
 
@@ -148,12 +148,11 @@ struct Loaded {
     warnings: Vec<Diagnostic>,
 }
 
-fn load(search: &SearchPath, profile: &str, files: FileChecks) -> Result<Loaded, ProfileError> {
+fn load(search: &SearchPath, profile: &str) -> Result<Loaded, ProfileError> {
     let path = search.resolve(profile)?;
     let source = ProfileSource::read(&path)?;
     let raw = profile::parse(&source).map_err(ProfileError::Invalid)?;
-    let (config, warnings) =
-        model::validate(&source, &raw, files).map_err(ProfileError::Invalid)?;
+    let (config, warnings) = model::validate(&source, &raw).map_err(ProfileError::Invalid)?;
     Ok(Loaded { config, warnings })
 }
 
@@ -178,7 +177,7 @@ fn show(
     json: bool,
     quiet: bool,
 ) -> Result<i32, CliError> {
-    let loaded = load(search, profile, FileChecks::Warn)?;
+    let loaded = load(search, profile)?;
     let firmware = plan::resolve_firmware(&loaded.config, &firmware::default_descriptor_dirs())
         .map_err(PlanError::from)?;
     let plan = Plan::new(&loaded.config, &firmware, base)?;
@@ -224,7 +223,7 @@ fn check(search: &SearchPath, base: &BaseDirs, profile: &str, json: bool) -> Res
     let mut findings = Vec::new();
     let mut name = None;
     let mut code = exit::OK;
-    match load(search, profile, FileChecks::Require) {
+    match load(search, profile) {
         Err(ProfileError::Invalid(diagnostics)) => {
             for diagnostic in diagnostics {
                 let status = match diagnostic.severity {
@@ -244,7 +243,15 @@ fn check(search: &SearchPath, base: &BaseDirs, profile: &str, json: bool) -> Res
                 format!("{} is valid", loaded.config.profile_path.display()),
             ));
             for warning in &loaded.warnings {
-                findings.push(Finding::new(Status::Warn, "profile", warning.to_string()));
+                let (status, check) = match warning.kind {
+                    profile::Kind::MissingFile => (Status::Fail, "files"),
+                    profile::Kind::Profile => (Status::Warn, "profile"),
+                };
+                let text = match warning.kind {
+                    profile::Kind::MissingFile => warning.located(),
+                    profile::Kind::Profile => warning.to_string(),
+                };
+                findings.push(Finding::new(status, check, text));
             }
             let host = HostView {
                 sysroot: Sysroot::from_env(),

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use leaves::{ByteSize, CpuSet, MacAddress, PciAddress, Resolution, UsbId, VmName};
-pub use validate::{validate, FileChecks};
+pub use validate::validate;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VmConfig {

@@ -12,27 +12,18 @@ use toml::Spanned;
 use super::*;
 use crate::firmware::{self, FirmwareImage, ImageFormat};
 use crate::profile::raw::*;
-use crate::profile::{Diagnostic, Diagnostics, ProfileSource, Severity};
+use crate::profile::{Diagnostic, Diagnostics, Kind, ProfileSource, Severity};
 
-/// How to treat files the profile names (romfile, disks, firmware) that are missing.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FileChecks {
-    /// `check` and `run`: a missing file is an error.
-    Require,
-    /// `show`: the argv can be printed on a machine that is not the VM's host.
-    Warn,
-}
-
-/// Validates a parsed profile. `Ok` carries the model and any warnings.
+/// Validates a parsed profile. `Ok` carries the model and its warnings. Files the profile
+/// names but this host lacks are reported as `Kind::MissingFile` warnings: the profile itself is
+/// fine (and `show` works), while `check` and `run` fail on them.
 pub fn validate(
     source: &ProfileSource,
     raw: &RawProfile,
-    files: FileChecks,
 ) -> Result<(VmConfig, Vec<Diagnostic>), Vec<Diagnostic>> {
     let mut v = Validator {
         diags: Diagnostics::new(&source.path, &source.text),
         base_dir: source.base_dir(),
-        files,
     };
     let config = v.profile(source, raw);
     if v.diags.has_errors() {
@@ -45,7 +36,6 @@ pub fn validate(
 struct Validator {
     diags: Diagnostics,
     base_dir: PathBuf,
-    files: FileChecks,
 }
 
 /// A section's fields, or all-`None` defaults when the section is absent.
@@ -166,11 +156,13 @@ impl Validator {
     }
 
     fn missing_file(&mut self, span: Range<usize>, key: &str, path: &Path, what: &str) {
-        let message = format!("{what} {} does not exist", path.display());
-        match self.files {
-            FileChecks::Require => self.error(span, key, message),
-            FileChecks::Warn => self.warning(span, key, message),
-        }
+        self.diags.push_kind(
+            Severity::Warning,
+            Kind::MissingFile,
+            Some(span),
+            key,
+            format!("{what} {} does not exist", path.display()),
+        );
     }
 
     fn profile(&mut self, source: &ProfileSource, raw: &RawProfile) -> VmConfig {
@@ -709,6 +701,16 @@ impl Validator {
                     &key("bus"),
                     "a cdrom needs bus \"sata\" or \"scsi\" (virtio-blk and NVMe have no CD-ROM)",
                 );
+            }
+            if media == Media::Disk && bus == DiskBus::Sata {
+                if let Some(flag) = d.readonly.as_ref().filter(|f| *f.get_ref()) {
+                    // Measured with QEMU 7.2: ide-hd refuses a read-only block node.
+                    self.error(
+                        flag.span(),
+                        &key("readonly"),
+                        "QEMU's SATA disks cannot be read-only; use bus \"virtio\", \"scsi\" or \"nvme\"",
+                    );
+                }
             }
             let cache = d
                 .cache

@@ -12,9 +12,19 @@ pub enum Severity {
     Warning,
 }
 
+/// What a diagnostic is about: the profile's own text, or a file it names that this host lacks
+/// (a warning for `show`, a failed check for `check` and `run`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    Profile,
+    MissingFile,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Diagnostic {
     pub severity: Severity,
+    pub kind: Kind,
     pub file: PathBuf,
     /// 1-based; `None` only for problems that belong to the file as a whole.
     pub line: Option<usize>,
@@ -23,20 +33,27 @@ pub struct Diagnostic {
     pub message: String,
 }
 
+impl Diagnostic {
+    /// `file:line: key: message`, without the severity.
+    pub fn located(&self) -> String {
+        let place = match self.line {
+            Some(line) => format!("{}:{line}: ", self.file.display()),
+            None => format!("{}: ", self.file.display()),
+        };
+        if self.key.is_empty() {
+            format!("{place}{}", self.message)
+        } else {
+            format!("{place}{}: {}", self.key, self.message)
+        }
+    }
+}
+
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let file = self.file.display();
-        match self.line {
-            Some(line) => write!(f, "{file}:{line}: ")?,
-            None => write!(f, "{file}: ")?,
-        }
-        if self.severity == Severity::Warning {
-            f.write_str("warning: ")?;
-        }
-        if self.key.is_empty() {
-            f.write_str(&self.message)
-        } else {
-            write!(f, "{}: {}", self.key, self.message)
+        let located = self.located();
+        match (self.severity, located.split_once(": ")) {
+            (Severity::Warning, Some((place, rest))) => write!(f, "{place}: warning: {rest}"),
+            _ => f.write_str(&located),
         }
     }
 }
@@ -90,9 +107,21 @@ impl Diagnostics {
         key: impl Into<String>,
         message: impl Into<String>,
     ) {
+        self.push_kind(severity, Kind::Profile, span, key, message);
+    }
+
+    pub fn push_kind(
+        &mut self,
+        severity: Severity,
+        kind: Kind,
+        span: Option<std::ops::Range<usize>>,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) {
         let line = span.map(|span| self.lines.line_of(span.start));
         self.items.push(Diagnostic {
             severity,
+            kind,
             file: self.file.clone(),
             line,
             key: key.into(),

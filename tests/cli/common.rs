@@ -1,0 +1,71 @@
+//! Helpers shared by the integration tests.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use vmrun::model::VmConfig;
+use vmrun::profile::{self, Diagnostic, ProfileSource};
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The real `vmrun` binary with a clean, predictable environment.
+pub fn vmrun(dir: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_vmrun"));
+    command
+        .current_dir(dir)
+        .env_remove("VMRUN_PROFILE_PATH")
+        .env_remove("VMRUN_STATE_DIR")
+        .env_remove("VMRUN_RUNTIME_DIR")
+        .env_remove("VMRUN_SYSROOT");
+    command
+}
+
+pub fn run(command: &mut Command) -> (i32, String, String) {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = command.output().expect("vmrun runs");
+    (
+        status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&stdout).into_owned(),
+        String::from_utf8_lossy(&stderr).into_owned(),
+    )
+}
+
+/// Parses and validates `text` as the profile `dir/name.toml`.
+pub fn validate_text(
+    dir: &Path,
+    name: &str,
+    text: &str,
+) -> Result<(VmConfig, Vec<Diagnostic>), Vec<Diagnostic>> {
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, text).unwrap();
+    let source = ProfileSource::read(&path).unwrap();
+    let raw = profile::parse(&source)?;
+    vmrun::model::validate(&source, &raw)
+}
+
+/// The 1-based line of the only line that contains `marker`.
+pub fn line_of(text: &str, marker: &str) -> usize {
+    let lines: Vec<usize> = text
+        .lines()
+        .enumerate()
+        .filter(|(_, line)| line.contains(marker))
+        .map(|(index, _)| index + 1)
+        .collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "marker {marker:?} must be on exactly one line"
+    );
+    lines[0]
+}
+
+/// Writes a sparse file of `len` bytes.
+pub fn sized_file(path: &Path, len: u64) {
+    let file = std::fs::File::create(path).unwrap();
+    file.set_len(len).unwrap();
+}

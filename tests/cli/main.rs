@@ -1,0 +1,10 @@
+//! The one integration-test binary: library-level checks of each stage and the real `vmrun`
+//! command line, with real QEMU where a test needs it.
+
+mod commands;
+mod common;
+mod firmware_selection;
+mod golden;
+mod loader_props;
+mod qemu_escaping;
+mod validation;

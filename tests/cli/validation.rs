@@ -1,0 +1,377 @@
+//! One test per validation rule: each asserts the message names the key and the line (marked
+//! `#<` in the profile text) and says what would be valid.
+
+use crate::common::{line_of, sized_file, validate_text};
+use vmrun::profile::{Diagnostic, Kind, Severity};
+
+fn diagnostics(text: &str) -> Vec<Diagnostic> {
+    let dir = tempfile::tempdir().unwrap();
+    match validate_text(dir.path(), "t", text) {
+        Ok((_, warnings)) => warnings,
+        Err(errors) => errors,
+    }
+}
+
+/// Asserts an error for `key` on the marked line whose message contains `says`.
+fn expect_error(text: &str, key: &str, says: &str) {
+    expect(text, key, says, Severity::Error);
+}
+
+fn expect(text: &str, key: &str, says: &str, severity: Severity) {
+    let line = line_of(text, "#<");
+    let found = diagnostics(text);
+    let hit = found.iter().find(|d| {
+        d.key == key && d.line == Some(line) && d.message.contains(says) && d.severity == severity
+    });
+    let Some(hit) = hit else {
+        panic!("expected {severity:?} for `{key}` on line {line} saying {says:?}; got {found:#?}");
+    };
+    let shown = hit.to_string();
+    assert!(shown.contains(&format!("t.toml:{line}: ")), "{shown}");
+    assert!(shown.contains(&format!("{key}: ")), "{shown}");
+}
+
+#[test]
+fn an_empty_profile_is_valid_with_documented_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, warnings) = validate_text(dir.path(), "plain", "").unwrap();
+    assert!(warnings.is_empty(), "{warnings:#?}");
+    assert_eq!(config.name.as_str(), "plain");
+    assert_eq!(config.vcpu_count(), 2);
+    assert_eq!(config.machine.memory.bytes(), 2 << 30);
+    assert_eq!(config.cpu.model, "host");
+    assert_eq!(config.shutdown.timeout.as_secs(), 120);
+    assert_eq!(config.qemu.binary, "qemu-system-x86_64");
+}
+
+#[test]
+fn vcpu_count_must_match_the_pin_list() {
+    expect_error(
+        "[cpu]\nsockets = 1\ncores = 4\nthreads = 2\n[pinning]\nvcpus = [2, 3, 4] #<\n",
+        "pinning.vcpus",
+        "has 3 entries but the VM has 8 vCPUs",
+    );
+}
+
+#[test]
+fn cpu_lists_use_taskset_syntax() {
+    expect_error(
+        "[cpu]\ncores = 1\n[pinning]\nvcpus = [1]\nemulator = \"0-a\" #<\n",
+        "pinning.emulator",
+        "`a` is not a CPU number",
+    );
+    expect_error(
+        "[cpu]\ncores = 1\n[pinning]\nvcpus = [1]\niothreads = \"3-1\" #<\n",
+        "pinning.iothreads",
+        "runs backwards",
+    );
+}
+
+#[test]
+fn priority_is_1_to_99_for_realtime_and_absent_for_other() {
+    expect_error(
+        "[cpu]\ncores = 1\n[pinning]\nvcpus = [1]\nscheduler = \"rr\"\npriority = 100 #<\n",
+        "pinning.priority",
+        "use 1 to 99",
+    );
+    expect_error(
+        "[cpu]\ncores = 1\n[pinning]\nvcpus = [1]\nscheduler = \"other\"\npriority = 5 #<\n",
+        "pinning.priority",
+        "has no priority",
+    );
+}
+
+#[test]
+fn scheduler_names_are_listed() {
+    expect_error(
+        "[cpu]\ncores = 1\n[pinning]\nvcpus = [1]\nscheduler = \"deadline\" #<\n",
+        "pinning.scheduler",
+        "not one of \"rr\", \"fifo\", \"other\"",
+    );
+}
+
+#[test]
+fn hv_vendor_id_is_at_most_12_characters() {
+    expect_error(
+        "[cpu]\nhyperv = true\nhv_vendor_id = \"0123456789abc\" #<\n",
+        "cpu.hv_vendor_id",
+        "is 13 characters; use 1 to 12",
+    );
+    expect(
+        "[cpu]\nhv_vendor_id = \"vendor\" #<\n",
+        "cpu.hv_vendor_id",
+        "set cpu.hyperv = true",
+        Severity::Warning,
+    );
+}
+
+#[test]
+fn pci_addresses_are_range_checked_part_by_part() {
+    for (address, says) in [
+        ("0000:01:20.0", "slot `20` is out of range (0 to 1f"),
+        ("0000:01:00.8", "function `8` is out of range (0 to 7"),
+        ("0000:1ff:00.0", "bus `1ff`"),
+        ("10000:01:00.0", "domain `10000`"),
+        ("01-00.0", "not a PCI address"),
+    ] {
+        expect_error(
+            &format!("[[pci]]\naddress = \"{address}\" #<\n"),
+            "pci[0].address",
+            says,
+        );
+    }
+}
+
+#[test]
+fn the_same_device_twice_is_refused_in_either_form() {
+    expect_error(
+        "[[pci]]\naddress = \"0000:01:00.0\"\n[[pci]]\naddress = \"01:00.0\" #<\n",
+        "pci[1].address",
+        "same device as pci[0] (`0000:01:00.0`)",
+    );
+}
+
+#[test]
+fn sizes_need_known_suffixes() {
+    expect_error(
+        "[machine]\nmemory = \"16Q\" #<\n",
+        "machine.memory",
+        "unknown size suffix `Q`",
+    );
+    expect_error(
+        "[machine]\nmemory = \"lots\" #<\n",
+        "machine.memory",
+        "does not start with a number",
+    );
+    expect_error(
+        "[machine]\nhugepages = \"4M\" #<\n",
+        "machine.hugepages",
+        "not one of \"2M\", \"1G\"",
+    );
+    expect_error(
+        "[machine]\nmemory = \"1536M\"\nhugepages = \"1G\" #<\n",
+        "machine.hugepages",
+        "not a whole number of 1G pages",
+    );
+}
+
+#[test]
+fn looking_glass_size_is_a_power_of_two() {
+    expect_error(
+        "[looking_glass]\nsize = \"24M\" #<\n",
+        "looking_glass.size",
+        "not a power of two of at least 1M (an ivshmem BAR must be); use 32M",
+    );
+    expect_error(
+        "[looking_glass]\nsize = \"32M\"\nresolution = \"1920x1080\" #<\n",
+        "looking_glass.resolution",
+        "not both",
+    );
+    expect_error(
+        "[looking_glass]\nresolution = \"1920*1080\" #<\n",
+        "looking_glass.resolution",
+        "WIDTHxHEIGHT",
+    );
+}
+
+#[test]
+fn names_are_safe_in_paths() {
+    expect_error("name = \"..\" #<\n", "name", "starts with `.`");
+    expect_error("name = \"my/vm\" #<\n", "name", "contains `/`");
+}
+
+#[test]
+fn usb_ids_are_vendor_colon_product() {
+    expect_error(
+        "[[usb]]\ndevice = \"46d:c52b\" #<\n",
+        "usb[0].device",
+        "vendor id `46d`",
+    );
+    expect_error(
+        "[[usb]]\ndevice = \"046d:c52b\"\n[[usb]]\ndevice = \"046D:C52B\" #<\n",
+        "usb[1].device",
+        "already usb[0]",
+    );
+}
+
+#[test]
+fn mac_addresses_are_six_unicast_octets() {
+    expect_error(
+        "[network]\nmac = \"52:54:00:3a:1b\" #<\n",
+        "network.mac",
+        "has 5 parts, not 6",
+    );
+    expect_error(
+        "[network]\nmac = \"03:54:00:3a:1b:7c\" #<\n",
+        "network.mac",
+        "multicast",
+    );
+}
+
+#[test]
+fn a_missing_romfile_is_reported_as_a_missing_file() {
+    let text = "[[pci]]\naddress = \"01:00.0\"\nromfile = \"roms/none.rom\" #<\n";
+    expect(text, "pci[0].romfile", "ROM file", Severity::Warning);
+    let found = diagnostics(text);
+    assert!(
+        found.iter().all(|d| d.kind == Kind::MissingFile),
+        "{found:#?}"
+    );
+    assert!(
+        found[0].message.contains("/roms/none.rom does not exist"),
+        "relative to the profile: {found:#?}"
+    );
+}
+
+#[test]
+fn firmware_code_and_vars_must_come_from_one_build() {
+    let dir = tempfile::tempdir().unwrap();
+    sized_file(&dir.path().join("CODE_4M.fd"), 3_653_632);
+    sized_file(&dir.path().join("VARS_2M.fd"), 131_072);
+    sized_file(&dir.path().join("VARS_4M.fd"), 540_672);
+    let text = "[firmware]\ncode = \"CODE_4M.fd\"\nvars_template = \"VARS_2M.fd\" #<\n";
+    let errors = validate_text(dir.path(), "t", text).unwrap_err();
+    let line = line_of(text, "#<");
+    assert!(
+        errors.iter().any(|d| d.key == "firmware.vars_template"
+            && d.line == Some(line)
+            && d.message.contains("pairs with a VARS of 540672 bytes")
+            && d.message.contains("silently lose every NVRAM write")),
+        "{errors:#?}"
+    );
+    let good = "[firmware]\ncode = \"CODE_4M.fd\"\nvars_template = \"VARS_4M.fd\"\n";
+    assert!(validate_text(dir.path(), "t", good).is_ok());
+    expect_error(
+        "[firmware]\ncode = \"/x/CODE.fd\" #<\n",
+        "firmware.vars_template",
+        "go together",
+    );
+}
+
+#[test]
+fn firmware_type_and_secure_boot_combinations() {
+    expect_error(
+        "[firmware]\ntype = \"uefi\" #<\n",
+        "firmware.type",
+        "not one of \"ovmf\", \"seabios\"",
+    );
+    expect_error(
+        "[firmware]\ntype = \"seabios\"\nsecure_boot = true #<\n",
+        "firmware.secure_boot",
+        "SeaBIOS has no secure boot",
+    );
+}
+
+#[test]
+fn accelerator_and_cpu_model_agree() {
+    expect_error(
+        "[machine]\naccel = \"hvf\" #<\n",
+        "machine.accel",
+        "not one of \"kvm\", \"tcg\"",
+    );
+    expect_error(
+        "[machine]\naccel = \"tcg\"\n[cpu]\nmodel = \"host\" #<\n",
+        "cpu.model",
+        "needs KVM",
+    );
+    expect_error(
+        "[machine]\naccel = \"tcg\"\n[cpu]\nhyperv = [\"relaxed\", \"vpindex\"] #<\n",
+        "cpu.hyperv",
+        "`vpindex` needs KVM",
+    );
+    expect_error(
+        "[cpu]\nhyperv = [\"stimer\", \"time\"] #<\n",
+        "cpu.hyperv",
+        "`stimer` needs `synic`",
+    );
+    expect_error(
+        "[cpu]\nhyperv = [\"warp-drive\"] #<\n",
+        "cpu.hyperv",
+        "unknown enlightenment",
+    );
+    expect_error(
+        "[machine]\ntype = \"pc\" #<\n",
+        "machine.type",
+        "use \"q35\"",
+    );
+}
+
+#[test]
+fn topology_counts_are_positive() {
+    expect_error("[cpu]\ncores = 0 #<\n", "cpu.cores", "use 1 to 255");
+}
+
+#[test]
+fn disks_and_network_need_their_companion_keys() {
+    expect_error(
+        "[[disk]]\npath = \"/x.iso\"\nmedia = \"cdrom\"\nbus = \"virtio\" #<\n",
+        "disk[0].bus",
+        "a cdrom needs bus",
+    );
+    expect_error(
+        "[[disk]]\npath = \"/x.img\"\nbus = \"ide\" #<\n",
+        "disk[0].bus",
+        "\"virtio\", \"sata\", \"nvme\", \"scsi\"",
+    );
+    expect_error(
+        "[[disk]]\npath = \"/x.img\"\nbus = \"sata\"\nreadonly = true #<\n",
+        "disk[0].readonly",
+        "SATA disks cannot be read-only",
+    );
+    expect_error(
+        "[network] #<\nmode = \"tap\"\n",
+        "network.tap",
+        "needs `tap`",
+    );
+    expect_error(
+        "[network]\nmode = \"bridge\"\nbridge = \"br,0\" #<\n",
+        "network.bridge",
+        "not a bridge name",
+    );
+}
+
+#[test]
+fn single_gpu_needs_a_passed_gpu() {
+    expect_error(
+        "[single_gpu] #<\nmodules = [\"amdgpu\"]\n",
+        "single_gpu",
+        "add the GPU's functions as [[pci]]",
+    );
+    expect_error(
+        "[[pci]]\naddress = \"01:00.0\"\n[single_gpu]\nmodules = [\"nvidia drm\"] #<\n",
+        "single_gpu.modules[0]",
+        "not a kernel module name",
+    );
+}
+
+#[test]
+fn unknown_keys_are_errors_with_suggestions() {
+    expect_error(
+        "[shutdown]\ntimout = 5 #<\n",
+        "shutdown.timout",
+        "did you mean `timeout`?",
+    );
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let text =
+        "name = \"a/b\"\n[machine]\nmemory = \"4X\"\n[cpu]\nhv_vendor_id = \"much-too-long-id\"\n\
+                [[pci]]\naddress = \"01:00.9\"\n[network]\nmac = \"zz\"\n[[usb]]\ndevice = \"x\"\n";
+    let errors: Vec<String> = diagnostics(text)
+        .into_iter()
+        .filter(|d| d.severity == Severity::Error)
+        .map(|d| d.key)
+        .collect();
+    assert_eq!(
+        errors,
+        [
+            "name",
+            "machine.memory",
+            "cpu.hv_vendor_id",
+            "network.mac",
+            "pci[0].address",
+            "usb[0].device"
+        ]
+    );
+}
