@@ -1,1 +1,221 @@
-// placeholder
+//! The real `vmrun` command line: output formats and exit codes.
+
+use std::path::Path;
+
+use crate::common::{repo_root, run, vmrun};
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+fn show_json(dir: &Path, profile: &str) -> serde_json::Value {
+    let (code, stdout, stderr) = run(vmrun(&repo_root())
+        .args(["show", profile, "--json", "--state-dir"])
+        .arg(dir.join("state"))
+        .arg("--runtime-dir")
+        .arg(dir.join("run")));
+    assert_eq!(code, 0, "{stderr}");
+    json(&stdout)
+}
+
+#[test]
+fn show_json_works_for_the_gpu_profile_on_a_machine_without_the_gpu() {
+    let dir = tempfile::tempdir().unwrap();
+    let value = show_json(dir.path(), "vm-profiles/win10.toml");
+    let argv: Vec<&str> = value["argv"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(argv[0], "qemu-system-x86_64");
+    assert!(argv.contains(&"-S"));
+    assert!(argv
+        .iter()
+        .any(|a| a.starts_with("vfio-pci,host=0000:01:00.0")));
+    assert_eq!(value["name"], "win10");
+    let warnings = value["warnings"].as_array().unwrap();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.as_str().unwrap().contains("pci[0].romfile")),
+        "{warnings:?}"
+    );
+    assert_eq!(
+        value["paths"]["qmp_socket"],
+        dir.path().join("run/win10/qmp.sock").to_str().unwrap()
+    );
+}
+
+#[test]
+fn show_text_pastes_into_a_shell_as_the_same_argv() {
+    let dir = tempfile::tempdir().unwrap();
+    let profile = repo_root().join("tests/fixtures/profiles/legacy-bios.toml");
+    let expected = show_json(dir.path(), profile.to_str().unwrap());
+    let (code, text, _) = run(vmrun(&repo_root())
+        .arg("show")
+        .arg(&profile)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .arg("--runtime-dir")
+        .arg(dir.path().join("run")));
+    assert_eq!(code, 0);
+    assert!(text.lines().count() > 20, "one argument per line");
+    // The shell re-splits the pasted text; printf prints each resulting word on its own line.
+    let script = format!("printf '%s\\n' {text}");
+    let output = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .output()
+        .unwrap();
+    let words: Vec<String> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let expected: Vec<String> = expected["argv"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(words, expected);
+}
+
+#[test]
+fn an_invalid_profile_exits_2_naming_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[cpu]\nsockets = 1\ncores = 0\n[pinning]\nvcpus = [1]\nbogus = 1\n",
+    )
+    .unwrap();
+    let (code, stdout, stderr) = run(vmrun(dir.path()).args(["show", "bad.toml"]));
+    assert_eq!(code, 2, "{stdout}{stderr}");
+    assert!(
+        stderr.contains("bad.toml:6: pinning.bogus: unknown key"),
+        "{stderr}"
+    );
+    let (code, stdout, _) = run(vmrun(dir.path()).args(["check", "bad.toml", "--json"]));
+    assert_eq!(code, 2);
+    let value = json(&stdout);
+    assert_eq!(value["ok"], false);
+    assert!(value["findings"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("bad.toml:6"));
+}
+
+#[test]
+fn a_semantically_invalid_profile_lists_every_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("bad.toml"),
+        "[cpu]\ncores = 0\n[pinning]\nvcpus = [1]\nscheduler = \"batch\"\n",
+    )
+    .unwrap();
+    let (code, _, stderr) = run(vmrun(dir.path()).args(["show", "bad.toml"]));
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("bad.toml:2: cpu.cores: 0 is out of range; use 1 to 255"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("bad.toml:5: pinning.scheduler:"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn profiles_are_found_by_name_along_the_search_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let extra = dir.path().join("extra");
+    std::fs::create_dir(&extra).unwrap();
+    std::fs::write(extra.join("mine.toml"), "[machine]\naccel = \"tcg\"\n").unwrap();
+    let (code, stdout, stderr) = run(vmrun(&repo_root())
+        .env("VMRUN_PROFILE_PATH", &extra)
+        .args(["list", "--json"]));
+    assert_eq!(code, 0, "{stderr}");
+    let names: Vec<String> = json(&stdout)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap().to_string())
+        .collect();
+    for name in ["demo", "mine", "win10"] {
+        assert!(names.contains(&name.to_string()), "{names:?}");
+    }
+    let (code, stdout, _) = run(vmrun(&repo_root())
+        .env("VMRUN_PROFILE_PATH", &extra)
+        .args(["show", "mine", "--json"])
+        .arg("--runtime-dir")
+        .arg(dir.path()));
+    assert_eq!(code, 0);
+    assert_eq!(json(&stdout)["name"], "mine");
+    let (code, _, stderr) = run(vmrun(dir.path()).args(["show", "nosuchvm"]));
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("no profile named `nosuchvm`") && stderr.contains("vm-profiles"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn check_fails_with_exit_3_when_a_named_file_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("gpu.toml"),
+        "[machine]\naccel = \"tcg\"\n[firmware]\ntype = \"seabios\"\n[[pci]]\naddress = \"01:00.0\"\nromfile = \"gone.rom\"\n",
+    )
+    .unwrap();
+    let (code, stdout, _) = run(vmrun(dir.path())
+        .args(["check", "gpu.toml"])
+        .arg("--runtime-dir")
+        .arg(dir.path()));
+    assert_eq!(code, 3, "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("FAIL  files") && l.contains("gpu.toml:7: pci[0].romfile")),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn check_json_agrees_with_the_exit_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, stdout, _) = run(vmrun(&repo_root())
+        .args(["check", "demo", "--json", "--state-dir"])
+        .arg(dir.path())
+        .arg("--runtime-dir")
+        .arg(dir.path()));
+    let value = json(&stdout);
+    let failed: Vec<&serde_json::Value> = value["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["status"] == "fail")
+        .collect();
+    assert_eq!(value["ok"], failed.is_empty());
+    assert_eq!(code, if failed.is_empty() { 0 } else { 3 }, "{failed:?}");
+    let checks: Vec<&str> = value["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["check"].as_str().unwrap())
+        .collect();
+    for check in ["profile", "qemu", "accel", "pinning", "firmware"] {
+        assert!(checks.contains(&check), "{checks:?}");
+    }
+}
+
+#[test]
+fn usage_errors_exit_2_and_help_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(run(vmrun(dir.path()).args(["show"])).0, 2);
+    assert_eq!(run(vmrun(dir.path()).args(["show", "x", "--bogus"])).0, 2);
+    let (code, stdout, _) = run(vmrun(dir.path()).arg("--help"));
+    assert_eq!(code, 0);
+    assert!(stdout.contains("Exit codes"), "{stdout}");
+}

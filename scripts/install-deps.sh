@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what vmrun needs to boot VMs on Debian/Ubuntu: QEMU and OVMF. Does nothing when both
+# are present. Needs root (uses sudo when not root).
+set -euo pipefail
+
+missing=()
+command -v qemu-system-x86_64 >/dev/null 2>&1 || missing+=(qemu-system-x86)
+[ -e /usr/share/OVMF/OVMF_CODE_4M.fd ] || [ -e /usr/share/OVMF/OVMF_CODE.fd ] || missing+=(ovmf)
+command -v qemu-img >/dev/null 2>&1 || missing+=(qemu-utils)
+if [ ${#missing[@]} -eq 0 ]; then
+    exit 0
+fi
+
+sudo=()
+[ "$(id -u)" -eq 0 ] || sudo=(sudo)
+export DEBIAN_FRONTEND=noninteractive
+echo "vmrun: installing ${missing[*]}" >&2
+"${sudo[@]}" apt-get update -q
+if ! "${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"; then
+    # A qemu-utils from backports (newer than the release's QEMU) blocks the release's
+    # qemu-system-x86; take qemu-utils from the release so that both match.
+    codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+    echo "vmrun: retrying with qemu-utils from ${codename}" >&2
+    "${sudo[@]}" apt-get install -y -q --no-install-recommends --allow-downgrades \
+        "${missing[@]/qemu-utils/}" qemu-system-x86 ovmf "qemu-utils/${codename}"
+fi
