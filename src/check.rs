@@ -91,11 +91,22 @@ pub struct HostView {
 }
 
 /// Everything but the firmware, which `firmware_findings` checks once it is resolved.
-pub fn host_findings(config: &VmConfig, host: &HostView) -> Vec<Finding> {
-    let mut findings = vec![
-        qemu_binary(&config.qemu.binary),
-        accelerator(config.machine.accel, host),
-    ];
+/// `probe_qemu` runs `qemu --version` (for `check`; `run` learns the same from spawning it).
+pub fn host_findings(config: &VmConfig, host: &HostView, probe_qemu: bool) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    if probe_qemu {
+        findings.push(qemu_binary(&config.qemu.binary));
+    } else if find_program(&config.qemu.binary).is_none() {
+        findings.push(Finding::new(
+            Status::Fail,
+            "qemu",
+            format!(
+                "`{}` is not on PATH; install QEMU (Debian/Ubuntu: apt install qemu-system-x86) or set [qemu] binary",
+                config.qemu.binary
+            ),
+        ));
+    }
+    findings.push(accelerator(config.machine.accel, host));
     findings.extend(cpu_findings(config, host));
     findings.extend(scheduler_capability(config));
     findings.extend(device_nodes(config, host));

@@ -8,10 +8,12 @@ use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 
 use crate::check::{self, Finding, HostView, Status, Sysroot};
-use crate::firmware;
-use crate::model::{self, VmConfig};
-use crate::plan::{self, BaseDirs, Plan, PlanError};
+use crate::firmware::{self, ImageFormat};
+use crate::log::Log;
+use crate::model::{self, VmConfig, VmName};
+use crate::plan::{self, BaseDirs, BootFirmware, Plan, PlanError, VmPaths};
 use crate::profile::{self, Diagnostic, ProfileError, ProfileSource, SearchPath};
+use crate::run::{self, control, state, NoHostChanges, RunOptions};
 
 /// Exit codes, documented in the README.
 pub mod exit {
@@ -23,6 +25,14 @@ pub mod exit {
     pub const USAGE: i32 = 2;
     /// `check` (or the preflight before `run`) found at least one failure.
     pub const CHECK_FAILED: i32 = 3;
+    /// `run`: the VM is already running.
+    pub const ALREADY_RUNNING: i32 = crate::run::exit::ALREADY_RUNNING;
+    /// `run`/`stop`: the guest did not power off within the timeout and was stopped by force.
+    pub const FORCED: i32 = crate::run::exit::FORCED;
+    /// `run`/`stop`: QEMU refused to start, crashed, or the guest panicked.
+    pub const QEMU_FAILED: i32 = crate::run::exit::QEMU_FAILED;
+    /// `status`/`qmp`: the VM is not running.
+    pub const NOT_RUNNING: i32 = 7;
 }
 
 const ABOUT: &str = "Start QEMU/KVM GPU-passthrough VMs from one TOML profile, without libvirt.";
@@ -30,17 +40,56 @@ const AFTER_HELP: &str = "\
 Profiles: PROFILE is a path to a .toml file or a name looked up as NAME.toml in
 $VMRUN_PROFILE_PATH, ./vm-profiles, ~/.config/vmrun/profiles, /etc/vmrun/profiles.
 
-Exit codes: 0 success, 1 runtime failure, 2 usage or profile error, 3 check failed.";
+Exit codes: 0 success, 1 runtime failure, 2 usage or profile error, 3 check failed,
+4 already running, 5 guest stopped by force, 6 QEMU failed or guest panicked, 7 not running.";
 
 #[derive(Debug, Parser)]
-#[command(name = "vmrun", version, about = ABOUT, after_help = AFTER_HELP, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "vmrun",
+    version,
+    about = ABOUT,
+    after_help = AFTER_HELP,
+    override_usage = "vmrun [OPTIONS] PROFILE     (the same as `vmrun run PROFILE`)\n       vmrun [OPTIONS] <COMMAND>"
+)]
 pub struct Cli {
     #[command(flatten)]
     global: GlobalArgs,
     #[command(subcommand)]
     command: Option<Command>,
-    /// Profile to run: `vmrun PROFILE` is `vmrun run PROFILE`.
-    profile: Option<String>,
+}
+
+/// Global options that take a value, so that the value is not mistaken for a profile.
+const GLOBAL_VALUE_OPTIONS: &[&str] = &["--state-dir", "--runtime-dir"];
+
+/// `vmrun [OPTIONS] PROFILE ...` is `vmrun [OPTIONS] run PROFILE ...`: inserts `run` before the
+/// first positional argument when that is not a command.
+pub fn with_implicit_run(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    use clap::CommandFactory;
+    let command = Cli::command();
+    let is_command =
+        |word: &str| word == "help" || command.get_subcommands().any(|c| c.get_name() == word);
+    let mut index = 1;
+    while index < args.len() {
+        let word = args[index].to_string_lossy();
+        if word == "--" {
+            return args;
+        }
+        if GLOBAL_VALUE_OPTIONS.contains(&word.as_ref()) {
+            index += 2;
+            continue;
+        }
+        if word.starts_with('-') {
+            index += 1;
+            continue;
+        }
+        if is_command(&word) {
+            return args;
+        }
+        let mut args = args;
+        args.insert(index, "run".into());
+        return args;
+    }
+    args
 }
 
 #[derive(Debug, Args)]
@@ -61,6 +110,51 @@ struct GlobalArgs {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Start the VM: QEMU paused, every vCPU pinned through QMP, then resumed and supervised
+    /// until the guest powers off, or SIGINT/SIGTERM/SIGHUP asks for a graceful stop.
+    Run {
+        profile: String,
+        /// Return (exit 0) once the VM runs with every vCPU pinned; supervision and teardown go
+        /// on in the background. For scripts and cron.
+        #[arg(long)]
+        detach: bool,
+        /// Leave the vCPUs paused after pinning; resume with `vmrun qmp NAME cont`.
+        #[arg(long)]
+        paused: bool,
+        /// Internal: this process is the background supervisor of `--detach`.
+        #[arg(long, hide = true)]
+        detached_child: bool,
+    },
+    /// Whether a VM runs: pid, uptime, QMP run state, and each vCPU's thread, CPU affinity,
+    /// policy and priority as /proc reports them. Exit 0 when running, 7 when not.
+    Status {
+        /// VM name or profile.
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop a running VM gracefully from another process: ACPI power-off, then after the
+    /// timeout QMP quit, SIGTERM, SIGKILL. Waits until teardown is finished; exits with the
+    /// run's exit code (0 clean, 5 forced). A VM that is not running is not an error.
+    Stop {
+        /// VM name or profile.
+        name: String,
+        /// Seconds the guest gets to power off [default: the profile's shutdown.timeout].
+        #[arg(long, value_name = "SECONDS")]
+        timeout: Option<u64>,
+        /// Skip the ACPI stage: quit QEMU at once.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Send one QMP command to a running VM and print the reply as JSON.
+    Qmp {
+        /// VM name or profile.
+        name: String,
+        /// QMP command, e.g. query-status.
+        command: String,
+        /// The command's arguments as a JSON object, e.g. '{"device": "net0"}'.
+        arguments: Option<String>,
+    },
     /// Print the QEMU command line a profile produces, one argument per line, ready to paste
     /// into a shell. Changes nothing and needs no root.
     Show {
@@ -94,6 +188,12 @@ enum CliError {
     Output(#[from] std::io::Error),
     #[error("{0}")]
     Usage(String),
+    #[error(transparent)]
+    Run(#[from] run::RunError),
+    #[error(transparent)]
+    Control(#[from] control::ControlError),
+    #[error("{0}")]
+    Preflight(String),
 }
 
 impl CliError {
@@ -101,12 +201,16 @@ impl CliError {
         match self {
             CliError::Profile(_) | CliError::Usage(_) => exit::USAGE,
             CliError::Plan(_) | CliError::Output(_) => exit::FAILURE,
+            CliError::Run(error) => error.exit_code(),
+            CliError::Control(control::ControlError::NotRunning(_)) => exit::NOT_RUNNING,
+            CliError::Control(_) => exit::FAILURE,
+            CliError::Preflight(_) => exit::CHECK_FAILED,
         }
     }
 }
 
 pub fn main() -> i32 {
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::try_parse_from(with_implicit_run(std::env::args_os().collect())) {
         Ok(cli) => cli,
         Err(error) => {
             let _ = error.print();
@@ -126,17 +230,36 @@ pub fn main() -> i32 {
 fn run(cli: Cli) -> Result<i32, CliError> {
     let base = BaseDirs::resolve(cli.global.state_dir.clone(), cli.global.runtime_dir.clone());
     let search = SearchPath::from_env();
-    match (cli.command, cli.profile) {
-        (Some(Command::Show { profile, json }), _) => {
-            show(&search, &base, &profile, json, cli.global.quiet)
+    let global = &cli.global;
+    match cli.command {
+        Some(Command::Show { profile, json }) => show(&search, &base, &profile, json, global.quiet),
+        Some(Command::Check { profile, json }) => check(&search, &base, &profile, json),
+        Some(Command::List { json }) => list(&search, &base, json),
+        Some(Command::Run {
+            profile,
+            detach,
+            paused,
+            detached_child,
+        }) => {
+            let mode = match (detached_child, detach) {
+                (true, _) => RunMode::DetachedChild,
+                (false, true) => RunMode::Detach,
+                (false, false) => RunMode::Foreground,
+            };
+            run_vm(&search, &base, &profile, mode, paused, global)
         }
-        (Some(Command::Check { profile, json }), _) => check(&search, &base, &profile, json),
-        (Some(Command::List { json }), _) => list(&search, json),
-        (None, Some(profile)) => Err(CliError::Usage(format!(
-            "running `{profile}` needs `vmrun run`, which this build does not have yet; \
-             `vmrun show {profile}` prints the QEMU command line"
-        ))),
-        (None, None) => Err(CliError::Usage(
+        Some(Command::Status { name, json }) => status(&search, &base, &name, json),
+        Some(Command::Stop {
+            name,
+            timeout,
+            force,
+        }) => stop(&search, &base, &name, timeout, force, global),
+        Some(Command::Qmp {
+            name,
+            command,
+            arguments,
+        }) => qmp(&search, &base, &name, &command, arguments),
+        None => Err(CliError::Usage(
             "give a profile to run, or a command; see `vmrun --help`".to_string(),
         )),
     }
@@ -256,7 +379,7 @@ fn check(search: &SearchPath, base: &BaseDirs, profile: &str, json: bool) -> Res
             let host = HostView {
                 sysroot: Sysroot::from_env(),
             };
-            findings.extend(check::host_findings(&loaded.config, &host));
+            findings.extend(check::host_findings(&loaded.config, &host, true));
             match plan::resolve_firmware(&loaded.config, &firmware::default_descriptor_dirs()) {
                 Err(error) => {
                     findings.push(Finding::new(Status::Fail, "firmware", error.to_string()))
@@ -296,8 +419,35 @@ fn check(search: &SearchPath, base: &BaseDirs, profile: &str, json: bool) -> Res
     Ok(code)
 }
 
-fn list(search: &SearchPath, json: bool) -> Result<i32, CliError> {
-    let entries = search.entries();
+#[derive(Serialize)]
+struct ListEntry {
+    name: String,
+    path: PathBuf,
+    shadows: Vec<PathBuf>,
+    running: bool,
+    pid: Option<u32>,
+}
+
+fn list(search: &SearchPath, base: &BaseDirs, json: bool) -> Result<i32, CliError> {
+    let entries: Vec<ListEntry> = search
+        .entries()
+        .into_iter()
+        .map(|entry| {
+            let name = vm_name_of(&entry.path).unwrap_or_else(|| entry.name.clone());
+            let running = name
+                .parse::<VmName>()
+                .ok()
+                .and_then(|vm| VmPaths::new(base, &vm, ImageFormat::Raw).ok())
+                .and_then(|paths| state::running(&paths));
+            ListEntry {
+                name,
+                path: entry.path,
+                shadows: entry.shadows,
+                running: running.is_some(),
+                pid: running.map(|r| r.qemu_pid),
+            }
+        })
+        .collect();
     if json {
         stdout_json(&entries)?;
         return Ok(exit::OK);
@@ -313,11 +463,378 @@ fn list(search: &SearchPath, json: bool) -> Result<i32, CliError> {
     }
     let width = entries.iter().map(|e| e.name.len()).max().unwrap_or(0);
     for entry in &entries {
-        write!(out, "{:<width$}  {}", entry.name, entry.path.display())?;
+        let state = match entry.pid {
+            Some(pid) => format!("running (pid {pid})"),
+            None => "stopped".to_string(),
+        };
+        write!(
+            out,
+            "{:<width$}  {:<20}  {}",
+            entry.name,
+            state,
+            entry.path.display()
+        )?;
         for hidden in &entry.shadows {
             write!(out, "  (hides {})", hidden.display())?;
         }
         writeln!(out)?;
     }
     Ok(exit::OK)
+}
+
+/// The VM name a profile declares (its `name`, else its file stem), without full validation.
+fn vm_name_of(path: &std::path::Path) -> Option<String> {
+    let source = ProfileSource::read(path).ok()?;
+    let raw = profile::parse(&source).ok()?;
+    Some(
+        raw.name
+            .map(|n| n.into_inner())
+            .unwrap_or_else(|| source.stem()),
+    )
+}
+
+/// `status`/`stop`/`qmp` take a VM name or a profile: a profile gives its declared name.
+fn vm_paths(
+    search: &SearchPath,
+    base: &BaseDirs,
+    name_or_profile: &str,
+) -> Result<(String, VmPaths), CliError> {
+    let name = search
+        .resolve(name_or_profile)
+        .ok()
+        .filter(|path| path.is_file())
+        .and_then(|path| vm_name_of(&path))
+        .unwrap_or_else(|| name_or_profile.to_string());
+    let vm: VmName = name.parse().map_err(|e: String| {
+        CliError::Usage(format!(
+            "`{name_or_profile}` is neither a profile nor a VM name: {e}"
+        ))
+    })?;
+    let paths = VmPaths::new(base, &vm, ImageFormat::Raw).map_err(PlanError::from)?;
+    Ok((name, paths))
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum RunMode {
+    Foreground,
+    Detach,
+    DetachedChild,
+}
+
+/// Validation and the host checks `run` cannot do without; every failure is printed.
+fn run_preflight(loaded: &Loaded, firmware: &BootFirmware, plan: &Plan) -> Result<(), CliError> {
+    let host = HostView {
+        sysroot: Sysroot::from_env(),
+    };
+    let mut findings: Vec<Finding> = loaded
+        .warnings
+        .iter()
+        .filter(|w| w.kind == profile::Kind::MissingFile)
+        .map(|w| Finding::new(Status::Fail, "files", w.located()))
+        .collect();
+    findings.extend(check::host_findings(&loaded.config, &host, false));
+    findings.extend(check::firmware_findings(firmware, &plan.paths));
+    let failures: Vec<String> = findings
+        .iter()
+        .filter(|f| f.status == Status::Fail)
+        .map(|f| format!("  {}: {}", f.check, f.message))
+        .collect();
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(CliError::Preflight(format!(
+            "not starting {}; the host is not ready:\n{}",
+            loaded.config.name,
+            failures.join("\n")
+        )))
+    }
+}
+
+fn run_vm(
+    search: &SearchPath,
+    base: &BaseDirs,
+    profile_arg: &str,
+    mode: RunMode,
+    paused: bool,
+    global: &GlobalArgs,
+) -> Result<i32, CliError> {
+    if mode == RunMode::Detach {
+        return detach(search, base, profile_arg, paused, global);
+    }
+    let prepared = (|| -> Result<(Loaded, BootFirmware, Plan), CliError> {
+        let loaded = load(search, profile_arg)?;
+        if global.quiet {
+            // Warnings are still in the log file.
+        } else if mode == RunMode::Foreground {
+            for warning in loaded
+                .warnings
+                .iter()
+                .filter(|w| w.kind == profile::Kind::Profile)
+            {
+                eprintln!("{warning}");
+            }
+        }
+        let firmware = plan::resolve_firmware(&loaded.config, &firmware::default_descriptor_dirs())
+            .map_err(PlanError::from)?;
+        let plan = Plan::new(&loaded.config, &firmware, base)?;
+        run_preflight(&loaded, &firmware, &plan)?;
+        Ok((loaded, firmware, plan))
+    })();
+    let (loaded, firmware, plan) = match prepared {
+        Ok(prepared) => prepared,
+        Err(error) if mode == RunMode::DetachedChild => {
+            return Ok(report_to_parent(&error.to_string(), error.exit_code()))
+        }
+        Err(error) => return Err(error),
+    };
+    let mut log = Log::new(global.verbose, global.quiet);
+    if mode == RunMode::DetachedChild {
+        log = log.without_stderr();
+    }
+    let on_ready: Option<run::ReadyCallback> = match mode {
+        RunMode::DetachedChild => Some(Box::new(|_: &state::RunState| tell_parent_ready())),
+        _ => None,
+    };
+    let options = RunOptions {
+        paused,
+        on_ready,
+        ignore_hangup: mode == RunMode::DetachedChild,
+    };
+    match run::run(
+        &loaded.config,
+        &plan,
+        &firmware,
+        &mut NoHostChanges,
+        options,
+        &log,
+    ) {
+        Ok(outcome) => {
+            if mode == RunMode::Foreground && !global.quiet {
+                eprintln!("vmrun: {}: {}", loaded.config.name, outcome.describe());
+            }
+            Ok(outcome.exit_code())
+        }
+        Err(error) if mode == RunMode::DetachedChild => {
+            Ok(report_to_parent(&error.to_string(), error.exit_code()))
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// The detached supervisor's stdout is a pipe to the waiting parent: one line, then silence.
+fn tell_parent_ready() {
+    println!("ready");
+    let _ = std::io::stdout().flush();
+    silence_stdout();
+}
+
+fn report_to_parent(message: &str, code: i32) -> i32 {
+    let flattened = message.replace('\n', "\u{1f}");
+    println!("error\t{code}\t{flattened}");
+    let _ = std::io::stdout().flush();
+    code
+}
+
+fn silence_stdout() {
+    use std::os::fd::AsRawFd;
+    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        // Pointing fd 1 elsewhere closes our end of the parent's pipe, which it reads to EOF.
+        let _ = nix::unistd::dup2(null.as_raw_fd(), std::io::stdout().as_raw_fd());
+    }
+}
+
+/// Starts a background supervisor and returns once it reports the VM running and pinned.
+fn detach(
+    search: &SearchPath,
+    base: &BaseDirs,
+    profile_arg: &str,
+    paused: bool,
+    global: &GlobalArgs,
+) -> Result<i32, CliError> {
+    use std::io::BufRead;
+    use std::os::unix::process::CommandExt;
+    let profile_path = search.resolve(profile_arg)?;
+    let profile_path = std::path::absolute(&profile_path).unwrap_or(profile_path);
+    let exe = std::env::current_exe()?;
+    let mut command = std::process::Command::new(exe);
+    command
+        .arg("--state-dir")
+        .arg(&base.state)
+        .arg("--runtime-dir")
+        .arg(&base.runtime)
+        .arg("run")
+        .arg(&profile_path)
+        .arg("--detached-child")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .process_group(0);
+    if paused {
+        command.arg("--paused");
+    }
+    for _ in 0..global.verbose {
+        command.arg("-v");
+    }
+    let mut child = command.spawn()?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| std::io::Error::other("no pipe to the supervisor"))?;
+    let mut line = String::new();
+    std::io::BufReader::new(stdout).read_line(&mut line)?;
+    let line = line.trim_end();
+    if line == "ready" {
+        if !global.quiet {
+            eprintln!(
+                "vmrun: {} is running, supervised by vmrun pid {} (stop it with `vmrun stop {}`)",
+                profile_path.display(),
+                child.id(),
+                profile_arg
+            );
+        }
+        return Ok(exit::OK);
+    }
+    if let Some(rest) = line.strip_prefix("error\t") {
+        let (code, message) = rest.split_once('\t').unwrap_or(("1", rest));
+        let _ = child.wait();
+        eprintln!("vmrun: {}", message.replace('\u{1f}', "\n"));
+        return Ok(code.parse().unwrap_or(exit::FAILURE));
+    }
+    let status = child.wait()?;
+    eprintln!("vmrun: the background supervisor ended before the VM was running ({status})");
+    Ok(status.code().filter(|c| *c != 0).unwrap_or(exit::FAILURE))
+}
+
+fn status(search: &SearchPath, base: &BaseDirs, name: &str, json: bool) -> Result<i32, CliError> {
+    let (name, paths) = vm_paths(search, base, name)?;
+    let report = control::status(&paths, &name);
+    let code = if report.running {
+        exit::OK
+    } else {
+        exit::NOT_RUNNING
+    };
+    if json {
+        stdout_json(&report)?;
+        return Ok(code);
+    }
+    let mut out = std::io::stdout().lock();
+    if !report.running {
+        write!(out, "{name}: not running")?;
+        if let Some(last) = &report.last_run {
+            write!(
+                out,
+                " (last run: {}, exit code {})",
+                last.outcome, last.exit_code
+            )?;
+        }
+        writeln!(out)?;
+        return Ok(code);
+    }
+    writeln!(
+        out,
+        "{name}: running, QEMU pid {}, vmrun pid {}, up {} s, state {}, accelerator {}",
+        report.pid.unwrap_or_default(),
+        report.vmrun_pid.unwrap_or_default(),
+        report.uptime_seconds.unwrap_or_default(),
+        report.run_state.as_deref().unwrap_or("unknown"),
+        report.accel.as_deref().unwrap_or("unknown"),
+    )?;
+    for vcpu in &report.vcpus {
+        writeln!(
+            out,
+            "  vCPU {:<3} thread {:<8} CPUs {:<8} {} {}",
+            vcpu.index, vcpu.thread_id, vcpu.affinity, vcpu.policy, vcpu.priority
+        )?;
+    }
+    Ok(code)
+}
+
+fn stop(
+    search: &SearchPath,
+    base: &BaseDirs,
+    name: &str,
+    timeout: Option<u64>,
+    force: bool,
+    global: &GlobalArgs,
+) -> Result<i32, CliError> {
+    let (name, paths) = vm_paths(search, base, name)?;
+    // The supervisor bounds every stage itself; this only guards against a hung supervisor.
+    let patience = std::time::Duration::from_secs(timeout.unwrap_or(600) + 120);
+    match control::stop(
+        &paths,
+        &name,
+        timeout.map(std::time::Duration::from_secs),
+        force,
+        patience,
+    ) {
+        Ok(last) => {
+            if !global.quiet {
+                eprintln!("vmrun: {name}: {}", last.outcome);
+            }
+            Ok(last.exit_code)
+        }
+        Err(control::ControlError::NotRunning(_)) => {
+            if !global.quiet {
+                eprintln!("vmrun: {name} was not running");
+            }
+            Ok(exit::OK)
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+fn qmp(
+    search: &SearchPath,
+    base: &BaseDirs,
+    name: &str,
+    command: &str,
+    arguments: Option<String>,
+) -> Result<i32, CliError> {
+    let (name, paths) = vm_paths(search, base, name)?;
+    let arguments = match arguments {
+        Some(text) => Some(
+            serde_json::from_str::<serde_json::Value>(&text).map_err(|e| {
+                CliError::Usage(format!("the QMP arguments are not JSON ({e}): {text}"))
+            })?,
+        ),
+        None => None,
+    };
+    let reply = control::qmp_command(&paths, &name, command, arguments)?;
+    stdout_json(&reply)?;
+    Ok(exit::OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(args: &[&str]) -> Vec<String> {
+        with_implicit_run(args.iter().map(Into::into).collect())
+            .into_iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn a_bare_profile_means_run() {
+        assert_eq!(words(&["vmrun", "win10"]), ["vmrun", "run", "win10"]);
+        assert_eq!(
+            words(&["vmrun", "--state-dir", "/s", "-v", "win10", "--detach"]),
+            [
+                "vmrun",
+                "--state-dir",
+                "/s",
+                "-v",
+                "run",
+                "win10",
+                "--detach"
+            ]
+        );
+        assert_eq!(
+            words(&["vmrun", "status", "win10"]),
+            ["vmrun", "status", "win10"]
+        );
+        assert_eq!(words(&["vmrun", "--help"]), ["vmrun", "--help"]);
+        assert_eq!(words(&["vmrun", "help", "run"]), ["vmrun", "help", "run"]);
+    }
 }

@@ -6,6 +6,9 @@
 pub mod check;
 pub mod cli;
 pub mod firmware;
+pub mod log;
 pub mod model;
 pub mod plan;
 pub mod profile;
+pub mod qmp;
+pub mod run;

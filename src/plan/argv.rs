@@ -100,6 +100,16 @@ pub fn build(config: &VmConfig, firmware: &BootFirmware, paths: &VmPaths) -> Vec
             .build(),
     );
     argv.push("-mon", "chardev=qmp,mode=control");
+    argv.push(
+        "-chardev",
+        Opts::new("socket")
+            .set("id", "qmp-ctl")
+            .set("path", escape_path(&paths.ctl_socket))
+            .set("server", "on")
+            .set("wait", "off")
+            .build(),
+    );
+    argv.push("-mon", "chardev=qmp-ctl,mode=control");
     argv.push("-pidfile", paths.pidfile.to_string_lossy());
     display(&mut argv, config);
     if let BootFirmware::Ovmf(resolved) = firmware {

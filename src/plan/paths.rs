@@ -1,7 +1,7 @@
 //! Where a VM's files live: the state directory (kept: VARS copy, logs, journal) and the
 //! runtime directory (gone after the run: QMP socket, pidfile, lock).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::Serialize;
 
@@ -66,7 +66,11 @@ pub const MAX_SOCKET_PATH: usize = 107;
 pub struct VmPaths {
     pub state_dir: PathBuf,
     pub runtime_dir: PathBuf,
+    /// The supervisor's own QMP monitor.
     pub qmp_socket: PathBuf,
+    /// A second QMP monitor for `status`, `stop` and `qmp` from other processes: QEMU serves
+    /// one client per monitor, and the supervisor keeps the first.
+    pub ctl_socket: PathBuf,
     pub pidfile: PathBuf,
     pub lock: PathBuf,
     /// The VM's own copy of the OVMF VARS template; survives every run.
@@ -103,16 +107,13 @@ impl VmPaths {
             console_log: state_dir.join("console.log"),
             log: state_dir.join("vmrun.log"),
             journal: state_dir.join("journal"),
+            ctl_socket: runtime_dir.join("ctl.sock"),
             pidfile: runtime_dir.join("qemu.pid"),
             lock: runtime_dir.join("lock"),
             qmp_socket,
             state_dir,
             runtime_dir,
         })
-    }
-
-    pub fn runtime_files(&self) -> [&Path; 3] {
-        [&self.qmp_socket, &self.pidfile, &self.lock]
     }
 }
 

@@ -1,0 +1,182 @@
+//! Watching and stopping a VM from another process: `status`, `stop` and `qmp` talk to the
+//! supervisor's state files and to QEMU's second QMP monitor.
+
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde::Serialize;
+use serde_json::Value;
+
+use super::state::{self, LastRun, RunState, StopRequest};
+use crate::plan::VmPaths;
+use crate::qmp::{Qmp, QmpError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("VM `{0}` is not running")]
+    NotRunning(String),
+    #[error(transparent)]
+    Qmp(#[from] QmpError),
+    #[error(transparent)]
+    State(#[from] state::StateError),
+    #[error("cannot signal vmrun (pid {pid}): {errno}")]
+    Signal { pid: u32, errno: nix::errno::Errno },
+    #[error(
+        "vmrun (pid {pid}) did not finish stopping `{name}` within {waited:?}; see its log {log}"
+    )]
+    StopTimeout {
+        name: String,
+        pid: u32,
+        waited: Duration,
+        log: String,
+    },
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct VcpuStatus {
+    pub index: usize,
+    pub thread_id: i32,
+    pub affinity: String,
+    pub policy: String,
+    pub priority: u32,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Status {
+    pub name: String,
+    pub running: bool,
+    /// QEMU's pid.
+    pub pid: Option<u32>,
+    pub vmrun_pid: Option<u32>,
+    pub uptime_seconds: Option<u64>,
+    /// QMP's run state: `running`, `paused`, `prelaunch`, `shutdown`...
+    pub run_state: Option<String>,
+    pub accel: Option<String>,
+    pub vcpus: Vec<VcpuStatus>,
+    pub last_run: Option<LastRun>,
+}
+
+const CTL_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub fn connect_ctl(paths: &VmPaths) -> Result<Qmp, QmpError> {
+    Qmp::connect(&paths.ctl_socket, CTL_TIMEOUT)
+}
+
+pub fn status(paths: &VmPaths, name: &str) -> Status {
+    let last_run: Option<LastRun> = state::read_json(&state::last_run_file(paths));
+    let Some(run) = state::running(paths) else {
+        return Status {
+            name: name.to_string(),
+            running: false,
+            pid: None,
+            vmrun_pid: None,
+            uptime_seconds: None,
+            run_state: None,
+            accel: None,
+            vcpus: Vec::new(),
+            last_run,
+        };
+    };
+    let (run_state, cpus) = match connect_ctl(paths) {
+        Ok(mut qmp) => {
+            let run_state = qmp
+                .execute("query-status", None)
+                .ok()
+                .and_then(|s| s["status"].as_str().map(str::to_string));
+            (run_state, qmp.execute("query-cpus-fast", None).ok())
+        }
+        Err(_) => (None, None),
+    };
+    let vcpus = super::pin::vcpu_report(run.qemu_pid, cpus.as_ref())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(index, info)| VcpuStatus {
+            index,
+            thread_id: info.tid,
+            affinity: info.affinity,
+            policy: info.policy,
+            priority: info.priority,
+        })
+        .collect();
+    Status {
+        name: name.to_string(),
+        running: true,
+        pid: Some(run.qemu_pid),
+        vmrun_pid: Some(run.vmrun_pid),
+        uptime_seconds: Some(state::unix_now().saturating_sub(run.started_unix)),
+        run_state,
+        accel: Some(run.accel.clone()),
+        vcpus,
+        last_run,
+    }
+}
+
+/// Asks the supervisor for the graceful sequence and waits until its teardown is done.
+/// Returns how the run ended.
+pub fn stop(
+    paths: &VmPaths,
+    name: &str,
+    timeout: Option<Duration>,
+    force: bool,
+    patience: Duration,
+) -> Result<LastRun, ControlError> {
+    let Some(run) = state::running(paths) else {
+        return Err(ControlError::NotRunning(name.to_string()));
+    };
+    state::write_json(
+        &state::stop_request_file(paths),
+        &StopRequest {
+            timeout_seconds: timeout.map(|t| t.as_secs()),
+            force,
+        },
+    )?;
+    kill(Pid::from_raw(run.vmrun_pid as i32), Signal::SIGTERM).map_err(|errno| {
+        ControlError::Signal {
+            pid: run.vmrun_pid,
+            errno,
+        }
+    })?;
+    wait_for_teardown(paths, &run, patience)?;
+    Ok(
+        state::read_json(&state::last_run_file(paths)).unwrap_or(LastRun {
+            exit_code: 1,
+            outcome: "vmrun ended without recording how".into(),
+            finished_unix: state::unix_now(),
+        }),
+    )
+}
+
+fn wait_for_teardown(
+    paths: &VmPaths,
+    run: &RunState,
+    patience: Duration,
+) -> Result<(), ControlError> {
+    let started = Instant::now();
+    while state::process_alive(run.vmrun_pid, "vmrun") || paths.lock.exists() {
+        if started.elapsed() > patience {
+            return Err(ControlError::StopTimeout {
+                name: run.name.clone(),
+                pid: run.vmrun_pid,
+                waited: patience,
+                log: paths.log.display().to_string(),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// One QMP command on the VM's second monitor; returns QEMU's `return` value.
+pub fn qmp_command(
+    paths: &VmPaths,
+    name: &str,
+    command: &str,
+    arguments: Option<Value>,
+) -> Result<Value, ControlError> {
+    if state::running(paths).is_none() {
+        return Err(ControlError::NotRunning(name.to_string()));
+    }
+    let mut qmp = connect_ctl(paths)?;
+    Ok(qmp.execute(command, arguments)?)
+}

@@ -1,0 +1,227 @@
+//! QEMU's threads as the kernel sees them (`/proc/PID/task/TID`), and the two syscalls that
+//! place a thread: CPU affinity and scheduling policy.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::model::{CpuSet, Scheduler};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ThreadError {
+    #[error("cannot read {}: {source}", .path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot parse {}: {what}", .path.display())]
+    Parse { path: PathBuf, what: String },
+    #[error("cannot set the CPU affinity of thread {tid} to {cpus}: {errno}")]
+    Affinity {
+        tid: i32,
+        cpus: String,
+        errno: nix::errno::Errno,
+    },
+    #[error(
+        "cannot give thread {tid} SCHED_{} priority {priority}: {source}{hint}",
+        .policy.to_uppercase()
+    )]
+    Policy {
+        tid: i32,
+        policy: String,
+        priority: u8,
+        source: std::io::Error,
+        hint: &'static str,
+    },
+}
+
+/// One thread's placement, read from /proc.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ThreadInfo {
+    pub tid: i32,
+    pub name: String,
+    pub affinity: String,
+    pub policy: String,
+    pub priority: u32,
+}
+
+impl ThreadInfo {
+    /// The vCPU index of a thread named `CPU n/KVM` (or `/TCG`), as `debug-threads=on` names them.
+    pub fn vcpu_index(&self) -> Option<usize> {
+        let rest = self.name.strip_prefix("CPU ")?;
+        let (index, _accel) = rest.split_once('/')?;
+        index.parse().ok()
+    }
+}
+
+fn policy_name(policy: u32) -> String {
+    match policy as i32 {
+        libc::SCHED_OTHER => "other".into(),
+        libc::SCHED_FIFO => "fifo".into(),
+        libc::SCHED_RR => "rr".into(),
+        libc::SCHED_BATCH => "batch".into(),
+        libc::SCHED_IDLE => "idle".into(),
+        other => format!("policy-{other}"),
+    }
+}
+
+fn read(path: PathBuf) -> Result<String, ThreadError> {
+    std::fs::read_to_string(&path).map_err(|source| ThreadError::Read { path, source })
+}
+
+pub fn thread_info(pid: u32, tid: i32) -> Result<ThreadInfo, ThreadError> {
+    let dir = PathBuf::from(format!("/proc/{pid}/task/{tid}"));
+    let name = read(dir.join("comm"))?.trim_end().to_string();
+    let status_path = dir.join("status");
+    let status = read(status_path.clone())?;
+    let affinity = status
+        .lines()
+        .find_map(|line| line.strip_prefix("Cpus_allowed_list:"))
+        .map(|value| value.trim().to_string())
+        .ok_or_else(|| ThreadError::Parse {
+            path: status_path,
+            what: "no Cpus_allowed_list".into(),
+        })?;
+    let stat_path = dir.join("stat");
+    let stat = read(stat_path.clone())?;
+    // Fields after the `(comm)`, which may itself contain spaces; field 3 (state) comes first,
+    // rt_priority is field 40 and policy field 41.
+    let after_comm = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+    let fields: Vec<&str> = after_comm.split_whitespace().collect();
+    let field = |number: usize| -> Result<u32, ThreadError> {
+        fields
+            .get(number - 3)
+            .and_then(|value| value.parse().ok())
+            .ok_or_else(|| ThreadError::Parse {
+                path: stat_path.clone(),
+                what: format!("field {number}"),
+            })
+    };
+    Ok(ThreadInfo {
+        tid,
+        name,
+        affinity,
+        priority: field(40)?,
+        policy: policy_name(field(41)?),
+    })
+}
+
+/// Every thread of a process, in thread-id order.
+pub fn threads_of(pid: u32) -> Result<Vec<ThreadInfo>, ThreadError> {
+    let dir = PathBuf::from(format!("/proc/{pid}/task"));
+    let entries =
+        std::fs::read_dir(&dir).map_err(|source| ThreadError::Read { path: dir, source })?;
+    let mut tids: Vec<i32> = entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    tids.sort_unstable();
+    let mut threads = Vec::new();
+    for tid in tids {
+        match thread_info(pid, tid) {
+            Ok(info) => threads.push(info),
+            // A thread that ended between listing and reading is simply gone.
+            Err(ThreadError::Read { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(threads)
+}
+
+pub fn set_affinity(tid: i32, cpus: &CpuSet) -> Result<(), ThreadError> {
+    let mut set = nix::sched::CpuSet::new();
+    for cpu in cpus.iter() {
+        set.set(cpu).map_err(|errno| ThreadError::Affinity {
+            tid,
+            cpus: cpus.to_string(),
+            errno,
+        })?;
+    }
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(tid), &set).map_err(|errno| {
+        ThreadError::Affinity {
+            tid,
+            cpus: cpus.to_string(),
+            errno,
+        }
+    })
+}
+
+/// The calling thread's affinity, to restore after spawning QEMU with another one.
+pub fn own_affinity() -> Result<nix::sched::CpuSet, nix::errno::Errno> {
+    nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0))
+}
+
+pub fn restore_own_affinity(set: &nix::sched::CpuSet) -> Result<(), nix::errno::Errno> {
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), set)
+}
+
+/// `sched_setscheduler(2)`, which nix does not wrap.
+fn sched_setscheduler(tid: i32, policy: i32, priority: i32) -> std::io::Result<()> {
+    let param = libc::sched_param {
+        sched_priority: priority,
+    };
+    // SAFETY: `param` is a valid, initialised sched_param that outlives the call; the kernel
+    // only reads it, and an invalid tid or policy is reported through the return value.
+    let result = unsafe { libc::sched_setscheduler(tid, policy, &param) };
+    if result == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+pub fn set_policy(tid: i32, scheduler: Scheduler, priority: u8) -> Result<(), ThreadError> {
+    // Threads a vCPU thread creates later (QEMU's I/O workers) must not inherit its real-time
+    // policy: SCHED_RESET_ON_FORK starts them as SCHED_OTHER.
+    let policy = match scheduler {
+        Scheduler::RoundRobin => libc::SCHED_RR | libc::SCHED_RESET_ON_FORK,
+        Scheduler::Fifo => libc::SCHED_FIFO | libc::SCHED_RESET_ON_FORK,
+        Scheduler::Other => libc::SCHED_OTHER,
+    };
+    sched_setscheduler(tid, policy, i32::from(priority)).map_err(|source| {
+        let hint = if source.raw_os_error() == Some(libc::EPERM) {
+            "; real-time scheduling needs CAP_SYS_NICE (run vmrun as root) and, under cgroup v2 with \
+             CONFIG_RT_GROUP_SCHED, a real-time budget for vmrun's cgroup"
+        } else {
+            ""
+        };
+        ThreadError::Policy {
+            tid,
+            policy: scheduler.as_str().to_string(),
+            priority,
+            source,
+            hint,
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_this_process_threads() {
+        let pid = std::process::id();
+        let threads = threads_of(pid).unwrap();
+        assert!(!threads.is_empty());
+        let main = threads.iter().find(|t| t.tid == pid as i32).unwrap();
+        assert_eq!(main.policy, "other");
+        assert_eq!(main.priority, 0);
+        assert!(!main.affinity.is_empty());
+    }
+
+    #[test]
+    fn vcpu_thread_names_give_their_index() {
+        let info = |name: &str| ThreadInfo {
+            tid: 1,
+            name: name.into(),
+            affinity: "0".into(),
+            policy: "other".into(),
+            priority: 0,
+        };
+        assert_eq!(info("CPU 3/KVM").vcpu_index(), Some(3));
+        assert_eq!(info("CPU 12/TCG").vcpu_index(), Some(12));
+        assert_eq!(info("qemu-system-x86").vcpu_index(), None);
+        assert_eq!(info("IO iothread0").vcpu_index(), None);
+    }
+}
