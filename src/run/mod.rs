@@ -278,8 +278,12 @@ fn connect_qmp(child: &mut Child, plan: &Plan, qemu_log: &Path) -> Result<Qmp, R
                 message: tail(qemu_log, 20),
             });
         }
+        // Short connect attempts, so that an exiting QEMU is noticed between them.
         match Qmp::connect(&plan.paths.qmp_socket, Duration::from_millis(100)) {
-            Ok(qmp) => return Ok(qmp),
+            Ok(mut qmp) => {
+                qmp.set_timeout(QMP_TIMEOUT);
+                return Ok(qmp);
+            }
             Err(QmpError::Connect { .. }) if Instant::now() < deadline => continue,
             Err(error) => {
                 // QEMU may have exited right as we connected.

@@ -7,4 +7,5 @@ mod firmware_selection;
 mod golden;
 mod loader_props;
 mod qemu_escaping;
+mod run_e2e;
 mod validation;

@@ -1,0 +1,359 @@
+//! End to end: the real vmrun boots real QEMU and the tests check the result in /proc.
+//! KVM is used where /dev/kvm works (SeaBIOS guests run under our nested KVM); OVMF runs under
+//! TCG here. Each test prints the accelerator it used. Needs root (SCHED_RR, CAP_SYS_NICE).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+use crate::common::{repo_root, run};
+
+struct Vm {
+    dir: tempfile::TempDir,
+    name: String,
+    profile: PathBuf,
+}
+
+fn kvm_usable() -> bool {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok()
+}
+
+fn require_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "the end-to-end tests pin threads with SCHED_RR and need root (CI runs as root)"
+    );
+}
+
+impl Vm {
+    /// A SeaBIOS guest without disks: it idles in the BIOS. Under KVM when usable.
+    fn seabios(name: &str, pinning: &str, extra: &str) -> Self {
+        let accel = if kvm_usable() { "kvm" } else { "tcg" };
+        eprintln!("[{name}] accelerator: {accel} (SeaBIOS guest)");
+        let model = if accel == "kvm" { "host" } else { "max" };
+        Self::new(
+            name,
+            &format!(
+                "[machine]\nmemory = \"128M\"\naccel = \"{accel}\"\n[cpu]\nmodel = \"{model}\"\ncores = 2\n\
+                 [firmware]\ntype = \"seabios\"\n[network]\nmode = \"none\"\n[shutdown]\ntimeout = 2\n{pinning}\n{extra}"
+            ),
+        )
+    }
+
+    /// An OVMF guest under TCG (OVMF does not run under our nested KVM).
+    fn ovmf(name: &str, timeout: u32) -> Self {
+        eprintln!("[{name}] accelerator: tcg (OVMF guest)");
+        Self::new(
+            name,
+            &format!(
+                "[machine]\nmemory = \"256M\"\naccel = \"tcg\"\n[cpu]\ncores = 1\n[pinning]\nvcpus = [1]\n\
+                 emulator = \"0\"\n[firmware]\ntype = \"ovmf\"\n[network]\nmode = \"none\"\n[console]\n\
+                 serial = \"log\"\n[shutdown]\ntimeout = {timeout}\n"
+            ),
+        )
+    }
+
+    fn new(name: &str, text: &str) -> Self {
+        require_root();
+        let dir = tempfile::tempdir().unwrap();
+        let profile = dir.path().join(format!("{name}.toml"));
+        std::fs::write(&profile, text).unwrap();
+        Vm {
+            dir,
+            name: name.to_string(),
+            profile,
+        }
+    }
+
+    fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    fn runtime_dir(&self) -> PathBuf {
+        self.dir.path().join("run")
+    }
+
+    fn vmrun(&self) -> Command {
+        let mut command = crate::common::vmrun(&repo_root());
+        command
+            .arg("--state-dir")
+            .arg(self.state_dir())
+            .arg("--runtime-dir")
+            .arg(self.runtime_dir());
+        command
+    }
+
+    fn start_foreground(&self) -> Child {
+        self.vmrun()
+            .arg("run")
+            .arg(&self.profile)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    fn detach(&self, extra: &[&str]) -> (i32, String) {
+        let (code, _, stderr) = run(self
+            .vmrun()
+            .arg("run")
+            .arg(&self.profile)
+            .arg("--detach")
+            .args(extra));
+        (code, stderr)
+    }
+
+    fn status(&self) -> Value {
+        let (_, stdout, stderr) = run(self.vmrun().args(["status", &self.name, "--json"]));
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout} {stderr}"))
+    }
+
+    fn wait_running(&self) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let status = self.status();
+            if status["running"] == true && status["run_state"].is_string() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not running after 20 s: {status}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn stop(&self) -> i32 {
+        run(self.vmrun().args(["stop", &self.name, "--force"])).0
+    }
+
+    fn runtime_leftovers(&self) -> Vec<PathBuf> {
+        match std::fs::read_dir(self.runtime_dir().join(&self.name)) {
+            Ok(entries) => entries.map(|e| e.unwrap().path()).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
+/// Placement of every thread of `pid`, from /proc: (name, affinity list, policy, priority).
+fn threads(pid: u32) -> Vec<(i32, String, String, String, u32)> {
+    vmrun::run::threads::threads_of(pid)
+        .unwrap()
+        .into_iter()
+        .map(|t| (t.tid, t.name, t.affinity, t.policy, t.priority))
+        .collect()
+}
+
+/// Waits until `pid` no longer exists (or is a zombie, as a child of an exited parent can be).
+fn wait_gone(pid: u32, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let zombie = stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
+        if stat.is_empty() || zombie {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+#[test]
+fn vcpus_are_pinned_before_they_run_and_status_agrees_with_proc() {
+    let vm = Vm::seabios(
+        "e2e-pin",
+        "[pinning]\nvcpus = [1, 0]\nemulator = \"0-1\"\nscheduler = \"fifo\"\npriority = 3\n",
+        "",
+    );
+    let (code, stderr) = vm.detach(&["--paused"]);
+    assert_eq!(code, 0, "{stderr}");
+    let status = vm.wait_running();
+    // Started with -S and never resumed: the vCPUs have not executed a single instruction.
+    assert_eq!(status["run_state"], "prelaunch", "{status}");
+    let pid = status["pid"].as_u64().unwrap() as u32;
+    let placement = threads(pid);
+    let vcpus: Vec<_> = placement
+        .iter()
+        .filter(|t| t.1.starts_with("CPU "))
+        .collect();
+    assert_eq!(vcpus.len(), 2, "{placement:?}");
+    for (tid, name, affinity, policy, priority) in &vcpus {
+        let index: usize = name[4..name.find('/').unwrap()].parse().unwrap();
+        let expected_cpu = ["1", "0"][index];
+        assert_eq!(
+            (affinity.as_str(), policy.as_str(), *priority),
+            (expected_cpu, "fifo", 3),
+            "{name} ({tid})"
+        );
+        let reported = status["vcpus"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["index"] == index)
+            .unwrap();
+        assert_eq!(reported["thread_id"], *tid);
+        assert_eq!(reported["affinity"], expected_cpu);
+        assert_eq!(reported["policy"], "fifo");
+        assert_eq!(reported["priority"], 3);
+    }
+    for (_, name, affinity, policy, _) in placement.iter().filter(|t| !t.1.starts_with("CPU ")) {
+        assert_eq!(
+            (affinity.as_str(), policy.as_str()),
+            ("0-1", "other"),
+            "{name}"
+        );
+    }
+    // Resume through the second monitor; the guest runs and the pinning holds.
+    let (code, stdout, stderr) = run(vm.vmrun().args(["qmp", &vm.name, "cont"]));
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout.trim(), "{}");
+    assert_eq!(vm.status()["run_state"], "running");
+    std::thread::sleep(Duration::from_millis(1500));
+    for (_, name, affinity, policy, _) in threads(pid) {
+        if !name.starts_with("CPU ") {
+            assert_eq!(
+                (affinity.as_str(), policy.as_str()),
+                ("0-1", "other"),
+                "{name} after resuming"
+            );
+        }
+    }
+    assert_eq!(vm.stop(), 5, "SeaBIOS ignores ACPI; --force quits QEMU");
+    assert!(wait_gone(pid, Duration::from_secs(5)));
+    assert!(
+        vm.runtime_leftovers().is_empty(),
+        "{:?}",
+        vm.runtime_leftovers()
+    );
+}
+
+#[test]
+fn sigterm_powers_down_then_quits_after_the_timeout_and_vars_survive() {
+    let vm = Vm::ovmf("e2e-term", 2);
+    let mut vmrun = vm.start_foreground();
+    let status = vm.wait_running();
+    let qemu = status["pid"].as_u64().unwrap() as u32;
+    let vars = vm.state_dir().join("e2e-term/OVMF_VARS.fd");
+    assert!(vars.is_file());
+    let started = Instant::now();
+    kill(Pid::from_raw(vmrun.id() as i32), Signal::SIGTERM).unwrap();
+    let exit = vmrun.wait().unwrap();
+    let took = started.elapsed();
+    assert_eq!(exit.code(), Some(5), "forced after the ACPI timeout");
+    assert!(
+        took >= Duration::from_secs(2),
+        "the guest got its {took:?} < 2 s"
+    );
+    let log = std::fs::read_to_string(vm.state_dir().join("e2e-term/vmrun.log")).unwrap();
+    let powerdown = log.find("stop: ACPI power-off").expect("powerdown first");
+    let quit = log.find("stop: QMP quit").expect("then quit");
+    assert!(powerdown < quit, "{log}");
+    assert!(wait_gone(qemu, Duration::from_secs(5)), "QEMU still there");
+    assert!(
+        vm.runtime_leftovers().is_empty(),
+        "{:?}",
+        vm.runtime_leftovers()
+    );
+
+    // The VM's VARS copy is kept and the next run uses that same file.
+    use std::os::unix::fs::MetadataExt;
+    let inode = std::fs::metadata(&vars).unwrap().ino();
+    let (code, stderr) = vm.detach(&[]);
+    assert_eq!(code, 0, "{stderr}");
+    vm.wait_running();
+    assert_eq!(std::fs::metadata(&vars).unwrap().ino(), inode);
+    let log = std::fs::read_to_string(vm.state_dir().join("e2e-term/vmrun.log")).unwrap();
+    assert!(log.contains("keeping the VM's VARS"), "{log}");
+    assert_eq!(vm.stop(), 5);
+}
+
+#[test]
+fn a_second_run_is_refused_and_stop_from_another_process_tears_down() {
+    let vm = Vm::seabios(
+        "e2e-lock",
+        "[pinning]\nvcpus = [1, 1]\nemulator = \"0\"\n",
+        "",
+    );
+    let (code, stderr) = vm.detach(&[]);
+    assert_eq!(code, 0, "{stderr}");
+    let status = vm.wait_running();
+    let vmrun_pid = status["vmrun_pid"].as_u64().unwrap();
+    let (code, _, stderr) = run(vm.vmrun().arg("run").arg(&vm.profile));
+    assert_eq!(code, 4, "{stderr}");
+    assert!(
+        stderr.contains(&format!("already running (vmrun pid {vmrun_pid})")),
+        "{stderr}"
+    );
+    let (code, _, stderr) = run(vm.vmrun().args(["stop", &vm.name, "--timeout", "1"]));
+    assert_eq!(code, 5, "{stderr}");
+    assert!(stderr.contains("stopped by QMP quit"), "{stderr}");
+    assert_eq!(vm.status()["running"], false);
+    assert!(
+        vm.runtime_leftovers().is_empty(),
+        "{:?}",
+        vm.runtime_leftovers()
+    );
+    let (code, _, stderr) = run(vm.vmrun().args(["stop", &vm.name]));
+    assert_eq!(code, 0, "stopping a stopped VM is not an error: {stderr}");
+    let (code, _, _) = run(vm.vmrun().args(["status", &vm.name]));
+    assert_eq!(code, 7);
+}
+
+#[test]
+fn kill_9_of_vmrun_leaves_no_qemu_and_the_next_run_starts_clean() {
+    let vm = Vm::seabios(
+        "e2e-kill",
+        "[pinning]\nvcpus = [1, 1]\nemulator = \"0\"\n",
+        "",
+    );
+    let (code, stderr) = vm.detach(&[]);
+    assert_eq!(code, 0, "{stderr}");
+    let status = vm.wait_running();
+    let (vmrun_pid, qemu) = (
+        status["vmrun_pid"].as_u64().unwrap() as i32,
+        status["pid"].as_u64().unwrap() as u32,
+    );
+    kill(Pid::from_raw(vmrun_pid), Signal::SIGKILL).unwrap();
+    assert!(
+        wait_gone(qemu, Duration::from_secs(5)),
+        "QEMU {qemu} outlived its supervisor"
+    );
+    assert_eq!(vm.status()["running"], false);
+    let (code, stderr) = vm.detach(&[]);
+    assert_eq!(
+        code, 0,
+        "a stale runtime directory does not block the next run: {stderr}"
+    );
+    vm.wait_running();
+    assert_eq!(vm.stop(), 5);
+}
+
+#[test]
+fn a_qemu_that_refuses_its_argv_is_reported_with_its_own_message() {
+    let vm = Vm::seabios(
+        "e2e-bad",
+        "",
+        "[qemu]\nextra_args = [\"-device\", \"no-such-device-model\"]\n",
+    );
+    let (code, _, stderr) = run(vm.vmrun().arg("run").arg(&vm.profile));
+    assert_eq!(code, 6, "{stderr}");
+    assert!(stderr.contains("QEMU refused to start"), "{stderr}");
+    assert!(
+        stderr.contains("'no-such-device-model' is not a valid device model name"),
+        "{stderr}"
+    );
+    assert!(vm.runtime_leftovers().is_empty());
+    let (code, stderr) = vm.detach(&[]);
+    assert_eq!(code, 6, "--detach reports the same failure: {stderr}");
+    assert!(stderr.contains("no-such-device-model"), "{stderr}");
+}
