@@ -2,7 +2,7 @@
 //! KVM is used where /dev/kvm works (SeaBIOS guests run under our nested KVM); OVMF runs under
 //! TCG here. Each test prints the accelerator it used. Needs root (SCHED_RR, CAP_SYS_NICE).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
