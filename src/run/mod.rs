@@ -268,34 +268,53 @@ fn describe_status(status: ExitStatus) -> String {
     }
 }
 
+fn refused(qemu_log: &Path, status: ExitStatus) -> RunError {
+    RunError::QemuRefused {
+        status: describe_status(status),
+        message: tail(qemu_log, 20),
+    }
+}
+
 /// Connects to QMP while watching QEMU: an early exit is reported with QEMU's own message.
+/// QEMU opens its QMP socket before it creates devices, so it can accept the connection and
+/// then die on a bad `-device`: a failed handshake waits a moment for that exit.
 fn connect_qmp(child: &mut Child, plan: &Plan, qemu_log: &Path) -> Result<Qmp, RunError> {
     let deadline = Instant::now() + QMP_TIMEOUT;
-    loop {
+    let stream = loop {
         if let Some(status) = child.try_wait().map_err(setup_error(qemu_log))? {
-            return Err(RunError::QemuRefused {
-                status: describe_status(status),
-                message: tail(qemu_log, 20),
-            });
+            return Err(refused(qemu_log, status));
         }
-        // Short connect attempts, so that an exiting QEMU is noticed between them.
-        match Qmp::connect(&plan.paths.qmp_socket, Duration::from_millis(100)) {
-            Ok(mut qmp) => {
-                qmp.set_timeout(QMP_TIMEOUT);
-                return Ok(qmp);
+        match UnixStream::connect(&plan.paths.qmp_socket) {
+            Ok(stream) => break stream,
+            Err(error)
+                if Instant::now() < deadline
+                    && matches!(
+                        error.kind(),
+                        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+                    ) =>
+            {
+                std::thread::sleep(Duration::from_millis(5));
             }
-            Err(QmpError::Connect { .. }) if Instant::now() < deadline => continue,
-            Err(error) => {
-                // QEMU may have exited right as we connected.
-                std::thread::sleep(Duration::from_millis(50));
-                if let Some(status) = child.try_wait().map_err(setup_error(qemu_log))? {
-                    return Err(RunError::QemuRefused {
-                        status: describe_status(status),
-                        message: tail(qemu_log, 20),
-                    });
+            Err(source) => {
+                return Err(QmpError::Connect {
+                    path: plan.paths.qmp_socket.clone(),
+                    source,
                 }
-                return Err(error.into());
+                .into())
             }
+        }
+    };
+    match Qmp::handshake(stream, QMP_TIMEOUT) {
+        Ok(qmp) => Ok(qmp),
+        Err(error) => {
+            let patience = Instant::now() + Duration::from_secs(3);
+            while Instant::now() < patience {
+                if let Some(status) = child.try_wait().map_err(setup_error(qemu_log))? {
+                    return Err(refused(qemu_log, status));
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(error.into())
         }
     }
 }

@@ -357,3 +357,34 @@ fn a_qemu_that_refuses_its_argv_is_reported_with_its_own_message() {
     assert_eq!(code, 6, "--detach reports the same failure: {stderr}");
     assert!(stderr.contains("no-such-device-model"), "{stderr}");
 }
+
+#[test]
+fn a_guest_that_powers_itself_off_ends_the_run_with_exit_0() {
+    // OVMF's shell runs startup.nsh from a FAT disk; `reset -s` is an ACPI power-off by the guest.
+    let esp = tempfile::tempdir().unwrap();
+    std::fs::write(esp.path().join("startup.nsh"), "reset -s\r\n").unwrap();
+    eprintln!("[e2e-poweroff] accelerator: tcg (OVMF guest)");
+    let vm = Vm::new(
+        "e2e-poweroff",
+        &format!(
+            "[machine]\nmemory = \"256M\"\naccel = \"tcg\"\n[cpu]\ncores = 1\n[pinning]\nvcpus = [1]\nemulator = \"0\"\n\
+             [firmware]\ntype = \"ovmf\"\n[network]\nmode = \"none\"\n[console]\nserial = \"log\"\n[qemu]\n\
+             extra_args = [\"-blockdev\", \"driver=vvfat,node-name=esp,dir={},label=ESP,read-only=on\", \
+             \"-device\", \"virtio-blk-pci,drive=esp\"]\n",
+            esp.path().display()
+        ),
+    );
+    let started = Instant::now();
+    let (code, _, stderr) = run(vm.vmrun().arg("run").arg(&vm.profile));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(120));
+    assert!(stderr.contains("the guest powered off"), "{stderr}");
+    let log = std::fs::read_to_string(vm.state_dir().join("e2e-poweroff/vmrun.log")).unwrap();
+    assert!(log.contains("SHUTDOWN, reason: guest-shutdown"), "{log}");
+    assert!(vm.runtime_leftovers().is_empty());
+    let last: Value = serde_json::from_str(
+        &std::fs::read_to_string(vm.state_dir().join("e2e-poweroff/last-run.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(last["exit_code"], 0);
+}
