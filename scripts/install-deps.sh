@@ -22,5 +22,5 @@ if ! "${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}";
     codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
     echo "vmrun: retrying with qemu-utils from ${codename}" >&2
     "${sudo[@]}" apt-get install -y -q --no-install-recommends --allow-downgrades \
-        "${missing[@]/qemu-utils/}" qemu-system-x86 ovmf "qemu-utils/${codename}"
+        qemu-system-x86 ovmf "qemu-utils/${codename}"
 fi
