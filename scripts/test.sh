@@ -6,4 +6,11 @@ cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
-cargo test --locked
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --locked 2>&1 | tee "$log" || status=$?
+# One closing line for the whole run: the sum of every test binary's result.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"
