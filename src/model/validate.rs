@@ -648,6 +648,7 @@ impl Validator {
     fn disks(&mut self, raw: &RawProfile) -> Vec<Disk> {
         let mut disks = Vec::new();
         let mut boot_orders: BTreeMap<i64, usize> = BTreeMap::new();
+        let mut sata_ports = 0;
         for (index, spanned) in raw.disk.iter().enumerate() {
             let d = spanned.get_ref();
             let key = |field: &str| format!("disk[{index}].{field}");
@@ -710,6 +711,13 @@ impl Validator {
                         &key("readonly"),
                         "QEMU's SATA disks cannot be read-only; use bus \"virtio\", \"scsi\" or \"nvme\"",
                     );
+                }
+            }
+            if bus == DiskBus::Sata {
+                sata_ports += 1;
+                if sata_ports > 6 {
+                    let span = d.bus.as_ref().map(|b| b.span()).unwrap_or(spanned.span());
+                    self.error(span, &key("bus"), "q35's AHCI controller has 6 SATA ports, all taken; use \"virtio\", \"scsi\" or \"nvme\"");
                 }
             }
             let cache = d

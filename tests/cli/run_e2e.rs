@@ -388,3 +388,33 @@ fn a_guest_that_powers_itself_off_ends_the_run_with_exit_0() {
     .unwrap();
     assert_eq!(last["exit_code"], 0);
 }
+
+#[test]
+fn without_cap_sys_nice_a_realtime_profile_is_refused_before_qemu_starts() {
+    let vm = Vm::seabios(
+        "e2e-nocap",
+        "[pinning]\nvcpus = [1, 1]\nemulator = \"0\"\nscheduler = \"rr\"\n",
+        "",
+    );
+    let mut command = Command::new("setpriv");
+    command
+        .args(["--inh-caps=-sys_nice", "--bounding-set=-sys_nice", "--"])
+        .arg(env!("CARGO_BIN_EXE_vmrun"))
+        .arg("--state-dir")
+        .arg(vm.state_dir())
+        .arg("--runtime-dir")
+        .arg(vm.runtime_dir())
+        .arg("run")
+        .arg(&vm.profile);
+    let (code, _, stderr) = run(&mut command);
+    assert_eq!(code, 3, "{stderr}");
+    assert!(
+        stderr
+            .contains("needs CAP_SYS_NICE: run vmrun as root (sudo), or set scheduler = \"other\""),
+        "{stderr}"
+    );
+    assert!(
+        !vm.state_dir().join("e2e-nocap/qemu.log").exists(),
+        "QEMU must not have been started"
+    );
+}
