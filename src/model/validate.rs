@@ -123,6 +123,20 @@ impl Validator {
         found
     }
 
+    /// An optional choice: its value from `options`, or `default` when the key is absent (or
+    /// invalid, which is reported).
+    fn choose<T: Copy>(
+        &mut self,
+        raw: &Option<Text>,
+        key: &str,
+        options: &[(&str, T)],
+        default: T,
+    ) -> T {
+        raw.as_ref()
+            .and_then(|text| self.pick(text, key, options))
+            .unwrap_or(default)
+    }
+
     fn int_in(
         &mut self,
         raw: &Int,
@@ -539,11 +553,12 @@ impl Validator {
             ("fifo", Scheduler::Fifo),
             ("other", Scheduler::Other),
         ];
-        let scheduler = p
-            .scheduler
-            .as_ref()
-            .and_then(|t| self.pick(t, "pinning.scheduler", &scheduler_options))
-            .unwrap_or(Scheduler::RoundRobin);
+        let scheduler = self.choose(
+            &p.scheduler,
+            "pinning.scheduler",
+            &scheduler_options,
+            Scheduler::RoundRobin,
+        );
         let priority = match (&p.priority, scheduler) {
             (Some(raw), Scheduler::Other) if *raw.get_ref() != 0 => {
                 self.error(
@@ -568,11 +583,12 @@ impl Validator {
 
     fn firmware(&mut self, raw: &RawProfile) -> Firmware {
         let (f, section_span) = section(&raw.firmware);
-        let kind = f
-            .firmware_type
-            .as_ref()
-            .and_then(|t| self.pick(t, "firmware.type", &[("ovmf", true), ("seabios", false)]))
-            .unwrap_or(true);
+        let kind = self.choose(
+            &f.firmware_type,
+            "firmware.type",
+            &[("ovmf", true), ("seabios", false)],
+            true,
+        );
         let secure_boot = f.secure_boot.as_ref().is_some_and(|b| *b.get_ref());
         if !kind {
             if let Some(flag) = f.secure_boot.as_ref().filter(|b| *b.get_ref()) {
@@ -660,17 +676,12 @@ impl Validator {
             if !path.exists() {
                 self.missing_file(path_text.span(), &key("path"), &path, "disk image");
             }
-            let media = d
-                .media
-                .as_ref()
-                .and_then(|t| {
-                    self.pick(
-                        t,
-                        &key("media"),
-                        &[("disk", Media::Disk), ("cdrom", Media::Cdrom)],
-                    )
-                })
-                .unwrap_or(Media::Disk);
+            let media = self.choose(
+                &d.media,
+                &key("media"),
+                &[("disk", Media::Disk), ("cdrom", Media::Cdrom)],
+                Media::Disk,
+            );
             let format = match &d.format {
                 Some(text) => self
                     .pick(
@@ -720,21 +731,16 @@ impl Validator {
                     self.error(span, &key("bus"), "q35's AHCI controller has 6 SATA ports, all taken; use \"virtio\", \"scsi\" or \"nvme\"");
                 }
             }
-            let cache = d
-                .cache
-                .as_ref()
-                .and_then(|t| {
-                    self.pick(
-                        t,
-                        &key("cache"),
-                        &[
-                            ("writeback", CacheMode::Writeback),
-                            ("none", CacheMode::None),
-                            ("unsafe", CacheMode::Unsafe),
-                        ],
-                    )
-                })
-                .unwrap_or(CacheMode::Writeback);
+            let cache = self.choose(
+                &d.cache,
+                &key("cache"),
+                &[
+                    ("writeback", CacheMode::Writeback),
+                    ("none", CacheMode::None),
+                    ("unsafe", CacheMode::Unsafe),
+                ],
+                CacheMode::Writeback,
+            );
             let boot_order = d.boot_order.as_ref().and_then(|raw| {
                 let order = self.int_in(raw, &key("boot_order"), 1..=99)?;
                 if let Some(other) = boot_orders.insert(order, index) {
@@ -764,22 +770,17 @@ impl Validator {
     fn network(&mut self, raw: &RawProfile, name: &VmName) -> Network {
         let (n, section_span) = section(&raw.network);
         let section_span = section_span.unwrap_or(0..0);
-        let mode_name = n
-            .mode
-            .as_ref()
-            .and_then(|t| {
-                self.pick(
-                    t,
-                    "network.mode",
-                    &[
-                        ("user", "user"),
-                        ("bridge", "bridge"),
-                        ("tap", "tap"),
-                        ("none", "none"),
-                    ],
-                )
-            })
-            .unwrap_or("user");
+        let mode_name = self.choose(
+            &n.mode,
+            "network.mode",
+            &[
+                ("user", "user"),
+                ("bridge", "bridge"),
+                ("tap", "tap"),
+                ("none", "none"),
+            ],
+            "user",
+        );
         let mut required = |value: &Option<Text>, key: &str, what: &str| -> String {
             match value {
                 Some(text)
@@ -833,21 +834,16 @@ impl Validator {
             .as_ref()
             .and_then(|t| self.parse::<MacAddress>(t, "network.mac"))
             .unwrap_or_else(|| MacAddress::derived_from_name(name.as_str()));
-        let model = n
-            .model
-            .as_ref()
-            .and_then(|t| {
-                self.pick(
-                    t,
-                    "network.model",
-                    &[
-                        ("virtio", NicModel::Virtio),
-                        ("e1000e", NicModel::E1000e),
-                        ("rtl8139", NicModel::Rtl8139),
-                    ],
-                )
-            })
-            .unwrap_or(NicModel::Virtio);
+        let model = self.choose(
+            &n.model,
+            "network.model",
+            &[
+                ("virtio", NicModel::Virtio),
+                ("e1000e", NicModel::E1000e),
+                ("rtl8139", NicModel::Rtl8139),
+            ],
+            NicModel::Virtio,
+        );
         Network { mode, mac, model }
     }
 
@@ -980,48 +976,34 @@ impl Validator {
         } else {
             VgaModel::None
         };
-        let vga = d
-            .vga
-            .as_ref()
-            .and_then(|t| {
-                self.pick(
-                    t,
-                    "display.vga",
-                    &[
-                        ("none", VgaModel::None),
-                        ("std", VgaModel::Std),
-                        ("virtio", VgaModel::Virtio),
-                        ("qxl", VgaModel::Qxl),
-                    ],
-                )
-            })
-            .unwrap_or(default_vga);
-        let gui = d
-            .gui
-            .as_ref()
-            .and_then(|t| {
-                self.pick(
-                    t,
-                    "display.gui",
-                    &[("none", Gui::None), ("gtk", Gui::Gtk), ("sdl", Gui::Sdl)],
-                )
-            })
-            .unwrap_or(Gui::None);
+        let vga = self.choose(
+            &d.vga,
+            "display.vga",
+            &[
+                ("none", VgaModel::None),
+                ("std", VgaModel::Std),
+                ("virtio", VgaModel::Virtio),
+                ("qxl", VgaModel::Qxl),
+            ],
+            default_vga,
+        );
+        let gui = self.choose(
+            &d.gui,
+            "display.gui",
+            &[("none", Gui::None), ("gtk", Gui::Gtk), ("sdl", Gui::Sdl)],
+            Gui::None,
+        );
         Display { vga, gui }
     }
 
     fn console(&mut self, raw: &RawProfile) -> SerialConsole {
         let (c, _) = section(&raw.console);
-        c.serial
-            .as_ref()
-            .and_then(|t| {
-                self.pick(
-                    t,
-                    "console.serial",
-                    &[("none", SerialConsole::None), ("log", SerialConsole::Log)],
-                )
-            })
-            .unwrap_or(SerialConsole::None)
+        self.choose(
+            &c.serial,
+            "console.serial",
+            &[("none", SerialConsole::None), ("log", SerialConsole::Log)],
+            SerialConsole::None,
+        )
     }
 
     fn looking_glass(&mut self, raw: &RawProfile) -> Option<LookingGlass> {
