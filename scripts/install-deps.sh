@@ -7,6 +7,8 @@ missing=()
 command -v qemu-system-x86_64 >/dev/null 2>&1 || missing+=(qemu-system-x86)
 [ -e /usr/share/OVMF/OVMF_CODE_4M.fd ] || [ -e /usr/share/OVMF/OVMF_CODE.fd ] || missing+=(ovmf)
 command -v qemu-img >/dev/null 2>&1 || missing+=(qemu-utils)
+[ -e /usr/lib/ipxe/qemu/efi-e1000e.rom ] || missing+=(ipxe-qemu)
+[ -e /usr/share/seabios/vgabios-stdvga.bin ] || missing+=(seabios)
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0
 fi

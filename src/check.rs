@@ -45,28 +45,7 @@ impl Finding {
     }
 }
 
-/// The host's filesystem root: `/` normally, a fake tree in tests (`VMRUN_SYSROOT`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Sysroot(PathBuf);
-
-impl Sysroot {
-    pub fn new(root: impl Into<PathBuf>) -> Self {
-        Sysroot(root.into())
-    }
-
-    pub fn from_env() -> Self {
-        Sysroot(
-            std::env::var_os("VMRUN_SYSROOT")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| "/".into()),
-        )
-    }
-
-    /// `absolute` re-rooted under this sysroot.
-    pub fn path(&self, absolute: &str) -> PathBuf {
-        self.0.join(absolute.trim_start_matches('/'))
-    }
-}
+pub use crate::host::Sysroot;
 
 /// Finds a program the way `execvp` would.
 pub fn find_program(name: &str) -> Option<PathBuf> {
@@ -391,6 +370,109 @@ fn device_nodes(config: &VmConfig, host: &HostView) -> Vec<Finding> {
             }
         };
         findings.push(finding);
+    }
+    findings
+}
+
+/// For each `[[pci]] romfile`: a real ROM, starting at its image, with an EFI image when the
+/// firmware is OVMF, and made for the device it is given to (ids read through the host layer).
+pub fn rom_findings(
+    config: &VmConfig,
+    firmware: &BootFirmware,
+    io: &dyn crate::host::SysfsIo,
+) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    for (index, device) in config.pci.iter().enumerate() {
+        let Some(romfile) = &device.romfile else {
+            continue;
+        };
+        if !romfile.is_file() {
+            continue; // reported with the other missing files
+        }
+        let key = format!("pci[{index}].romfile");
+        let report = match crate::rom::inspect(romfile) {
+            Ok(report) => report,
+            Err(error) => {
+                findings.push(Finding::new(Status::Fail, "rom", format!("{key}: {error}")));
+                continue;
+            }
+        };
+        let shown = romfile.display();
+        let Some(first) = report.first_image() else {
+            findings.push(Finding::new(
+                Status::Fail,
+                "rom",
+                format!("{key}: {shown}: {}", report.problems.join("; ")),
+            ));
+            continue;
+        };
+        let mut failures = Vec::new();
+        if report.header_bytes > 0 {
+            let stripped = romfile.with_extension("stripped.rom");
+            failures.push(format!(
+                "{shown} starts with a {}-byte dump header; run `vmrun rom {shown} --strip {}` and set romfile to the stripped copy",
+                report.header_bytes,
+                stripped.display()
+            ));
+        }
+        if matches!(firmware, BootFirmware::Ovmf(_)) && !report.has_efi {
+            failures.push(format!(
+                "{shown} has no EFI (GOP) image, so OVMF cannot drive this GPU before the guest's driver loads \
+                 (black screen until then); use a ROM with a UEFI image"
+            ));
+        }
+        if report.images.iter().any(|image| image.truncated) {
+            failures.push(format!("{shown}: {}", report.problems.join("; ")));
+        }
+        match crate::host::pci_ids(io, device.address) {
+            Ok((vendor, device_id)) if (vendor, device_id) != (first.vendor, first.device) => {
+                failures.push(format!(
+                    "{shown} is for {}:{} but {} is {vendor:04x}:{device_id:04x}",
+                    first.vendor_id, first.device_id, device.address
+                ))
+            }
+            Ok(_) => {}
+            Err(error) => findings.push(Finding::new(
+                Status::Warn,
+                "rom",
+                format!(
+                    "{key}: cannot compare the ROM with {}: {error}",
+                    device.address
+                ),
+            )),
+        }
+        if failures.is_empty() {
+            let kinds: Vec<String> = report
+                .images
+                .iter()
+                .map(|image| image.code_type.to_string())
+                .collect();
+            findings.push(Finding::new(
+                Status::Pass,
+                "rom",
+                format!(
+                    "{key}: {shown}: {} image(s) ({}) for {}:{}",
+                    report.images.len(),
+                    kinds.join(" + "),
+                    first.vendor_id,
+                    first.device_id
+                ),
+            ));
+        }
+        for failure in failures {
+            findings.push(Finding::new(
+                Status::Fail,
+                "rom",
+                format!("{key}: {failure}"),
+            ));
+        }
+        for problem in report.problems.iter().filter(|p| p.contains("checksum")) {
+            findings.push(Finding::new(
+                Status::Warn,
+                "rom",
+                format!("{key}: {problem}"),
+            ));
+        }
     }
     findings
 }

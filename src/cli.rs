@@ -170,10 +170,42 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Inspect a GPU ROM file: its images (offset, code type, vendor:device, class, length,
+    /// last flag, checksum; subsystem and machine type of EFI images), whether it has an EFI (GOP)
+    /// image OVMF can use, and a dump header before the first image. Exit 0 when nothing is wrong,
+    /// 3 when something is (header, truncation, no image, --device mismatch).
+    Rom(RomArgs),
     /// List the profiles on the search path.
     List {
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct RomArgs {
+    #[command(subcommand)]
+    action: Option<RomAction>,
+    /// The ROM file.
+    file: Option<PathBuf>,
+    #[arg(long)]
+    json: bool,
+    /// Check that the ROM is made for this host device (its vendor:device, read from sysfs).
+    #[arg(long, value_name = "ADDR")]
+    device: Option<String>,
+    /// Write a copy that starts at the first image, without the dump header; FILE is not changed.
+    #[arg(long, value_name = "OUT")]
+    strip: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum RomAction {
+    /// Read a device's ROM through sysfs (enable `rom`, read, disable) into OUT.
+    Dump {
+        /// PCI address, e.g. 0000:01:00.0 or 01:00.0.
+        address: String,
+        out: PathBuf,
     },
 }
 
@@ -194,6 +226,10 @@ enum CliError {
     Control(#[from] control::ControlError),
     #[error("{0}")]
     Preflight(String),
+    #[error(transparent)]
+    Rom(#[from] crate::rom::RomError),
+    #[error(transparent)]
+    Host(#[from] crate::host::HostError),
 }
 
 impl CliError {
@@ -205,6 +241,7 @@ impl CliError {
             CliError::Control(control::ControlError::NotRunning(_)) => exit::NOT_RUNNING,
             CliError::Control(_) => exit::FAILURE,
             CliError::Preflight(_) => exit::CHECK_FAILED,
+            CliError::Rom(_) | CliError::Host(_) => exit::FAILURE,
         }
     }
 }
@@ -235,6 +272,7 @@ fn run(cli: Cli) -> Result<i32, CliError> {
         Some(Command::Show { profile, json }) => show(&search, &base, &profile, json, global.quiet),
         Some(Command::Check { profile, json }) => check(&search, &base, &profile, json),
         Some(Command::List { json }) => list(&search, &base, json),
+        Some(Command::Rom(args)) => rom(args),
         Some(Command::Run {
             profile,
             detach,
@@ -385,7 +423,14 @@ fn check(search: &SearchPath, base: &BaseDirs, profile: &str, json: bool) -> Res
                     findings.push(Finding::new(Status::Fail, "firmware", error.to_string()))
                 }
                 Ok(firmware) => match Plan::new(&loaded.config, &firmware, base) {
-                    Ok(plan) => findings.extend(check::firmware_findings(&firmware, &plan.paths)),
+                    Ok(plan) => {
+                        findings.extend(check::firmware_findings(&firmware, &plan.paths));
+                        findings.extend(check::rom_findings(
+                            &loaded.config,
+                            &firmware,
+                            &host_sysfs(),
+                        ));
+                    }
                     Err(error) => {
                         findings.push(Finding::new(Status::Fail, "paths", error.to_string()))
                     }
@@ -534,6 +579,7 @@ fn run_preflight(loaded: &Loaded, firmware: &BootFirmware, plan: &Plan) -> Resul
         .collect();
     findings.extend(check::host_findings(&loaded.config, &host, false));
     findings.extend(check::firmware_findings(firmware, &plan.paths));
+    findings.extend(check::rom_findings(&loaded.config, firmware, &host_sysfs()));
     let failures: Vec<String> = findings
         .iter()
         .filter(|f| f.status == Status::Fail)
@@ -837,4 +883,188 @@ mod tests {
         assert_eq!(words(&["vmrun", "--help"]), ["vmrun", "--help"]);
         assert_eq!(words(&["vmrun", "help", "run"]), ["vmrun", "help", "run"]);
     }
+}
+
+fn host_sysfs() -> crate::host::RealSysfs {
+    crate::host::RealSysfs {
+        root: Sysroot::from_env(),
+    }
+}
+
+fn parse_address(text: &str) -> Result<model::PciAddress, CliError> {
+    text.parse()
+        .map_err(|e: String| CliError::Usage(format!("`{text}` is not a PCI address: {e}")))
+}
+
+#[derive(Serialize)]
+struct RomOutput<'a> {
+    file: &'a std::path::Path,
+    #[serde(flatten)]
+    report: &'a crate::rom::RomReport,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    device: Option<RomDeviceMatch>,
+}
+
+#[derive(Serialize)]
+struct RomDeviceMatch {
+    address: String,
+    vendor_id: String,
+    device_id: String,
+    matches: bool,
+}
+
+fn rom(args: RomArgs) -> Result<i32, CliError> {
+    if let Some(RomAction::Dump { address, out }) = args.action {
+        let address = parse_address(&address)?;
+        let data = crate::host::read_rom(&host_sysfs(), address)?;
+        std::fs::write(&out, &data).map_err(|source| crate::rom::RomError::Write {
+            path: out.clone(),
+            source,
+        })?;
+        let report = crate::rom::parse(&data);
+        eprintln!(
+            "vmrun: wrote {} ({} bytes) from {address}: {} image(s), EFI image: {}",
+            out.display(),
+            data.len(),
+            report.images.len(),
+            if report.has_efi { "yes" } else { "no" }
+        );
+        return Ok(exit::OK);
+    }
+    let Some(file) = args.file else {
+        return Err(CliError::Usage(
+            "give a ROM file, or `vmrun rom dump ADDR OUT`".into(),
+        ));
+    };
+    if let Some(out) = &args.strip {
+        let stripped = crate::rom::strip(&file, out)?;
+        eprintln!(
+            "vmrun: wrote {} without the {}-byte header: {} image(s)",
+            out.display(),
+            crate::rom::inspect(&file)?.header_bytes,
+            stripped.images.len()
+        );
+    }
+    let report = crate::rom::inspect(&file)?;
+    let device = match &args.device {
+        Some(text) => {
+            let address = parse_address(text)?;
+            let (vendor, device) = crate::host::pci_ids(&host_sysfs(), address)?;
+            let matches = report
+                .first_image()
+                .is_some_and(|image| (image.vendor, image.device) == (vendor, device));
+            Some(RomDeviceMatch {
+                address: address.to_string(),
+                vendor_id: format!("{vendor:04x}"),
+                device_id: format!("{device:04x}"),
+                matches,
+            })
+        }
+        None => None,
+    };
+    let ok = !report.images.is_empty()
+        && report.problems.is_empty()
+        && device.as_ref().is_none_or(|d| d.matches);
+    if args.json {
+        stdout_json(&RomOutput {
+            file: &file,
+            report: &report,
+            device,
+        })?;
+    } else {
+        print_rom(&file, &report, device.as_ref())?;
+    }
+    Ok(if ok { exit::OK } else { exit::CHECK_FAILED })
+}
+
+fn print_rom(
+    file: &std::path::Path,
+    report: &crate::rom::RomReport,
+    device: Option<&RomDeviceMatch>,
+) -> Result<(), CliError> {
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{}: {} bytes, {} image(s){}",
+        file.display(),
+        report.size,
+        report.images.len(),
+        if report.header_bytes > 0 {
+            format!(
+                ", {}-byte header before the first image",
+                report.header_bytes
+            )
+        } else {
+            String::new()
+        }
+    )?;
+    for (index, image) in report.images.iter().enumerate() {
+        write!(
+            out,
+            "  #{index} at 0x{:06x}  {:<6} {}:{}  class {}  {:>7} bytes  checksum {}{}{}",
+            image.offset,
+            image.code_type.to_string(),
+            image.vendor_id,
+            image.device_id,
+            image.class,
+            image.length,
+            if image.checksum_ok { "ok" } else { "BAD" },
+            if image.last { "  last" } else { "" },
+            if image.data_structure != "PCIR" {
+                format!("  ({})", image.data_structure)
+            } else {
+                String::new()
+            },
+        )?;
+        if let Some(npde) = &image.npde {
+            write!(
+                out,
+                "  NPDE: {} bytes{}",
+                npde.length,
+                if npde.last { " last" } else { "" }
+            )?;
+        }
+        if let Some(efi) = &image.efi {
+            write!(
+                out,
+                "  EFI {} {}{}",
+                efi.machine_type,
+                efi.subsystem_name,
+                if efi.compressed { ", compressed" } else { "" }
+            )?;
+        }
+        writeln!(out)?;
+    }
+    if report.has_efi {
+        writeln!(out, "EFI (GOP) image: yes, OVMF can use this ROM")?;
+    } else if !report.images.is_empty() {
+        writeln!(out, "EFI (GOP) image: no, only a legacy BIOS (SeaBIOS) can use this ROM; OVMF shows nothing until the guest driver loads")?;
+    }
+    if let Some(device) = device {
+        writeln!(
+            out,
+            "device {}: {}:{}, {}",
+            device.address,
+            device.vendor_id,
+            device.device_id,
+            if device.matches {
+                "the ROM matches"
+            } else {
+                "the ROM is NOT for this device"
+            }
+        )?;
+    }
+    for problem in &report.problems {
+        writeln!(out, "problem: {problem}")?;
+    }
+    if report.header_bytes > 0 {
+        writeln!(
+            out,
+            "fix: vmrun rom {} --strip {}",
+            shlex::try_quote(&file.to_string_lossy()).unwrap_or_default(),
+            shlex::try_quote(&file.with_extension("stripped.rom").to_string_lossy())
+                .unwrap_or_default()
+        )?;
+    }
+    Ok(())
 }

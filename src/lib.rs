@@ -6,9 +6,11 @@
 pub mod check;
 pub mod cli;
 pub mod firmware;
+pub mod host;
 pub mod log;
 pub mod model;
 pub mod plan;
 pub mod profile;
 pub mod qmp;
+pub mod rom;
 pub mod run;

@@ -7,5 +7,6 @@ mod firmware_selection;
 mod golden;
 mod loader_props;
 mod qemu_escaping;
+mod rom;
 mod run_e2e;
 mod validation;

@@ -1,0 +1,199 @@
+//! The host layer: every sysfs, /dev and /proc path is taken relative to a root directory
+//! (`VMRUN_SYSROOT`, default `/`), and every access to sysfs goes through `SysfsIo`, so tests run
+//! the same code over a fake tree whose writes are answered the way the kernel answers them.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use crate::model::PciAddress;
+
+/// The host's filesystem root: `/` normally, a fake tree in tests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sysroot(PathBuf);
+
+impl Sysroot {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Sysroot(root.into())
+    }
+
+    pub fn from_env() -> Self {
+        Sysroot(
+            std::env::var_os("VMRUN_SYSROOT")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| "/".into()),
+        )
+    }
+
+    /// `absolute` re-rooted under this sysroot.
+    pub fn path(&self, absolute: &str) -> PathBuf {
+        self.0.join(absolute.trim_start_matches('/'))
+    }
+}
+
+/// Reads and writes of sysfs attributes, by absolute path (`/sys/bus/pci/...`).
+pub trait SysfsIo {
+    fn read(&self, path: &str) -> std::io::Result<Vec<u8>>;
+    fn write(&self, path: &str, data: &[u8]) -> std::io::Result<()>;
+}
+
+/// The real sysfs (or a plain tree) under a sysroot.
+pub struct RealSysfs {
+    pub root: Sysroot,
+}
+
+impl SysfsIo for RealSysfs {
+    fn read(&self, path: &str) -> std::io::Result<Vec<u8>> {
+        std::fs::read(self.root.path(path))
+    }
+
+    fn write(&self, path: &str, data: &[u8]) -> std::io::Result<()> {
+        // sysfs attributes exist already: never create, never truncate.
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(self.root.path(path))?;
+        file.write_all(data)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: `{text}` is not a hexadecimal id")]
+    BadId { path: String, text: String },
+    #[error(
+        "{address} returned an empty ROM: the boot GPU's ROM is often unreadable after the host \
+         firmware shadowed it; dump it from a system where the card is not the boot GPU, or use \
+         the vendor's ROM"
+    )]
+    EmptyRom { address: PciAddress },
+}
+
+fn device_path(address: PciAddress, attribute: &str) -> String {
+    format!("/sys/bus/pci/devices/{address}/{attribute}")
+}
+
+fn read_hex(io: &dyn SysfsIo, path: &str) -> Result<u16, HostError> {
+    let bytes = io.read(path).map_err(|source| HostError::Io {
+        path: path.to_string(),
+        source,
+    })?;
+    let text = String::from_utf8_lossy(&bytes).trim().to_string();
+    u16::from_str_radix(text.trim_start_matches("0x"), 16).map_err(|_| HostError::BadId {
+        path: path.to_string(),
+        text,
+    })
+}
+
+/// A device's `vendor:device` ids from sysfs.
+pub fn pci_ids(io: &dyn SysfsIo, address: PciAddress) -> Result<(u16, u16), HostError> {
+    Ok((
+        read_hex(io, &device_path(address, "vendor"))?,
+        read_hex(io, &device_path(address, "device"))?,
+    ))
+}
+
+/// Reads a device's option ROM through sysfs: enable `rom`, read it, disable it again (also
+/// when the read fails).
+pub fn read_rom(io: &dyn SysfsIo, address: PciAddress) -> Result<Vec<u8>, HostError> {
+    let path = device_path(address, "rom");
+    let io_error = |source| HostError::Io {
+        path: path.clone(),
+        source,
+    };
+    io.write(&path, b"1").map_err(io_error)?;
+    let data = io.read(&path);
+    let disabled = io.write(&path, b"0");
+    let data = data.map_err(io_error)?;
+    disabled.map_err(io_error)?;
+    if data.is_empty() {
+        return Err(HostError::EmptyRom { address });
+    }
+    Ok(data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+
+    /// A device whose ROM reads back only while enabled, as the kernel's `rom` attribute does.
+    struct FakeRomDevice {
+        rom: Vec<u8>,
+        enabled: RefCell<bool>,
+        writes: RefCell<Vec<String>>,
+        fail_read: bool,
+    }
+
+    impl SysfsIo for FakeRomDevice {
+        fn read(&self, path: &str) -> std::io::Result<Vec<u8>> {
+            if path.ends_with("/vendor") {
+                return Ok(b"0x10de\n".to_vec());
+            }
+            if path.ends_with("/device") {
+                return Ok(b"0x1c02\n".to_vec());
+            }
+            if self.fail_read {
+                return Err(std::io::Error::from_raw_os_error(libc::EIO));
+            }
+            if *self.enabled.borrow() {
+                Ok(self.rom.clone())
+            } else {
+                Err(std::io::Error::from_raw_os_error(libc::EINVAL))
+            }
+        }
+
+        fn write(&self, path: &str, data: &[u8]) -> std::io::Result<()> {
+            self.writes
+                .borrow_mut()
+                .push(format!("{path}={}", String::from_utf8_lossy(data)));
+            *self.enabled.borrow_mut() = data == b"1";
+            Ok(())
+        }
+    }
+
+    fn device(fail_read: bool) -> FakeRomDevice {
+        FakeRomDevice {
+            rom: vec![0x55, 0xAA, 1, 2],
+            enabled: RefCell::new(false),
+            writes: RefCell::new(Vec::new()),
+            fail_read,
+        }
+    }
+
+    #[test]
+    fn the_rom_is_enabled_read_and_disabled_again() {
+        let address: PciAddress = "01:00.0".parse().unwrap();
+        let fake = device(false);
+        assert_eq!(read_rom(&fake, address).unwrap(), vec![0x55, 0xAA, 1, 2]);
+        assert_eq!(
+            *fake.writes.borrow(),
+            [
+                "/sys/bus/pci/devices/0000:01:00.0/rom=1",
+                "/sys/bus/pci/devices/0000:01:00.0/rom=0"
+            ]
+        );
+        assert!(!*fake.enabled.borrow());
+        assert_eq!(pci_ids(&fake, address).unwrap(), (0x10de, 0x1c02));
+    }
+
+    #[test]
+    fn a_failed_read_still_disables_the_rom() {
+        let address: PciAddress = "01:00.0".parse().unwrap();
+        let fake = device(true);
+        assert!(read_rom(&fake, address).is_err());
+        assert!(!*fake.enabled.borrow(), "left enabled after a failed read");
+    }
+
+    #[test]
+    fn sysroot_reroots_absolute_paths() {
+        let root = Sysroot::new("/tmp/fake");
+        assert_eq!(
+            root.path("/sys/bus/pci"),
+            PathBuf::from("/tmp/fake/sys/bus/pci")
+        );
+    }
+}
