@@ -476,3 +476,88 @@ pub fn rom_findings(
     }
     findings
 }
+
+/// For the `[[pci]]` devices: present, IOMMU on, every IOMMU group viable, reset capability,
+/// and the boot GPU's ROM.
+pub fn pci_findings(config: &VmConfig, root: &Sysroot) -> Vec<Finding> {
+    use crate::host::pci;
+    if config.pci.is_empty() {
+        return Vec::new();
+    }
+    let mut findings = Vec::new();
+    if !pci::iommu_enabled(root) {
+        findings.push(Finding::new(Status::Fail, "iommu", pci::ENABLE_IOMMU_HINT));
+    }
+    let mut present = Vec::new();
+    for (index, device) in config.pci.iter().enumerate() {
+        let address = device.address.to_string();
+        let Some(info) = pci::device_info(root, &address) else {
+            findings.push(Finding::new(
+                Status::Fail,
+                "pci",
+                format!("pci[{index}]: {address} does not exist on this host (`lspci -D` lists the devices)"),
+            ));
+            continue;
+        };
+        present.push(device.address);
+        if !info.resettable {
+            findings.push(Finding::new(
+                Status::Warn,
+                "pci",
+                format!(
+                    "pci[{index}]: {address} ({}) offers no reset; it may stop working after the guest reboots \
+                     until the host reboots",
+                    info.vendor_device
+                ),
+            ));
+        }
+        if info.boot_vga && device.romfile.is_none() {
+            findings.push(Finding::new(
+                Status::Warn,
+                "pci",
+                format!(
+                    "pci[{index}]: {address} is the boot GPU and has no romfile: the host firmware ran and shadowed \
+                     its ROM, and the copy the guest reads is often unusable (black screen); dump a clean ROM \
+                     (`vmrun rom dump` on a system where it is not the boot GPU, or the vendor's) and set romfile"
+                ),
+            ));
+        }
+    }
+    let missing = pci::missing_from_groups(root, &present);
+    if missing.is_empty() {
+        if !present.is_empty() && pci::iommu_enabled(root) {
+            findings.push(Finding::new(
+                Status::Pass,
+                "iommu",
+                format!(
+                    "the IOMMU groups of {} passed device(s) are viable",
+                    present.len()
+                ),
+            ));
+        }
+    } else {
+        let mut by_group: std::collections::BTreeMap<u32, Vec<String>> =
+            std::collections::BTreeMap::new();
+        for (group, device) in missing {
+            by_group.entry(group).or_default().push(format!(
+                "{} ({} class {}, driver {})",
+                device.address,
+                device.vendor_device,
+                device.class,
+                device.driver.as_deref().unwrap_or("none")
+            ));
+        }
+        for (group, devices) in by_group {
+            findings.push(Finding::new(
+                Status::Fail,
+                "iommu",
+                format!(
+                    "IOMMU group {group} is not viable: a group goes to the guest whole; add these devices as [[pci]] \
+                     (or bind them to vfio-pci): {}",
+                    devices.join(", ")
+                ),
+            ));
+        }
+    }
+    findings
+}

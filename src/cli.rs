@@ -175,6 +175,12 @@ enum Command {
     /// image OVMF can use, and a dump header before the first image. Exit 0 when nothing is wrong,
     /// 3 when something is (header, truncation, no image, --device mismatch).
     Rom(RomArgs),
+    /// Every IOMMU group of this host with its devices: address, class, vendor:device, driver,
+    /// whether it can be reset, and which GPU the firmware booted on.
+    Iommu {
+        #[arg(long)]
+        json: bool,
+    },
     /// List the profiles on the search path.
     List {
         #[arg(long)]
@@ -273,6 +279,7 @@ fn run(cli: Cli) -> Result<i32, CliError> {
         Some(Command::Check { profile, json }) => check(&search, &base, &profile, json),
         Some(Command::List { json }) => list(&search, &base, json),
         Some(Command::Rom(args)) => rom(args),
+        Some(Command::Iommu { json }) => iommu(json),
         Some(Command::Run {
             profile,
             detach,
@@ -418,6 +425,7 @@ fn check(search: &SearchPath, base: &BaseDirs, profile: &str, json: bool) -> Res
                 sysroot: Sysroot::from_env(),
             };
             findings.extend(check::host_findings(&loaded.config, &host, true));
+            findings.extend(check::pci_findings(&loaded.config, &host.sysroot));
             match plan::resolve_firmware(&loaded.config, &firmware::default_descriptor_dirs()) {
                 Err(error) => {
                     findings.push(Finding::new(Status::Fail, "firmware", error.to_string()))
@@ -578,6 +586,7 @@ fn run_preflight(loaded: &Loaded, firmware: &BootFirmware, plan: &Plan) -> Resul
         .map(|w| Finding::new(Status::Fail, "files", w.located()))
         .collect();
     findings.extend(check::host_findings(&loaded.config, &host, false));
+    findings.extend(check::pci_findings(&loaded.config, &host.sysroot));
     findings.extend(check::firmware_findings(firmware, &plan.paths));
     findings.extend(check::rom_findings(&loaded.config, firmware, &host_sysfs()));
     let failures: Vec<String> = findings
@@ -1067,4 +1076,49 @@ fn print_rom(
         )?;
     }
     Ok(())
+}
+
+#[derive(Serialize)]
+struct IommuGroupOutput {
+    group: u32,
+    devices: Vec<crate::host::pci::PciDeviceInfo>,
+}
+
+fn iommu(json: bool) -> Result<i32, CliError> {
+    use crate::host::pci;
+    let root = Sysroot::from_env();
+    let groups = pci::iommu_groups(&root);
+    if json {
+        let list: Vec<IommuGroupOutput> = groups
+            .into_iter()
+            .map(|(group, devices)| IommuGroupOutput { group, devices })
+            .collect();
+        stdout_json(&list)?;
+        return Ok(if list.is_empty() {
+            exit::FAILURE
+        } else {
+            exit::OK
+        });
+    }
+    if groups.is_empty() {
+        eprintln!("vmrun: {}", pci::ENABLE_IOMMU_HINT);
+        return Ok(exit::FAILURE);
+    }
+    let mut out = std::io::stdout().lock();
+    for (group, devices) in groups {
+        writeln!(out, "IOMMU group {group}")?;
+        for device in devices {
+            writeln!(
+                out,
+                "  {}  {}  {}  {:<14} reset: {}{}",
+                device.address,
+                device.class,
+                device.vendor_device,
+                device.driver.as_deref().unwrap_or("(no driver)"),
+                if device.resettable { "yes" } else { "no" },
+                if device.boot_vga { "  boot VGA" } else { "" }
+            )?;
+        }
+    }
+    Ok(exit::OK)
 }

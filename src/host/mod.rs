@@ -7,6 +7,8 @@ use std::path::PathBuf;
 
 use crate::model::PciAddress;
 
+pub mod pci;
+
 /// The host's filesystem root: `/` normally, a fake tree in tests.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Sysroot(PathBuf);
@@ -47,9 +49,11 @@ impl SysfsIo for RealSysfs {
     }
 
     fn write(&self, path: &str, data: &[u8]) -> std::io::Result<()> {
-        // sysfs attributes exist already: never create, never truncate.
+        // sysfs attributes exist already: never create. A store replaces the whole value, which
+        // O_TRUNC expresses for plain files too (it is what `echo x > attr` does).
         let mut file = std::fs::OpenOptions::new()
             .write(true)
+            .truncate(true)
             .open(self.root.path(path))?;
         file.write_all(data)
     }

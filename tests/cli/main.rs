@@ -3,8 +3,10 @@
 
 mod commands;
 mod common;
+mod fake_host;
 mod firmware_selection;
 mod golden;
+mod host_preflight;
 mod loader_props;
 mod qemu_escaping;
 mod rom;

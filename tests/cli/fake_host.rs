@@ -1,0 +1,544 @@
+#![allow(dead_code)] // parts are used only by some test modules
+//! A fake host for the host-layer tests: a sysfs/proc tree in a temp dir built from a fixture,
+//! a fake kernel that answers writes the way the kernel does, and stub `systemctl`/`modprobe`
+//! on PATH that record their calls. Nothing here touches the real /sys.
+
+use std::collections::{BTreeMap, HashMap};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::common::repo_root;
+
+pub struct FakeHost {
+    _dir: tempfile::TempDir,
+    pub root: PathBuf,
+    pub bin: PathBuf,
+    kernel: Option<FakeKernel>,
+}
+
+#[derive(Default)]
+pub struct Options {
+    pub boot_vga: Vec<&'static str>,
+    pub no_reset: Vec<&'static str>,
+    /// vtcon0 (dummy) and vtcon1 (fbcon) bound, efi-framebuffer.0 on efi-framebuffer.
+    pub console: bool,
+    /// Modules loaded besides the drivers' own (e.g. nvidia_drm).
+    pub extra_modules: Vec<&'static str>,
+    pub services: Vec<(&'static str, bool)>,
+    /// (total, free) 2 MiB pages.
+    pub hugepages_2m: (u32, u32),
+    /// A process holding the GPU: (pid, comm, device node).
+    pub gpu_user: Option<(u32, &'static str, &'static str)>,
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+}
+
+fn symlink(target: &str, link: &Path) {
+    std::fs::create_dir_all(link.parent().unwrap()).unwrap();
+    std::os::unix::fs::symlink(target, link).unwrap();
+}
+
+pub fn module_of(driver: &str) -> String {
+    driver.replace('-', "_")
+}
+
+impl FakeHost {
+    pub fn new(fixture: &str, options: Options) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        let bin = dir.path().join("bin");
+        let text = std::fs::read_to_string(repo_root().join("tests/fixtures/hosts").join(fixture))
+            .unwrap();
+        let mut modules: Vec<String> = options
+            .extra_modules
+            .iter()
+            .map(|m| m.to_string())
+            .collect();
+        write(&root.join("sys/bus/pci/drivers_probe"), "");
+        for line in text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        {
+            let fields: Vec<&str> = line.split('\t').collect();
+            let (group, address, class, vendor, device, driver) = (
+                fields[0], fields[1], fields[2], fields[3], fields[4], fields[5],
+            );
+            let dev = root.join("sys/bus/pci/devices").join(address);
+            write(&dev.join("vendor"), &format!("{vendor}\n"));
+            write(&dev.join("device"), &format!("{device}\n"));
+            write(&dev.join("class"), &format!("{class}\n"));
+            write(&dev.join("driver_override"), "(null)\n");
+            write(&dev.join("rom"), "");
+            let bridge = class.starts_with("0x06");
+            if !bridge && !options.no_reset.contains(&address) {
+                write(&dev.join("reset"), "");
+            }
+            if class.starts_with("0x0300") {
+                write(
+                    &dev.join("boot_vga"),
+                    if options.boot_vga.contains(&address) {
+                        "1\n"
+                    } else {
+                        "0\n"
+                    },
+                );
+            }
+            symlink(
+                &format!("../../../../kernel/iommu_groups/{group}"),
+                &dev.join("iommu_group"),
+            );
+            symlink(
+                &format!("../../../../../bus/pci/devices/{address}"),
+                &root.join(format!("sys/kernel/iommu_groups/{group}/devices/{address}")),
+            );
+            if driver != "-" {
+                write(&root.join(".fake/native").join(address), driver);
+                Self::add_driver_dir(&root, driver);
+                symlink(&format!("../../drivers/{driver}"), &dev.join("driver"));
+                symlink(
+                    &format!("../../devices/{address}"),
+                    &root.join("sys/bus/pci/drivers").join(driver).join(address),
+                );
+                if driver != "pcieport" && !modules.contains(&module_of(driver)) {
+                    modules.push(module_of(driver));
+                }
+            }
+        }
+        for driver in [
+            "vfio-pci",
+            "nvidia",
+            "snd_hda_intel",
+            "amdgpu",
+            "bochs-drm",
+            "e1000e",
+        ] {
+            write(
+                &root.join(".fake/driver-of").join(module_of(driver)),
+                driver,
+            );
+        }
+        write(
+            &root.join("proc/modules"),
+            &modules.iter().map(|m| format!("{m}\n")).collect::<String>(),
+        );
+        if options.console {
+            for (name, label) in [
+                ("vtcon0", "(S) dummy device"),
+                ("vtcon1", "(M) frame buffer device"),
+            ] {
+                write(
+                    &root.join("sys/class/vtconsole").join(name).join("bind"),
+                    "1\n",
+                );
+                write(
+                    &root.join("sys/class/vtconsole").join(name).join("name"),
+                    &format!("{label}\n"),
+                );
+            }
+            let fb = root.join("sys/bus/platform/drivers/efi-framebuffer");
+            write(&fb.join("bind"), "");
+            write(&fb.join("unbind"), "");
+            symlink(
+                "../../../devices/efi-framebuffer.0",
+                &fb.join("efi-framebuffer.0"),
+            );
+            std::fs::create_dir_all(root.join("sys/bus/platform/devices/efi-framebuffer.0"))
+                .unwrap();
+            symlink(
+                "../../drivers/efi-framebuffer",
+                &root.join("sys/bus/platform/devices/efi-framebuffer.0/driver"),
+            );
+        }
+        for (unit, active) in &options.services {
+            write(
+                &root.join(".fake/services").join(unit),
+                if *active { "active\n" } else { "inactive\n" },
+            );
+        }
+        let pages = root.join("sys/kernel/mm/hugepages/hugepages-2048kB");
+        write(
+            &pages.join("nr_hugepages"),
+            &format!("{}\n", options.hugepages_2m.0),
+        );
+        write(
+            &pages.join("free_hugepages"),
+            &format!("{}\n", options.hugepages_2m.1),
+        );
+        write(
+            &root.join("sys/kernel/mm/hugepages/hugepages-1048576kB/nr_hugepages"),
+            "0\n",
+        );
+        write(
+            &root.join("sys/kernel/mm/hugepages/hugepages-1048576kB/free_hugepages"),
+            "0\n",
+        );
+        if let Some((pid, comm, node)) = options.gpu_user {
+            write(&root.join(format!("proc/{pid}/comm")), &format!("{comm}\n"));
+            symlink(node, &root.join(format!("proc/{pid}/fd/7")));
+        }
+        write(&root.join(".fake/calls.log"), "");
+        std::fs::create_dir_all(&bin).unwrap();
+        for (name, script) in [("systemctl", SYSTEMCTL), ("modprobe", MODPROBE)] {
+            std::fs::write(bin.join(name), script).unwrap();
+            std::fs::set_permissions(bin.join(name), std::fs::Permissions::from_mode(0o755))
+                .unwrap();
+        }
+        FakeHost {
+            _dir: dir,
+            root,
+            bin,
+            kernel: None,
+        }
+    }
+
+    fn add_driver_dir(root: &Path, driver: &str) {
+        let dir = root.join("sys/bus/pci/drivers").join(driver);
+        for attribute in ["bind", "unbind", "new_id", "remove_id"] {
+            if !dir.join(attribute).exists() {
+                write(&dir.join(attribute), "");
+            }
+        }
+    }
+
+    /// Starts the fake kernel; it stops when the host is dropped.
+    pub fn with_kernel(mut self) -> Self {
+        self.kernel = Some(FakeKernel::start(self.root.clone()));
+        self
+    }
+
+    pub fn refuse_vfio(&self, address: &str) {
+        self.kernel
+            .as_ref()
+            .unwrap()
+            .refuse
+            .lock()
+            .unwrap()
+            .push(address.to_string());
+    }
+
+    /// Makes `modprobe -r module` fail `times` times with "in use".
+    pub fn module_busy(&self, module: &str, times: u32) {
+        write(
+            &self.root.join(".fake/inuse").join(module),
+            &format!("{times}\n"),
+        );
+    }
+
+    /// PATH with the stubs first.
+    pub fn path_env(&self) -> String {
+        format!(
+            "{}:{}",
+            self.bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        )
+    }
+
+    pub fn calls(&self) -> Vec<String> {
+        std::fs::read_to_string(self.root.join(".fake/calls.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    pub fn driver(&self, address: &str) -> Option<String> {
+        std::fs::read_link(
+            self.root
+                .join("sys/bus/pci/devices")
+                .join(address)
+                .join("driver"),
+        )
+        .ok()
+        .map(|t| t.file_name().unwrap().to_string_lossy().into_owned())
+    }
+
+    pub fn read(&self, path: &str) -> String {
+        std::fs::read_to_string(self.root.join(path))
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    }
+
+    /// Everything a host change could touch: files (trimmed; /proc/modules as a set), links
+    /// and directories. The call log is not state.
+    pub fn snapshot(&self) -> BTreeMap<String, String> {
+        fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
+            let mut entries: Vec<_> = std::fs::read_dir(dir)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+            entries.sort();
+            for path in entries {
+                let key = path
+                    .strip_prefix(base)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                let meta = std::fs::symlink_metadata(&path).unwrap();
+                if meta.file_type().is_symlink() {
+                    out.insert(
+                        key,
+                        format!("-> {}", std::fs::read_link(&path).unwrap().display()),
+                    );
+                } else if meta.is_dir() {
+                    out.insert(key.clone(), "dir".into());
+                    walk(base, &path, out);
+                } else if key != ".fake/calls.log" {
+                    let text = std::fs::read_to_string(&path).unwrap_or_default();
+                    let value = if key == "proc/modules" {
+                        let mut lines: Vec<&str> = text.lines().collect();
+                        lines.sort();
+                        lines.join(",")
+                    } else {
+                        text.trim().to_string()
+                    };
+                    out.insert(key, value);
+                }
+            }
+        }
+        let mut out = BTreeMap::new();
+        walk(&self.root, &self.root, &mut out);
+        out
+    }
+}
+
+/// Differences between two snapshots, for assertion messages.
+pub fn diff(before: &BTreeMap<String, String>, after: &BTreeMap<String, String>) -> Vec<String> {
+    let mut lines = Vec::new();
+    for (key, value) in before {
+        match after.get(key) {
+            None => lines.push(format!("- {key} = {value}")),
+            Some(other) if other != value => lines.push(format!("~ {key}: {value} -> {other}")),
+            _ => {}
+        }
+    }
+    for (key, value) in after {
+        if !before.contains_key(key) {
+            lines.push(format!("+ {key} = {value}"));
+        }
+    }
+    lines
+}
+
+/// The kernel's side of sysfs writes, polled every 2 ms.
+struct FakeKernel {
+    stop: Arc<AtomicBool>,
+    refuse: Arc<Mutex<Vec<String>>>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FakeKernel {
+    fn start(root: PathBuf) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let refuse = Arc::new(Mutex::new(Vec::new()));
+        let (stop2, refuse2) = (stop.clone(), refuse.clone());
+        let handle = std::thread::spawn(move || {
+            let mut pages: HashMap<PathBuf, i64> = HashMap::new();
+            while !stop2.load(Ordering::Relaxed) {
+                tick(&root, &refuse2.lock().unwrap().clone(), &mut pages);
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        });
+        FakeKernel {
+            stop,
+            refuse,
+            handle: Some(handle),
+        }
+    }
+}
+
+impl Drop for FakeKernel {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(handle) = self.handle.take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+fn take(path: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let text = text.trim().to_string();
+    if text.is_empty() {
+        return None;
+    }
+    std::fs::write(path, "").ok()?;
+    Some(text)
+}
+
+fn link_name(path: &Path) -> Option<String> {
+    std::fs::read_link(path)
+        .ok()
+        .map(|t| t.file_name().unwrap().to_string_lossy().into_owned())
+}
+
+fn pci_bind(root: &Path, address: &str, driver: &str, refuse: &[String]) {
+    let dev = root.join("sys/bus/pci/devices").join(address);
+    let drivers = root.join("sys/bus/pci/drivers");
+    if !dev.is_dir()
+        || dev.join("driver").symlink_metadata().is_ok()
+        || !drivers.join(driver).is_dir()
+    {
+        return;
+    }
+    if driver == "vfio-pci" && refuse.iter().any(|a| a == address) {
+        return;
+    }
+    let _ = std::os::unix::fs::symlink(format!("../../drivers/{driver}"), dev.join("driver"));
+    let _ = std::os::unix::fs::symlink(
+        format!("../../devices/{address}"),
+        drivers.join(driver).join(address),
+    );
+}
+
+/// Which driver a probe of `address` picks: driver_override, else the device's own driver.
+fn probe_target(root: &Path, address: &str) -> Option<String> {
+    let dev = root.join("sys/bus/pci/devices").join(address);
+    let forced = std::fs::read_to_string(dev.join("driver_override"))
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    if !forced.is_empty() && forced != "(null)" {
+        return Some(forced);
+    }
+    std::fs::read_to_string(root.join(".fake/native").join(address)).ok()
+}
+
+fn tick(root: &Path, refuse: &[String], pages: &mut HashMap<PathBuf, i64>) {
+    let drivers = root.join("sys/bus/pci/drivers");
+    if let Ok(list) = std::fs::read_dir(&drivers) {
+        for entry in list.filter_map(Result::ok) {
+            let driver = entry.file_name().to_string_lossy().into_owned();
+            if let Some(address) = take(&entry.path().join("unbind")) {
+                let dev = root.join("sys/bus/pci/devices").join(&address);
+                if link_name(&dev.join("driver")).as_deref() == Some(driver.as_str()) {
+                    let _ = std::fs::remove_file(dev.join("driver"));
+                    let _ = std::fs::remove_file(entry.path().join(&address));
+                }
+            }
+            if let Some(address) = take(&entry.path().join("bind")) {
+                if probe_target(root, &address).as_deref() == Some(driver.as_str()) {
+                    pci_bind(root, &address, &driver, refuse);
+                }
+            }
+        }
+    }
+    if let Some(address) = take(&root.join("sys/bus/pci/drivers_probe")) {
+        if let Some(target) = probe_target(root, &address) {
+            pci_bind(root, &address, &target, refuse);
+        }
+    }
+    if let Ok(list) = std::fs::read_dir(root.join("sys/bus/pci/devices")) {
+        for entry in list.filter_map(Result::ok) {
+            let path = entry.path().join("driver_override");
+            if std::fs::read_to_string(&path).is_ok_and(|t| t.trim().is_empty()) {
+                let _ = std::fs::write(&path, "(null)\n");
+            }
+        }
+    }
+    let platform = root.join("sys/bus/platform/drivers");
+    if let Ok(list) = std::fs::read_dir(&platform) {
+        for entry in list.filter_map(Result::ok) {
+            let driver = entry.file_name().to_string_lossy().into_owned();
+            let devices = root.join("sys/bus/platform/devices");
+            if let Some(device) = take(&entry.path().join("unbind")) {
+                let _ = std::fs::remove_file(devices.join(&device).join("driver"));
+                let _ = std::fs::remove_file(entry.path().join(&device));
+            }
+            if let Some(device) = take(&entry.path().join("bind")) {
+                if devices.join(&device).is_dir()
+                    && devices
+                        .join(&device)
+                        .join("driver")
+                        .symlink_metadata()
+                        .is_err()
+                {
+                    let _ = std::os::unix::fs::symlink(
+                        format!("../../drivers/{driver}"),
+                        devices.join(&device).join("driver"),
+                    );
+                    let _ = std::os::unix::fs::symlink(
+                        format!("../../../devices/{device}"),
+                        entry.path().join(&device),
+                    );
+                }
+            }
+        }
+    }
+    if let Ok(list) = std::fs::read_dir(root.join("sys/kernel/mm/hugepages")) {
+        for entry in list.filter_map(Result::ok) {
+            let read = |name: &str| -> i64 {
+                std::fs::read_to_string(entry.path().join(name))
+                    .ok()
+                    .and_then(|t| t.trim().parse().ok())
+                    .unwrap_or(0)
+            };
+            let total = read("nr_hugepages");
+            let last = *pages.entry(entry.path()).or_insert(total);
+            if total != last {
+                let free = read("free_hugepages") + total - last;
+                let _ = std::fs::write(entry.path().join("free_hugepages"), format!("{free}\n"));
+                pages.insert(entry.path(), total);
+            }
+        }
+    }
+}
+
+const SYSTEMCTL: &str = r#"#!/bin/sh
+# Stub systemctl: records the call; unit states live in $VMRUN_SYSROOT/.fake/services.
+fake="$VMRUN_SYSROOT/.fake"
+echo "systemctl $*" >> "$fake/calls.log"
+action=$1; unit=$2
+state=$(cat "$fake/services/$unit" 2>/dev/null || echo inactive)
+case "$action" in
+    is-active) echo "$state"; [ "$state" = active ] ;;
+    stop) echo inactive > "$fake/services/$unit" ;;
+    start) echo active > "$fake/services/$unit" ;;
+    *) echo "stub systemctl: $action not supported" >&2; exit 1 ;;
+esac
+"#;
+
+const MODPROBE: &str = r#"#!/bin/sh
+# Stub modprobe: records the call, keeps /proc/modules, and (un)binds the module's devices
+# through the same sysfs files the fake kernel answers.
+root="$VMRUN_SYSROOT"; fake="$root/.fake"; pci="$root/sys/bus/pci"
+echo "modprobe $*" >> "$fake/calls.log"
+wait_empty() { n=0; while [ -s "$1" ] && [ $n -lt 500 ]; do sleep 0.01; n=$((n+1)); done; }
+remove=0
+if [ "$1" = "-r" ]; then remove=1; shift; fi
+for name in "$@"; do
+    mod=$(echo "$name" | tr - _)
+    drv=$(cat "$fake/driver-of/$mod" 2>/dev/null || echo "")
+    if [ $remove = 1 ]; then
+        if ! grep -qx "$mod" "$root/proc/modules"; then echo "modprobe: FATAL: Module $mod is not in kernel." >&2; exit 1; fi
+        busy=$(cat "$fake/inuse/$mod" 2>/dev/null || echo 0)
+        if [ "$busy" -gt 0 ]; then echo $((busy-1)) > "$fake/inuse/$mod"; echo "modprobe: FATAL: Module $mod is in use." >&2; exit 1; fi
+        if [ -n "$drv" ] && [ -d "$pci/drivers/$drv" ]; then
+            for link in "$pci/drivers/$drv"/0000:*; do
+                [ -L "$link" ] || continue
+                echo "$(basename "$link")" > "$pci/drivers/$drv/unbind"; wait_empty "$pci/drivers/$drv/unbind"
+            done
+            rm -rf "$pci/drivers/$drv"
+        fi
+        grep -vx "$mod" "$root/proc/modules" > "$fake/modules.tmp"; mv "$fake/modules.tmp" "$root/proc/modules"
+    else
+        grep -qx "$mod" "$root/proc/modules" && continue
+        echo "$mod" >> "$root/proc/modules"
+        if [ -n "$drv" ]; then
+            mkdir -p "$pci/drivers/$drv"
+            for a in bind unbind new_id remove_id; do : > "$pci/drivers/$drv/$a"; done
+            for dev in "$pci/devices"/*; do
+                [ -L "$dev/driver" ] && continue
+                echo "$(basename "$dev")" > "$pci/drivers_probe"; wait_empty "$pci/drivers_probe"
+            done
+        fi
+    fi
+done
+exit 0
+"#;

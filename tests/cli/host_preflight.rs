@@ -1,0 +1,200 @@
+//! `vmrun iommu` and the PCI preflight of `check`, over fake hosts built from the fixtures.
+
+use serde_json::Value;
+
+use crate::common::run;
+use crate::fake_host::{FakeHost, Options};
+
+fn check(host: &FakeHost, pci: &[&str], extra: &str) -> (i32, Vec<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    let devices: String = pci
+        .iter()
+        .map(|a| format!("[[pci]]\naddress = \"{a}\"\n"))
+        .collect();
+    std::fs::write(
+        dir.path().join("vm.toml"),
+        format!("[machine]\naccel = \"tcg\"\n[firmware]\ntype = \"seabios\"\n{devices}{extra}"),
+    )
+    .unwrap();
+    let (code, stdout, _) = run(crate::common::vmrun(dir.path())
+        .env("VMRUN_SYSROOT", &host.root)
+        .args(["check", "vm.toml", "--runtime-dir"])
+        .arg(dir.path().join("run")));
+    let lines = stdout
+        .lines()
+        .filter(|l| l.contains(" pci ") || l.contains(" iommu "))
+        .map(str::to_string)
+        .collect();
+    (code, lines)
+}
+
+#[test]
+fn iommu_lists_every_group_with_its_devices() {
+    let host = FakeHost::new(
+        "b550-ryzen5800x.tsv",
+        Options {
+            boot_vga: vec!["0000:04:00.0"],
+            no_reset: vec!["0000:04:00.0"],
+            ..Options::default()
+        },
+    );
+    let (code, stdout, stderr) = run(crate::common::vmrun(&host.root)
+        .env("VMRUN_SYSROOT", &host.root)
+        .args(["iommu", "--json"]));
+    assert_eq!(code, 0, "{stderr}");
+    let groups: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(groups.as_array().unwrap().len(), 22);
+    let group16 = groups
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["group"] == 16)
+        .unwrap();
+    let gpu = &group16["devices"][0];
+    assert_eq!(gpu["address"], "0000:08:00.0");
+    assert_eq!(gpu["vendor_device"], "10de:1c02");
+    assert_eq!(gpu["driver"], "vfio-pci");
+    assert_eq!(gpu["class"], "0x030000");
+    assert_eq!(gpu["resettable"], true);
+    let group15 = groups
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["group"] == 15)
+        .unwrap();
+    let rx550 = group15["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["address"] == "0000:04:00.0")
+        .unwrap();
+    assert_eq!(
+        (rx550["boot_vga"].clone(), rx550["resettable"].clone()),
+        (Value::Bool(true), Value::Bool(false))
+    );
+    assert_eq!(group15["devices"].as_array().unwrap().len(), 12);
+
+    let (code, text, _) = run(crate::common::vmrun(&host.root)
+        .env("VMRUN_SYSROOT", &host.root)
+        .arg("iommu"));
+    assert_eq!(code, 0);
+    assert!(
+        text.contains("IOMMU group 16\n  0000:08:00.0  0x030000  10de:1c02  vfio-pci"),
+        "{text}"
+    );
+}
+
+#[test]
+fn without_iommu_groups_iommu_says_how_to_enable_them() {
+    let empty = tempfile::tempdir().unwrap();
+    let (code, stdout, stderr) = run(crate::common::vmrun(empty.path())
+        .env("VMRUN_SYSROOT", empty.path())
+        .arg("iommu"));
+    assert_eq!(code, 1);
+    assert!(stdout.is_empty());
+    assert!(
+        stderr.contains("intel_iommu=on") && stderr.contains("amd_iommu=on"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_group_shared_with_chipset_devices_is_refused_naming_each_one() {
+    let host = FakeHost::new("b550-ryzen5800x.tsv", Options::default());
+    let (code, lines) = check(&host, &["04:00.0", "04:00.1"], "");
+    assert_eq!(code, 3, "{lines:#?}");
+    let failure = lines
+        .iter()
+        .find(|l| l.starts_with("FAIL") && l.contains("IOMMU group 15 is not viable"))
+        .unwrap();
+    for needed in [
+        "0000:02:00.0",
+        "0000:02:00.1",
+        "0000:05:00.0",
+        "0000:06:00.0",
+        "0000:07:00.0",
+    ] {
+        assert!(failure.contains(needed), "{needed} not named: {failure}");
+    }
+    for bridge in ["0000:02:00.2", "0000:03:00.0", "0000:03:09.0"] {
+        assert!(
+            !failure.contains(bridge),
+            "bridges never block a group: {failure}"
+        );
+    }
+    assert!(
+        !failure.contains("0000:04:00.0"),
+        "passed devices are not missing: {failure}"
+    );
+}
+
+#[test]
+fn a_group_already_on_vfio_or_shared_only_with_its_root_port_is_viable() {
+    let b550 = FakeHost::new("b550-ryzen5800x.tsv", Options::default());
+    let (_, lines) = check(&b550, &["08:00.0", "08:00.1"], "");
+    assert!(
+        lines.iter().any(|l| l.starts_with("PASS  iommu")),
+        "{lines:#?}"
+    );
+    let intel = FakeHost::new(
+        "intel-shared-rootport.tsv",
+        Options {
+            boot_vga: vec!["0000:01:00.0"],
+            ..Options::default()
+        },
+    );
+    let (_, lines) = check(&intel, &["01:00.0", "01:00.1"], "");
+    assert!(
+        lines.iter().any(|l| l.starts_with("PASS  iommu")),
+        "the root port stays with the host: {lines:#?}"
+    );
+    let (code, lines) = check(&intel, &["01:00.0"], "");
+    assert_eq!(code, 3);
+    assert!(
+        lines.iter().any(|l| l.starts_with("FAIL")
+            && l.contains("group 1")
+            && l.contains("0000:01:00.1 (10de:0fb9")),
+        "{lines:#?}"
+    );
+}
+
+#[test]
+fn missing_devices_reset_and_boot_gpu_roms_are_reported() {
+    let intel = FakeHost::new(
+        "intel-shared-rootport.tsv",
+        Options {
+            boot_vga: vec!["0000:01:00.0"],
+            no_reset: vec!["0000:01:00.1"],
+            ..Options::default()
+        },
+    );
+    let (code, lines) = check(&intel, &["01:00.0", "01:00.1", "05:00.0"], "");
+    assert_eq!(code, 3);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("FAIL") && l.contains("0000:05:00.0 does not exist")),
+        "{lines:#?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("WARN") && l.contains("0000:01:00.1") && l.contains("no reset")),
+        "{lines:#?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("WARN") && l.contains("boot GPU") && l.contains("shadowed")),
+        "{lines:#?}"
+    );
+    let no_iommu = FakeHost::new("intel-shared-rootport.tsv", Options::default());
+    std::fs::remove_dir_all(no_iommu.root.join("sys/kernel/iommu_groups")).unwrap();
+    let (_, lines) = check(&no_iommu, &["01:00.0"], "");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("FAIL  iommu") && l.contains("intel_iommu=on")),
+        "{lines:#?}"
+    );
+}
