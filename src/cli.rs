@@ -13,7 +13,7 @@ use crate::log::Log;
 use crate::model::{self, VmConfig, VmName};
 use crate::plan::{self, BaseDirs, BootFirmware, Plan, PlanError, VmPaths};
 use crate::profile::{self, Diagnostic, ProfileError, ProfileSource, SearchPath};
-use crate::run::{self, control, state, NoHostChanges, RunOptions};
+use crate::run::{self, control, state, RunOptions};
 
 /// Exit codes, documented in the README.
 pub mod exit {
@@ -145,6 +145,12 @@ enum Command {
         /// Skip the ACPI stage: quit QEMU at once.
         #[arg(long)]
         force: bool,
+    },
+    /// Undo the host changes a run left behind (vmrun was killed, the machine lost power):
+    /// drivers, modules, consoles, display manager, hugepages, files. Refuses while the VM runs.
+    Recover {
+        /// Profile (or VM name whose profile is on the search path).
+        profile: String,
     },
     /// Send one QMP command to a running VM and print the reply as JSON.
     Qmp {
@@ -280,6 +286,7 @@ fn run(cli: Cli) -> Result<i32, CliError> {
         Some(Command::List { json }) => list(&search, &base, json),
         Some(Command::Rom(args)) => rom(args),
         Some(Command::Iommu { json }) => iommu(json),
+        Some(Command::Recover { profile }) => recover(&search, &base, &profile, global),
         Some(Command::Run {
             profile,
             detach,
@@ -655,14 +662,16 @@ fn run_vm(
         on_ready,
         ignore_hangup: mode == RunMode::DetachedChild,
     };
-    match run::run(
+    let sysfs = host_sysfs();
+    let runner = crate::host::runner::SystemRunner;
+    let mut host = crate::host::session::HostPrep::new(
         &loaded.config,
-        &plan,
-        &firmware,
-        &mut NoHostChanges,
-        options,
-        &log,
-    ) {
+        Sysroot::from_env(),
+        &sysfs,
+        &runner,
+        &plan.paths.journal,
+    );
+    match run::run(&loaded.config, &plan, &firmware, &mut host, options, &log) {
         Ok(outcome) => {
             if mode == RunMode::Foreground && !global.quiet {
                 eprintln!("vmrun: {}: {}", loaded.config.name, outcome.describe());
@@ -1121,4 +1130,74 @@ fn iommu(json: bool) -> Result<i32, CliError> {
         }
     }
     Ok(exit::OK)
+}
+
+fn recover(
+    search: &SearchPath,
+    base: &BaseDirs,
+    profile: &str,
+    global: &GlobalArgs,
+) -> Result<i32, CliError> {
+    let loaded = load(search, profile)?;
+    let paths =
+        VmPaths::new(base, &loaded.config.name, ImageFormat::Raw).map_err(PlanError::from)?;
+    let log = Log::new(global.verbose, global.quiet);
+    std::fs::create_dir_all(&paths.runtime_dir)?;
+    std::fs::create_dir_all(&paths.state_dir)?;
+    let lock =
+        state::VmLock::acquire(&paths, loaded.config.name.as_str()).map_err(run::RunError::from)?;
+    if let Some(stale) = state::read_json::<state::RunState>(&state::state_file(&paths)) {
+        if state::process_alive(stale.qemu_pid, "qemu") {
+            lock.release();
+            return Err(CliError::Preflight(format!(
+                "QEMU pid {} of {} still runs; stop it first (kill {})",
+                stale.qemu_pid, loaded.config.name, stale.qemu_pid
+            )));
+        }
+    }
+    log.attach_file(&paths.log);
+    let sysfs = host_sysfs();
+    let runner = crate::host::runner::SystemRunner;
+    let host = crate::host::session::HostPrep::new(
+        &loaded.config,
+        Sysroot::from_env(),
+        &sysfs,
+        &runner,
+        &paths.journal,
+    );
+    let result = match host.journal().entries() {
+        Err(error) => {
+            log.error(&error.to_string());
+            exit::FAILURE
+        }
+        Ok(leftovers) if leftovers.is_empty() => {
+            log.info(&format!("{}: nothing to recover", loaded.config.name));
+            exit::OK
+        }
+        Ok(leftovers) => {
+            log.info(&format!(
+                "{}: undoing {} host change(s) a previous run left",
+                loaded.config.name,
+                leftovers.len()
+            ));
+            match host.undo_all(&log) {
+                Ok(()) => exit::OK,
+                Err(left) => {
+                    log.error(&format!("still not restored: {}", left.join("; ")));
+                    exit::FAILURE
+                }
+            }
+        }
+    };
+    for file in [
+        state::state_file(&paths),
+        state::stop_request_file(&paths),
+        paths.qmp_socket.clone(),
+        paths.ctl_socket.clone(),
+        paths.pidfile.clone(),
+    ] {
+        let _ = std::fs::remove_file(file);
+    }
+    lock.release();
+    Ok(result)
 }

@@ -7,7 +7,10 @@ use std::path::PathBuf;
 
 use crate::model::PciAddress;
 
+pub mod journal;
 pub mod pci;
+pub mod runner;
+pub mod session;
 
 /// The host's filesystem root: `/` normally, a fake tree in tests.
 #[derive(Clone, Debug, PartialEq, Eq)]

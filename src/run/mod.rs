@@ -75,20 +75,11 @@ impl RunError {
     }
 }
 
-/// Host changes around a run; issue-4's host layer implements this.
+/// Host changes around a run (`host::session::HostPrep`): `prepare` undoes what a crashed run
+/// left first, then prepares, rolling back on failure; `restore` gives the host back.
 pub trait HostSession {
     fn prepare(&mut self, log: &Log) -> Result<(), String>;
     fn restore(&mut self, log: &Log);
-}
-
-/// A run that changes nothing on the host.
-pub struct NoHostChanges;
-
-impl HostSession for NoHostChanges {
-    fn prepare(&mut self, _log: &Log) -> Result<(), String> {
-        Ok(())
-    }
-    fn restore(&mut self, _log: &Log) {}
 }
 
 /// How a run ended.
@@ -551,27 +542,24 @@ fn run_locked(
     options: RunOptions,
     log: &Log,
 ) -> Result<Outcome, RunError> {
+    // A vmrun that died leaves its state file; its QEMU must be gone before the host is touched.
+    if let Some(stale) = state::read_json::<RunState>(&state::state_file(&plan.paths)) {
+        if state::process_alive(stale.qemu_pid, "qemu") {
+            return Err(RunError::Host(format!(
+                "QEMU pid {} of this VM still runs without its vmrun; stop it (kill {}) first",
+                stale.qemu_pid, stale.qemu_pid
+            )));
+        }
+    }
     // Left over from a vmrun that died: the lock is ours, so nothing else uses them.
     remove_runtime_files(plan);
     if let BootFirmware::Ovmf(resolved) = firmware {
         ensure_vars_copy(resolved, &plan.paths.vars, log)?;
     }
-    let looking_glass_created = config
-        .looking_glass
-        .as_ref()
-        .filter(|lg| !lg.is_kvmfr() && !lg.path.exists())
-        .map(|lg| lg.path.clone());
     let mut signals = SignalWatch::new()?;
     host.prepare(log).map_err(RunError::Host)?;
     let result = start_and_supervise(config, plan, &mut signals, options, log);
     host.restore(log);
-    if let Some(path) = looking_glass_created {
-        match std::fs::remove_file(&path) {
-            Ok(()) => log.debug(&format!("removed {}", path.display())),
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-            Err(error) => log.warn(&format!("cannot remove {}: {error}", path.display())),
-        }
-    }
     remove_runtime_files(plan);
     result
 }

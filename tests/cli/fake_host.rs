@@ -1,4 +1,3 @@
-#![allow(dead_code)] // parts are used only by some test modules
 //! A fake host for the host-layer tests: a sysfs/proc tree in a temp dir built from a fixture,
 //! a fake kernel that answers writes the way the kernel does, and stub `systemctl`/`modprobe`
 //! on PATH that record their calls. Nothing here touches the real /sys.
@@ -183,6 +182,7 @@ impl FakeHost {
             symlink(node, &root.join(format!("proc/{pid}/fd/7")));
         }
         write(&root.join(".fake/calls.log"), "");
+        std::fs::create_dir_all(root.join("dev/shm")).unwrap();
         std::fs::create_dir_all(&bin).unwrap();
         for (name, script) in [("systemctl", SYSTEMCTL), ("modprobe", MODPROBE)] {
             std::fs::write(bin.join(name), script).unwrap();
@@ -291,7 +291,10 @@ impl FakeHost {
                     walk(base, &path, out);
                 } else if key != ".fake/calls.log" {
                     let text = std::fs::read_to_string(&path).unwrap_or_default();
-                    let value = if key == "proc/modules" {
+                    let value = if key.ends_with("/driver_override") && text.trim().is_empty() {
+                        // The kernel shows a cleared override as "(null)".
+                        "(null)".to_string()
+                    } else if key == "proc/modules" {
                         let mut lines: Vec<&str> = text.lines().collect();
                         lines.sort();
                         lines.join(",")
@@ -434,14 +437,6 @@ fn tick(root: &Path, refuse: &[String], pages: &mut HashMap<PathBuf, i64>) {
             pci_bind(root, &address, &target, refuse);
         }
     }
-    if let Ok(list) = std::fs::read_dir(root.join("sys/bus/pci/devices")) {
-        for entry in list.filter_map(Result::ok) {
-            let path = entry.path().join("driver_override");
-            if std::fs::read_to_string(&path).is_ok_and(|t| t.trim().is_empty()) {
-                let _ = std::fs::write(&path, "(null)\n");
-            }
-        }
-    }
     let platform = root.join("sys/bus/platform/drivers");
     if let Ok(list) = std::fs::read_dir(&platform) {
         for entry in list.filter_map(Result::ok) {
@@ -473,16 +468,18 @@ fn tick(root: &Path, refuse: &[String], pages: &mut HashMap<PathBuf, i64>) {
     }
     if let Ok(list) = std::fs::read_dir(root.join("sys/kernel/mm/hugepages")) {
         for entry in list.filter_map(Result::ok) {
-            let read = |name: &str| -> i64 {
+            let read = |name: &str| -> Option<i64> {
                 std::fs::read_to_string(entry.path().join(name))
                     .ok()
                     .and_then(|t| t.trim().parse().ok())
-                    .unwrap_or(0)
             };
-            let total = read("nr_hugepages");
+            // Empty while a writer is between truncate and write: not a value yet.
+            let Some(total) = read("nr_hugepages") else {
+                continue;
+            };
             let last = *pages.entry(entry.path()).or_insert(total);
             if total != last {
-                let free = read("free_hugepages") + total - last;
+                let free = read("free_hugepages").unwrap_or(0) + total - last;
                 let _ = std::fs::write(entry.path().join("free_hugepages"), format!("{free}\n"));
                 pages.insert(entry.path(), total);
             }

@@ -7,6 +7,7 @@ mod fake_host;
 mod firmware_selection;
 mod golden;
 mod host_preflight;
+mod host_session;
 mod loader_props;
 mod qemu_escaping;
 mod rom;

@@ -1,0 +1,321 @@
+//! Host preparation and restore over a fake host: the fake kernel answers sysfs writes, stub
+//! systemctl/modprobe record their calls, and every test compares the whole tree (devices,
+//! drivers, consoles, services, modules, hugepages, files) before and after.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use vmrun::host::runner::{CommandOutput, CommandRunner, RunnerError, SystemRunner};
+use vmrun::host::session::{HostPrep, Timing};
+use vmrun::host::{RealSysfs, Sysroot};
+use vmrun::log::Log;
+use vmrun::model::VmConfig;
+use vmrun::run::HostSession;
+
+use crate::common::validate_text;
+use crate::fake_host::{diff, FakeHost, Options};
+
+/// Runs `systemctl`/`modprobe` from the fake host's stub directory, anything else as given.
+struct StubRunner {
+    bin: PathBuf,
+}
+
+impl CommandRunner for StubRunner {
+    fn run(&self, argv: &[String], env: &[(&str, &str)]) -> Result<CommandOutput, RunnerError> {
+        let mut argv = argv.to_vec();
+        let stub = self.bin.join(&argv[0]);
+        if stub.exists() {
+            argv[0] = stub.to_string_lossy().into_owned();
+        }
+        SystemRunner.run(&argv, env)
+    }
+}
+
+fn single_gpu_host() -> FakeHost {
+    FakeHost::new(
+        "intel-shared-rootport.tsv",
+        Options {
+            boot_vga: vec!["0000:01:00.0"],
+            console: true,
+            extra_modules: vec!["nvidia_drm", "nvidia_modeset", "nvidia_uvm"],
+            services: vec![("display-manager.service", true)],
+            hugepages_2m: (0, 0),
+            gpu_user: Some((1234, "Xorg", "/dev/nvidia0")),
+            ..Options::default()
+        },
+    )
+    .with_kernel()
+}
+
+fn profile(dir: &Path, extra: &str) -> VmConfig {
+    let hooks_log = dir.join("hooks.log");
+    let text = format!(
+        "name = \"sgpu\"\n[machine]\nmemory = \"1G\"\naccel = \"tcg\"\nhugepages = \"2M\"\n[cpu]\ncores = 1\n\
+         [firmware]\ntype = \"seabios\"\n[[pci]]\naddress = \"01:00.0\"\n[[pci]]\naddress = \"01:00.1\"\n\
+         [single_gpu]\nmodules = [\"nvidia_drm\", \"nvidia_modeset\", \"nvidia_uvm\", \"nvidia\"]\n\
+         [looking_glass]\nsize = \"32M\"\npath = \"/dev/shm/looking-glass\"\nmode = \"0640\"\n\
+         [hooks]\npre_start = [\"/bin/sh\", \"-c\", \"echo pre $VMRUN_VM $VMRUN_PHASE >> {log}\"]\n\
+         post_stop = [\"/bin/sh\", \"-c\", \"echo post $VMRUN_VM $VMRUN_PHASE >> {log}\"]\n{extra}",
+        log = hooks_log.display()
+    );
+    validate_text(dir, "sgpu", &text)
+        .unwrap_or_else(|e| panic!("{e:#?}"))
+        .0
+}
+
+fn quick() -> Timing {
+    Timing {
+        bind_timeout: Duration::from_millis(1500),
+        module_attempts: 3,
+        module_retry_delay: Duration::from_millis(20),
+    }
+}
+
+fn log() -> Log {
+    Log::new(0, true)
+}
+
+#[test]
+fn a_single_gpu_session_is_prepared_in_order_and_restored_exactly() {
+    let host = single_gpu_host();
+    let dir = tempfile::tempdir().unwrap();
+    let config = profile(dir.path(), "");
+    let before = host.snapshot();
+    let sysfs = RealSysfs {
+        root: Sysroot::new(&host.root),
+    };
+    let runner = StubRunner {
+        bin: host.bin.clone(),
+    };
+    let prep = HostPrep::new(
+        &config,
+        Sysroot::new(&host.root),
+        &sysfs,
+        &runner,
+        &dir.path().join("journal"),
+    )
+    .with_timing(quick());
+    prep.apply(&log()).unwrap();
+
+    assert_eq!(
+        host.read(".fake/services/display-manager.service"),
+        "inactive"
+    );
+    assert_eq!(host.read("sys/class/vtconsole/vtcon0/bind"), "0");
+    assert_eq!(host.read("sys/class/vtconsole/vtcon1/bind"), "0");
+    assert!(host
+        .root
+        .join("sys/bus/platform/devices/efi-framebuffer.0/driver")
+        .symlink_metadata()
+        .is_err());
+    let modules = host.read("proc/modules");
+    assert!(!modules.contains("nvidia"), "{modules}");
+    assert!(modules.contains("vfio_pci"), "{modules}");
+    assert_eq!(host.driver("0000:01:00.0").as_deref(), Some("vfio-pci"));
+    assert_eq!(host.driver("0000:01:00.1").as_deref(), Some("vfio-pci"));
+    assert_eq!(
+        host.read("sys/bus/pci/devices/0000:01:00.1/driver_override"),
+        "vfio-pci"
+    );
+    assert_eq!(
+        host.driver("0000:00:01.0").as_deref(),
+        Some("pcieport"),
+        "the root port stays"
+    );
+    assert_eq!(
+        host.read("sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages"),
+        "512"
+    );
+    assert_eq!(
+        host.read("sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages"),
+        "512"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let lg = std::fs::metadata(host.root.join("dev/shm/looking-glass")).unwrap();
+    assert_eq!(lg.permissions().mode() & 0o777, 0o640);
+    let calls = host.calls();
+    assert_eq!(
+        calls,
+        [
+            "systemctl is-active display-manager.service",
+            "systemctl stop display-manager.service",
+            "modprobe -r nvidia_drm",
+            "modprobe -r nvidia_modeset",
+            "modprobe -r nvidia_uvm",
+            "modprobe -r nvidia",
+            "modprobe vfio-pci",
+        ]
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("hooks.log")).unwrap(),
+        "pre sgpu pre_start\n"
+    );
+
+    prep.undo_all(&log()).unwrap();
+    let after = host.snapshot();
+    assert!(
+        diff(&before, &after).is_empty(),
+        "not restored:\n{}",
+        diff(&before, &after).join("\n")
+    );
+    let calls = host.calls();
+    assert_eq!(
+        calls[7..],
+        [
+            "modprobe -r vfio-pci",
+            "modprobe nvidia",
+            "modprobe nvidia_uvm",
+            "modprobe nvidia_modeset",
+            "modprobe nvidia_drm",
+            "systemctl start display-manager.service",
+        ]
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("hooks.log")).unwrap(),
+        "pre sgpu pre_start\npost sgpu post_stop\n"
+    );
+    assert!(
+        !dir.path().join("journal").exists(),
+        "a fully restored host leaves no journal"
+    );
+}
+
+fn failing_prepare(host: &FakeHost, extra: &str) -> (String, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = profile(dir.path(), extra);
+    let sysfs = RealSysfs {
+        root: Sysroot::new(&host.root),
+    };
+    let runner = StubRunner {
+        bin: host.bin.clone(),
+    };
+    let mut prep = HostPrep::new(
+        &config,
+        Sysroot::new(&host.root),
+        &sysfs,
+        &runner,
+        &dir.path().join("journal"),
+    )
+    .with_timing(quick());
+    let error = prep.prepare(&log()).unwrap_err();
+    (error, dir)
+}
+
+#[test]
+fn a_module_that_stays_in_use_names_its_holder_and_everything_is_restored() {
+    let host = single_gpu_host();
+    let before = host.snapshot();
+    host.module_busy("nvidia", 100);
+    let (error, dir) = failing_prepare(&host, "");
+    assert!(
+        error.contains("module nvidia is still in use after 3 attempts"),
+        "{error}"
+    );
+    assert!(
+        error.contains("Xorg (pid 1234) holds /dev/nvidia0"),
+        "{error}"
+    );
+    // The busy counter is test state, not host state.
+    std::fs::remove_dir_all(host.root.join(".fake/inuse")).unwrap();
+    let after = host.snapshot();
+    assert!(
+        diff(&before, &after).is_empty(),
+        "not restored:\n{}",
+        diff(&before, &after).join("\n")
+    );
+    assert!(!dir.path().join("journal").exists());
+}
+
+#[test]
+fn a_bind_that_times_out_restores_everything_already_changed() {
+    let host = single_gpu_host();
+    let before = host.snapshot();
+    host.refuse_vfio("0000:01:00.1");
+    let (error, _dir) = failing_prepare(&host, "");
+    assert!(
+        error.contains("0000:01:00.1 did not move to vfio-pci"),
+        "{error}"
+    );
+    let after = host.snapshot();
+    assert!(
+        diff(&before, &after).is_empty(),
+        "not restored:\n{}",
+        diff(&before, &after).join("\n")
+    );
+    assert_eq!(host.driver("0000:01:00.0").as_deref(), Some("nvidia"));
+    assert_eq!(
+        host.driver("0000:01:00.1").as_deref(),
+        Some("snd_hda_intel")
+    );
+}
+
+#[test]
+fn a_failing_pre_start_hook_aborts_before_any_host_change() {
+    let host = single_gpu_host();
+    let before = host.snapshot();
+    let dir = tempfile::tempdir().unwrap();
+    let text = "name = \"hooked\"\n[[pci]]\naddress = \"01:00.0\"\n[[pci]]\naddress = \"01:00.1\"\n[single_gpu]\nmodules = [\"nvidia\"]\n\
+                [hooks]\npre_start = [\"/bin/sh\", \"-c\", \"echo no GPU today >&2; exit 3\"]\n";
+    let config = validate_text(dir.path(), "hooked", text).unwrap().0;
+    let sysfs = RealSysfs {
+        root: Sysroot::new(&host.root),
+    };
+    let runner = StubRunner {
+        bin: host.bin.clone(),
+    };
+    let mut prep = HostPrep::new(
+        &config,
+        Sysroot::new(&host.root),
+        &sysfs,
+        &runner,
+        &dir.path().join("journal"),
+    )
+    .with_timing(quick());
+    let error = prep.prepare(&log()).unwrap_err();
+    assert!(
+        error.contains("pre_start hook") && error.contains("no GPU today"),
+        "{error}"
+    );
+    assert!(
+        host.calls().is_empty(),
+        "nothing else ran: {:?}",
+        host.calls()
+    );
+    assert!(diff(&before, &host.snapshot()).is_empty());
+}
+
+#[test]
+fn a_device_already_on_vfio_is_left_alone() {
+    let host = FakeHost::new("b550-ryzen5800x.tsv", Options::default()).with_kernel();
+    let before = host.snapshot();
+    let dir = tempfile::tempdir().unwrap();
+    let config = validate_text(
+        dir.path(),
+        "gtx",
+        "[[pci]]\naddress = \"08:00.0\"\n[[pci]]\naddress = \"08:00.1\"\n",
+    )
+    .unwrap()
+    .0;
+    let sysfs = RealSysfs {
+        root: Sysroot::new(&host.root),
+    };
+    let runner = StubRunner {
+        bin: host.bin.clone(),
+    };
+    let prep = HostPrep::new(
+        &config,
+        Sysroot::new(&host.root),
+        &sysfs,
+        &runner,
+        &dir.path().join("journal"),
+    )
+    .with_timing(quick());
+    prep.apply(&log()).unwrap();
+    assert!(host.calls().is_empty());
+    assert!(
+        !dir.path().join("journal").exists(),
+        "nothing changed, nothing journaled"
+    );
+    prep.undo_all(&log()).unwrap();
+    assert!(diff(&before, &host.snapshot()).is_empty());
+}
