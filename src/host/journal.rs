@@ -172,7 +172,7 @@ mod tests {
             .unwrap();
         file.write_all(b"{\"undo\":\"load_mod").unwrap();
         assert_eq!(journal.entries().unwrap().len(), 2);
-        journal.replace(&[first.clone()]).unwrap();
+        journal.replace(std::slice::from_ref(&first)).unwrap();
         assert_eq!(journal.entries().unwrap(), vec![first]);
         journal.replace(&[]).unwrap();
         assert!(!journal.path().exists());

@@ -28,15 +28,17 @@ pub struct SystemRunner;
 impl CommandRunner for SystemRunner {
     fn run(&self, argv: &[String], env: &[(&str, &str)]) -> Result<CommandOutput, RunnerError> {
         let program = argv.first().cloned().unwrap_or_default();
-        let output = Command::new(&program)
+        let mut command = Command::new(&program);
+        command
             .args(&argv[1.min(argv.len())..])
             .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|source| RunnerError {
-                program: program.clone(),
-                source,
-            })?;
+            .stdin(Stdio::null());
+        // A host change must not complete after vmrun died: `vmrun recover` could not see it.
+        crate::run::set_parent_death_signal(&mut command, nix::sys::signal::Signal::SIGKILL);
+        let output = command.output().map_err(|source| RunnerError {
+            program: program.clone(),
+            source,
+        })?;
         Ok(CommandOutput {
             success: output.status.success(),
             code: output.status.code(),

@@ -201,7 +201,7 @@ fn spawn_qemu(plan: &Plan, emulator: Option<&CpuSet>, qemu_log: &Path) -> Result
         .stdout(log_file)
         .stderr(log_err)
         .process_group(0);
-    set_parent_death_signal(&mut command);
+    set_parent_death_signal(&mut command, Signal::SIGTERM);
     // Affinity is inherited across fork: QEMU and every thread it creates start on the emulator
     // CPUs; vCPU and iothreads are moved to their own CPUs afterwards.
     let saved = match emulator {
@@ -228,16 +228,18 @@ impl From<threads::ThreadError> for RunError {
     }
 }
 
-fn set_parent_death_signal(command: &mut Command) {
+/// Makes `signal` reach the child when vmrun dies, so that nothing vmrun started (QEMU, a
+/// `modprobe`, a hook) goes on changing the host unseen after a crash.
+pub(crate) fn set_parent_death_signal(command: &mut Command, signal: Signal) {
     let parent = std::process::id() as i32;
     // SAFETY: the closure runs in the forked child before exec and only makes two
     // async-signal-safe syscalls (prctl, getppid); it allocates nothing and takes no locks.
     unsafe {
         command.pre_exec(move || {
-            nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(std::io::Error::from)?;
+            nix::sys::prctl::set_pdeathsig(signal).map_err(std::io::Error::from)?;
             // The parent may have died before prctl took effect.
             if nix::unistd::getppid().as_raw() != parent {
-                return Err(std::io::Error::other("vmrun exited while starting QEMU"));
+                return Err(std::io::Error::other("vmrun exited while starting a child"));
             }
             Ok(())
         });

@@ -289,7 +289,7 @@ impl FakeHost {
                 } else if meta.is_dir() {
                     out.insert(key.clone(), "dir".into());
                     walk(base, &path, out);
-                } else if key != ".fake/calls.log" {
+                } else if key != ".fake/calls.log" && key != ".fake/modules.tmp" {
                     let text = std::fs::read_to_string(&path).unwrap_or_default();
                     let value = if key.ends_with("/driver_override") && text.trim().is_empty() {
                         // The kernel shows a cleared override as "(null)".

@@ -6,6 +6,7 @@ mod common;
 mod fake_host;
 mod firmware_selection;
 mod golden;
+mod host_e2e;
 mod host_preflight;
 mod host_session;
 mod loader_props;

@@ -1,0 +1,223 @@
+//! The real vmrun binary against a fake host: a full single-GPU run and stop, and `kill -9` of
+//! vmrun at every stage followed by `vmrun recover`. QEMU is real; a wrapper drops the vfio-pci
+//! devices from its argv because no real device stands behind the fake sysfs.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::common::{repo_root, run};
+use crate::fake_host::{diff, FakeHost, Options};
+
+const QEMU_WITHOUT_VFIO: &str = r#"#!/bin/bash
+# Real QEMU without -device vfio-pci,...: the test host's devices exist only in a fake sysfs.
+args=()
+while [ $# -gt 0 ]; do
+    if [ "$1" = "-device" ] && [[ "$2" == vfio-pci,* ]]; then shift 2; continue; fi
+    args+=("$1"); shift
+done
+exec qemu-system-x86_64 "${args[@]}"
+"#;
+
+struct Setup {
+    host: FakeHost,
+    dir: tempfile::TempDir,
+    profile: PathBuf,
+}
+
+fn setup() -> Setup {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "these tests run QEMU with pinned threads: run as root (CI does)"
+    );
+    let host = FakeHost::new(
+        "intel-shared-rootport.tsv",
+        Options {
+            boot_vga: vec!["0000:01:00.0"],
+            console: true,
+            extra_modules: vec!["nvidia_drm", "nvidia_modeset", "nvidia_uvm"],
+            services: vec![("display-manager.service", true)],
+            ..Options::default()
+        },
+    )
+    .with_kernel();
+    let dir = tempfile::tempdir().unwrap();
+    let wrapper = dir.path().join("qemu-without-vfio");
+    std::fs::write(&wrapper, QEMU_WITHOUT_VFIO).unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let profile = dir.path().join("sgpu.toml");
+    std::fs::write(
+        &profile,
+        format!(
+            "[machine]\nmemory = \"128M\"\naccel = \"tcg\"\n[cpu]\ncores = 1\n[pinning]\nvcpus = [1]\nemulator = \"0\"\n\
+             [firmware]\ntype = \"seabios\"\n[network]\nmode = \"none\"\n[display]\nvga = \"none\"\n\
+             [[pci]]\naddress = \"01:00.0\"\n[[pci]]\naddress = \"01:00.1\"\n\
+             [single_gpu]\nmodules = [\"nvidia_drm\", \"nvidia_modeset\", \"nvidia_uvm\", \"nvidia\"]\n\
+             [shutdown]\ntimeout = 1\n[qemu]\nbinary = \"{}\"\n",
+            wrapper.display()
+        ),
+    )
+    .unwrap();
+    Setup { host, dir, profile }
+}
+
+impl Setup {
+    fn vmrun(&self) -> Command {
+        let mut command = crate::common::vmrun(&repo_root());
+        command
+            .env("VMRUN_SYSROOT", &self.host.root)
+            .env("PATH", self.host.path_env())
+            .arg("--state-dir")
+            .arg(self.dir.path().join("state"))
+            .arg("--runtime-dir")
+            .arg(self.dir.path().join("run"));
+        command
+    }
+
+    fn journal(&self) -> PathBuf {
+        self.dir.path().join("state/sgpu/journal")
+    }
+
+    fn journal_entries(&self) -> usize {
+        std::fs::read_to_string(self.journal())
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    }
+}
+
+fn wait_for(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn a_single_gpu_run_takes_the_gpu_and_stop_gives_everything_back() {
+    let s = setup();
+    let before = s.host.snapshot();
+    let (code, _, stderr) = run(s.vmrun().arg("run").arg(&s.profile).arg("--detach"));
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(s.host.driver("0000:01:00.0").as_deref(), Some("vfio-pci"));
+    assert_eq!(s.host.driver("0000:01:00.1").as_deref(), Some("vfio-pci"));
+    assert_eq!(
+        s.host.read(".fake/services/display-manager.service"),
+        "inactive"
+    );
+    assert_eq!(s.host.read("sys/class/vtconsole/vtcon1/bind"), "0");
+    assert!(!s.host.read("proc/modules").contains("nvidia"));
+    assert_eq!(s.journal_entries(), 11, "every change journaled");
+    let (code, stdout, _) = run(s.vmrun().args(["status", "sgpu"]));
+    assert_eq!(code, 0, "{stdout}");
+    let (code, _, stderr) = run(s.vmrun().args(["stop", "sgpu"]));
+    assert_eq!(
+        code, 5,
+        "SeaBIOS ignores ACPI, so the stop is forced: {stderr}"
+    );
+    let after = s.host.snapshot();
+    assert!(
+        diff(&before, &after).is_empty(),
+        "not restored:\n{}",
+        diff(&before, &after).join("\n")
+    );
+    assert!(!s.journal().exists());
+    let calls = s.host.calls();
+    assert_eq!(
+        calls.last().map(String::as_str),
+        Some("systemctl start display-manager.service"),
+        "{calls:#?}"
+    );
+}
+
+/// `kill -9` of vmrun once the journal has `stage` entries (or once the VM runs, for
+/// `stage == None`), then `vmrun recover`: the host must be exactly as before.
+fn crash_and_recover(stage: Option<usize>) {
+    let s = setup();
+    let before = s.host.snapshot();
+    let mut vmrun = s
+        .vmrun()
+        .arg("run")
+        .arg(&s.profile)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    match stage {
+        Some(entries) => wait_for(
+            &format!("journal entry {entries}"),
+            Duration::from_secs(20),
+            || s.journal_entries() >= entries,
+        ),
+        None => wait_for("the VM to run", Duration::from_secs(20), || {
+            run(s.vmrun().args(["status", "sgpu"])).0 == 0
+        }),
+    }
+    kill(Pid::from_raw(vmrun.id() as i32), Signal::SIGKILL).unwrap();
+    let _ = vmrun.wait();
+    // QEMU dies with its supervisor (parent-death signal); recover refuses while it runs.
+    wait_for("QEMU to go", Duration::from_secs(10), || {
+        !std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(Result::ok)
+            .any(|p| {
+                std::fs::read_to_string(p.path().join("cmdline")).is_ok_and(|c| {
+                    c.contains(&*s.dir.path().to_string_lossy()) && c.contains("qemu")
+                })
+            })
+    });
+    let (code, _, stderr) = run(s.vmrun().args(["recover"]).arg(&s.profile));
+    assert_eq!(code, 0, "recover after a kill at stage {stage:?}: {stderr}");
+    let after = s.host.snapshot();
+    assert!(
+        diff(&before, &after).is_empty(),
+        "kill at stage {stage:?} then recover left:\n{}",
+        diff(&before, &after).join("\n")
+    );
+    assert!(!s.journal().exists());
+    let (code, _, _) = run(s.vmrun().args(["recover"]).arg(&s.profile));
+    assert_eq!(code, 0, "a second recover has nothing to do");
+}
+
+#[test]
+fn kill_9_at_every_stage_then_recover_restores_the_host() {
+    for stage in 1..=11 {
+        crash_and_recover(Some(stage));
+    }
+}
+
+#[test]
+fn kill_9_while_the_guest_runs_then_recover_restores_the_host() {
+    crash_and_recover(None);
+}
+
+#[test]
+fn the_next_run_undoes_what_a_killed_run_left() {
+    let s = setup();
+    let before = s.host.snapshot();
+    let mut vmrun = s
+        .vmrun()
+        .arg("run")
+        .arg(&s.profile)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the VM to run", Duration::from_secs(20), || {
+        run(s.vmrun().args(["status", "sgpu"])).0 == 0
+    });
+    kill(Pid::from_raw(vmrun.id() as i32), Signal::SIGKILL).unwrap();
+    let _ = vmrun.wait();
+    std::thread::sleep(Duration::from_millis(500));
+    let (code, _, stderr) = run(s.vmrun().arg("run").arg(&s.profile).arg("--detach"));
+    assert_eq!(code, 0, "{stderr}");
+    let log = std::fs::read_to_string(s.dir.path().join("state/sgpu/vmrun.log")).unwrap();
+    assert!(log.contains("left host changes behind"), "{log}");
+    assert_eq!(s.journal_entries(), 11, "one fresh set of changes, not two");
+    assert_eq!(run(s.vmrun().args(["stop", "sgpu"])).0, 5);
+    assert!(diff(&before, &s.host.snapshot()).is_empty());
+}
