@@ -342,6 +342,8 @@ fn stdout_json(value: &impl Serialize) -> Result<(), CliError> {
 struct ShowOutput<'a> {
     #[serde(flatten)]
     plan: &'a Plan,
+    /// What the host layer does before QEMU starts (and undoes after), in order.
+    host_plan: Vec<String>,
     warnings: Vec<String>,
 }
 
@@ -359,6 +361,7 @@ fn show(
     if json {
         stdout_json(&ShowOutput {
             plan: &plan,
+            host_plan: crate::host::plan::describe(&loaded.config),
             warnings: loaded.warnings.iter().map(ToString::to_string).collect(),
         })?;
     } else {
@@ -368,6 +371,13 @@ fn show(
             }
         }
         let mut out = std::io::stdout().lock();
+        let host_plan = crate::host::plan::describe(&loaded.config);
+        if !host_plan.is_empty() {
+            writeln!(out, "# host preparation, in order:")?;
+            for step in host_plan {
+                writeln!(out, "#   {step}")?;
+            }
+        }
         writeln!(out, "{}", shell_lines(&plan.argv))?;
     }
     Ok(exit::OK)

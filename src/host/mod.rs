@@ -9,6 +9,7 @@ use crate::model::PciAddress;
 
 pub mod journal;
 pub mod pci;
+pub mod plan;
 pub mod runner;
 pub mod session;
 

@@ -61,8 +61,18 @@ fn show_text_pastes_into_a_shell_as_the_same_argv() {
         .arg(dir.path().join("run")));
     assert_eq!(code, 0);
     assert!(text.lines().count() > 20, "one argument per line");
-    // The shell re-splits the pasted text; printf prints each resulting word on its own line.
-    let script = format!("printf '%s\\n' {text}");
+    assert!(
+        text.starts_with("# host preparation, in order:\n"),
+        "{text}"
+    );
+    assert!(text.contains("#   bind 0000:08:00.0 to vfio-pci"), "{text}");
+    // The shell re-splits the pasted command; printf prints each resulting word on its own line.
+    let command: String = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let script = format!("printf '%s\\n' {command}");
     let output = std::process::Command::new("sh")
         .arg("-c")
         .arg(script)

@@ -221,3 +221,33 @@ fn the_next_run_undoes_what_a_killed_run_left() {
     assert_eq!(run(s.vmrun().args(["stop", "sgpu"])).0, 5);
     assert!(diff(&before, &s.host.snapshot()).is_empty());
 }
+
+#[test]
+fn a_run_with_a_non_viable_group_is_refused_before_anything_changes() {
+    let host = FakeHost::new("b550-ryzen5800x.tsv", Options::default()).with_kernel();
+    let before = host.snapshot();
+    let dir = tempfile::tempdir().unwrap();
+    let profile = dir.path().join("rx550.toml");
+    std::fs::write(
+        &profile,
+        "[machine]\naccel = \"tcg\"\n[firmware]\ntype = \"seabios\"\n[[pci]]\naddress = \"04:00.0\"\n[[pci]]\naddress = \"04:00.1\"\n",
+    )
+    .unwrap();
+    let (code, _, stderr) = run(crate::common::vmrun(&repo_root())
+        .env("VMRUN_SYSROOT", &host.root)
+        .env("PATH", host.path_env())
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .arg("--runtime-dir")
+        .arg(dir.path().join("run"))
+        .arg("run")
+        .arg(&profile));
+    assert_eq!(code, 3, "{stderr}");
+    assert!(
+        stderr.contains("IOMMU group 15 is not viable") && stderr.contains("0000:07:00.0"),
+        "{stderr}"
+    );
+    assert!(host.calls().is_empty());
+    assert!(diff(&before, &host.snapshot()).is_empty());
+    assert!(!dir.path().join("state/rx550/journal").exists());
+}
