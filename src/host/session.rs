@@ -361,14 +361,8 @@ impl<'a> HostPrep<'a> {
                 module: module.into(),
             },
             || {
-                let argv = super::runner::argv(&["modprobe", "-r", module]);
-                for attempt in 1..=self.timing.module_attempts {
-                    let output = self.run(&argv, log)?;
-                    if output.success {
-                        return Ok(());
-                    }
-                    log.debug(&format!("attempt {attempt}: {}", output.stderr.trim()));
-                    std::thread::sleep(self.timing.module_retry_delay);
+                if self.remove_module(module, log)? {
+                    return Ok(());
                 }
                 let holders = self.gpu_holders();
                 Err(PrepError::ModuleInUse {
@@ -382,6 +376,21 @@ impl<'a> HostPrep<'a> {
                 })
             },
         )
+    }
+
+    /// `modprobe -r`, retried: a module's last users (a process that just exited, a device
+    /// just unbound) let go of it asynchronously. `Ok(false)` when it stayed in use.
+    fn remove_module(&self, module: &str, log: &Log) -> Result<bool, PrepError> {
+        let argv = super::runner::argv(&["modprobe", "-r", module]);
+        for attempt in 1..=self.timing.module_attempts {
+            let output = self.run(&argv, log)?;
+            if output.success || !self.module_loaded(module) {
+                return Ok(true);
+            }
+            log.debug(&format!("attempt {attempt}: {}", output.stderr.trim()));
+            std::thread::sleep(self.timing.module_retry_delay);
+        }
+        Ok(false)
     }
 
     fn load_vfio(&self, log: &Log) -> Result<(), PrepError> {
@@ -670,8 +679,15 @@ impl<'a> HostPrep<'a> {
                     return Ok(());
                 }
                 log.info(&format!("unloading module {module}"));
-                self.run_checked(&super::runner::argv(&["modprobe", "-r", module]), log)
-                    .map(|_| ())
+                if self.remove_module(module, log)? {
+                    Ok(())
+                } else {
+                    Err(PrepError::ModuleInUse {
+                        module: module.clone(),
+                        attempts: self.timing.module_attempts,
+                        holders: String::new(),
+                    })
+                }
             }
             Undo::RestorePciDriver {
                 address,

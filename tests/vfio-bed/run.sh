@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# The real-kernel VFIO test bed: boots Debian's own kernel under QEMU/TCG with an emulated Intel
+# IOMMU and runs vmrun inside it against the real sysfs, real vfio-pci and real drivers (an
+# e1000e NIC, the std VGA on bochs-drm with fbcon). Everything comes from Debian packages.
+# Usage: tests/vfio-bed/run.sh  (as root; VFIO_BED_DIR caches the build, default target/vfio-bed)
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+work=${VFIO_BED_DIR:-$repo/target/vfio-bed}
+timeout_s=${VFIO_BED_TIMEOUT:-540}
+mkdir -p "$work/debs"
+log() { echo "vfio-bed: $*" >&2; }
+
+for tool in cpio depmod; do
+    command -v "$tool" >/dev/null || { log "installing cpio kmod"; apt-get install -y -q cpio kmod >/dev/null; break; }
+done
+
+# Debian's kernel and busybox, downloaded once.
+cd "$work/debs"
+kernel_pkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
+[ -n "$kernel_pkg" ] || { apt-get update -q >/dev/null; kernel_pkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ {print $2; exit}'); }
+if [ ! -d "$work/kernel/$kernel_pkg" ]; then
+    log "downloading $kernel_pkg and busybox-static"
+    rm -f ./*.deb
+    apt-get download -q "$kernel_pkg" busybox-static 2>/dev/null
+    rm -rf "$work/kernel" "$work/busybox"
+    mkdir -p "$work/kernel/$kernel_pkg" "$work/busybox"
+    dpkg-deb -x "$kernel_pkg"_*.deb "$work/kernel/$kernel_pkg"
+    dpkg-deb -x busybox-static_*.deb "$work/busybox"
+fi
+kroot="$work/kernel/$kernel_pkg"
+kver=$(ls "$kroot/lib/modules")
+[ -e "$kroot/lib/modules/$kver/modules.dep" ] || depmod -b "$kroot" "$kver"
+
+log "building vmrun (release)"
+(cd "$repo" && cargo build --release --locked -q)
+
+log "assembling the initramfs"
+root="$work/root"
+rm -rf "$root"
+mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,usr/local/bin,usr/share,proc,sys,dev,run,tmp,var/lib,etc,bed}
+cp "$work/busybox/bin/busybox" "$root/bin/busybox"
+copy() { # copy a file to the same path inside the root, following links
+    mkdir -p "$root$(dirname "$1")"
+    cp -L "$1" "$root$1"
+}
+# One module per call: further arguments would be taken as the first module's parameters.
+modules=$(for m in e1000e vfio-pci vfio_iommu_type1 bochs; do
+    modprobe -d "$kroot" -S "$kver" --show-depends "$m"
+done | awk '/^insmod/ {print $2}' | sort -u)
+for module in $modules; do
+    relative=${module#"$kroot"}
+    mkdir -p "$root$(dirname "$relative")"
+    cp "$module" "$root$relative"
+done
+cp "$kroot/lib/modules/$kver"/modules.{order,builtin,builtin.modinfo} "$root/lib/modules/$kver/"
+depmod -b "$root" "$kver"
+qemu=$(command -v qemu-system-x86_64)
+copy "$qemu"
+copy /usr/lib/x86_64-linux-gnu/qemu/accel-tcg-x86_64.so
+copy "$repo/target/release/vmrun"
+mv "$root$repo/target/release/vmrun" "$root/usr/local/bin/vmrun"
+for binary in "$qemu" /usr/lib/x86_64-linux-gnu/qemu/accel-tcg-x86_64.so "$repo/target/release/vmrun"; do
+    ldd "$binary" | awk '/=> \// {print $3} /^[ \t]*\// {print $1}' | while read -r lib; do copy "$lib"; done
+done
+cp -r /usr/share/qemu /usr/share/seabios "$root/usr/share/"
+cp "$here/init" "$root/init"
+cp "$here/scenarios.sh" "$root/bed/scenarios.sh"
+cp "$here/systemctl" "$root/usr/local/bin/systemctl"
+chmod +x "$root/init" "$root/usr/local/bin/systemctl"
+(cd "$root" && find . | cpio -o -H newc --quiet) > "$work/initrd.cpio"
+log "initramfs: $(du -h "$work/initrd.cpio" | cut -f1)"
+
+log "booting $kernel_pkg under TCG with an Intel IOMMU (timeout ${timeout_s}s)"
+serial="$work/serial.log"
+started=$(date +%s)
+set +e
+timeout "$timeout_s" qemu-system-x86_64 \
+    -machine q35,kernel-irqchip=split -accel tcg,thread=multi -cpu max -smp 2 -m 2048 \
+    -device intel-iommu,intremap=on,caching-mode=on \
+    -nodefaults -display none -no-reboot \
+    -kernel "$kroot/boot/vmlinuz-$kver" -initrd "$work/initrd.cpio" \
+    -append "console=ttyS0 intel_iommu=on panic=-1 loglevel=4" \
+    -serial stdio \
+    -netdev user,id=nic0 -device e1000e,netdev=nic0,addr=0x2.0 \
+    -device pcie-pci-bridge,id=pcibridge,addr=0x3.0 \
+    -netdev user,id=nic1 -device e1000e,netdev=nic1,bus=pcibridge,addr=0x1 \
+    -netdev user,id=nic2 -device e1000e,netdev=nic2,bus=pcibridge,addr=0x2 \
+    -device VGA,addr=0x4.0 \
+    < /dev/null | tee "$serial" | grep --line-buffered -E '^(SCENARIO|CHECK|BED)' >&2
+status=${PIPESTATUS[0]}
+set -e
+log "outer guest ended after $(( $(date +%s) - started ))s (qemu status $status)"
+passed=$(grep -c '^SCENARIO .*: PASS' "$serial" || true)
+failed=$(grep -c '^SCENARIO .*: FAIL' "$serial" || true)
+if ! grep -q '^BED DONE' "$serial"; then
+    log "the outer guest did not finish; last lines of $serial:"
+    tail -30 "$serial" >&2
+    failed=$((failed + 1))
+fi
+echo "vfio-bed: $passed passed, $failed failed"
+[ "$failed" -eq 0 ] && [ "$passed" -eq 4 ]

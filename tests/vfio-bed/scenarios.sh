@@ -1,0 +1,145 @@
+# The four scenarios, run by /init inside the outer guest against the real kernel.
+# Each prints CHECK lines and one "SCENARIO name: PASS|FAIL" line.
+NIC=0000:00:02.0     # e1000e alone in its IOMMU group
+# Two e1000e behind a PCIe-to-PCI bridge share one IOMMU group (with the bridge): found below.
+VGA=0000:00:04.0     # std VGA on bochs-drm, fbcon on top
+V="vmrun -q --state-dir /var/lib/vmrun --runtime-dir /run/vmrun"
+
+driver() { basename "$(readlink "/sys/bus/pci/devices/$1/driver" 2>/dev/null)" 2>/dev/null; }
+netifs() { ls "/sys/bus/pci/devices/$1/net" 2>/dev/null | tr '\n' ' '; }
+loaded() { grep -q "^$1 " /proc/modules; }
+json_number() { grep "\"$1\"" "$2" | head -1 | sed 's/[^0-9]//g'; }
+begin() { scenario=$1; failed=0; echo "CHECK $scenario: begins"; }
+check() {
+    description=$1; shift
+    if "$@"; then echo "CHECK $scenario: ok: $description"; else echo "CHECK $scenario: FAILED: $description"; failed=1; fi
+}
+not() { ! "$@"; }
+end() { if [ "$failed" = 0 ]; then echo "SCENARIO $scenario: PASS"; else echo "SCENARIO $scenario: FAIL"; fi; }
+wait_gone() { n=0; while [ -e "/proc/$1" ] && [ $n -lt 100 ]; do sleep 0.1; n=$((n+1)); done; [ ! -e "/proc/$1" ]; }
+wait_netif() { n=0; while [ -z "$(netifs "$1")" ] && [ $n -lt 50 ]; do sleep 0.1; n=$((n+1)); done; }
+
+profile() { # name address [extra toml]
+    cat > "/bed/$1.toml" <<EOT
+name = "$1"
+[machine]
+memory = "64M"
+accel = "tcg"
+[cpu]
+cores = 1
+[pinning]
+vcpus = [1]
+emulator = "0"
+scheduler = "rr"
+priority = 1
+[firmware]
+type = "seabios"
+[network]
+mode = "none"
+[display]
+vga = "none"
+[shutdown]
+timeout = 1
+[[pci]]
+address = "$2"
+$3
+EOT
+}
+
+profile nic "$NIC"
+profile gpu "$VGA" '[single_gpu]
+modules = ["bochs"]'
+PAIR=""; OTHER=""
+for device in /sys/bus/pci/drivers/e1000e/0000:*; do
+    address=$(basename "$device")
+    members=$(ls "/sys/bus/pci/devices/$address/iommu_group/devices" | wc -l)
+    if [ "$members" -ge 3 ]; then
+        if [ -z "$PAIR" ]; then PAIR=$address; else OTHER=$address; fi
+    fi
+done
+profile pair "$PAIR"
+
+# --- device: an e1000e goes to the inner guest and comes back ---
+begin device
+nic_ifaces=$(netifs $NIC)
+check "$NIC starts on e1000e with interface(s) $nic_ifaces" [ "$(driver $NIC)" = e1000e -a -n "$nic_ifaces" ]
+check "vfio-pci is not loaded yet" sh -c '! grep -q "^vfio_pci " /proc/modules'
+$V run /bed/nic.toml --detach; rc=$?
+check "vmrun run --detach exits 0 (got $rc)" [ "$rc" = 0 ]
+check "$NIC is on vfio-pci while the guest runs (now: $(driver $NIC))" [ "$(driver $NIC)" = vfio-pci ]
+group=$(basename "$(readlink /sys/bus/pci/devices/$NIC/iommu_group)")
+check "/dev/vfio/$group exists" [ -e "/dev/vfio/$group" ]
+# Devices behind the root port show in query-pci once the inner firmware has numbered the buses.
+n=0
+while [ $n -lt 120 ]; do
+    $V qmp nic query-pci > /tmp/pci.json 2>&1
+    tr -d ' \n' < /tmp/pci.json | grep -q '"device":4307,[^}]*"vendor":32902' && break
+    sleep 0.5; n=$((n+1))
+done
+seen() { tr -d ' \n' < /tmp/pci.json | grep -q '"device":4307,[^}]*"vendor":32902'; }
+check "the inner QEMU shows the NIC as 8086:10d3 (query-pci, after $((n/2)) s)" seen
+$V status nic --json > /tmp/status.json
+check "vCPU 0 is pinned to CPU 1 with SCHED_RR 1 (status --json from /proc)" sh -c 'grep -q "\"affinity\": \"1\"" /tmp/status.json && grep -q "\"policy\": \"rr\"" /tmp/status.json'
+$V stop nic; rc=$?
+check "vmrun stop exits 5: SeaBIOS ignores ACPI, so quit forced it (got $rc)" [ "$rc" = 5 ]
+wait_netif $NIC
+check "$NIC is back on e1000e (now: $(driver $NIC))" [ "$(driver $NIC)" = e1000e ]
+check "its interface is back ($(netifs $NIC))" [ "$(netifs $NIC)" = "$nic_ifaces" ]
+check "vfio-pci, which vmrun loaded, is unloaded again" sh -c '! grep -q "^vfio_pci " /proc/modules'
+end
+
+# --- single GPU: the VGA leaves bochs and fbcon, and comes back ---
+begin single-gpu
+echo active > /run/services/display-manager.service
+# fbcon's vtconsole, by name: consoles renumber when fbcon comes and goes.
+fbcon_bound() {
+    for console in /sys/class/vtconsole/vtcon*; do
+        grep -q "frame buffer" "$console/name" 2>/dev/null && [ "$(cat "$console/bind")" = 1 ] && return 0
+    done
+    return 1
+}
+check "$VGA starts on bochs-drm" [ "$(driver $VGA)" = bochs-drm ]
+check "fbcon is bound to a vtconsole" fbcon_bound
+$V run /bed/gpu.toml --detach; rc=$?
+check "vmrun run --detach exits 0 (got $rc)" [ "$rc" = 0 ]
+check "the display manager was stopped" [ "$(cat /run/services/display-manager.service)" = inactive ]
+check "no vtconsole is bound to fbcon" not fbcon_bound
+check "bochs is unloaded" sh -c '! grep -q "^bochs " /proc/modules'
+check "$VGA is on vfio-pci (now: $(driver $VGA))" [ "$(driver $VGA)" = vfio-pci ]
+$V stop gpu; rc=$?
+check "vmrun stop exits 5 (got $rc)" [ "$rc" = 5 ]
+check "bochs is loaded again" loaded bochs
+check "$VGA is back on bochs-drm (now: $(driver $VGA))" [ "$(driver $VGA)" = bochs-drm ]
+check "fbcon is bound to a vtconsole again" fbcon_bound
+check "the display manager runs again" [ "$(cat /run/services/display-manager.service)" = active ]
+end
+
+# --- crash: kill -9 of vmrun while the guest runs, then vmrun recover ---
+begin crash
+$V run /bed/nic.toml --detach; rc=$?
+check "vmrun run --detach exits 0 (got $rc)" [ "$rc" = 0 ]
+$V status nic --json > /tmp/status.json
+supervisor=$(json_number vmrun_pid /tmp/status.json)
+qemu=$(json_number pid /tmp/status.json)
+check "$NIC is on vfio-pci" [ "$(driver $NIC)" = vfio-pci ]
+kill -9 "$supervisor"
+check "QEMU ($qemu) dies with its supervisor ($supervisor)" wait_gone "$qemu"
+check "the host is still changed: $NIC on $(driver $NIC)" [ "$(driver $NIC)" = vfio-pci ]
+$V recover /bed/nic.toml; rc=$?
+check "vmrun recover exits 0 (got $rc)" [ "$rc" = 0 ]
+wait_netif $NIC
+check "$NIC is back on e1000e (now: $(driver $NIC))" [ "$(driver $NIC)" = e1000e ]
+check "its interface is back ($(netifs $NIC))" [ "$(netifs $NIC)" = "$nic_ifaces" ]
+check "the journal is gone" [ ! -e /var/lib/vmrun/nic/journal ]
+end
+
+# --- not viable: one function of a shared group is refused before anything changes ---
+begin not-viable
+pair_group=$(basename "$(readlink /sys/bus/pci/devices/$PAIR/iommu_group)")
+check "$PAIR shares group $pair_group with $(ls /sys/kernel/iommu_groups/$pair_group/devices | tr '\n' ' ')" [ -n "$OTHER" ]
+$V run /bed/pair.toml > /tmp/pair.out 2>&1; rc=$?
+check "vmrun run exits 3 (got $rc)" [ "$rc" = 3 ]
+check "the refusal names the other NIC $OTHER" grep -q "$OTHER" /tmp/pair.out
+check "both NICs stay on e1000e" [ "$(driver "$PAIR")" = e1000e -a "$(driver "$OTHER")" = e1000e ]
+check "no host change was journaled" [ ! -e /var/lib/vmrun/pair/journal ]
+end
