@@ -33,6 +33,20 @@ pub struct Options {
     pub gpu_user: Option<(u32, &'static str, &'static str)>,
 }
 
+impl Options {
+    /// The Intel host as a single-GPU desktop: its NVIDIA card is the boot GPU under fbcon
+    /// and efifb, the nvidia modules are loaded and a display manager runs.
+    pub fn single_gpu_desktop() -> Self {
+        Options {
+            boot_vga: vec!["0000:01:00.0"],
+            console: true,
+            extra_modules: vec!["nvidia_drm", "nvidia_modeset", "nvidia_uvm"],
+            services: vec![("display-manager.service", true)],
+            ..Options::default()
+        }
+    }
+}
+
 fn write(path: &Path, text: &str) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(path, text).unwrap();

@@ -34,17 +34,8 @@ fn setup() -> Setup {
         nix::unistd::geteuid().is_root(),
         "these tests run QEMU with pinned threads: run as root (CI does)"
     );
-    let host = FakeHost::new(
-        "intel-shared-rootport.tsv",
-        Options {
-            boot_vga: vec!["0000:01:00.0"],
-            console: true,
-            extra_modules: vec!["nvidia_drm", "nvidia_modeset", "nvidia_uvm"],
-            services: vec![("display-manager.service", true)],
-            ..Options::default()
-        },
-    )
-    .with_kernel();
+    let host =
+        FakeHost::new("intel-shared-rootport.tsv", Options::single_gpu_desktop()).with_kernel();
     let dir = tempfile::tempdir().unwrap();
     let wrapper = dir.path().join("qemu-without-vfio");
     std::fs::write(&wrapper, QEMU_WITHOUT_VFIO).unwrap();
@@ -134,11 +125,9 @@ fn a_single_gpu_run_takes_the_gpu_and_stop_gives_everything_back() {
     );
 }
 
-/// `kill -9` of vmrun once the journal has `stage` entries (or once the VM runs, for
-/// `stage == None`), then `vmrun recover`: the host must be exactly as before.
-fn crash_and_recover(stage: Option<usize>) {
-    let s = setup();
-    let before = s.host.snapshot();
+/// Runs vmrun in the foreground and kills it with SIGKILL once the journal has `stage` entries
+/// (or once the VM runs, for `stage == None`); returns when its QEMU is gone too.
+fn kill_vmrun_at(s: &Setup, stage: Option<usize>) {
     let mut vmrun = s
         .vmrun()
         .arg("run")
@@ -170,6 +159,13 @@ fn crash_and_recover(stage: Option<usize>) {
                 })
             })
     });
+}
+
+/// `kill -9` of vmrun at `stage`, then `vmrun recover`: the host must be exactly as before.
+fn crash_and_recover(stage: Option<usize>) {
+    let s = setup();
+    let before = s.host.snapshot();
+    kill_vmrun_at(&s, stage);
     let (code, _, stderr) = run(s.vmrun().args(["recover"]).arg(&s.profile));
     assert_eq!(code, 0, "recover after a kill at stage {stage:?}: {stderr}");
     let after = s.host.snapshot();
@@ -199,20 +195,7 @@ fn kill_9_while_the_guest_runs_then_recover_restores_the_host() {
 fn the_next_run_undoes_what_a_killed_run_left() {
     let s = setup();
     let before = s.host.snapshot();
-    let mut vmrun = s
-        .vmrun()
-        .arg("run")
-        .arg(&s.profile)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for("the VM to run", Duration::from_secs(20), || {
-        run(s.vmrun().args(["status", "sgpu"])).0 == 0
-    });
-    kill(Pid::from_raw(vmrun.id() as i32), Signal::SIGKILL).unwrap();
-    let _ = vmrun.wait();
-    std::thread::sleep(Duration::from_millis(500));
+    kill_vmrun_at(&s, None);
     let (code, _, stderr) = run(s.vmrun().arg("run").arg(&s.profile).arg("--detach"));
     assert_eq!(code, 0, "{stderr}");
     let log = std::fs::read_to_string(s.dir.path().join("state/sgpu/vmrun.log")).unwrap();

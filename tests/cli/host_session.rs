@@ -35,16 +35,43 @@ fn single_gpu_host() -> FakeHost {
     FakeHost::new(
         "intel-shared-rootport.tsv",
         Options {
-            boot_vga: vec!["0000:01:00.0"],
-            console: true,
-            extra_modules: vec!["nvidia_drm", "nvidia_modeset", "nvidia_uvm"],
-            services: vec![("display-manager.service", true)],
-            hugepages_2m: (0, 0),
             gpu_user: Some((1234, "Xorg", "/dev/nvidia0")),
-            ..Options::default()
+            ..Options::single_gpu_desktop()
         },
     )
     .with_kernel()
+}
+
+/// The host layer pointed at a fake host: its tree as sysfs, its stubs as commands.
+struct Rig {
+    root: Sysroot,
+    sysfs: RealSysfs,
+    runner: StubRunner,
+}
+
+impl Rig {
+    fn new(host: &FakeHost) -> Self {
+        Rig {
+            root: Sysroot::new(&host.root),
+            sysfs: RealSysfs {
+                root: Sysroot::new(&host.root),
+            },
+            runner: StubRunner {
+                bin: host.bin.clone(),
+            },
+        }
+    }
+
+    fn prep<'a>(&'a self, config: &'a VmConfig, journal: &Path) -> HostPrep<'a> {
+        HostPrep::new(
+            config,
+            self.root.clone(),
+            &self.sysfs,
+            &self.runner,
+            journal,
+        )
+        .with_timing(quick())
+    }
 }
 
 fn profile(dir: &Path, extra: &str) -> VmConfig {
@@ -81,20 +108,8 @@ fn a_single_gpu_session_is_prepared_in_order_and_restored_exactly() {
     let dir = tempfile::tempdir().unwrap();
     let config = profile(dir.path(), "");
     let before = host.snapshot();
-    let sysfs = RealSysfs {
-        root: Sysroot::new(&host.root),
-    };
-    let runner = StubRunner {
-        bin: host.bin.clone(),
-    };
-    let prep = HostPrep::new(
-        &config,
-        Sysroot::new(&host.root),
-        &sysfs,
-        &runner,
-        &dir.path().join("journal"),
-    )
-    .with_timing(quick());
+    let rig = Rig::new(&host);
+    let prep = rig.prep(&config, &dir.path().join("journal"));
     prep.apply(&log()).unwrap();
 
     assert_eq!(
@@ -183,20 +198,8 @@ fn a_single_gpu_session_is_prepared_in_order_and_restored_exactly() {
 fn failing_prepare(host: &FakeHost, extra: &str) -> (String, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let config = profile(dir.path(), extra);
-    let sysfs = RealSysfs {
-        root: Sysroot::new(&host.root),
-    };
-    let runner = StubRunner {
-        bin: host.bin.clone(),
-    };
-    let mut prep = HostPrep::new(
-        &config,
-        Sysroot::new(&host.root),
-        &sysfs,
-        &runner,
-        &dir.path().join("journal"),
-    )
-    .with_timing(quick());
+    let rig = Rig::new(&host);
+    let mut prep = rig.prep(&config, &dir.path().join("journal"));
     let error = prep.prepare(&log()).unwrap_err();
     (error, dir)
 }
@@ -257,20 +260,8 @@ fn a_failing_pre_start_hook_aborts_before_any_host_change() {
     let text = "name = \"hooked\"\n[[pci]]\naddress = \"01:00.0\"\n[[pci]]\naddress = \"01:00.1\"\n[single_gpu]\nmodules = [\"nvidia\"]\n\
                 [hooks]\npre_start = [\"/bin/sh\", \"-c\", \"echo no GPU today >&2; exit 3\"]\n";
     let config = validate_text(dir.path(), "hooked", text).unwrap().0;
-    let sysfs = RealSysfs {
-        root: Sysroot::new(&host.root),
-    };
-    let runner = StubRunner {
-        bin: host.bin.clone(),
-    };
-    let mut prep = HostPrep::new(
-        &config,
-        Sysroot::new(&host.root),
-        &sysfs,
-        &runner,
-        &dir.path().join("journal"),
-    )
-    .with_timing(quick());
+    let rig = Rig::new(&host);
+    let mut prep = rig.prep(&config, &dir.path().join("journal"));
     let error = prep.prepare(&log()).unwrap_err();
     assert!(
         error.contains("pre_start hook") && error.contains("no GPU today"),
@@ -296,20 +287,8 @@ fn a_device_already_on_vfio_is_left_alone() {
     )
     .unwrap()
     .0;
-    let sysfs = RealSysfs {
-        root: Sysroot::new(&host.root),
-    };
-    let runner = StubRunner {
-        bin: host.bin.clone(),
-    };
-    let prep = HostPrep::new(
-        &config,
-        Sysroot::new(&host.root),
-        &sysfs,
-        &runner,
-        &dir.path().join("journal"),
-    )
-    .with_timing(quick());
+    let rig = Rig::new(&host);
+    let prep = rig.prep(&config, &dir.path().join("journal"));
     prep.apply(&log()).unwrap();
     assert!(host.calls().is_empty());
     assert!(
