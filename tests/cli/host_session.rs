@@ -198,7 +198,7 @@ fn a_single_gpu_session_is_prepared_in_order_and_restored_exactly() {
 fn failing_prepare(host: &FakeHost, extra: &str) -> (String, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let config = profile(dir.path(), extra);
-    let rig = Rig::new(&host);
+    let rig = Rig::new(host);
     let mut prep = rig.prep(&config, &dir.path().join("journal"));
     let error = prep.prepare(&log()).unwrap_err();
     (error, dir)
