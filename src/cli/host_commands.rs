@@ -1,0 +1,221 @@
+//! `rom` and `iommu`: what the host's devices are.
+
+use super::*;
+
+#[derive(Serialize)]
+pub(super) struct RomOutput<'a> {
+    file: &'a std::path::Path,
+    #[serde(flatten)]
+    report: &'a crate::rom::RomReport,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    device: Option<RomDeviceMatch>,
+}
+
+#[derive(Serialize)]
+pub(super) struct RomDeviceMatch {
+    address: String,
+    vendor_id: String,
+    device_id: String,
+    matches: bool,
+}
+
+pub(super) fn rom(args: RomArgs) -> Result<i32, CliError> {
+    if let Some(RomAction::Dump { address, out }) = args.action {
+        let address = parse_address(&address)?;
+        let data = crate::host::read_rom(&host_sysfs(), address)?;
+        std::fs::write(&out, &data).map_err(|source| crate::rom::RomError::Write {
+            path: out.clone(),
+            source,
+        })?;
+        let report = crate::rom::parse(&data);
+        eprintln!(
+            "vmrun: wrote {} ({} bytes) from {address}: {} image(s), EFI image: {}",
+            out.display(),
+            data.len(),
+            report.images.len(),
+            if report.has_efi { "yes" } else { "no" }
+        );
+        return Ok(exit::OK);
+    }
+    let Some(file) = args.file else {
+        return Err(CliError::Usage(
+            "give a ROM file, or `vmrun rom dump ADDR OUT`".into(),
+        ));
+    };
+    if let Some(out) = &args.strip {
+        let stripped = crate::rom::strip(&file, out)?;
+        eprintln!(
+            "vmrun: wrote {} without the {}-byte header: {} image(s)",
+            out.display(),
+            crate::rom::inspect(&file)?.header_bytes,
+            stripped.images.len()
+        );
+    }
+    let report = crate::rom::inspect(&file)?;
+    let device = match &args.device {
+        Some(text) => {
+            let address = parse_address(text)?;
+            let (vendor, device) = crate::host::pci_ids(&host_sysfs(), address)?;
+            let matches = report
+                .first_image()
+                .is_some_and(|image| (image.vendor, image.device) == (vendor, device));
+            Some(RomDeviceMatch {
+                address: address.to_string(),
+                vendor_id: format!("{vendor:04x}"),
+                device_id: format!("{device:04x}"),
+                matches,
+            })
+        }
+        None => None,
+    };
+    let ok = !report.images.is_empty()
+        && report.problems.is_empty()
+        && device.as_ref().is_none_or(|d| d.matches);
+    if args.json {
+        stdout_json(&RomOutput {
+            file: &file,
+            report: &report,
+            device,
+        })?;
+    } else {
+        print_rom(&file, &report, device.as_ref())?;
+    }
+    Ok(if ok { exit::OK } else { exit::CHECK_FAILED })
+}
+
+pub(super) fn print_rom(
+    file: &std::path::Path,
+    report: &crate::rom::RomReport,
+    device: Option<&RomDeviceMatch>,
+) -> Result<(), CliError> {
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{}: {} bytes, {} image(s){}",
+        file.display(),
+        report.size,
+        report.images.len(),
+        if report.header_bytes > 0 {
+            format!(
+                ", {}-byte header before the first image",
+                report.header_bytes
+            )
+        } else {
+            String::new()
+        }
+    )?;
+    for (index, image) in report.images.iter().enumerate() {
+        write!(
+            out,
+            "  #{index} at 0x{:06x}  {:<6} {}:{}  class {}  {:>7} bytes  checksum {}{}{}",
+            image.offset,
+            image.code_type.to_string(),
+            image.vendor_id,
+            image.device_id,
+            image.class,
+            image.length,
+            if image.checksum_ok { "ok" } else { "BAD" },
+            if image.last { "  last" } else { "" },
+            if image.data_structure != "PCIR" {
+                format!("  ({})", image.data_structure)
+            } else {
+                String::new()
+            },
+        )?;
+        if let Some(npde) = &image.npde {
+            write!(
+                out,
+                "  NPDE: {} bytes{}",
+                npde.length,
+                if npde.last { " last" } else { "" }
+            )?;
+        }
+        if let Some(efi) = &image.efi {
+            write!(
+                out,
+                "  EFI {} {}{}",
+                efi.machine_type,
+                efi.subsystem_name,
+                if efi.compressed { ", compressed" } else { "" }
+            )?;
+        }
+        writeln!(out)?;
+    }
+    if report.has_efi {
+        writeln!(out, "EFI (GOP) image: yes, OVMF can use this ROM")?;
+    } else if !report.images.is_empty() {
+        writeln!(out, "EFI (GOP) image: no, only a legacy BIOS (SeaBIOS) can use this ROM; OVMF shows nothing until the guest driver loads")?;
+    }
+    if let Some(device) = device {
+        writeln!(
+            out,
+            "device {}: {}:{}, {}",
+            device.address,
+            device.vendor_id,
+            device.device_id,
+            if device.matches {
+                "the ROM matches"
+            } else {
+                "the ROM is NOT for this device"
+            }
+        )?;
+    }
+    for problem in &report.problems {
+        writeln!(out, "problem: {problem}")?;
+    }
+    if report.header_bytes > 0 {
+        writeln!(
+            out,
+            "fix: vmrun rom {} --strip {}",
+            shlex::try_quote(&file.to_string_lossy()).unwrap_or_default(),
+            shlex::try_quote(&file.with_extension("stripped.rom").to_string_lossy())
+                .unwrap_or_default()
+        )?;
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+pub(super) struct IommuGroupOutput {
+    group: u32,
+    devices: Vec<crate::host::pci::PciDeviceInfo>,
+}
+
+pub(super) fn iommu(json: bool) -> Result<i32, CliError> {
+    use crate::host::pci;
+    let root = Sysroot::from_env();
+    let groups = pci::iommu_groups(&root);
+    if json {
+        let list: Vec<IommuGroupOutput> = groups
+            .into_iter()
+            .map(|(group, devices)| IommuGroupOutput { group, devices })
+            .collect();
+        stdout_json(&list)?;
+        return Ok(if list.is_empty() {
+            exit::FAILURE
+        } else {
+            exit::OK
+        });
+    }
+    if groups.is_empty() {
+        eprintln!("vmrun: {}", pci::ENABLE_IOMMU_HINT);
+        return Ok(exit::FAILURE);
+    }
+    let mut out = std::io::stdout().lock();
+    for (group, devices) in groups {
+        writeln!(out, "IOMMU group {group}")?;
+        for device in devices {
+            writeln!(
+                out,
+                "  {}  {}  {}  {:<14} reset: {}{}",
+                device.address,
+                device.class,
+                device.vendor_device,
+                device.driver.as_deref().unwrap_or("(no driver)"),
+                if device.resettable { "yes" } else { "no" },
+                if device.boot_vga { "  boot VGA" } else { "" }
+            )?;
+        }
+    }
+    Ok(exit::OK)
+}

@@ -1,0 +1,427 @@
+//! The command line: parses arguments, runs one command, and turns every error into one clear
+//! message and a documented exit code. The commands live by what they touch: `profile_commands`
+//! (show, check, list: read-only), `vm_commands` (run, status, stop, qmp, recover), and
+//! `host_commands` (rom, iommu).
+
+mod host_commands;
+mod profile_commands;
+mod vm_commands;
+
+use host_commands::{iommu, rom};
+use profile_commands::{check, list, show};
+use vm_commands::{qmp, recover, run_vm, status, stop, RunMode};
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+
+use crate::check::{self, Finding, HostView, Status, Sysroot};
+use crate::firmware::{self, ImageFormat};
+use crate::log::Log;
+use crate::model::{self, VmConfig, VmName};
+use crate::plan::{self, BaseDirs, BootFirmware, Plan, PlanError, VmPaths};
+use crate::profile::{self, Diagnostic, ProfileError, ProfileSource, SearchPath};
+use crate::run::{self, control, state, RunOptions};
+
+/// Exit codes, documented in the README.
+pub mod exit {
+    /// Success (for `check`: nothing failed).
+    pub const OK: i32 = 0;
+    /// A runtime failure: the host, QEMU or the firmware did not do what was needed.
+    pub const FAILURE: i32 = 1;
+    /// Usage error or invalid profile: fix the command line or the profile.
+    pub const USAGE: i32 = 2;
+    /// `check` (or the preflight before `run`) found at least one failure.
+    pub const CHECK_FAILED: i32 = 3;
+    /// `run`: the VM is already running.
+    pub const ALREADY_RUNNING: i32 = crate::run::exit::ALREADY_RUNNING;
+    /// `run`/`stop`: the guest did not power off within the timeout and was stopped by force.
+    pub const FORCED: i32 = crate::run::exit::FORCED;
+    /// `run`/`stop`: QEMU refused to start, crashed, or the guest panicked.
+    pub const QEMU_FAILED: i32 = crate::run::exit::QEMU_FAILED;
+    /// `status`/`qmp`: the VM is not running.
+    pub const NOT_RUNNING: i32 = 7;
+}
+
+const ABOUT: &str = "Start QEMU/KVM GPU-passthrough VMs from one TOML profile, without libvirt.";
+const AFTER_HELP: &str = "\
+Profiles: PROFILE is a path to a .toml file or a name looked up as NAME.toml in
+$VMRUN_PROFILE_PATH, ./vm-profiles, ~/.config/vmrun/profiles, /etc/vmrun/profiles.
+
+Exit codes: 0 success, 1 runtime failure, 2 usage or profile error, 3 check failed,
+4 already running, 5 guest stopped by force, 6 QEMU failed or guest panicked, 7 not running.";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "vmrun",
+    version,
+    about = ABOUT,
+    after_help = AFTER_HELP,
+    override_usage = "vmrun [OPTIONS] PROFILE     (the same as `vmrun run PROFILE`)\n       vmrun [OPTIONS] <COMMAND>"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+/// Global options that take a value, so that the value is not mistaken for a profile.
+const GLOBAL_VALUE_OPTIONS: &[&str] = &["--state-dir", "--runtime-dir"];
+
+/// `vmrun [OPTIONS] PROFILE ...` is `vmrun [OPTIONS] run PROFILE ...`: inserts `run` before the
+/// first positional argument when that is not a command.
+pub fn with_implicit_run(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    use clap::CommandFactory;
+    let command = Cli::command();
+    let is_command =
+        |word: &str| word == "help" || command.get_subcommands().any(|c| c.get_name() == word);
+    let mut index = 1;
+    while index < args.len() {
+        let word = args[index].to_string_lossy();
+        if word == "--" {
+            return args;
+        }
+        if GLOBAL_VALUE_OPTIONS.contains(&word.as_ref()) {
+            index += 2;
+            continue;
+        }
+        if word.starts_with('-') {
+            index += 1;
+            continue;
+        }
+        if is_command(&word) {
+            return args;
+        }
+        let mut args = args;
+        args.insert(index, "run".into());
+        return args;
+    }
+    args
+}
+
+#[derive(Debug, Args)]
+struct GlobalArgs {
+    /// Where each VM keeps its VARS copy, logs and journal [default: /var/lib/vmrun as root, $XDG_STATE_HOME/vmrun otherwise]
+    #[arg(long, global = true, env = "VMRUN_STATE_DIR", value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// Where each VM's QMP socket, pidfile and lock live while it runs [default: /run/vmrun as root, $XDG_RUNTIME_DIR/vmrun otherwise]
+    #[arg(long, global = true, env = "VMRUN_RUNTIME_DIR", value_name = "DIR")]
+    runtime_dir: Option<PathBuf>,
+    /// More detail on stderr (repeat for more).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Only errors on stderr.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start the VM: QEMU paused, every vCPU pinned through QMP, then resumed and supervised
+    /// until the guest powers off, or SIGINT/SIGTERM/SIGHUP asks for a graceful stop.
+    Run {
+        profile: String,
+        /// Return (exit 0) once the VM runs with every vCPU pinned; supervision and teardown go
+        /// on in the background. For scripts and cron.
+        #[arg(long)]
+        detach: bool,
+        /// Leave the vCPUs paused after pinning; resume with `vmrun qmp NAME cont`.
+        #[arg(long)]
+        paused: bool,
+        /// Internal: this process is the background supervisor of `--detach`.
+        #[arg(long, hide = true)]
+        detached_child: bool,
+    },
+    /// Whether a VM runs: pid, uptime, QMP run state, and each vCPU's thread, CPU affinity,
+    /// policy and priority as /proc reports them. Exit 0 when running, 7 when not.
+    Status {
+        /// VM name or profile.
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop a running VM gracefully from another process: ACPI power-off, then after the
+    /// timeout QMP quit, SIGTERM, SIGKILL. Waits until teardown is finished; exits with the
+    /// run's exit code (0 clean, 5 forced). A VM that is not running is not an error.
+    Stop {
+        /// VM name or profile.
+        name: String,
+        /// Seconds the guest gets to power off [default: the profile's shutdown.timeout].
+        #[arg(long, value_name = "SECONDS")]
+        timeout: Option<u64>,
+        /// Skip the ACPI stage: quit QEMU at once.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Undo the host changes a run left behind (vmrun was killed, the machine lost power):
+    /// drivers, modules, consoles, display manager, hugepages, files. Refuses while the VM runs.
+    Recover {
+        /// Profile (or VM name whose profile is on the search path).
+        profile: String,
+    },
+    /// Send one QMP command to a running VM and print the reply as JSON.
+    Qmp {
+        /// VM name or profile.
+        name: String,
+        /// QMP command, e.g. query-status.
+        command: String,
+        /// The command's arguments as a JSON object, e.g. '{"device": "net0"}'.
+        arguments: Option<String>,
+    },
+    /// Print the QEMU command line a profile produces, one argument per line, ready to paste
+    /// into a shell. Changes nothing and needs no root.
+    Show {
+        profile: String,
+        /// Print a JSON object with `argv` (QEMU binary first), paths, firmware and warnings.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate a profile, then check this host read-only (QEMU, /dev/kvm, firmware, files,
+    /// pinned CPUs, CAP_SYS_NICE). Exit 0 only when nothing failed.
+    Check {
+        profile: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Inspect a GPU ROM file: its images (offset, code type, vendor:device, class, length,
+    /// last flag, checksum; subsystem and machine type of EFI images), whether it has an EFI (GOP)
+    /// image OVMF can use, and a dump header before the first image. Exit 0 when nothing is wrong,
+    /// 3 when something is (header, truncation, no image, --device mismatch).
+    Rom(RomArgs),
+    /// Every IOMMU group of this host with its devices: address, class, vendor:device, driver,
+    /// whether it can be reset, and which GPU the firmware booted on.
+    Iommu {
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the profiles on the search path.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct RomArgs {
+    #[command(subcommand)]
+    action: Option<RomAction>,
+    /// The ROM file.
+    file: Option<PathBuf>,
+    #[arg(long)]
+    json: bool,
+    /// Check that the ROM is made for this host device (its vendor:device, read from sysfs).
+    #[arg(long, value_name = "ADDR")]
+    device: Option<String>,
+    /// Write a copy that starts at the first image, without the dump header; FILE is not changed.
+    #[arg(long, value_name = "OUT")]
+    strip: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum RomAction {
+    /// Read a device's ROM through sysfs (enable `rom`, read, disable) into OUT.
+    Dump {
+        /// PCI address, e.g. 0000:01:00.0 or 01:00.0.
+        address: String,
+        out: PathBuf,
+    },
+}
+
+/// A failure that ends the command; each maps to one exit code.
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error(transparent)]
+    Profile(#[from] ProfileError),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error("{0}")]
+    Output(#[from] std::io::Error),
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Run(#[from] run::RunError),
+    #[error(transparent)]
+    Control(#[from] control::ControlError),
+    #[error("{0}")]
+    Preflight(String),
+    #[error(transparent)]
+    Rom(#[from] crate::rom::RomError),
+    #[error(transparent)]
+    Host(#[from] crate::host::HostError),
+}
+
+impl CliError {
+    fn exit_code(&self) -> i32 {
+        match self {
+            CliError::Profile(_) | CliError::Usage(_) => exit::USAGE,
+            CliError::Plan(_) | CliError::Output(_) => exit::FAILURE,
+            CliError::Run(error) => error.exit_code(),
+            CliError::Control(control::ControlError::NotRunning(_)) => exit::NOT_RUNNING,
+            CliError::Control(_) => exit::FAILURE,
+            CliError::Preflight(_) => exit::CHECK_FAILED,
+            CliError::Rom(_) | CliError::Host(_) => exit::FAILURE,
+        }
+    }
+}
+
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse_from(with_implicit_run(std::env::args_os().collect())) {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = error.print();
+            return error.exit_code();
+        }
+    };
+    match run(cli) {
+        Ok(code) => code,
+        Err(CliError::Output(error)) if error.kind() == std::io::ErrorKind::BrokenPipe => exit::OK,
+        Err(error) => {
+            eprintln!("vmrun: {error}");
+            error.exit_code()
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<i32, CliError> {
+    let base = BaseDirs::resolve(cli.global.state_dir.clone(), cli.global.runtime_dir.clone());
+    let search = SearchPath::from_env();
+    let global = &cli.global;
+    match cli.command {
+        Some(Command::Show { profile, json }) => show(&search, &base, &profile, json, global.quiet),
+        Some(Command::Check { profile, json }) => check(&search, &base, &profile, json),
+        Some(Command::List { json }) => list(&search, &base, json),
+        Some(Command::Rom(args)) => rom(args),
+        Some(Command::Iommu { json }) => iommu(json),
+        Some(Command::Recover { profile }) => recover(&search, &base, &profile, global),
+        Some(Command::Run {
+            profile,
+            detach,
+            paused,
+            detached_child,
+        }) => {
+            let mode = match (detached_child, detach) {
+                (true, _) => RunMode::DetachedChild,
+                (false, true) => RunMode::Detach,
+                (false, false) => RunMode::Foreground,
+            };
+            run_vm(&search, &base, &profile, mode, paused, global)
+        }
+        Some(Command::Status { name, json }) => status(&search, &base, &name, json),
+        Some(Command::Stop {
+            name,
+            timeout,
+            force,
+        }) => stop(&search, &base, &name, timeout, force, global),
+        Some(Command::Qmp {
+            name,
+            command,
+            arguments,
+        }) => qmp(&search, &base, &name, &command, arguments),
+        None => Err(CliError::Usage(
+            "give a profile to run, or a command; see `vmrun --help`".to_string(),
+        )),
+    }
+}
+
+/// A profile read and validated, with the warnings validation produced.
+struct Loaded {
+    config: VmConfig,
+    warnings: Vec<Diagnostic>,
+}
+
+fn load(search: &SearchPath, profile: &str) -> Result<Loaded, ProfileError> {
+    let path = search.resolve(profile)?;
+    let source = ProfileSource::read(&path)?;
+    let raw = profile::parse(&source).map_err(ProfileError::Invalid)?;
+    let (config, warnings) = model::validate(&source, &raw).map_err(ProfileError::Invalid)?;
+    Ok(Loaded { config, warnings })
+}
+
+fn stdout_json(value: &impl Serialize) -> Result<(), CliError> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, value).map_err(std::io::Error::from)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+/// The VM name a profile declares (its `name`, else its file stem), without full validation.
+fn vm_name_of(path: &std::path::Path) -> Option<String> {
+    let source = ProfileSource::read(path).ok()?;
+    let raw = profile::parse(&source).ok()?;
+    Some(
+        raw.name
+            .map(|n| n.into_inner())
+            .unwrap_or_else(|| source.stem()),
+    )
+}
+
+/// `status`/`stop`/`qmp` take a VM name or a profile: a profile gives its declared name.
+fn vm_paths(
+    search: &SearchPath,
+    base: &BaseDirs,
+    name_or_profile: &str,
+) -> Result<(String, VmPaths), CliError> {
+    let name = search
+        .resolve(name_or_profile)
+        .ok()
+        .filter(|path| path.is_file())
+        .and_then(|path| vm_name_of(&path))
+        .unwrap_or_else(|| name_or_profile.to_string());
+    let vm: VmName = name.parse().map_err(|e: String| {
+        CliError::Usage(format!(
+            "`{name_or_profile}` is neither a profile nor a VM name: {e}"
+        ))
+    })?;
+    let paths = VmPaths::new(base, &vm, ImageFormat::Raw).map_err(PlanError::from)?;
+    Ok((name, paths))
+}
+
+fn host_sysfs() -> crate::host::RealSysfs {
+    crate::host::RealSysfs {
+        root: Sysroot::from_env(),
+    }
+}
+
+fn parse_address(text: &str) -> Result<model::PciAddress, CliError> {
+    text.parse()
+        .map_err(|e: String| CliError::Usage(format!("`{text}` is not a PCI address: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(args: &[&str]) -> Vec<String> {
+        with_implicit_run(args.iter().map(Into::into).collect())
+            .into_iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn a_bare_profile_means_run() {
+        assert_eq!(words(&["vmrun", "win10"]), ["vmrun", "run", "win10"]);
+        assert_eq!(
+            words(&["vmrun", "--state-dir", "/s", "-v", "win10", "--detach"]),
+            [
+                "vmrun",
+                "--state-dir",
+                "/s",
+                "-v",
+                "run",
+                "win10",
+                "--detach"
+            ]
+        );
+        assert_eq!(
+            words(&["vmrun", "status", "win10"]),
+            ["vmrun", "status", "win10"]
+        );
+        assert_eq!(words(&["vmrun", "--help"]), ["vmrun", "--help"]);
+        assert_eq!(words(&["vmrun", "help", "run"]), ["vmrun", "help", "run"]);
+    }
+}
