@@ -561,3 +561,50 @@ pub fn pci_findings(config: &VmConfig, root: &Sysroot) -> Vec<Finding> {
     }
     findings
 }
+
+/// Hugepages of the profile's size: enough free, or how many vmrun will try to allocate at
+/// start (1 GiB pages usually need reserving at boot, when memory is not yet fragmented).
+pub fn hugepage_findings(config: &VmConfig, root: &Sysroot) -> Vec<Finding> {
+    let Some(pages) = config.machine.hugepages else {
+        return Vec::new();
+    };
+    let size = crate::model::ByteSize(pages.bytes());
+    let dir = root.path(&format!(
+        "/sys/kernel/mm/hugepages/hugepages-{}kB",
+        pages.bytes() / 1024
+    ));
+    let needed = config.machine.memory.bytes() / pages.bytes();
+    let read = |name: &str| -> Option<u64> {
+        std::fs::read_to_string(dir.join(name))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    let Some(free) = read("free_hugepages") else {
+        return vec![Finding::new(
+            Status::Fail,
+            "hugepages",
+            format!(
+                "this kernel offers no {size} hugepages ({} is missing)",
+                dir.display()
+            ),
+        )];
+    };
+    if free >= needed {
+        return vec![Finding::new(
+            Status::Pass,
+            "hugepages",
+            format!("{free} free {size} pages, {needed} needed"),
+        )];
+    }
+    vec![Finding::new(
+        Status::Warn,
+        "hugepages",
+        format!(
+            "{free} free {size} pages, {needed} needed: vmrun will try to allocate {} more at start, which fails when \
+             memory is fragmented; reserve them at boot (hugepagesz={size} hugepages={needed} on the kernel command line)",
+            needed - free
+        ),
+    )]
+}

@@ -112,6 +112,7 @@ pub(super) fn check(
             };
             findings.extend(check::host_findings(&loaded.config, &host, true));
             findings.extend(check::pci_findings(&loaded.config, &host.sysroot));
+            findings.extend(check::hugepage_findings(&loaded.config, &host.sysroot));
             match plan::resolve_firmware(&loaded.config, &firmware::default_descriptor_dirs()) {
                 Err(error) => {
                     findings.push(Finding::new(Status::Fail, "firmware", error.to_string()))

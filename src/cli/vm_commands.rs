@@ -27,6 +27,7 @@ pub(super) fn run_preflight(
         .collect();
     findings.extend(check::host_findings(&loaded.config, &host, false));
     findings.extend(check::pci_findings(&loaded.config, &host.sysroot));
+    findings.extend(check::hugepage_findings(&loaded.config, &host.sysroot));
     findings.extend(check::firmware_findings(firmware, &plan.paths));
     findings.extend(check::rom_findings(&loaded.config, firmware, &host_sysfs()));
     let failures: Vec<String> = findings
@@ -58,9 +59,7 @@ pub(super) fn run_vm(
     }
     let prepared = (|| -> Result<(Loaded, BootFirmware, Plan), CliError> {
         let loaded = load(search, profile_arg)?;
-        if global.quiet {
-            // Warnings are still in the log file.
-        } else if mode == RunMode::Foreground {
+        if !global.quiet && mode == RunMode::Foreground {
             for warning in loaded
                 .warnings
                 .iter()

@@ -198,3 +198,46 @@ fn missing_devices_reset_and_boot_gpu_roms_are_reported() {
         "{lines:#?}"
     );
 }
+
+#[test]
+fn hugepages_are_counted_before_the_start() {
+    let short = FakeHost::new(
+        "intel-shared-rootport.tsv",
+        Options {
+            hugepages_2m: (100, 100),
+            ..Options::default()
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("vm.toml"),
+        "[machine]\naccel = \"tcg\"\nmemory = \"1G\"\nhugepages = \"2M\"\n",
+    )
+    .unwrap();
+    let check = |host: &FakeHost| {
+        let (_, stdout, _) = run(crate::common::vmrun(dir.path())
+            .env("VMRUN_SYSROOT", &host.root)
+            .args(["check", "vm.toml", "--runtime-dir"])
+            .arg(dir.path().join("run")));
+        stdout
+            .lines()
+            .find(|l| l.contains(" hugepages "))
+            .unwrap_or_default()
+            .to_string()
+    };
+    let line = check(&short);
+    assert!(
+        line.starts_with("WARN")
+            && line.contains("100 free 2M pages, 512 needed")
+            && line.contains("hugepages=512"),
+        "{line}"
+    );
+    let enough = FakeHost::new(
+        "intel-shared-rootport.tsv",
+        Options {
+            hugepages_2m: (600, 600),
+            ..Options::default()
+        },
+    );
+    assert!(check(&enough).starts_with("PASS"), "{}", check(&enough));
+}
