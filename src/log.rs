@@ -54,8 +54,16 @@ impl Log {
         self
     }
 
-    /// Appends to `path` from now on; a log that cannot be opened is reported, not fatal.
+    /// Appends to `path` from now on; a log that cannot be opened is reported, not fatal. A log
+    /// over 1 MiB is first moved to `NAME.1` (replacing the previous one), so it never grows
+    /// without bound on a machine that starts a VM every day.
     pub fn attach_file(&self, path: &Path) {
+        const ROTATE_AT: u64 = 1024 * 1024;
+        if std::fs::metadata(path).is_ok_and(|m| m.len() > ROTATE_AT) {
+            let mut old = path.as_os_str().to_owned();
+            old.push(".1");
+            let _ = std::fs::rename(path, old);
+        }
         match std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -111,5 +119,40 @@ impl Log {
 
     pub fn debug(&self, message: &str) {
         self.log(Level::Debug, message);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_large_log_is_rotated_once_when_attached() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vmrun.log");
+        std::fs::write(&path, vec![b'x'; 2 * 1024 * 1024]).unwrap();
+        let log = Log::new(0, true);
+        log.attach_file(&path);
+        log.info("fresh start");
+        assert_eq!(
+            std::fs::metadata(dir.path().join("vmrun.log.1"))
+                .unwrap()
+                .len(),
+            2 * 1024 * 1024
+        );
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.ends_with("fresh start\n") && text.len() < 200,
+            "{text}"
+        );
+        let again = Log::new(0, true);
+        again.attach_file(&path);
+        again.info("second");
+        assert!(
+            std::fs::read_to_string(&path)
+                .unwrap()
+                .contains("fresh start"),
+            "small logs are appended to"
+        );
     }
 }
