@@ -330,6 +330,12 @@ impl FromStr for MacAddress {
 pub struct VmName(String);
 
 impl VmName {
+    /// Stands in for an invalid name while validation goes on to report every other problem;
+    /// a profile with an invalid name never becomes a `VmConfig`.
+    pub(crate) fn placeholder() -> Self {
+        VmName("invalid".to_string())
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }

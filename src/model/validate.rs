@@ -220,7 +220,7 @@ impl Validator {
     }
 
     fn name(&mut self, source: &ProfileSource, raw: &RawProfile) -> VmName {
-        let fallback = || VmName::from_str("invalid").unwrap_or_else(|_| unreachable!());
+        let fallback = VmName::placeholder;
         match &raw.name {
             Some(name) => self.parse(name, "name").unwrap_or_else(fallback),
             None => match source.stem().parse() {
