@@ -69,7 +69,7 @@ pub struct HostView {
     pub sysroot: Sysroot,
 }
 
-/// Everything but the firmware, which `firmware_findings` checks once it is resolved.
+/// Everything but the firmware, which `resolved_findings` checks once it is resolved.
 /// `probe_qemu` runs `qemu --version` (for `check`; `run` learns the same from spawning it).
 pub fn host_findings(config: &VmConfig, host: &HostView, probe_qemu: bool) -> Vec<Finding> {
     let mut findings = Vec::new();
@@ -89,7 +89,35 @@ pub fn host_findings(config: &VmConfig, host: &HostView, probe_qemu: bool) -> Ve
     findings.extend(cpu_findings(config, host));
     findings.extend(scheduler_capability(config));
     findings.extend(device_nodes(config, host));
+    findings.extend(pci_findings(config, &host.sysroot));
+    findings.extend(hugepage_findings(config, &host.sysroot));
     findings
+}
+
+/// The checks that need the resolved firmware and the VM's paths: the firmware files, the VM's
+/// VARS copy, and each `romfile` against the firmware and its device.
+pub fn resolved_findings(
+    config: &VmConfig,
+    firmware: &BootFirmware,
+    paths: &VmPaths,
+    io: &dyn crate::host::SysfsIo,
+) -> Vec<Finding> {
+    let mut findings = firmware_findings(firmware, paths);
+    findings.extend(rom_findings(config, firmware, io));
+    findings
+}
+
+/// A validation warning as a check line: a file the profile names but this host lacks fails,
+/// anything else warns.
+pub fn diagnostic_finding(diagnostic: &crate::profile::Diagnostic) -> Finding {
+    match diagnostic.kind {
+        crate::profile::Kind::MissingFile => {
+            Finding::new(Status::Fail, "files", diagnostic.located())
+        }
+        crate::profile::Kind::Profile => {
+            Finding::new(Status::Warn, "profile", diagnostic.to_string())
+        }
+    }
 }
 
 fn qemu_binary(binary: &str) -> Finding {
@@ -165,7 +193,7 @@ fn accelerator(accel: Accel, host: &HostView) -> Finding {
     }
 }
 
-pub fn firmware_findings(firmware: &BootFirmware, paths: &VmPaths) -> Vec<Finding> {
+fn firmware_findings(firmware: &BootFirmware, paths: &VmPaths) -> Vec<Finding> {
     let BootFirmware::Ovmf(resolved) = firmware else {
         return vec![Finding::new(
             Status::Pass,
@@ -376,7 +404,7 @@ fn device_nodes(config: &VmConfig, host: &HostView) -> Vec<Finding> {
 
 /// For each `[[pci]] romfile`: a real ROM, starting at its image, with an EFI image when the
 /// firmware is OVMF, and made for the device it is given to (ids read through the host layer).
-pub fn rom_findings(
+fn rom_findings(
     config: &VmConfig,
     firmware: &BootFirmware,
     io: &dyn crate::host::SysfsIo,
@@ -479,7 +507,7 @@ pub fn rom_findings(
 
 /// For the `[[pci]]` devices: present, IOMMU on, every IOMMU group viable, reset capability,
 /// and the boot GPU's ROM.
-pub fn pci_findings(config: &VmConfig, root: &Sysroot) -> Vec<Finding> {
+fn pci_findings(config: &VmConfig, root: &Sysroot) -> Vec<Finding> {
     use crate::host::pci;
     if config.pci.is_empty() {
         return Vec::new();
@@ -564,7 +592,7 @@ pub fn pci_findings(config: &VmConfig, root: &Sysroot) -> Vec<Finding> {
 
 /// Hugepages of the profile's size: enough free, or how many vmrun will try to allocate at
 /// start (1 GiB pages usually need reserving at boot, when memory is not yet fragmented).
-pub fn hugepage_findings(config: &VmConfig, root: &Sysroot) -> Vec<Finding> {
+fn hugepage_findings(config: &VmConfig, root: &Sysroot) -> Vec<Finding> {
     let Some(pages) = config.machine.hugepages else {
         return Vec::new();
     };

@@ -96,36 +96,22 @@ pub(super) fn check(
                 "profile",
                 format!("{} is valid", loaded.config.profile_path.display()),
             ));
-            for warning in &loaded.warnings {
-                let (status, check) = match warning.kind {
-                    profile::Kind::MissingFile => (Status::Fail, "files"),
-                    profile::Kind::Profile => (Status::Warn, "profile"),
-                };
-                let text = match warning.kind {
-                    profile::Kind::MissingFile => warning.located(),
-                    profile::Kind::Profile => warning.to_string(),
-                };
-                findings.push(Finding::new(status, check, text));
-            }
+            findings.extend(loaded.warnings.iter().map(check::diagnostic_finding));
             let host = HostView {
                 sysroot: Sysroot::from_env(),
             };
             findings.extend(check::host_findings(&loaded.config, &host, true));
-            findings.extend(check::pci_findings(&loaded.config, &host.sysroot));
-            findings.extend(check::hugepage_findings(&loaded.config, &host.sysroot));
             match plan::resolve_firmware(&loaded.config, &firmware::default_descriptor_dirs()) {
                 Err(error) => {
                     findings.push(Finding::new(Status::Fail, "firmware", error.to_string()))
                 }
                 Ok(firmware) => match Plan::new(&loaded.config, &firmware, base) {
-                    Ok(plan) => {
-                        findings.extend(check::firmware_findings(&firmware, &plan.paths));
-                        findings.extend(check::rom_findings(
-                            &loaded.config,
-                            &firmware,
-                            &host_sysfs(),
-                        ));
-                    }
+                    Ok(plan) => findings.extend(check::resolved_findings(
+                        &loaded.config,
+                        &firmware,
+                        &plan.paths,
+                        &host_sysfs(),
+                    )),
                     Err(error) => {
                         findings.push(Finding::new(Status::Fail, "paths", error.to_string()))
                     }

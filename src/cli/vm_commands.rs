@@ -23,13 +23,15 @@ pub(super) fn run_preflight(
         .warnings
         .iter()
         .filter(|w| w.kind == profile::Kind::MissingFile)
-        .map(|w| Finding::new(Status::Fail, "files", w.located()))
+        .map(check::diagnostic_finding)
         .collect();
     findings.extend(check::host_findings(&loaded.config, &host, false));
-    findings.extend(check::pci_findings(&loaded.config, &host.sysroot));
-    findings.extend(check::hugepage_findings(&loaded.config, &host.sysroot));
-    findings.extend(check::firmware_findings(firmware, &plan.paths));
-    findings.extend(check::rom_findings(&loaded.config, firmware, &host_sysfs()));
+    findings.extend(check::resolved_findings(
+        &loaded.config,
+        firmware,
+        &plan.paths,
+        &host_sysfs(),
+    ));
     let failures: Vec<String> = findings
         .iter()
         .filter(|f| f.status == Status::Fail)
