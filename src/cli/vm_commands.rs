@@ -321,14 +321,12 @@ pub(super) fn recover(
     std::fs::create_dir_all(&paths.state_dir)?;
     let lock =
         state::VmLock::acquire(&paths, loaded.config.name.as_str()).map_err(run::RunError::from)?;
-    if let Some(stale) = state::read_json::<state::RunState>(&state::state_file(&paths)) {
-        if state::process_alive(stale.qemu_pid, "qemu") {
-            lock.release();
-            return Err(CliError::Preflight(format!(
-                "QEMU pid {} of {} still runs; stop it first (kill {})",
-                stale.qemu_pid, loaded.config.name, stale.qemu_pid
-            )));
-        }
+    if let Some(pid) = state::orphaned_qemu(&paths) {
+        lock.release();
+        return Err(CliError::Preflight(format!(
+            "QEMU pid {pid} of {} still runs; stop it first (kill {pid})",
+            loaded.config.name
+        )));
     }
     log.attach_file(&paths.log);
     let sysfs = host_sysfs();
@@ -364,15 +362,7 @@ pub(super) fn recover(
             }
         }
     };
-    for file in [
-        state::state_file(&paths),
-        state::stop_request_file(&paths),
-        paths.qmp_socket.clone(),
-        paths.ctl_socket.clone(),
-        paths.pidfile.clone(),
-    ] {
-        let _ = std::fs::remove_file(file);
-    }
+    state::remove_runtime_files(&paths);
     lock.release();
     Ok(result)
 }

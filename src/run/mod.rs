@@ -523,19 +523,6 @@ pub fn run(
     result
 }
 
-fn remove_runtime_files(plan: &Plan) {
-    let paths = &plan.paths;
-    for path in [
-        &paths.qmp_socket,
-        &paths.ctl_socket,
-        &paths.pidfile,
-        &state::state_file(paths),
-        &state::stop_request_file(paths),
-    ] {
-        let _ = std::fs::remove_file(path);
-    }
-}
-
 fn run_locked(
     config: &VmConfig,
     plan: &Plan,
@@ -545,16 +532,13 @@ fn run_locked(
     log: &Log,
 ) -> Result<Outcome, RunError> {
     // A vmrun that died leaves its state file; its QEMU must be gone before the host is touched.
-    if let Some(stale) = state::read_json::<RunState>(&state::state_file(&plan.paths)) {
-        if state::process_alive(stale.qemu_pid, "qemu") {
-            return Err(RunError::Host(format!(
-                "QEMU pid {} of this VM still runs without its vmrun; stop it (kill {}) first",
-                stale.qemu_pid, stale.qemu_pid
-            )));
-        }
+    if let Some(pid) = state::orphaned_qemu(&plan.paths) {
+        return Err(RunError::Host(format!(
+            "QEMU pid {pid} of this VM still runs without its vmrun; stop it (kill {pid}) first"
+        )));
     }
     // Left over from a vmrun that died: the lock is ours, so nothing else uses them.
-    remove_runtime_files(plan);
+    state::remove_runtime_files(&plan.paths);
     if let BootFirmware::Ovmf(resolved) = firmware {
         ensure_vars_copy(resolved, &plan.paths.vars, log)?;
     }
@@ -562,7 +546,7 @@ fn run_locked(
     host.prepare(log).map_err(RunError::Host)?;
     let result = start_and_supervise(config, plan, &mut signals, options, log);
     host.restore(log);
-    remove_runtime_files(plan);
+    state::remove_runtime_files(&plan.paths);
     result
 }
 

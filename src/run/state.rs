@@ -157,3 +157,24 @@ pub fn running(paths: &VmPaths) -> Option<RunState> {
     let state: RunState = read_json(&state_file(paths))?;
     process_alive(state.vmrun_pid, "vmrun").then_some(state)
 }
+
+/// The QEMU of a vmrun that died without cleaning up, if it still runs: nothing may touch the
+/// VM's host changes or files while it does.
+pub fn orphaned_qemu(paths: &VmPaths) -> Option<u32> {
+    let stale: RunState = read_json(&state_file(paths))?;
+    process_alive(stale.qemu_pid, "qemu").then_some(stale.qemu_pid)
+}
+
+/// Removes what a run keeps in the runtime directory besides the lock (the lock's holder
+/// removes that when it releases it).
+pub fn remove_runtime_files(paths: &VmPaths) {
+    for path in [
+        &paths.qmp_socket,
+        &paths.ctl_socket,
+        &paths.pidfile,
+        &state_file(paths),
+        &stop_request_file(paths),
+    ] {
+        let _ = std::fs::remove_file(path);
+    }
+}
