@@ -138,16 +138,25 @@ impl<'a> HostPrep<'a> {
         }
     }
 
-    fn run(&self, argv: &[String], log: &Log) -> Result<CommandOutput, PrepError> {
+    /// Runs a program with the VM's name and the sysroot in its environment, plus `extra`.
+    fn run_with_env(
+        &self,
+        argv: &[String],
+        extra: &[(&str, &str)],
+        log: &Log,
+    ) -> Result<CommandOutput, PrepError> {
         log.debug(&format!("running {}", command_text(argv)));
-        let env = [
+        let root = self.root.path("/").to_string_lossy().into_owned();
+        let mut env = vec![
             ("VMRUN_VM", self.config.name.as_str()),
-            (
-                "VMRUN_SYSROOT",
-                &*self.root.path("/").to_string_lossy().into_owned(),
-            ),
+            ("VMRUN_SYSROOT", root.as_str()),
         ];
+        env.extend_from_slice(extra);
         Ok(self.runner.run(argv, &env)?)
+    }
+
+    fn run(&self, argv: &[String], log: &Log) -> Result<CommandOutput, PrepError> {
+        self.run_with_env(argv, &[], log)
     }
 
     fn run_checked(&self, argv: &[String], log: &Log) -> Result<CommandOutput, PrepError> {
@@ -222,22 +231,19 @@ impl<'a> HostPrep<'a> {
         Ok(())
     }
 
+    /// A hook: also told its phase and the profile it belongs to.
     fn run_with_phase(
         &self,
         argv: &[String],
         phase: &str,
         log: &Log,
     ) -> Result<CommandOutput, PrepError> {
-        log.debug(&format!("running {} ({phase})", command_text(argv)));
-        let root = self.root.path("/").to_string_lossy().into_owned();
         let profile = self.config.profile_path.to_string_lossy().into_owned();
-        let env = [
-            ("VMRUN_VM", self.config.name.as_str()),
-            ("VMRUN_PHASE", phase),
-            ("VMRUN_PROFILE", profile.as_str()),
-            ("VMRUN_SYSROOT", root.as_str()),
-        ];
-        Ok(self.runner.run(argv, &env)?)
+        self.run_with_env(
+            argv,
+            &[("VMRUN_PHASE", phase), ("VMRUN_PROFILE", profile.as_str())],
+            log,
+        )
     }
 
     fn stop_display_manager(&self, unit: &str, log: &Log) -> Result<(), PrepError> {
