@@ -595,7 +595,11 @@ impl<'a> HostPrep<'a> {
                 if failed.iter().any(|(e, _)| e == entry) {
                     continue;
                 }
-                if !self.driver_dir_exists(driver) {
+                // A probe can only help once the driver is registered again (its module was
+                // reloaded above) and the device has not been claimed by it yet.
+                if self.driver_dir_exists(driver)
+                    && pci::driver_of(&self.root, address).as_deref() != Some(driver.as_str())
+                {
                     let _ = self.write("/sys/bus/pci/drivers_probe", address);
                 }
                 if !self.wait_until(|| {
