@@ -453,12 +453,10 @@ fn rom_findings(
             failures.push(format!("{shown}: {}", report.problems.join("; ")));
         }
         match crate::host::pci_ids(io, device.address) {
-            Ok((vendor, device_id)) if (vendor, device_id) != (first.vendor, first.device) => {
-                failures.push(format!(
-                    "{shown} is for {}:{} but {} is {vendor:04x}:{device_id:04x}",
-                    first.vendor_id, first.device_id, device.address
-                ))
-            }
+            Ok((vendor, device_id)) if !report.is_for(vendor, device_id) => failures.push(format!(
+                "{shown} is for {}:{} but {} is {vendor:04x}:{device_id:04x}",
+                first.vendor_id, first.device_id, device.address
+            )),
             Ok(_) => {}
             Err(error) => findings.push(Finding::new(
                 Status::Warn,

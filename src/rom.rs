@@ -111,6 +111,12 @@ impl RomReport {
     pub fn first_image(&self) -> Option<&RomImage> {
         self.images.first()
     }
+
+    /// Whether the ROM is made for a device with these ids (its first image says so).
+    pub fn is_for(&self, vendor: u16, device: u16) -> bool {
+        self.first_image()
+            .is_some_and(|image| (image.vendor, image.device) == (vendor, device))
+    }
 }
 
 fn u16_at(data: &[u8], offset: usize) -> Option<u16> {

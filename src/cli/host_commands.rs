@@ -42,23 +42,21 @@ pub(super) fn rom(args: RomArgs) -> Result<i32, CliError> {
             "give a ROM file, or `vmrun rom dump ADDR OUT`".into(),
         ));
     };
+    let report = crate::rom::inspect(&file)?;
     if let Some(out) = &args.strip {
         let stripped = crate::rom::strip(&file, out)?;
         eprintln!(
             "vmrun: wrote {} without the {}-byte header: {} image(s)",
             out.display(),
-            crate::rom::inspect(&file)?.header_bytes,
+            report.header_bytes,
             stripped.images.len()
         );
     }
-    let report = crate::rom::inspect(&file)?;
     let device = match &args.device {
         Some(text) => {
             let address = parse_address(text)?;
             let (vendor, device) = crate::host::pci_ids(&host_sysfs(), address)?;
-            let matches = report
-                .first_image()
-                .is_some_and(|image| (image.vendor, image.device) == (vendor, device));
+            let matches = report.is_for(vendor, device);
             Some(RomDeviceMatch {
                 address: address.to_string(),
                 vendor_id: format!("{vendor:04x}"),
