@@ -66,6 +66,7 @@ done
 cp -r /usr/share/qemu /usr/share/seabios "$root/usr/share/"
 cp "$here/init" "$root/init"
 cp "$here/scenarios.sh" "$root/bed/scenarios.sh"
+: > "$root/bed/outer-guest"  # scenarios.sh refuses to run without it
 cp "$here/systemctl" "$root/usr/local/bin/systemctl"
 chmod +x "$root/init" "$root/usr/local/bin/systemctl"
 (cd "$root" && find . | cpio -o -H newc --quiet) > "$work/initrd.cpio"

@@ -1,5 +1,11 @@
 # The four scenarios, run by /init inside the outer guest against the real kernel.
 # Each prints CHECK lines and one "SCENARIO name: PASS|FAIL" line.
+# They move real devices between drivers: never on a real machine, only in the bed's guest,
+# whose initramfs alone carries the marker run.sh writes.
+if [ ! -e /bed/outer-guest ]; then
+    echo "scenarios.sh runs only inside the VFIO test bed's guest (tests/vfio-bed/run.sh): it rebinds real devices" >&2
+    exit 1
+fi
 NIC=0000:00:02.0     # e1000e alone in its IOMMU group
 # Two e1000e behind a PCIe-to-PCI bridge share one IOMMU group (with the bridge): found below.
 VGA=0000:00:04.0     # std VGA on bochs-drm, fbcon on top
