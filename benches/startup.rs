@@ -121,12 +121,8 @@ fn main() {
         nix::unistd::geteuid().is_root(),
         "the benchmark pins threads with SCHED_RR: run it as root"
     );
-    let accel = if std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-        .is_ok()
-    {
+    // Opening /dev/kvm proves nothing: only starting QEMU does (nested hosts refuse `-cpu host`).
+    let accel = if vmrun::check::kvm_starts("qemu-system-x86_64", "host") {
         "kvm"
     } else {
         "tcg"
@@ -145,7 +141,13 @@ fn main() {
         state: dir.path().join("bare-state"),
         runtime: dir.path().join("run"),
     };
-    let plan = Plan::new(&config, &BootFirmware::SeaBios, &base).unwrap();
+    let plan = Plan::new(
+        &config,
+        &BootFirmware::SeaBios,
+        &base,
+        &vmrun::plan::HostFacts::default(),
+    )
+    .unwrap();
 
     // One untimed run of each warms the page cache.
     time_bare(dir.path(), &plan);

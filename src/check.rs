@@ -1,83 +1,43 @@
-//! `vmrun check`: read-only preflight of a validated profile against this host. Nothing here
-//! changes the host; each finding is one pass/warn/fail line.
+//! Preflight: read-only findings about this host for a VM, one pass/warn/fail line each.
+//! `check` prints them all; `run` refuses to start on any failure. The host steps judge their
+//! own part (devices, groups, ROMs, hugepages, hooks, the Looking Glass file); this module adds
+//! what is not a host change: QEMU and its accelerator, firmware, CPUs, capabilities, device
+//! nodes.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
-use serde::Serialize;
+use std::io::Write;
+use std::process::{Command, Stdio};
 
 use crate::firmware::{self, FirmwareImage};
-use crate::model::{Accel, CpuSet, VmConfig};
-use crate::plan::{BootFirmware, VmPaths};
+use crate::host::context::HostContext;
+use crate::host::steps::HostStep;
+use crate::model::{Accel, VmConfig};
+use crate::plan::{BootFirmware, HostFacts, Plan, VmPaths};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    Pass,
-    Warn,
-    Fail,
+pub use crate::host::finding::{Finding, Status};
+pub use crate::host::{find_program, Sysroot};
+
+/// How deep to look: `check` runs QEMU to learn its version and whether its accelerator
+/// really starts; `run` learns that from starting it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Depth {
+    Run,
+    Check,
 }
 
-impl Status {
-    pub fn label(self) -> &'static str {
-        match self {
-            Status::Pass => "PASS",
-            Status::Warn => "WARN",
-            Status::Fail => "FAIL",
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Finding {
-    pub status: Status,
-    pub check: String,
-    pub message: String,
-}
-
-impl Finding {
-    pub fn new(status: Status, check: &str, message: impl Into<String>) -> Self {
-        Finding {
-            status,
-            check: check.to_string(),
-            message: message.into(),
-        }
-    }
-}
-
-pub use crate::host::Sysroot;
-
-/// Finds a program the way `execvp` would.
-pub fn find_program(name: &str) -> Option<PathBuf> {
-    if name.contains('/') {
-        let path = PathBuf::from(name);
-        return path.is_file().then_some(path);
-    }
-    let search = std::env::var_os("PATH")?;
-    std::env::split_paths(&search)
-        .map(|dir| dir.join(name))
-        .find(|candidate| is_executable(candidate))
-}
-
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
-
-/// The inputs of the host checks, so tests can point them at fake trees.
-pub struct HostView {
-    pub sysroot: Sysroot,
-}
-
-/// Everything but the firmware, which `resolved_findings` checks once it is resolved.
-/// `probe_qemu` runs `qemu --version` (for `check`; `run` learns the same from spawning it).
-pub fn host_findings(config: &VmConfig, host: &HostView, probe_qemu: bool) -> Vec<Finding> {
+/// Everything about the host that needs no firmware: QEMU, accelerator device, CPUs,
+/// capabilities, device nodes, and each host step's own findings.
+pub fn host_findings(
+    config: &VmConfig,
+    steps: &[HostStep],
+    host: &HostContext,
+    facts: &HostFacts,
+    depth: Depth,
+) -> Vec<Finding> {
     let mut findings = Vec::new();
-    if probe_qemu {
+    if depth == Depth::Check {
         findings.push(qemu_binary(&config.qemu.binary));
     } else if find_program(&config.qemu.binary).is_none() {
-        findings.push(Finding::new(
-            Status::Fail,
+        findings.push(Finding::fail(
             "qemu",
             format!(
                 "`{}` is not on PATH; install QEMU (Debian/Ubuntu: apt install qemu-system-x86) or set [qemu] binary",
@@ -85,25 +45,23 @@ pub fn host_findings(config: &VmConfig, host: &HostView, probe_qemu: bool) -> Ve
             ),
         ));
     }
-    findings.push(accelerator(config.machine.accel, host));
-    findings.extend(cpu_findings(config, host));
+    findings.push(accelerator(config.machine.accel, &host.root));
+    findings.extend(cpu_findings(config, facts));
     findings.extend(scheduler_capability(config));
-    findings.extend(device_nodes(config, host));
-    findings.extend(pci_findings(config, &host.sysroot));
-    findings.extend(hugepage_findings(config, &host.sysroot));
+    findings.extend(device_nodes(config, &host.root));
+    for step in steps {
+        findings.extend(step.preflight(host));
+    }
     findings
 }
 
-/// The checks that need the resolved firmware and the VM's paths: the firmware files, the VM's
-/// VARS copy, and each `romfile` against the firmware and its device.
-pub fn resolved_findings(
-    config: &VmConfig,
-    firmware: &BootFirmware,
-    paths: &VmPaths,
-    io: &dyn crate::host::SysfsIo,
-) -> Vec<Finding> {
-    let mut findings = firmware_findings(firmware, paths);
-    findings.extend(rom_findings(config, firmware, io));
+/// The checks that need the resolved firmware and the plan: the firmware files, the VM's VARS
+/// copy, and (for `check`) whether QEMU starts with the profile's accelerator and CPU.
+pub fn plan_findings(firmware: &BootFirmware, plan: &Plan, depth: Depth) -> Vec<Finding> {
+    let mut findings = firmware_findings(firmware, &plan.paths);
+    if depth == Depth::Check && plan.accel == Accel::Kvm.as_str() {
+        findings.push(accel_probe(&plan.argv));
+    }
     findings
 }
 
@@ -161,7 +119,7 @@ fn qemu_binary(binary: &str) -> Finding {
     }
 }
 
-fn accelerator(accel: Accel, host: &HostView) -> Finding {
+fn accelerator(accel: Accel, root: &Sysroot) -> Finding {
     match accel {
         Accel::Tcg => Finding::new(
             Status::Pass,
@@ -169,7 +127,7 @@ fn accelerator(accel: Accel, host: &HostView) -> Finding {
             "TCG (software emulation) was asked for: no /dev/kvm needed, but the guest runs many times slower",
         ),
         Accel::Kvm => {
-            let kvm = host.sysroot.path("/dev/kvm");
+            let kvm = root.path("/dev/kvm");
             match std::fs::OpenOptions::new().read(true).write(true).open(&kvm) {
                 Ok(_) => Finding::new(Status::Pass, "accel", format!("KVM: {} is usable", kvm.display())),
                 Err(error) if error.kind() == std::io::ErrorKind::NotFound => Finding::new(
@@ -213,16 +171,17 @@ fn firmware_findings(firmware: &BootFirmware, paths: &VmPaths) -> Vec<Finding> {
             resolved.source
         ),
     )];
-    if paths.vars.exists() {
+    let vars = paths.vars(resolved.vars_template.format);
+    if vars.exists() {
         let copy = FirmwareImage {
-            path: paths.vars.clone(),
+            path: vars.clone(),
             format: resolved.vars_template.format,
         };
         match (firmware::flash_size(&copy), firmware::flash_size(&resolved.vars_template)) {
             (Ok(have), Ok(want)) if have == want => findings.push(Finding::new(
                 Status::Pass,
                 "vars",
-                format!("the VM's VARS copy {} matches the firmware", paths.vars.display()),
+                format!("the VM's VARS copy {} matches the firmware", vars.display()),
             )),
             (Ok(have), Ok(want)) => findings.push(Finding::new(
                 Status::Fail,
@@ -230,7 +189,7 @@ fn firmware_findings(firmware: &BootFirmware, paths: &VmPaths) -> Vec<Finding> {
                 format!(
                     "the VM's VARS copy {} is {have} bytes but this firmware's VARS are {want} bytes (the firmware \
                      changed build); move the copy away to start from the template (boot entries are lost)",
-                    paths.vars.display()
+                    vars.display()
                 ),
             )),
             (Err(error), _) | (_, Err(error)) => {
@@ -243,23 +202,14 @@ fn firmware_findings(firmware: &BootFirmware, paths: &VmPaths) -> Vec<Finding> {
             "vars",
             format!(
                 "{} will be created from the template on first run",
-                paths.vars.display()
+                vars.display()
             ),
         ));
     }
     findings
 }
 
-/// The CPUs the kernel reports online, from `/sys/devices/system/cpu/online`.
-pub fn online_cpus(sysroot: &Sysroot) -> Option<CpuSet> {
-    std::fs::read_to_string(sysroot.path("/sys/devices/system/cpu/online"))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
-}
-
-fn cpu_findings(config: &VmConfig, host: &HostView) -> Vec<Finding> {
+fn cpu_findings(config: &VmConfig, facts: &HostFacts) -> Vec<Finding> {
     let Some(pinning) = &config.pinning else {
         return vec![Finding::new(
             Status::Warn,
@@ -267,7 +217,7 @@ fn cpu_findings(config: &VmConfig, host: &HostView) -> Vec<Finding> {
             "no [pinning]: vCPU threads float over all host CPUs (latency spikes in games)",
         )];
     };
-    let Some(online) = online_cpus(&host.sysroot) else {
+    let Some(online) = &facts.online_cpus else {
         return vec![Finding::new(
             Status::Warn,
             "pinning",
@@ -344,11 +294,11 @@ fn scheduler_capability(config: &VmConfig) -> Option<Finding> {
     })
 }
 
-fn device_nodes(config: &VmConfig, host: &HostView) -> Vec<Finding> {
+fn device_nodes(config: &VmConfig, root: &Sysroot) -> Vec<Finding> {
     use std::os::unix::fs::FileTypeExt;
     let mut findings = Vec::new();
     for (index, path) in config.input.evdev.iter().enumerate() {
-        let real = host.sysroot.path(&path.to_string_lossy());
+        let real = root.path(&path.to_string_lossy());
         let status = match std::fs::metadata(&real) {
             Ok(meta) if meta.file_type().is_char_device() => None,
             Ok(_) => Some(format!("{} is not a character device", path.display())),
@@ -370,267 +320,180 @@ fn device_nodes(config: &VmConfig, host: &HostView) -> Vec<Finding> {
             ),
         });
     }
-    if let Some(lg) = &config.looking_glass {
-        let real = host.sysroot.path(&lg.path.to_string_lossy());
-        let finding = if lg.is_kvmfr() {
-            match std::fs::metadata(&real) {
-                Ok(meta) if meta.file_type().is_char_device() => {
-                    Finding::new(Status::Pass, "looking_glass", format!("{} is the kvmfr device", lg.path.display()))
-                }
-                _ => Finding::new(
-                    Status::Fail,
-                    "looking_glass",
-                    format!("{} is not a character device: load the kvmfr module (modprobe kvmfr static_size_mb=...)", lg.path.display()),
-                ),
-            }
-        } else {
-            match real.parent() {
-                Some(dir) if dir.is_dir() => Finding::new(
-                    Status::Pass,
-                    "looking_glass",
-                    format!("{} ({}) can be created", lg.path.display(), lg.size),
-                ),
-                _ => Finding::new(
-                    Status::Fail,
-                    "looking_glass",
-                    format!("the directory of {} does not exist", lg.path.display()),
-                ),
-            }
-        };
-        findings.push(finding);
-    }
-    findings
-}
-
-/// For each `[[pci]] romfile`: a real ROM, starting at its image, with an EFI image when the
-/// firmware is OVMF, and made for the device it is given to (ids read through the host layer).
-fn rom_findings(
-    config: &VmConfig,
-    firmware: &BootFirmware,
-    io: &dyn crate::host::SysfsIo,
-) -> Vec<Finding> {
-    let mut findings = Vec::new();
-    for (index, device) in config.pci.iter().enumerate() {
-        let Some(romfile) = &device.romfile else {
-            continue;
-        };
-        if !romfile.is_file() {
-            continue; // reported with the other missing files
-        }
-        let key = format!("pci[{index}].romfile");
-        let report = match crate::rom::inspect(romfile) {
-            Ok(report) => report,
-            Err(error) => {
-                findings.push(Finding::new(Status::Fail, "rom", format!("{key}: {error}")));
-                continue;
-            }
-        };
-        let shown = romfile.display();
-        let Some(first) = report.first_image() else {
-            findings.push(Finding::new(
-                Status::Fail,
-                "rom",
-                format!("{key}: {shown}: {}", report.problems.join("; ")),
-            ));
-            continue;
-        };
-        let mut failures = Vec::new();
-        if report.header_bytes > 0 {
-            let stripped = romfile.with_extension("stripped.rom");
-            failures.push(format!(
-                "{shown} starts with a {}-byte dump header; run `vmrun rom {shown} --strip {}` and set romfile to the stripped copy",
-                report.header_bytes,
-                stripped.display()
-            ));
-        }
-        if matches!(firmware, BootFirmware::Ovmf(_)) && !report.has_efi {
-            failures.push(format!(
-                "{shown} has no EFI (GOP) image, so OVMF cannot drive this GPU before the guest's driver loads \
-                 (black screen until then); use a ROM with a UEFI image"
-            ));
-        }
-        if report.images.iter().any(|image| image.truncated) {
-            failures.push(format!("{shown}: {}", report.problems.join("; ")));
-        }
-        match crate::host::pci_ids(io, device.address) {
-            Ok((vendor, device_id)) if !report.is_for(vendor, device_id) => failures.push(format!(
-                "{shown} is for {}:{} but {} is {vendor:04x}:{device_id:04x}",
-                first.vendor_id, first.device_id, device.address
-            )),
-            Ok(_) => {}
-            Err(error) => findings.push(Finding::new(
-                Status::Warn,
-                "rom",
-                format!(
-                    "{key}: cannot compare the ROM with {}: {error}",
-                    device.address
-                ),
-            )),
-        }
-        if failures.is_empty() {
-            let kinds: Vec<String> = report
-                .images
-                .iter()
-                .map(|image| image.code_type.to_string())
-                .collect();
-            findings.push(Finding::new(
-                Status::Pass,
-                "rom",
-                format!(
-                    "{key}: {shown}: {} image(s) ({}) for {}:{}",
-                    report.images.len(),
-                    kinds.join(" + "),
-                    first.vendor_id,
-                    first.device_id
-                ),
-            ));
-        }
-        for failure in failures {
-            findings.push(Finding::new(
-                Status::Fail,
-                "rom",
-                format!("{key}: {failure}"),
-            ));
-        }
-        for problem in report.problems.iter().filter(|p| p.contains("checksum")) {
-            findings.push(Finding::new(
-                Status::Warn,
-                "rom",
-                format!("{key}: {problem}"),
-            ));
-        }
-    }
-    findings
-}
-
-/// For the `[[pci]]` devices: present, IOMMU on, every IOMMU group viable, reset capability,
-/// and the boot GPU's ROM.
-fn pci_findings(config: &VmConfig, root: &Sysroot) -> Vec<Finding> {
-    use crate::host::pci;
-    if config.pci.is_empty() {
-        return Vec::new();
-    }
-    let mut findings = Vec::new();
-    if !pci::iommu_enabled(root) {
-        findings.push(Finding::new(Status::Fail, "iommu", pci::ENABLE_IOMMU_HINT));
-    }
-    let mut present = Vec::new();
-    for (index, device) in config.pci.iter().enumerate() {
-        let address = device.address.to_string();
-        let Some(info) = pci::device_info(root, &address) else {
-            findings.push(Finding::new(
-                Status::Fail,
-                "pci",
-                format!("pci[{index}]: {address} does not exist on this host (`lspci -D` lists the devices)"),
-            ));
-            continue;
-        };
-        present.push(device.address);
-        if !info.resettable {
-            findings.push(Finding::new(
-                Status::Warn,
-                "pci",
-                format!(
-                    "pci[{index}]: {address} ({}) offers no reset; it may stop working after the guest reboots \
-                     until the host reboots",
-                    info.vendor_device
-                ),
-            ));
-        }
-        if info.boot_vga && device.romfile.is_none() {
-            findings.push(Finding::new(
-                Status::Warn,
-                "pci",
-                format!(
-                    "pci[{index}]: {address} is the boot GPU and has no romfile: the host firmware ran and shadowed \
-                     its ROM, and the copy the guest reads is often unusable (black screen); dump a clean ROM \
-                     (`vmrun rom dump` on a system where it is not the boot GPU, or the vendor's) and set romfile"
-                ),
-            ));
-        }
-    }
-    let missing = pci::missing_from_groups(root, &present);
-    if missing.is_empty() {
-        if !present.is_empty() && pci::iommu_enabled(root) {
-            findings.push(Finding::new(
-                Status::Pass,
-                "iommu",
-                format!(
-                    "the IOMMU groups of {} passed device(s) are viable",
-                    present.len()
-                ),
-            ));
-        }
-    } else {
-        let mut by_group: std::collections::BTreeMap<u32, Vec<String>> =
-            std::collections::BTreeMap::new();
-        for (group, device) in missing {
-            by_group.entry(group).or_default().push(format!(
-                "{} ({} class {}, driver {})",
-                device.address,
-                device.vendor_device,
-                device.class,
-                device.driver.as_deref().unwrap_or("none")
-            ));
-        }
-        for (group, devices) in by_group {
-            findings.push(Finding::new(
-                Status::Fail,
-                "iommu",
-                format!(
-                    "IOMMU group {group} is not viable: a group goes to the guest whole; add these devices as [[pci]] \
-                     (or bind them to vfio-pci): {}",
-                    devices.join(", ")
-                ),
-            ));
-        }
-    }
-    findings
-}
-
-/// Hugepages of the profile's size: enough free, or how many vmrun will try to allocate at
-/// start (1 GiB pages usually need reserving at boot, when memory is not yet fragmented).
-fn hugepage_findings(config: &VmConfig, root: &Sysroot) -> Vec<Finding> {
-    let Some(pages) = config.machine.hugepages else {
-        return Vec::new();
-    };
-    let size = crate::model::ByteSize(pages.bytes());
-    let dir = root.path(&format!(
-        "/sys/kernel/mm/hugepages/hugepages-{}kB",
-        pages.bytes() / 1024
-    ));
-    let needed = config.machine.memory.bytes() / pages.bytes();
-    let read = |name: &str| -> Option<u64> {
-        std::fs::read_to_string(dir.join(name))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
-    };
-    let Some(free) = read("free_hugepages") else {
-        return vec![Finding::new(
-            Status::Fail,
-            "hugepages",
-            format!(
-                "this kernel offers no {size} hugepages ({} is missing)",
-                dir.display()
+    // A kvmfr device is not created by vmrun (the shared-memory file is a host step).
+    if let Some(lg) = config.looking_glass.as_ref().filter(|lg| lg.is_kvmfr()) {
+        let real = root.path(&lg.path.to_string_lossy());
+        findings.push(match std::fs::metadata(&real) {
+            Ok(meta) if meta.file_type().is_char_device() => Finding::pass(
+                "looking_glass",
+                format!("{} is the kvmfr device", lg.path.display()),
             ),
-        )];
-    };
-    if free >= needed {
-        return vec![Finding::new(
-            Status::Pass,
-            "hugepages",
-            format!("{free} free {size} pages, {needed} needed"),
-        )];
+            _ => Finding::fail(
+                "looking_glass",
+                format!(
+                    "{} is not a character device: load the kvmfr module (modprobe kvmfr static_size_mb=...)",
+                    lg.path.display()
+                ),
+            ),
+        });
     }
-    vec![Finding::new(
-        Status::Warn,
-        "hugepages",
-        format!(
-            "{free} free {size} pages, {needed} needed: vmrun will try to allocate {} more at start, which fails when \
-             memory is fragmented; reserve them at boot (hugepagesz={size} hugepages={needed} on the kernel command line)",
-            needed - free
+    findings
+}
+
+/// Whether `binary` starts a q35 machine under KVM with `cpu_model`: what tests and the
+/// benchmark ask before choosing KVM (else they use TCG and say so).
+pub fn kvm_starts(binary: &str, cpu_model: &str) -> bool {
+    let argv = [
+        binary, "-machine", "q35", "-accel", "kvm", "-cpu", cpu_model,
+    ]
+    .map(str::to_string);
+    accel_probe(&argv).status == Status::Pass
+}
+
+/// What QEMU does with the profile's machine, accelerator, CPU model and flags, started paused
+/// with nothing else: opening /dev/kvm proves nothing, since a kernel can refuse an MSR the CPU
+/// model sets and QEMU aborts at its first vCPU reset.
+pub fn accel_probe(argv: &[String]) -> Finding {
+    let Some(binary) = argv.first() else {
+        return Finding::fail("accel", "no QEMU binary in the plan");
+    };
+    let mut probe = Command::new(binary);
+    probe.args(probe_args(argv));
+    probe
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let result = probe.spawn().and_then(|mut child| {
+        if let Some(mut stdin) = child.stdin.take() {
+            // Asked once QEMU is past machine creation and its first reset, where it aborts.
+            let _ = stdin.write_all(
+                b"{\"execute\":\"qmp_capabilities\"}\n{\"execute\":\"query-status\"}\n{\"execute\":\"quit\"}\n",
+            );
+        }
+        crate::process::output_within_child(child, std::time::Duration::from_secs(30))
+    });
+    let cpu = option_value(argv, "-cpu").unwrap_or("(QEMU's default)");
+    match result {
+        Ok(Some(output)) if output.status.success() => Finding::pass(
+            "accel",
+            format!("QEMU starts with KVM and CPU model {}", cpu_model(cpu)),
         ),
-    )]
+        Ok(Some(output)) => {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            Finding::fail(
+                "accel",
+                format!(
+                    "QEMU aborts under KVM with this CPU ({}): {}; {}",
+                    describe_exit(&output.status),
+                    last_lines(&stderr, 3),
+                    crate::qemu_advice::KVM_REMEDIES
+                ),
+            )
+        }
+        Ok(None) => Finding::fail(
+            "accel",
+            "QEMU did not start or stop within 30 s under KVM with this CPU".to_string(),
+        ),
+        Err(error) => Finding::fail("accel", format!("cannot run {binary}: {error}")),
+    }
+}
+
+fn probe_args(argv: &[String]) -> Vec<String> {
+    let mut args = Vec::new();
+    if let Some(machine) = option_value(argv, "-machine") {
+        // Only the type and SMM matter; pflash and memory backends are not part of the probe.
+        let kept: Vec<&str> = machine
+            .split(',')
+            .enumerate()
+            .filter(|(index, part)| *index == 0 || part.starts_with("smm="))
+            .map(|(_, part)| part)
+            .collect();
+        args.extend(["-machine".to_string(), kept.join(",")]);
+    }
+    for option in ["-accel", "-cpu", "-smp"] {
+        if let Some(value) = option_value(argv, option) {
+            args.extend([option.to_string(), value.to_string()]);
+        }
+    }
+    args.extend(
+        [
+            "-m",
+            "64M",
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-S",
+            "-qmp",
+            "stdio",
+        ]
+        .map(str::to_string),
+    );
+    args
+}
+
+fn option_value<'a>(argv: &'a [String], option: &str) -> Option<&'a str> {
+    argv.iter()
+        .position(|arg| arg == option)
+        .and_then(|index| argv.get(index + 1))
+        .map(String::as_str)
+}
+
+fn cpu_model(cpu: &str) -> &str {
+    cpu.split(',').next().unwrap_or(cpu)
+}
+
+fn describe_exit(status: &std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit status {code}"),
+        (None, Some(signal)) => format!("killed by signal {signal}"),
+        _ => status.to_string(),
+    }
+}
+
+fn last_lines(text: &str, count: usize) -> String {
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(count)..].join(" / ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_probe_keeps_the_machine_type_smm_accel_and_cpu_only() {
+        let argv: Vec<String> = [
+            "qemu-system-x86_64",
+            "-machine",
+            "q35,smm=on,pflash0=ovmf-code,pflash1=ovmf-vars,memory-backend=ram",
+            "-accel",
+            "kvm",
+            "-cpu",
+            "host,kvm=off,hv-relaxed",
+            "-smp",
+            "4,sockets=1,cores=4,threads=1",
+            "-m",
+            "16G",
+            "-device",
+            "vfio-pci,host=0000:01:00.0",
+        ]
+        .map(str::to_string)
+        .to_vec();
+        let args = probe_args(&argv);
+        assert_eq!(
+            &args[..8],
+            [
+                "-machine",
+                "q35,smm=on",
+                "-accel",
+                "kvm",
+                "-cpu",
+                "host,kvm=off,hv-relaxed",
+                "-smp",
+                "4,sockets=1,cores=4,threads=1"
+            ]
+        );
+        assert!(!args.iter().any(|a| a.contains("vfio") || a == "16G"));
+    }
 }

@@ -19,10 +19,10 @@ pub(super) struct RomDeviceMatch {
     matches: bool,
 }
 
-pub(super) fn rom(args: RomArgs) -> Result<i32, CliError> {
+pub(super) fn rom(app: &App, args: RomArgs) -> Result<ExitCode, CliError> {
     if let Some(RomAction::Dump { address, out }) = args.action {
         let address = parse_address(&address)?;
-        let data = crate::host::read_rom(&host_sysfs(), address)?;
+        let data = crate::host::read_rom(app.sysfs(), address)?;
         std::fs::write(&out, &data).map_err(|source| crate::rom::RomError::Write {
             path: out.clone(),
             source,
@@ -35,7 +35,7 @@ pub(super) fn rom(args: RomArgs) -> Result<i32, CliError> {
             report.images.len(),
             if report.has_efi { "yes" } else { "no" }
         );
-        return Ok(exit::OK);
+        return Ok(ExitCode::Ok);
     }
     let Some(file) = args.file else {
         return Err(CliError::Usage(
@@ -55,7 +55,7 @@ pub(super) fn rom(args: RomArgs) -> Result<i32, CliError> {
     let device = match &args.device {
         Some(text) => {
             let address = parse_address(text)?;
-            let (vendor, device) = crate::host::pci_ids(&host_sysfs(), address)?;
+            let (vendor, device) = crate::host::pci_ids(app.sysfs(), address)?;
             let matches = report.is_for(vendor, device);
             Some(RomDeviceMatch {
                 address: address.to_string(),
@@ -78,7 +78,11 @@ pub(super) fn rom(args: RomArgs) -> Result<i32, CliError> {
     } else {
         print_rom(&file, &report, device.as_ref())?;
     }
-    Ok(if ok { exit::OK } else { exit::CHECK_FAILED })
+    Ok(if ok {
+        ExitCode::Ok
+    } else {
+        ExitCode::CheckFailed
+    })
 }
 
 pub(super) fn print_rom(
@@ -179,9 +183,9 @@ pub(super) struct IommuGroupOutput {
     devices: Vec<crate::host::pci::PciDeviceInfo>,
 }
 
-pub(super) fn iommu(json: bool) -> Result<i32, CliError> {
+pub(super) fn iommu(app: &App, json: bool) -> Result<ExitCode, CliError> {
     use crate::host::pci;
-    let root = Sysroot::from_env();
+    let root = app.sysroot.clone();
     let groups = pci::iommu_groups(&root);
     if json {
         let list: Vec<IommuGroupOutput> = groups
@@ -190,14 +194,14 @@ pub(super) fn iommu(json: bool) -> Result<i32, CliError> {
             .collect();
         stdout_json(&list)?;
         return Ok(if list.is_empty() {
-            exit::FAILURE
+            ExitCode::Failure
         } else {
-            exit::OK
+            ExitCode::Ok
         });
     }
     if groups.is_empty() {
         eprintln!("vmrun: {}", pci::ENABLE_IOMMU_HINT);
-        return Ok(exit::FAILURE);
+        return Ok(ExitCode::Failure);
     }
     let mut out = std::io::stdout().lock();
     for (group, devices) in groups {
@@ -215,5 +219,5 @@ pub(super) fn iommu(json: bool) -> Result<i32, CliError> {
             )?;
         }
     }
-    Ok(exit::OK)
+    Ok(ExitCode::Ok)
 }

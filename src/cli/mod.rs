@@ -1,7 +1,7 @@
-//! The command line: parses arguments, runs one command, and turns every error into one clear
-//! message and a documented exit code. The commands live by what they touch: `profile_commands`
-//! (show, check, list: read-only), `vm_commands` (run, status, stop, qmp, recover), and
-//! `host_commands` (rom, iommu).
+//! The command line: parses arguments, asks the application layer (`crate::app`) for one
+//! command, renders the result, and turns every error into one clear message and a documented
+//! exit code. The commands live by what they show: `profile_commands` (show, check, list),
+//! `vm_commands` (run, status, stop, qmp, recover), and `host_commands` (rom, iommu).
 
 mod host_commands;
 mod profile_commands;
@@ -17,33 +17,9 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 
-use crate::check::{self, Finding, HostView, Status, Sysroot};
-use crate::firmware::{self, ImageFormat};
-use crate::log::Log;
-use crate::model::{self, VmConfig, VmName};
-use crate::plan::{self, BaseDirs, BootFirmware, Plan, PlanError, VmPaths};
-use crate::profile::{self, Diagnostic, ProfileError, ProfileSource, SearchPath};
-use crate::run::{self, control, state, RunOptions};
-
-/// Exit codes, documented in the README.
-pub mod exit {
-    /// Success (for `check`: nothing failed).
-    pub const OK: i32 = 0;
-    /// A runtime failure: the host, QEMU or the firmware did not do what was needed.
-    pub const FAILURE: i32 = 1;
-    /// Usage error or invalid profile: fix the command line or the profile.
-    pub const USAGE: i32 = 2;
-    /// `check` (or the preflight before `run`) found at least one failure.
-    pub const CHECK_FAILED: i32 = 3;
-    /// `run`: the VM is already running.
-    pub const ALREADY_RUNNING: i32 = crate::run::exit::ALREADY_RUNNING;
-    /// `run`/`stop`: the guest did not power off within the timeout and was stopped by force.
-    pub const FORCED: i32 = crate::run::exit::FORCED;
-    /// `run`/`stop`: QEMU refused to start, crashed, or the guest panicked.
-    pub const QEMU_FAILED: i32 = crate::run::exit::QEMU_FAILED;
-    /// `status`/`qmp`: the VM is not running.
-    pub const NOT_RUNNING: i32 = 7;
-}
+use crate::app::{App, AppError};
+use crate::exit::ExitCode;
+use crate::model;
 
 const ABOUT: &str = "Start QEMU/KVM GPU-passthrough VMs from one TOML profile, without libvirt.";
 const AFTER_HELP: &str = "\
@@ -159,7 +135,7 @@ enum Command {
     /// Undo the host changes a run left behind (vmrun was killed, the machine lost power):
     /// drivers, modules, consoles, display manager, hugepages, files. Refuses while the VM runs.
     Recover {
-        /// Profile (or VM name whose profile is on the search path).
+        /// VM name or profile (the VM need not be on the search path any more).
         profile: String,
     },
     /// Send one QMP command to a running VM and print the reply as JSON.
@@ -235,19 +211,11 @@ enum RomAction {
 #[derive(Debug, thiserror::Error)]
 enum CliError {
     #[error(transparent)]
-    Profile(#[from] ProfileError),
-    #[error(transparent)]
-    Plan(#[from] PlanError),
+    App(#[from] AppError),
     #[error("{0}")]
     Output(#[from] std::io::Error),
     #[error("{0}")]
     Usage(String),
-    #[error(transparent)]
-    Run(#[from] run::RunError),
-    #[error(transparent)]
-    Control(#[from] control::ControlError),
-    #[error("{0}")]
-    Preflight(String),
     #[error(transparent)]
     Rom(#[from] crate::rom::RomError),
     #[error(transparent)]
@@ -255,16 +223,18 @@ enum CliError {
 }
 
 impl CliError {
-    fn exit_code(&self) -> i32 {
+    fn exit_code(&self) -> ExitCode {
         match self {
-            CliError::Profile(_) | CliError::Usage(_) => exit::USAGE,
-            CliError::Plan(_) | CliError::Output(_) => exit::FAILURE,
-            CliError::Run(error) => error.exit_code(),
-            CliError::Control(control::ControlError::NotRunning(_)) => exit::NOT_RUNNING,
-            CliError::Control(_) => exit::FAILURE,
-            CliError::Preflight(_) => exit::CHECK_FAILED,
-            CliError::Rom(_) | CliError::Host(_) => exit::FAILURE,
+            CliError::App(error) => error.exit_code(),
+            CliError::Usage(_) => ExitCode::Usage,
+            CliError::Output(_) | CliError::Rom(_) | CliError::Host(_) => ExitCode::Failure,
         }
+    }
+}
+
+impl From<crate::profile::ProfileError> for CliError {
+    fn from(error: crate::profile::ProfileError) -> Self {
+        CliError::App(error.into())
     }
 }
 
@@ -277,26 +247,25 @@ pub fn main() -> i32 {
         }
     };
     match run(cli) {
-        Ok(code) => code,
-        Err(CliError::Output(error)) if error.kind() == std::io::ErrorKind::BrokenPipe => exit::OK,
+        Ok(code) => code.code(),
+        Err(CliError::Output(error)) if error.kind() == std::io::ErrorKind::BrokenPipe => 0,
         Err(error) => {
             eprintln!("vmrun: {error}");
-            error.exit_code()
+            error.exit_code().code()
         }
     }
 }
 
-fn run(cli: Cli) -> Result<i32, CliError> {
-    let base = BaseDirs::resolve(cli.global.state_dir.clone(), cli.global.runtime_dir.clone());
-    let search = SearchPath::from_env();
+fn run(cli: Cli) -> Result<ExitCode, CliError> {
+    let app = App::from_env(cli.global.state_dir.clone(), cli.global.runtime_dir.clone());
     let global = &cli.global;
     match cli.command {
-        Some(Command::Show { profile, json }) => show(&search, &base, &profile, json, global.quiet),
-        Some(Command::Check { profile, json }) => check(&search, &base, &profile, json),
-        Some(Command::List { json }) => list(&search, &base, json),
-        Some(Command::Rom(args)) => rom(args),
-        Some(Command::Iommu { json }) => iommu(json),
-        Some(Command::Recover { profile }) => recover(&search, &base, &profile, global),
+        Some(Command::Show { profile, json }) => show(&app, &profile, json, global.quiet),
+        Some(Command::Check { profile, json }) => check(&app, &profile, json),
+        Some(Command::List { json }) => list(&app, json),
+        Some(Command::Rom(args)) => rom(&app, args),
+        Some(Command::Iommu { json }) => iommu(&app, json),
+        Some(Command::Recover { profile }) => recover(&app, &profile, global),
         Some(Command::Run {
             profile,
             detach,
@@ -308,37 +277,23 @@ fn run(cli: Cli) -> Result<i32, CliError> {
                 (false, true) => RunMode::Detach,
                 (false, false) => RunMode::Foreground,
             };
-            run_vm(&search, &base, &profile, mode, paused, global)
+            run_vm(&app, &profile, mode, paused, global)
         }
-        Some(Command::Status { name, json }) => status(&search, &base, &name, json),
+        Some(Command::Status { name, json }) => status(&app, &name, json),
         Some(Command::Stop {
             name,
             timeout,
             force,
-        }) => stop(&search, &base, &name, timeout, force, global),
+        }) => stop(&app, &name, timeout, force, global),
         Some(Command::Qmp {
             name,
             command,
             arguments,
-        }) => qmp(&search, &base, &name, &command, arguments),
+        }) => qmp(&app, &name, &command, arguments),
         None => Err(CliError::Usage(
             "give a profile to run, or a command; see `vmrun --help`".to_string(),
         )),
     }
-}
-
-/// A profile read and validated, with the warnings validation produced.
-struct Loaded {
-    config: VmConfig,
-    warnings: Vec<Diagnostic>,
-}
-
-fn load(search: &SearchPath, profile: &str) -> Result<Loaded, ProfileError> {
-    let path = search.resolve(profile)?;
-    let source = ProfileSource::read(&path)?;
-    let raw = profile::parse(&source).map_err(ProfileError::Invalid)?;
-    let (config, warnings) = model::validate(&source, &raw).map_err(ProfileError::Invalid)?;
-    Ok(Loaded { config, warnings })
 }
 
 fn stdout_json(value: &impl Serialize) -> Result<(), CliError> {
@@ -346,44 +301,6 @@ fn stdout_json(value: &impl Serialize) -> Result<(), CliError> {
     serde_json::to_writer_pretty(&mut out, value).map_err(std::io::Error::from)?;
     writeln!(out)?;
     Ok(())
-}
-
-/// The VM name a profile declares (its `name`, else its file stem), without full validation.
-fn vm_name_of(path: &std::path::Path) -> Option<String> {
-    let source = ProfileSource::read(path).ok()?;
-    let raw = profile::parse(&source).ok()?;
-    Some(
-        raw.name
-            .map(|n| n.into_inner())
-            .unwrap_or_else(|| source.stem()),
-    )
-}
-
-/// `status`/`stop`/`qmp` take a VM name or a profile: a profile gives its declared name.
-fn vm_paths(
-    search: &SearchPath,
-    base: &BaseDirs,
-    name_or_profile: &str,
-) -> Result<(String, VmPaths), CliError> {
-    let name = search
-        .resolve(name_or_profile)
-        .ok()
-        .filter(|path| path.is_file())
-        .and_then(|path| vm_name_of(&path))
-        .unwrap_or_else(|| name_or_profile.to_string());
-    let vm: VmName = name.parse().map_err(|e: String| {
-        CliError::Usage(format!(
-            "`{name_or_profile}` is neither a profile nor a VM name: {e}"
-        ))
-    })?;
-    let paths = VmPaths::new(base, &vm, ImageFormat::Raw).map_err(PlanError::from)?;
-    Ok((name, paths))
-}
-
-fn host_sysfs() -> crate::host::RealSysfs {
-    crate::host::RealSysfs {
-        root: Sysroot::from_env(),
-    }
 }
 
 fn parse_address(text: &str) -> Result<model::PciAddress, CliError> {

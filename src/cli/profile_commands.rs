@@ -1,50 +1,55 @@
 //! `show`, `check` and `list`: they read profiles and the host and change nothing.
 
 use super::*;
+use crate::app::vm_name_of;
+use crate::check::{Finding, Status};
+use crate::host::steps::StepView;
+use crate::model::VmName;
+use crate::plan::VmPaths;
+use crate::run::state;
 
 #[derive(Serialize)]
 pub(super) struct ShowOutput<'a> {
     #[serde(flatten)]
-    plan: &'a Plan,
+    plan: &'a crate::plan::Plan,
     /// What the host layer does before QEMU starts (and undoes after), in order.
-    host_plan: Vec<String>,
+    host_steps: Vec<StepView<'a>>,
     warnings: Vec<String>,
 }
 
 pub(super) fn show(
-    search: &SearchPath,
-    base: &BaseDirs,
+    app: &App,
     profile: &str,
     json: bool,
     quiet: bool,
-) -> Result<i32, CliError> {
-    let loaded = load(search, profile)?;
-    let firmware = plan::resolve_firmware(&loaded.config, &firmware::default_descriptor_dirs())
-        .map_err(PlanError::from)?;
-    let plan = Plan::new(&loaded.config, &firmware, base)?;
+) -> Result<ExitCode, CliError> {
+    let recipe = app.recipe(app.load(profile)?)?;
     if json {
         stdout_json(&ShowOutput {
-            plan: &plan,
-            host_plan: crate::host::plan::describe(&loaded.config),
-            warnings: loaded.warnings.iter().map(ToString::to_string).collect(),
+            plan: &recipe.plan,
+            host_steps: recipe.host_steps.iter().map(StepView::from).collect(),
+            warnings: recipe.warnings.iter().map(ToString::to_string).collect(),
         })?;
-    } else {
-        if !quiet {
-            for warning in &loaded.warnings {
-                eprintln!("{warning}");
-            }
-        }
-        let mut out = std::io::stdout().lock();
-        let host_plan = crate::host::plan::describe(&loaded.config);
-        if !host_plan.is_empty() {
-            writeln!(out, "# host preparation, in order:")?;
-            for step in host_plan {
-                writeln!(out, "#   {step}")?;
-            }
-        }
-        writeln!(out, "{}", shell_lines(&plan.argv))?;
+        return Ok(ExitCode::Ok);
     }
-    Ok(exit::OK)
+    if !quiet {
+        for warning in &recipe.warnings {
+            eprintln!("{warning}");
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    if !recipe.host_steps.is_empty() {
+        writeln!(out, "# host preparation, in order:")?;
+        for step in &recipe.host_steps {
+            writeln!(out, "#   {}", step.describe())?;
+        }
+        writeln!(
+            out,
+            "# after QEMU exits, every change above is undone in reverse order"
+        )?;
+    }
+    writeln!(out, "{}", shell_lines(&recipe.plan.argv))?;
+    Ok(ExitCode::Ok)
 }
 
 /// One argument per line, quoted for POSIX shells, joined with line continuations.
@@ -68,71 +73,18 @@ pub(super) struct CheckOutput {
     findings: Vec<Finding>,
 }
 
-pub(super) fn check(
-    search: &SearchPath,
-    base: &BaseDirs,
-    profile: &str,
-    json: bool,
-) -> Result<i32, CliError> {
-    let mut findings = Vec::new();
-    let mut name = None;
-    let mut code = exit::OK;
-    match load(search, profile) {
-        Err(ProfileError::Invalid(diagnostics)) => {
-            for diagnostic in diagnostics {
-                let status = match diagnostic.severity {
-                    profile::Severity::Error => Status::Fail,
-                    profile::Severity::Warning => Status::Warn,
-                };
-                findings.push(Finding::new(status, "profile", diagnostic.to_string()));
-            }
-            code = exit::USAGE;
-        }
-        Err(other) => return Err(other.into()),
-        Ok(loaded) => {
-            name = Some(loaded.config.name.to_string());
-            findings.push(Finding::new(
-                Status::Pass,
-                "profile",
-                format!("{} is valid", loaded.config.profile_path.display()),
-            ));
-            findings.extend(loaded.warnings.iter().map(check::diagnostic_finding));
-            let host = HostView {
-                sysroot: Sysroot::from_env(),
-            };
-            findings.extend(check::host_findings(&loaded.config, &host, true));
-            match plan::resolve_firmware(&loaded.config, &firmware::default_descriptor_dirs()) {
-                Err(error) => {
-                    findings.push(Finding::new(Status::Fail, "firmware", error.to_string()))
-                }
-                Ok(firmware) => match Plan::new(&loaded.config, &firmware, base) {
-                    Ok(plan) => findings.extend(check::resolved_findings(
-                        &loaded.config,
-                        &firmware,
-                        &plan.paths,
-                        &host_sysfs(),
-                    )),
-                    Err(error) => {
-                        findings.push(Finding::new(Status::Fail, "paths", error.to_string()))
-                    }
-                },
-            }
-        }
-    }
-    let ok = findings.iter().all(|f| f.status != Status::Fail);
-    if code == exit::OK && !ok {
-        code = exit::CHECK_FAILED;
-    }
+pub(super) fn check(app: &App, profile: &str, json: bool) -> Result<ExitCode, CliError> {
+    let report = app.check(profile)?;
     if json {
         stdout_json(&CheckOutput {
             profile: profile.to_string(),
-            name,
-            ok,
-            findings,
+            name: report.name,
+            ok: report.findings.iter().all(|f| f.status != Status::Fail),
+            findings: report.findings,
         })?;
     } else {
         let mut out = std::io::stdout().lock();
-        for finding in &findings {
+        for finding in &report.findings {
             writeln!(
                 out,
                 "{}  {:<13} {}",
@@ -142,7 +94,7 @@ pub(super) fn check(
             )?;
         }
     }
-    Ok(code)
+    Ok(report.code)
 }
 
 #[derive(Serialize)]
@@ -154,7 +106,8 @@ pub(super) struct ListEntry {
     pid: Option<u32>,
 }
 
-pub(super) fn list(search: &SearchPath, base: &BaseDirs, json: bool) -> Result<i32, CliError> {
+pub(super) fn list(app: &App, json: bool) -> Result<ExitCode, CliError> {
+    let search = &app.search;
     let entries: Vec<ListEntry> = search
         .entries()
         .into_iter()
@@ -163,7 +116,7 @@ pub(super) fn list(search: &SearchPath, base: &BaseDirs, json: bool) -> Result<i
             let running = name
                 .parse::<VmName>()
                 .ok()
-                .and_then(|vm| VmPaths::new(base, &vm, ImageFormat::Raw).ok())
+                .and_then(|vm| VmPaths::new(&app.base, &vm).ok())
                 .and_then(|paths| state::running(&paths));
             ListEntry {
                 name,
@@ -176,7 +129,7 @@ pub(super) fn list(search: &SearchPath, base: &BaseDirs, json: bool) -> Result<i
         .collect();
     if json {
         stdout_json(&entries)?;
-        return Ok(exit::OK);
+        return Ok(ExitCode::Ok);
     }
     let mut out = std::io::stdout().lock();
     if entries.is_empty() {
@@ -205,5 +158,5 @@ pub(super) fn list(search: &SearchPath, base: &BaseDirs, json: bool) -> Result<i
         }
         writeln!(out)?;
     }
-    Ok(exit::OK)
+    Ok(ExitCode::Ok)
 }

@@ -6,42 +6,16 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use super::steps::Undo;
+
+/// One line of the journal: how to undo one change, and which step of the plan made it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "undo", rename_all = "snake_case")]
-pub enum Undo {
-    /// The profile's post_stop hooks (the pair of pre_start).
-    RunPostStop {
-        commands: Vec<Vec<String>>,
-    },
-    StartUnit {
-        unit: String,
-    },
-    BindVtconsole {
-        name: String,
-    },
-    BindPlatform {
-        driver: String,
-        device: String,
-    },
-    LoadModule {
-        module: String,
-    },
-    UnloadModule {
-        module: String,
-    },
-    /// Back to the driver (and driver_override) the device had before.
-    RestorePciDriver {
-        address: String,
-        driver: Option<String>,
-        driver_override: Option<String>,
-    },
-    SetHugepages {
-        attribute: String,
-        count: u64,
-    },
-    RemoveFile {
-        path: PathBuf,
-    },
+pub struct JournalEntry {
+    /// The position of the step in the plan (absent in round-1 journals).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<usize>,
+    #[serde(flatten)]
+    pub undo: Undo,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -82,8 +56,8 @@ impl Journal {
     }
 
     /// Appends one entry and waits until it is on disk.
-    pub fn append(&self, undo: &Undo) -> Result<(), JournalError> {
-        let mut line = serde_json::to_string(undo).map_err(|e| JournalError::Io {
+    pub fn append(&self, entry: &JournalEntry) -> Result<(), JournalError> {
+        let mut line = serde_json::to_string(entry).map_err(|e| JournalError::Io {
             path: self.path.clone(),
             source: e.into(),
         })?;
@@ -98,7 +72,7 @@ impl Journal {
     }
 
     /// The entries in the order they were written; none when there is no journal.
-    pub fn entries(&self) -> Result<Vec<Undo>, JournalError> {
+    pub fn entries(&self) -> Result<Vec<JournalEntry>, JournalError> {
         let text = match std::fs::read_to_string(&self.path) {
             Ok(text) => text,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -126,7 +100,7 @@ impl Journal {
     }
 
     /// Replaces the journal with `entries` (what could not be undone), or removes it.
-    pub fn replace(&self, entries: &[Undo]) -> Result<(), JournalError> {
+    pub fn replace(&self, entries: &[JournalEntry]) -> Result<(), JournalError> {
         if entries.is_empty() {
             return match std::fs::remove_file(&self.path) {
                 Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(self.io()(error)),
@@ -149,19 +123,27 @@ impl Journal {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::host::steps::display_manager::StartUnit;
+    use crate::host::steps::vfio::RestorePciDriver;
 
     #[test]
     fn entries_round_trip_and_a_torn_last_line_is_ignored() {
         let dir = tempfile::tempdir().unwrap();
         let journal = Journal::at(&dir.path().join("journal"));
         assert!(journal.entries().unwrap().is_empty());
-        let first = Undo::StartUnit {
-            unit: "display-manager.service".into(),
+        let first = JournalEntry {
+            step: Some(2),
+            undo: Undo::StartUnit(StartUnit {
+                unit: "display-manager.service".into(),
+            }),
         };
-        let second = Undo::RestorePciDriver {
-            address: "0000:01:00.0".into(),
-            driver: Some("nvidia".into()),
-            driver_override: None,
+        let second = JournalEntry {
+            step: Some(7),
+            undo: Undo::RestorePciDriver(RestorePciDriver {
+                address: "0000:01:00.0".into(),
+                driver: Some("nvidia".into()),
+                driver_override: None,
+            }),
         };
         journal.append(&first).unwrap();
         journal.append(&second).unwrap();
@@ -176,6 +158,25 @@ mod tests {
         assert_eq!(journal.entries().unwrap(), vec![first]);
         journal.replace(&[]).unwrap();
         assert!(!journal.path().exists());
+    }
+
+    #[test]
+    fn a_round_one_journal_still_replays() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal");
+        std::fs::write(
+            &path,
+            "{\"undo\":\"run_post_stop\",\"commands\":[[\"/bin/true\"]]}\n\
+             {\"undo\":\"set_hugepages\",\"attribute\":\"/sys/x/nr_hugepages\",\"count\":3}\n",
+        )
+        .unwrap();
+        let entries = Journal::at(&path).entries().unwrap();
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[0].step, None);
+        assert!(
+            matches!(&entries[0].undo, Undo::RunPostStop(run) if run.timeout_seconds.is_none())
+        );
+        assert!(matches!(&entries[1].undo, Undo::SetHugepages(set) if set.count == 3));
     }
 
     #[test]

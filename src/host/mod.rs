@@ -1,17 +1,22 @@
 //! The host layer: every sysfs, /dev and /proc path is taken relative to a root directory
 //! (`VMRUN_SYSROOT`, default `/`), and every access to sysfs goes through `SysfsIo`, so tests run
 //! the same code over a fake tree whose writes are answered the way the kernel answers them.
+//!
+//! Host preparation is data: `steps::plan` lists the steps a VM needs, `session` applies them
+//! through the `journal` and undoes them.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use crate::model::PciAddress;
+use crate::model::{CpuSet, PciAddress};
 
+pub mod context;
+pub mod finding;
 pub mod journal;
 pub mod pci;
-pub mod plan;
 pub mod runner;
 pub mod session;
+pub mod steps;
 
 /// The host's filesystem root: `/` normally, a fake tree in tests.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,6 +39,32 @@ impl Sysroot {
     pub fn path(&self, absolute: &str) -> PathBuf {
         self.0.join(absolute.trim_start_matches('/'))
     }
+}
+
+/// The CPUs the kernel reports online, from `/sys/devices/system/cpu/online`.
+pub fn online_cpus(root: &Sysroot) -> Option<CpuSet> {
+    std::fs::read_to_string(root.path("/sys/devices/system/cpu/online"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Finds a program the way `execvp` would.
+pub fn find_program(name: &str) -> Option<PathBuf> {
+    if name.contains('/') {
+        let path = PathBuf::from(name);
+        return path.is_file().then_some(path);
+    }
+    let search = std::env::var_os("PATH")?;
+    std::env::split_paths(&search)
+        .map(|dir| dir.join(name))
+        .find(|candidate| is_executable(candidate))
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 /// Reads and writes of sysfs attributes, by absolute path (`/sys/bus/pci/...`).

@@ -70,6 +70,19 @@ impl FromStr for PciAddress {
     }
 }
 
+/// Leaves appear in `show --json` (host steps) the way a profile spells them.
+macro_rules! serialize_as_text {
+    ($($leaf:ty),*) => {$(
+        impl serde::Serialize for $leaf {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.collect_str(self)
+            }
+        }
+    )*};
+}
+
+serialize_as_text!(PciAddress, ByteSize);
+
 /// A number of bytes written with a binary suffix: `512M`, `16G`, `1T`, `4096` (bytes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ByteSize(pub u64);

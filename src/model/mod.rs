@@ -300,10 +300,12 @@ pub struct SingleGpu {
     pub modules: Vec<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Hooks {
     pub pre_start: Vec<Vec<String>>,
     pub post_stop: Vec<Vec<String>>,
+    /// How long one hook may run before it is killed (and, for pre_start, the start fails).
+    pub timeout: Duration,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

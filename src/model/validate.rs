@@ -1147,9 +1147,15 @@ impl Validator {
 
     fn hooks(&mut self, raw: &RawProfile) -> Hooks {
         let (h, _) = section(&raw.hooks);
+        let seconds = h
+            .timeout
+            .as_ref()
+            .and_then(|raw| self.int_in(raw, "hooks.timeout", 1..=86400))
+            .unwrap_or(60);
         Hooks {
             pre_start: self.hook(&h.pre_start, "hooks.pre_start"),
             post_stop: self.hook(&h.post_stop, "hooks.post_stop"),
+            timeout: Duration::from_secs(seconds as u64),
         }
     }
 

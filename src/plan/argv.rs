@@ -90,6 +90,9 @@ pub fn build(config: &VmConfig, firmware: &BootFirmware, paths: &VmPaths) -> Vec
     argv.0.push("-no-user-config".into());
     // vCPUs must not run a single instruction before vmrun has pinned them.
     argv.0.push("-S".into());
+    // A guest's panic notifier (Linux's pvpanic driver, Windows' bugcheck) reaches vmrun as
+    // GUEST_PANICKED instead of a hung or silently rebooting guest.
+    argv.push("-device", "pvpanic");
     argv.push(
         "-chardev",
         Opts::new("socket")
@@ -215,7 +218,7 @@ fn pflash(argv: &mut Argv, firmware: &ResolvedFirmware, paths: &VmPaths) {
         ("ovmf-code", &firmware.code.path, firmware.code.format, true),
         (
             "ovmf-vars",
-            &paths.vars,
+            &paths.vars(firmware.vars_template.format),
             firmware.vars_template.format,
             false,
         ),

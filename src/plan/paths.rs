@@ -1,5 +1,7 @@
-//! Where a VM's files live: the state directory (kept: VARS copy, logs, journal) and the
-//! runtime directory (gone after the run: QMP socket, pidfile, lock).
+//! Where a VM's files live, all in one place: the state directory (kept: VARS copy, logs,
+//! journal, last run) and the runtime directory (gone after the run: sockets, pidfile, lock,
+//! run state, stop request). Both follow from the VM's name alone, so `status`, `stop` and
+//! `recover` find them whether the VM was started from a name or a path.
 
 use std::path::PathBuf;
 
@@ -73,11 +75,16 @@ pub struct VmPaths {
     pub ctl_socket: PathBuf,
     pub pidfile: PathBuf,
     pub lock: PathBuf,
-    /// The VM's own copy of the OVMF VARS template; survives every run.
-    pub vars: PathBuf,
+    /// The running supervisor's state (pids, start time): `status`, `stop`, `list` read it.
+    pub run_state: PathBuf,
+    /// Left by `vmrun stop` for the supervisor.
+    pub stop_request: PathBuf,
     pub console_log: PathBuf,
     pub log: PathBuf,
+    pub qemu_log: PathBuf,
     pub journal: PathBuf,
+    /// How the last run ended.
+    pub last_run: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -87,11 +94,7 @@ pub enum PathsError {
 }
 
 impl VmPaths {
-    pub fn new(
-        base: &BaseDirs,
-        name: &VmName,
-        vars_format: ImageFormat,
-    ) -> Result<Self, PathsError> {
+    pub fn new(base: &BaseDirs, name: &VmName) -> Result<Self, PathsError> {
         let state_dir = base.state.join(name.as_str());
         let runtime_dir = base.runtime.join(name.as_str());
         let qmp_socket = runtime_dir.join("qmp.sock");
@@ -103,13 +106,16 @@ impl VmPaths {
             });
         }
         Ok(VmPaths {
-            vars: state_dir.join(format!("OVMF_VARS.{}", vars_extension(vars_format))),
             console_log: state_dir.join("console.log"),
             log: state_dir.join("vmrun.log"),
+            qemu_log: state_dir.join("qemu.log"),
             journal: state_dir.join("journal"),
+            last_run: state_dir.join("last-run.json"),
             ctl_socket: runtime_dir.join("ctl.sock"),
             pidfile: runtime_dir.join("qemu.pid"),
             lock: runtime_dir.join("lock"),
+            run_state: runtime_dir.join("state.json"),
+            stop_request: runtime_dir.join("stop-request.json"),
             qmp_socket,
             state_dir,
             runtime_dir,
@@ -117,10 +123,26 @@ impl VmPaths {
     }
 }
 
-fn vars_extension(format: ImageFormat) -> &'static str {
-    match format {
-        ImageFormat::Raw => "fd",
-        ImageFormat::Qcow2 => "qcow2",
+impl VmPaths {
+    /// The VM's own copy of the OVMF VARS template, in the template's format; survives every
+    /// run.
+    pub fn vars(&self, format: ImageFormat) -> PathBuf {
+        let extension = match format {
+            ImageFormat::Raw => "fd",
+            ImageFormat::Qcow2 => "qcow2",
+        };
+        self.state_dir.join(format!("OVMF_VARS.{extension}"))
+    }
+
+    /// What a run keeps in the runtime directory besides the lock (whose holder removes it).
+    pub fn runtime_files(&self) -> [&PathBuf; 5] {
+        [
+            &self.qmp_socket,
+            &self.ctl_socket,
+            &self.pidfile,
+            &self.run_state,
+            &self.stop_request,
+        ]
     }
 }
 
@@ -161,14 +183,17 @@ mod tests {
             state: "/s".into(),
             runtime: PathBuf::from(format!("/{}", "r".repeat(100))),
         };
-        let err = VmPaths::new(&long, &name, ImageFormat::Raw).unwrap_err();
+        let err = VmPaths::new(&long, &name).unwrap_err();
         assert!(err.to_string().contains("--runtime-dir"));
         let short = BaseDirs {
             state: "/s".into(),
             runtime: "/run/vmrun".into(),
         };
-        let paths = VmPaths::new(&short, &name, ImageFormat::Qcow2).unwrap();
+        let paths = VmPaths::new(&short, &name).unwrap();
         assert_eq!(paths.qmp_socket, PathBuf::from("/run/vmrun/win10/qmp.sock"));
-        assert_eq!(paths.vars, PathBuf::from("/s/win10/OVMF_VARS.qcow2"));
+        assert_eq!(
+            paths.vars(ImageFormat::Qcow2),
+            PathBuf::from("/s/win10/OVMF_VARS.qcow2")
+        );
     }
 }

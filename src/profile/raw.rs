@@ -160,6 +160,7 @@ pub enum RawHook {
 pub struct RawHooks {
     pub pre_start: Option<Spanned<RawHook>>,
     pub post_stop: Option<Spanned<RawHook>>,
+    pub timeout: Option<Int>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]

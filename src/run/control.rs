@@ -64,7 +64,7 @@ pub fn connect_ctl(paths: &VmPaths) -> Result<Qmp, QmpError> {
 }
 
 pub fn status(paths: &VmPaths, name: &str) -> Status {
-    let last_run: Option<LastRun> = state::read_json(&state::last_run_file(paths));
+    let last_run: Option<LastRun> = state::read_json(&paths.last_run);
     let Some(run) = state::running(paths) else {
         return Status {
             name: name.to_string(),
@@ -125,7 +125,7 @@ pub fn stop(
         return Err(ControlError::NotRunning(name.to_string()));
     };
     state::write_json(
-        &state::stop_request_file(paths),
+        &paths.stop_request,
         &StopRequest {
             timeout_seconds: timeout.map(|t| t.as_secs()),
             force,
@@ -138,13 +138,11 @@ pub fn stop(
         }
     })?;
     wait_for_teardown(paths, &run, patience)?;
-    Ok(
-        state::read_json(&state::last_run_file(paths)).unwrap_or(LastRun {
-            exit_code: 1,
-            outcome: "vmrun ended without recording how".into(),
-            finished_unix: state::unix_now(),
-        }),
-    )
+    Ok(state::read_json(&paths.last_run).unwrap_or(LastRun {
+        exit_code: 1,
+        outcome: "vmrun ended without recording how".into(),
+        finished_unix: state::unix_now(),
+    }))
 }
 
 fn wait_for_teardown(

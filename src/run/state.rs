@@ -105,18 +105,6 @@ pub struct StopRequest {
     pub force: bool,
 }
 
-pub fn state_file(paths: &VmPaths) -> PathBuf {
-    paths.runtime_dir.join("state.json")
-}
-
-pub fn stop_request_file(paths: &VmPaths) -> PathBuf {
-    paths.runtime_dir.join("stop-request.json")
-}
-
-pub fn last_run_file(paths: &VmPaths) -> PathBuf {
-    paths.state_dir.join("last-run.json")
-}
-
 /// Writes JSON through a temporary file and a rename, so readers never see half a file.
 pub fn write_json(path: &Path, value: &impl Serialize) -> Result<(), StateError> {
     let temporary = path.with_extension("tmp");
@@ -154,27 +142,21 @@ fn is_zombie(pid: u32) -> bool {
 
 /// The running VM's state, if its supervisor is alive.
 pub fn running(paths: &VmPaths) -> Option<RunState> {
-    let state: RunState = read_json(&state_file(paths))?;
+    let state: RunState = read_json(&paths.run_state)?;
     process_alive(state.vmrun_pid, "vmrun").then_some(state)
 }
 
 /// The QEMU of a vmrun that died without cleaning up, if it still runs: nothing may touch the
 /// VM's host changes or files while it does.
 pub fn orphaned_qemu(paths: &VmPaths) -> Option<u32> {
-    let stale: RunState = read_json(&state_file(paths))?;
+    let stale: RunState = read_json(&paths.run_state)?;
     process_alive(stale.qemu_pid, "qemu").then_some(stale.qemu_pid)
 }
 
 /// Removes what a run keeps in the runtime directory besides the lock (the lock's holder
 /// removes that when it releases it).
 pub fn remove_runtime_files(paths: &VmPaths) {
-    for path in [
-        &paths.qmp_socket,
-        &paths.ctl_socket,
-        &paths.pidfile,
-        &state_file(paths),
-        &stop_request_file(paths),
-    ] {
+    for path in paths.runtime_files() {
         let _ = std::fs::remove_file(path);
     }
 }

@@ -209,9 +209,14 @@ fn qcow2_images_keep_their_format_and_virtual_size() {
     };
     let dir = tempfile::tempdir().unwrap();
     let (config, _) = crate::common::validate_text(dir.path(), "fedora", "").unwrap();
-    let plan =
-        vmrun::plan::Plan::new(&config, &vmrun::plan::BootFirmware::Ovmf(found), &base).unwrap();
-    assert_eq!(plan.paths.vars, PathBuf::from("/s/fedora/OVMF_VARS.qcow2"));
+    let plan = vmrun::plan::Plan::new(
+        &config,
+        &vmrun::plan::BootFirmware::Ovmf(found),
+        &base,
+        &vmrun::plan::HostFacts::default(),
+    )
+    .unwrap();
+    assert_eq!(plan.vars, Some(PathBuf::from("/s/fedora/OVMF_VARS.qcow2")));
     assert!(
         plan.argv
             .iter()

@@ -51,7 +51,14 @@ fn argv_of(profile_path: &Path) -> Vec<String> {
         state: "/var/lib/vmrun".into(),
         runtime: "/run/vmrun".into(),
     };
-    Plan::new(&config, &firmware, &base).unwrap().argv
+    Plan::new(
+        &config,
+        &firmware,
+        &base,
+        &vmrun::plan::HostFacts::default(),
+    )
+    .unwrap()
+    .argv
 }
 
 fn check_golden(profile_path: &Path, golden_name: &str) {

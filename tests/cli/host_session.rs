@@ -5,12 +5,14 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use vmrun::host::context::{HostContext, Timing, VmIdentity};
+use vmrun::host::journal::Journal;
 use vmrun::host::runner::{CommandOutput, CommandRunner, RunnerError, SystemRunner};
-use vmrun::host::session::{HostPrep, Timing};
+use vmrun::host::session::HostSession;
+use vmrun::host::steps::{self, HostStep};
 use vmrun::host::{RealSysfs, Sysroot};
 use vmrun::log::Log;
 use vmrun::model::VmConfig;
-use vmrun::run::HostSession;
 
 use crate::common::validate_text;
 use crate::fake_host::{diff, FakeHost, Options};
@@ -21,13 +23,18 @@ struct StubRunner {
 }
 
 impl CommandRunner for StubRunner {
-    fn run(&self, argv: &[String], env: &[(&str, &str)]) -> Result<CommandOutput, RunnerError> {
+    fn run(
+        &self,
+        argv: &[String],
+        env: &[(&str, &str)],
+        timeout: Duration,
+    ) -> Result<CommandOutput, RunnerError> {
         let mut argv = argv.to_vec();
         let stub = self.bin.join(&argv[0]);
         if stub.exists() {
             argv[0] = stub.to_string_lossy().into_owned();
         }
-        SystemRunner.run(&argv, env)
+        SystemRunner.run(&argv, env, timeout)
     }
 }
 
@@ -62,15 +69,22 @@ impl Rig {
         }
     }
 
-    fn prep<'a>(&'a self, config: &'a VmConfig, journal: &Path) -> HostPrep<'a> {
-        HostPrep::new(
-            config,
-            self.root.clone(),
-            &self.sysfs,
-            &self.runner,
+    /// The session `run` would use: the profile's planned steps over the fake host.
+    fn prep<'a>(&'a self, config: &VmConfig, journal: &Path) -> HostSession<'a> {
+        HostSession::new(
+            HostContext {
+                root: self.root.clone(),
+                sysfs: &self.sysfs,
+                runner: &self.runner,
+                timing: quick(),
+                vm: VmIdentity {
+                    name: config.name.to_string(),
+                    profile: config.profile_path.clone(),
+                },
+            },
+            steps::plan(config),
             journal,
         )
-        .with_timing(quick())
     }
 }
 
@@ -95,6 +109,7 @@ fn quick() -> Timing {
         bind_timeout: Duration::from_millis(1500),
         module_attempts: 3,
         module_retry_delay: Duration::from_millis(20),
+        command_timeout: Duration::from_secs(30),
     }
 }
 
@@ -111,6 +126,45 @@ fn a_single_gpu_session_is_prepared_in_order_and_restored_exactly() {
     let rig = Rig::new(&host);
     let prep = rig.prep(&config, &dir.path().join("journal"));
     prep.apply(&log()).unwrap();
+
+    // The journal is the plan carried out: every planned step, in order, left its undo records.
+    let planned: Vec<(usize, String)> = prep
+        .steps()
+        .iter()
+        .enumerate()
+        .filter(|(_, step)| !matches!(step, HostStep::PreStartHook(_)))
+        .map(|(index, step)| (index, step.kind()))
+        .collect();
+    let mut applied: Vec<(usize, String)> = Vec::new();
+    for entry in Journal::at(&dir.path().join("journal")).entries().unwrap() {
+        let index = entry.step.expect("every entry names its step");
+        let kind = prep.steps()[index].kind();
+        if applied.last() != Some(&(index, kind.clone())) {
+            applied.push((index, kind));
+        }
+    }
+    assert_eq!(applied, planned);
+    assert_eq!(
+        planned
+            .iter()
+            .map(|(_, kind)| kind.as_str())
+            .collect::<Vec<_>>(),
+        [
+            "post_stop_hooks",
+            "stop_display_manager",
+            "unbind_vtconsoles",
+            "unbind_framebuffers",
+            "unload_module",
+            "unload_module",
+            "unload_module",
+            "unload_module",
+            "load_vfio_pci",
+            "bind_vfio",
+            "bind_vfio",
+            "reserve_hugepages",
+            "create_shm_file",
+        ]
+    );
 
     assert_eq!(
         host.read(".fake/services/display-manager.service"),
@@ -199,7 +253,7 @@ fn failing_prepare(host: &FakeHost, extra: &str) -> (String, tempfile::TempDir) 
     let dir = tempfile::tempdir().unwrap();
     let config = profile(dir.path(), extra);
     let rig = Rig::new(host);
-    let mut prep = rig.prep(&config, &dir.path().join("journal"));
+    let prep = rig.prep(&config, &dir.path().join("journal"));
     let error = prep.prepare(&log()).unwrap_err();
     (error, dir)
 }
@@ -261,7 +315,7 @@ fn a_failing_pre_start_hook_aborts_before_any_host_change() {
                 [hooks]\npre_start = [\"/bin/sh\", \"-c\", \"echo no GPU today >&2; exit 3\"]\n";
     let config = validate_text(dir.path(), "hooked", text).unwrap().0;
     let rig = Rig::new(&host);
-    let mut prep = rig.prep(&config, &dir.path().join("journal"));
+    let prep = rig.prep(&config, &dir.path().join("journal"));
     let error = prep.prepare(&log()).unwrap_err();
     assert!(
         error.contains("pre_start hook") && error.contains("no GPU today"),
@@ -297,4 +351,64 @@ fn a_device_already_on_vfio_is_left_alone() {
     );
     prep.undo_all(&log()).unwrap();
     assert!(diff(&before, &host.snapshot()).is_empty());
+}
+
+#[test]
+fn a_hanging_pre_start_hook_is_killed_at_its_timeout_and_the_host_is_restored() {
+    let host = single_gpu_host();
+    let before = host.snapshot();
+    let dir = tempfile::tempdir().unwrap();
+    let hooks_log = dir.path().join("hooks.log");
+    let text = format!(
+        "name = \"hung\"\n[[pci]]\naddress = \"01:00.0\"\n[[pci]]\naddress = \"01:00.1\"\n[single_gpu]\nmodules = [\"nvidia\"]\n\
+         [hooks]\ntimeout = 1\npre_start = [\"/bin/sh\", \"-c\", \"sleep 60\"]\n\
+         post_stop = [\"/bin/sh\", \"-c\", \"echo post $VMRUN_PHASE >> {}\"]\n",
+        hooks_log.display()
+    );
+    let config = validate_text(dir.path(), "hung", &text).unwrap().0;
+    let rig = Rig::new(&host);
+    let prep = rig.prep(&config, &dir.path().join("journal"));
+    let started = std::time::Instant::now();
+    let error = prep.prepare(&log()).unwrap_err();
+    let waited = started.elapsed();
+    assert!(
+        error.contains("still running after 1 s and was killed"),
+        "{error}"
+    );
+    assert!(
+        waited >= Duration::from_secs(1) && waited < Duration::from_secs(10),
+        "{waited:?}"
+    );
+    assert!(host.calls().is_empty(), "{:?}", host.calls());
+    assert_eq!(
+        std::fs::read_to_string(&hooks_log).unwrap(),
+        "post post_stop\n",
+        "the armed post_stop hook ran as part of the rollback"
+    );
+    assert!(diff(&before, &host.snapshot()).is_empty());
+    assert!(!dir.path().join("journal").exists());
+}
+
+#[test]
+fn a_hanging_post_stop_hook_is_killed_and_stays_journaled_for_recover() {
+    let host = single_gpu_host();
+    let before = host.snapshot();
+    let dir = tempfile::tempdir().unwrap();
+    let text = "name = \"slowstop\"\n[[pci]]\naddress = \"01:00.0\"\n[[pci]]\naddress = \"01:00.1\"\n\
+                [single_gpu]\nmodules = [\"nvidia\"]\n[hooks]\ntimeout = 1\npost_stop = [\"/bin/sleep\", \"60\"]\n";
+    let config = validate_text(dir.path(), "slowstop", text).unwrap().0;
+    let rig = Rig::new(&host);
+    let prep = rig.prep(&config, &dir.path().join("journal"));
+    prep.apply(&log()).unwrap();
+    let left = prep.undo_all(&log()).unwrap_err();
+    assert!(
+        left.iter()
+            .any(|problem| problem.contains("still running after 1 s")),
+        "{left:?}"
+    );
+    // Everything else came back; only the hook is left for `vmrun recover`.
+    assert!(diff(&before, &host.snapshot()).is_empty());
+    let entries = Journal::at(&dir.path().join("journal")).entries().unwrap();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert!(matches!(entries[0].undo, steps::Undo::RunPostStop(_)));
 }

@@ -18,12 +18,11 @@ struct Vm {
     profile: PathBuf,
 }
 
+/// KVM only where QEMU really starts with it and `-cpu host` (opening /dev/kvm proves
+/// nothing on nested hosts that refuse the CPU's MSRs); probed once.
 fn kvm_usable() -> bool {
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-        .is_ok()
+    static USABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *USABLE.get_or_init(|| vmrun::check::kvm_starts("qemu-system-x86_64", "host"))
 }
 
 fn require_root() {
@@ -387,6 +386,36 @@ fn a_guest_that_powers_itself_off_ends_the_run_with_exit_0() {
     )
     .unwrap();
     assert_eq!(last["exit_code"], 0);
+}
+
+#[test]
+fn a_guest_panic_reaches_vmrun_through_pvpanic_and_gives_exit_6() {
+    // The OVMF shell writes the pvpanic port (0x505) the way a guest kernel's panic notifier
+    // does; QEMU reports GUEST_PANICKED.
+    let esp = tempfile::tempdir().unwrap();
+    std::fs::write(esp.path().join("startup.nsh"), "mm 505 1 -w 1 -IO -n\r\n").unwrap();
+    eprintln!("[e2e-panic] accelerator: tcg (OVMF guest)");
+    let vm = Vm::new(
+        "e2e-panic",
+        &format!(
+            "[machine]\nmemory = \"256M\"\naccel = \"tcg\"\n[cpu]\ncores = 1\n[pinning]\nvcpus = [1]\nemulator = \"0\"\n\
+             [firmware]\ntype = \"ovmf\"\n[network]\nmode = \"none\"\n[console]\nserial = \"log\"\n[qemu]\n\
+             extra_args = [\"-blockdev\", \"driver=vvfat,node-name=esp,dir={},label=ESP,read-only=on\", \
+             \"-device\", \"virtio-blk-pci,drive=esp\"]\n",
+            esp.path().display()
+        ),
+    );
+    let (code, _, stderr) = run(vm.vmrun().arg("run").arg(&vm.profile));
+    assert_eq!(code, 6, "{stderr}");
+    assert!(stderr.contains("the guest panicked"), "{stderr}");
+    let log = std::fs::read_to_string(vm.state_dir().join("e2e-panic/vmrun.log")).unwrap();
+    assert!(log.contains("the guest panicked"), "{log}");
+    let last: Value = serde_json::from_str(
+        &std::fs::read_to_string(vm.state_dir().join("e2e-panic/last-run.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(last["exit_code"], 6);
+    assert!(vm.runtime_leftovers().is_empty());
 }
 
 #[test]

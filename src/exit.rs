@@ -1,0 +1,91 @@
+//! The exit codes every command documents (README, `vmrun --help`): one enum, so that a code
+//! cannot mean two things in two places.
+
+/// What a command's exit status means to scripts and cron.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(into = "i32", from = "i32")]
+pub enum ExitCode {
+    /// Success; for `run`/`stop`: the guest powered off (by itself or on ACPI request).
+    Ok,
+    /// A runtime failure: the host, QEMU or the firmware did not do what was needed.
+    Failure,
+    /// Usage error or invalid profile: fix the command line or the profile.
+    Usage,
+    /// `check` (or the preflight before `run`) found a failure, or `rom` found a problem.
+    CheckFailed,
+    /// `run`: the VM is already running.
+    AlreadyRunning,
+    /// `run`/`stop`: the guest did not power off within the timeout and was stopped by force.
+    Forced,
+    /// `run`/`stop`: QEMU refused to start, crashed, or the guest panicked.
+    QemuFailed,
+    /// `status`/`qmp`: the VM is not running.
+    NotRunning,
+}
+
+impl ExitCode {
+    pub const ALL: [ExitCode; 8] = [
+        ExitCode::Ok,
+        ExitCode::Failure,
+        ExitCode::Usage,
+        ExitCode::CheckFailed,
+        ExitCode::AlreadyRunning,
+        ExitCode::Forced,
+        ExitCode::QemuFailed,
+        ExitCode::NotRunning,
+    ];
+
+    pub fn code(self) -> i32 {
+        match self {
+            ExitCode::Ok => 0,
+            ExitCode::Failure => 1,
+            ExitCode::Usage => 2,
+            ExitCode::CheckFailed => 3,
+            ExitCode::AlreadyRunning => 4,
+            ExitCode::Forced => 5,
+            ExitCode::QemuFailed => 6,
+            ExitCode::NotRunning => 7,
+        }
+    }
+
+    /// A code read back from `last-run.json` or from the detached supervisor; unknown codes
+    /// are runtime failures.
+    pub fn from_code(code: i32) -> ExitCode {
+        Self::ALL
+            .into_iter()
+            .find(|known| known.code() == code)
+            .unwrap_or(ExitCode::Failure)
+    }
+}
+
+impl From<ExitCode> for i32 {
+    fn from(code: ExitCode) -> i32 {
+        code.code()
+    }
+}
+
+impl From<i32> for ExitCode {
+    fn from(code: i32) -> Self {
+        ExitCode::from_code(code)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_round_trips_and_unknown_codes_are_failures() {
+        for code in ExitCode::ALL {
+            assert_eq!(ExitCode::from_code(code.code()), code);
+        }
+        assert_eq!(ExitCode::from_code(42), ExitCode::Failure);
+        let codes: std::collections::BTreeSet<i32> =
+            ExitCode::ALL.iter().map(|c| c.code()).collect();
+        assert_eq!(
+            codes.len(),
+            ExitCode::ALL.len(),
+            "two variants share a code"
+        );
+    }
+}

@@ -1,0 +1,57 @@
+//! Single-GPU: the virtual consoles let go of the framebuffer. Only the bound ones are
+//! unbound, and only those are bound again.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Recorder, Step, Undoable};
+use crate::host::context::{HostContext, StepError};
+use crate::log::Log;
+use crate::model::VmConfig;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct UnbindVtconsoles {}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BindVtconsole {
+    pub name: String,
+}
+
+impl UnbindVtconsoles {
+    pub fn plan(config: &VmConfig) -> Option<Self> {
+        config.single_gpu.as_ref().map(|_| UnbindVtconsoles {})
+    }
+}
+
+impl Step for UnbindVtconsoles {
+    fn describe(&self) -> String {
+        "unbind the bound vtconsoles".into()
+    }
+
+    fn apply(&self, host: &HostContext, record: &Recorder, log: &Log) -> Result<(), StepError> {
+        let mut consoles: Vec<String> = std::fs::read_dir(host.root.path("/sys/class/vtconsole"))
+            .map(|list| {
+                list.filter_map(Result::ok)
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        consoles.sort();
+        for name in consoles {
+            let path = format!("/sys/class/vtconsole/{name}/bind");
+            if host.read(&path).as_deref() == Some("1") {
+                log.info(&format!("unbinding {name}"));
+                record.change(BindVtconsole { name: name.clone() }, || {
+                    host.write(&path, "0")
+                })?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Undoable for BindVtconsole {
+    fn undo(&self, host: &HostContext, log: &Log) -> Result<(), StepError> {
+        log.info(&format!("rebinding {}", self.name));
+        host.write(&format!("/sys/class/vtconsole/{}/bind", self.name), "1")
+    }
+}

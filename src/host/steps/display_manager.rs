@@ -1,0 +1,55 @@
+//! Single-GPU: the display manager lets go of the GPU. Stopped only if it is active, and
+//! started again only then.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Recorder, Step, Undoable};
+use crate::host::context::{HostContext, StepError};
+use crate::log::Log;
+use crate::model::VmConfig;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct StopDisplayManager {
+    pub unit: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartUnit {
+    pub unit: String,
+}
+
+impl StopDisplayManager {
+    pub fn plan(config: &VmConfig) -> Option<Self> {
+        config.single_gpu.as_ref().map(|single| StopDisplayManager {
+            unit: single.display_manager.clone(),
+        })
+    }
+}
+
+impl Step for StopDisplayManager {
+    fn describe(&self) -> String {
+        format!("stop {} if it is active", self.unit)
+    }
+
+    fn apply(&self, host: &HostContext, record: &Recorder, log: &Log) -> Result<(), StepError> {
+        let unit = self.unit.as_str();
+        let state = host.run(&["systemctl", "is-active", unit], log)?;
+        if state.stdout.trim() != "active" {
+            log.info(&format!("{unit} is not active; leaving it"));
+            return Ok(());
+        }
+        log.info(&format!("stopping {unit}"));
+        record.change(StartUnit { unit: unit.into() }, || {
+            host.run_checked(&["systemctl", "stop", unit], log)
+                .map(|_| ())
+        })
+    }
+}
+
+impl Undoable for StartUnit {
+    fn undo(&self, host: &HostContext, log: &Log) -> Result<(), StepError> {
+        log.info(&format!("starting {}", self.unit));
+        host.run_checked(&["systemctl", "start", &self.unit], log)
+            .map(|_| ())
+    }
+}

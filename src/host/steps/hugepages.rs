@@ -1,0 +1,126 @@
+//! Hugepages for guest RAM: the missing pages of the profile's size are allocated before the
+//! start and given back after. The page arithmetic and the sysfs paths live only here.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Recorder, Step, Undoable};
+use crate::host::context::{HostContext, StepError};
+use crate::host::finding::Finding;
+use crate::log::Log;
+use crate::model::{ByteSize, VmConfig};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ReserveHugepages {
+    pub page_size: ByteSize,
+    /// Guest RAM in pages of `page_size`.
+    pub pages: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetHugepages {
+    pub attribute: String,
+    pub count: u64,
+}
+
+impl ReserveHugepages {
+    pub fn plan(config: &VmConfig) -> Option<Self> {
+        let page = config.machine.hugepages?;
+        Some(ReserveHugepages {
+            page_size: ByteSize(page.bytes()),
+            pages: config.machine.memory.bytes() / page.bytes(),
+        })
+    }
+
+    /// The kernel's directory for pages of this size.
+    fn dir(&self) -> String {
+        format!(
+            "/sys/kernel/mm/hugepages/hugepages-{}kB",
+            self.page_size.0 / 1024
+        )
+    }
+
+    fn count(&self, host: &HostContext, name: &str) -> Option<u64> {
+        host.read(&format!("{}/{name}", self.dir()))
+            .and_then(|value| value.parse().ok())
+    }
+}
+
+impl Step for ReserveHugepages {
+    fn describe(&self) -> String {
+        format!(
+            "make {} free {} hugepages available, allocating the missing ones",
+            self.pages, self.page_size
+        )
+    }
+
+    /// 1 GiB pages usually need reserving at boot, when memory is not yet fragmented.
+    fn preflight(&self, host: &HostContext) -> Vec<Finding> {
+        let size = self.page_size;
+        let needed = self.pages;
+        let Some(free) = self.count(host, "free_hugepages") else {
+            return vec![Finding::fail(
+                "hugepages",
+                format!(
+                    "this kernel offers no {size} hugepages ({} is missing)",
+                    host.root.path(&self.dir()).display()
+                ),
+            )];
+        };
+        if free >= needed {
+            return vec![Finding::pass(
+                "hugepages",
+                format!("{free} free {size} pages, {needed} needed"),
+            )];
+        }
+        vec![Finding::warn(
+            "hugepages",
+            format!(
+                "{free} free {size} pages, {needed} needed: vmrun will try to allocate {} more at start, which fails when \
+                 memory is fragmented; reserve them at boot (hugepagesz={size} hugepages={needed} on the kernel command line)",
+                needed - free
+            ),
+        )]
+    }
+
+    fn apply(&self, host: &HostContext, record: &Recorder, log: &Log) -> Result<(), StepError> {
+        let size = self.page_size;
+        let needed = self.pages;
+        let free = self.count(host, "free_hugepages").unwrap_or(0);
+        if free >= needed {
+            log.info(&format!("{free} free {size} pages, {needed} needed"));
+            return Ok(());
+        }
+        let total = self.count(host, "nr_hugepages").unwrap_or(0);
+        let wanted = total + (needed - free);
+        log.info(&format!(
+            "allocating {} more {size} pages ({total} → {wanted})",
+            needed - free
+        ));
+        let attribute = format!("{}/nr_hugepages", self.dir());
+        record.change(
+            SetHugepages {
+                attribute: attribute.clone(),
+                count: total,
+            },
+            || {
+                host.write(&attribute, &wanted.to_string())?;
+                if host.wait_until(|| self.count(host, "free_hugepages").unwrap_or(0) >= needed) {
+                    Ok(())
+                } else {
+                    Err(StepError::Other(format!(
+                        "only {} of {needed} {size} pages are free after asking for {wanted}: memory is too fragmented; \
+                         reserve them at boot (hugepages= on the kernel command line) or use smaller pages",
+                        self.count(host, "free_hugepages").unwrap_or(0),
+                    )))
+                }
+            },
+        )
+    }
+}
+
+impl Undoable for SetHugepages {
+    fn undo(&self, host: &HostContext, log: &Log) -> Result<(), StepError> {
+        log.info(&format!("returning {} to {}", self.attribute, self.count));
+        host.write(&self.attribute, &self.count.to_string())
+    }
+}

@@ -1,0 +1,173 @@
+//! Looking Glass' shared-memory file: created with its owner, group and mode when missing,
+//! removed after the run only if vmrun created it. A kvmfr device is never touched.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Recorder, Step, Undoable};
+use crate::host::context::{HostContext, StepError};
+use crate::host::finding::Finding;
+use crate::log::Log;
+use crate::model::VmConfig;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CreateShmFile {
+    pub path: PathBuf,
+    pub mode: u32,
+    pub owner: Option<String>,
+    pub group: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoveFile {
+    pub path: PathBuf,
+}
+
+impl CreateShmFile {
+    pub fn plan(config: &VmConfig) -> Option<Self> {
+        let lg = config.looking_glass.as_ref().filter(|lg| !lg.is_kvmfr())?;
+        Some(CreateShmFile {
+            path: lg.path.clone(),
+            mode: lg.mode,
+            owner: lg.owner.clone(),
+            group: lg.group.clone(),
+        })
+    }
+}
+
+fn resolve_user(name: &str) -> Result<nix::unistd::Uid, String> {
+    if let Ok(id) = name.parse::<u32>() {
+        return Ok(nix::unistd::Uid::from_raw(id));
+    }
+    nix::unistd::User::from_name(name)
+        .ok()
+        .flatten()
+        .map(|user| user.uid)
+        .ok_or_else(|| format!("looking_glass.owner: no user `{name}` on this host"))
+}
+
+fn resolve_group(name: &str) -> Result<nix::unistd::Gid, String> {
+    if let Ok(id) = name.parse::<u32>() {
+        return Ok(nix::unistd::Gid::from_raw(id));
+    }
+    nix::unistd::Group::from_name(name)
+        .ok()
+        .flatten()
+        .map(|group| group.gid)
+        .ok_or_else(|| format!("looking_glass.group: no group `{name}` on this host"))
+}
+
+impl Step for CreateShmFile {
+    fn describe(&self) -> String {
+        format!(
+            "create {} if missing (mode {:o}{}{})",
+            self.path.display(),
+            self.mode,
+            self.owner
+                .as_deref()
+                .map(|o| format!(", owner {o}"))
+                .unwrap_or_default(),
+            self.group
+                .as_deref()
+                .map(|g| format!(", group {g}"))
+                .unwrap_or_default()
+        )
+    }
+
+    fn preflight(&self, host: &HostContext) -> Vec<Finding> {
+        let real = host.root.path(&self.path.to_string_lossy());
+        let mut findings = vec![match real.parent() {
+            Some(dir) if dir.is_dir() => Finding::pass(
+                "looking_glass",
+                format!("{} can be created", self.path.display()),
+            ),
+            _ => Finding::fail(
+                "looking_glass",
+                format!("the directory of {} does not exist", self.path.display()),
+            ),
+        }];
+        let owner = self
+            .owner
+            .as_deref()
+            .map(resolve_user)
+            .and_then(Result::err);
+        let group = self
+            .group
+            .as_deref()
+            .map(resolve_group)
+            .and_then(Result::err);
+        findings.extend(
+            owner
+                .into_iter()
+                .chain(group)
+                .map(|problem| Finding::fail("looking_glass", problem)),
+        );
+        findings
+    }
+
+    fn apply(&self, host: &HostContext, record: &Recorder, log: &Log) -> Result<(), StepError> {
+        let path = host.root.path(&self.path.to_string_lossy());
+        if path.exists() {
+            log.info(&format!("using the existing {}", self.path.display()));
+            return Ok(());
+        }
+        log.info(&format!(
+            "creating {} (mode {:o})",
+            self.path.display(),
+            self.mode
+        ));
+        record.change(
+            RemoveFile {
+                path: self.path.clone(),
+            },
+            || {
+                let io = |source| StepError::Io {
+                    path: self.path.display().to_string(),
+                    source,
+                };
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&path)
+                    .map_err(io)?;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(self.mode))
+                    .map_err(io)?;
+                let uid = self
+                    .owner
+                    .as_deref()
+                    .map(resolve_user)
+                    .transpose()
+                    .map_err(StepError::Other)?;
+                let gid = self
+                    .group
+                    .as_deref()
+                    .map(resolve_group)
+                    .transpose()
+                    .map_err(StepError::Other)?;
+                if uid.is_some() || gid.is_some() {
+                    nix::unistd::chown(&path, uid, gid).map_err(|errno| io(errno.into()))?;
+                }
+                Ok(())
+            },
+        )
+    }
+}
+
+impl Undoable for RemoveFile {
+    fn undo(&self, host: &HostContext, log: &Log) -> Result<(), StepError> {
+        let real = host.root.path(&self.path.to_string_lossy());
+        match std::fs::remove_file(&real) {
+            Ok(()) => {
+                log.info(&format!("removed {}", self.path.display()));
+                Ok(())
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(StepError::Io {
+                path: self.path.display().to_string(),
+                source,
+            }),
+        }
+    }
+}

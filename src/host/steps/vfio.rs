@@ -1,0 +1,394 @@
+//! Passed-through PCI devices: vfio-pci is loaded if needed, and every `[[pci]]` device moves
+//! to it the way libvirt's managed mode does (remember the driver, `driver_override`, unbind,
+//! `drivers_probe`, wait), and back afterwards. Their preflight: IOMMU on, groups viable,
+//! reset, boot GPU, and each `romfile`.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::modules::UnloadModuleAgain;
+use super::{Recorder, Step, Undoable};
+use crate::host::context::{HostContext, StepError};
+use crate::host::finding::{Finding, Status};
+use crate::host::pci;
+use crate::log::Log;
+use crate::model::{Firmware, PciAddress, VmConfig};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LoadVfioPci {
+    /// Every passed device: their IOMMU groups are judged together.
+    pub devices: Vec<PciAddress>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct BindVfio {
+    pub address: PciAddress,
+    pub romfile: Option<PathBuf>,
+    /// OVMF can only show the card's output through a ROM with an EFI (GOP) image.
+    pub uefi: bool,
+}
+
+/// Journaled by `BindVfio`: back to the driver (and driver_override) the device had.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestorePciDriver {
+    pub address: String,
+    pub driver: Option<String>,
+    pub driver_override: Option<String>,
+}
+
+impl LoadVfioPci {
+    pub fn plan(config: &VmConfig) -> Option<Self> {
+        (!config.pci.is_empty()).then(|| LoadVfioPci {
+            devices: config.pci.iter().map(|device| device.address).collect(),
+        })
+    }
+}
+
+impl BindVfio {
+    pub fn plan(config: &VmConfig) -> impl Iterator<Item = Self> + '_ {
+        let uefi = matches!(config.firmware, Firmware::Ovmf { .. });
+        config.pci.iter().map(move |device| BindVfio {
+            address: device.address,
+            romfile: device.romfile.clone(),
+            uefi,
+        })
+    }
+}
+
+impl Step for LoadVfioPci {
+    fn describe(&self) -> String {
+        "load vfio-pci if it is not loaded".into()
+    }
+
+    fn preflight(&self, host: &HostContext) -> Vec<Finding> {
+        let root = &host.root;
+        let mut findings = Vec::new();
+        if !pci::iommu_enabled(root) {
+            findings.push(Finding::fail("iommu", pci::ENABLE_IOMMU_HINT));
+        }
+        let present: Vec<PciAddress> = self
+            .devices
+            .iter()
+            .copied()
+            .filter(|address| pci::device_exists(root, *address))
+            .collect();
+        let missing = pci::missing_from_groups(root, &present);
+        if missing.is_empty() {
+            if !present.is_empty() && pci::iommu_enabled(root) {
+                findings.push(Finding::pass(
+                    "iommu",
+                    format!(
+                        "the IOMMU groups of {} passed device(s) are viable",
+                        present.len()
+                    ),
+                ));
+            }
+            return findings;
+        }
+        let mut by_group: std::collections::BTreeMap<u32, Vec<String>> =
+            std::collections::BTreeMap::new();
+        for (group, device) in missing {
+            by_group.entry(group).or_default().push(format!(
+                "{} ({} class {}, driver {})",
+                device.address,
+                device.vendor_device,
+                device.class,
+                device.driver.as_deref().unwrap_or("none")
+            ));
+        }
+        for (group, devices) in by_group {
+            findings.push(Finding::fail(
+                "iommu",
+                format!(
+                    "IOMMU group {group} is not viable: a group goes to the guest whole; add these devices as [[pci]] \
+                     (or bind them to vfio-pci): {}",
+                    devices.join(", ")
+                ),
+            ));
+        }
+        findings
+    }
+
+    fn apply(&self, host: &HostContext, record: &Recorder, log: &Log) -> Result<(), StepError> {
+        if host.pci_driver_registered("vfio-pci") {
+            return Ok(());
+        }
+        log.info("loading module vfio-pci");
+        record.change(
+            UnloadModuleAgain {
+                module: "vfio-pci".into(),
+            },
+            || {
+                host.run_checked(&["modprobe", "vfio-pci"], log)?;
+                if host.wait_until(|| host.pci_driver_registered("vfio-pci")) {
+                    Ok(())
+                } else {
+                    Err(StepError::Other(
+                        "modprobe vfio-pci succeeded but no vfio-pci driver appeared".into(),
+                    ))
+                }
+            },
+        )
+    }
+}
+
+impl BindVfio {
+    fn device_findings(&self, host: &HostContext, key: &str) -> Vec<Finding> {
+        let address = self.address.to_string();
+        let Some(info) = pci::device_info(&host.root, &address) else {
+            return vec![Finding::fail(
+                "pci",
+                format!(
+                    "{key}: {address} does not exist on this host (`lspci -D` lists the devices)"
+                ),
+            )];
+        };
+        let mut findings = Vec::new();
+        if !info.resettable {
+            findings.push(Finding::warn(
+                "pci",
+                format!(
+                    "{key}: {address} ({}) offers no reset; it may stop working after the guest reboots \
+                     until the host reboots",
+                    info.vendor_device
+                ),
+            ));
+        }
+        if info.boot_vga && self.romfile.is_none() {
+            findings.push(Finding::warn(
+                "pci",
+                format!(
+                    "{key}: {address} is the boot GPU and has no romfile: the host firmware ran and shadowed \
+                     its ROM, and the copy the guest reads is often unusable (black screen); dump a clean ROM \
+                     (`vmrun rom dump` on a system where it is not the boot GPU, or the vendor's) and set romfile"
+                ),
+            ));
+        }
+        findings
+    }
+
+    /// The `romfile`: a real ROM, starting at its image, with an EFI image under OVMF, and
+    /// made for this device (its ids read through sysfs).
+    fn rom_findings(&self, host: &HostContext, key: &str) -> Vec<Finding> {
+        let Some(romfile) = &self.romfile else {
+            return Vec::new();
+        };
+        if !romfile.is_file() {
+            return Vec::new(); // reported with the other missing files
+        }
+        let key = format!("{key}.romfile");
+        let report = match crate::rom::inspect(romfile) {
+            Ok(report) => report,
+            Err(error) => return vec![Finding::fail("rom", format!("{key}: {error}"))],
+        };
+        let shown = romfile.display();
+        let Some(first) = report.first_image() else {
+            return vec![Finding::fail(
+                "rom",
+                format!("{key}: {shown}: {}", report.problems.join("; ")),
+            )];
+        };
+        let mut findings = Vec::new();
+        let mut failures = Vec::new();
+        if report.header_bytes > 0 {
+            let stripped = romfile.with_extension("stripped.rom");
+            failures.push(format!(
+                "{shown} starts with a {}-byte dump header; run `vmrun rom {shown} --strip {}` and set romfile to the stripped copy",
+                report.header_bytes,
+                stripped.display()
+            ));
+        }
+        if self.uefi && !report.has_efi {
+            failures.push(format!(
+                "{shown} has no EFI (GOP) image, so OVMF cannot drive this GPU before the guest's driver loads \
+                 (black screen until then); use a ROM with a UEFI image"
+            ));
+        }
+        if report.images.iter().any(|image| image.truncated) {
+            failures.push(format!("{shown}: {}", report.problems.join("; ")));
+        }
+        match crate::host::pci_ids(host.sysfs, self.address) {
+            Ok((vendor, device_id)) if !report.is_for(vendor, device_id) => failures.push(format!(
+                "{shown} is for {}:{} but {} is {vendor:04x}:{device_id:04x}",
+                first.vendor_id, first.device_id, self.address
+            )),
+            Ok(_) => {}
+            Err(error) => findings.push(Finding::warn(
+                "rom",
+                format!(
+                    "{key}: cannot compare the ROM with {}: {error}",
+                    self.address
+                ),
+            )),
+        }
+        if failures.is_empty() {
+            let kinds: Vec<String> = report
+                .images
+                .iter()
+                .map(|image| image.code_type.to_string())
+                .collect();
+            findings.push(Finding::pass(
+                "rom",
+                format!(
+                    "{key}: {shown}: {} image(s) ({}) for {}:{}",
+                    report.images.len(),
+                    kinds.join(" + "),
+                    first.vendor_id,
+                    first.device_id
+                ),
+            ));
+        }
+        findings.extend(
+            failures
+                .into_iter()
+                .map(|failure| Finding::new(Status::Fail, "rom", format!("{key}: {failure}"))),
+        );
+        findings.extend(
+            report
+                .problems
+                .iter()
+                .filter(|p| p.contains("checksum"))
+                .map(|problem| Finding::warn("rom", format!("{key}: {problem}"))),
+        );
+        findings
+    }
+
+    fn unbind(&self, host: &HostContext, driver: &str) -> Result<(), StepError> {
+        unbind(host, &self.address.to_string(), driver)
+    }
+}
+
+fn unbind(host: &HostContext, address: &str, driver: &str) -> Result<(), StepError> {
+    host.write(&format!("/sys/bus/pci/drivers/{driver}/unbind"), address)?;
+    if host.wait_until(|| pci::driver_of(&host.root, address).as_deref() != Some(driver)) {
+        Ok(())
+    } else {
+        Err(StepError::Other(format!(
+            "{address} stayed on {driver} after unbind"
+        )))
+    }
+}
+
+impl Step for BindVfio {
+    fn describe(&self) -> String {
+        format!(
+            "bind {} to vfio-pci (driver_override, unbind, drivers_probe), remembering its driver",
+            self.address
+        )
+    }
+
+    fn preflight(&self, host: &HostContext) -> Vec<Finding> {
+        let key = format!("pci {}", self.address);
+        let mut findings = self.device_findings(host, &key);
+        findings.extend(self.rom_findings(host, &key));
+        findings
+    }
+
+    fn apply(&self, host: &HostContext, record: &Recorder, log: &Log) -> Result<(), StepError> {
+        let address = self.address.to_string();
+        let driver = pci::driver_of(&host.root, &address);
+        if driver.as_deref() == Some("vfio-pci") {
+            log.info(&format!("{address} is already on vfio-pci"));
+            return Ok(());
+        }
+        let driver_override = pci::driver_override_of(&host.root, &address);
+        log.info(&format!(
+            "binding {address} to vfio-pci (was {})",
+            driver.as_deref().unwrap_or("unbound")
+        ));
+        record.change(
+            RestorePciDriver {
+                address: address.clone(),
+                driver: driver.clone(),
+                driver_override,
+            },
+            || {
+                host.write(
+                    &format!("/sys/bus/pci/devices/{address}/driver_override"),
+                    "vfio-pci",
+                )?;
+                if let Some(current) = &driver {
+                    self.unbind(host, current)?;
+                }
+                host.write("/sys/bus/pci/drivers_probe", &address)?;
+                if host.wait_until(|| {
+                    pci::driver_of(&host.root, &address).as_deref() == Some("vfio-pci")
+                }) {
+                    Ok(())
+                } else {
+                    Err(StepError::BindTimeout {
+                        address: address.clone(),
+                        driver: "vfio-pci".into(),
+                        waited: host.timing.bind_timeout,
+                        hint: "; is the vfio-pci module usable (dmesg may say why)?",
+                    })
+                }
+            },
+        )
+    }
+}
+
+impl Undoable for RestorePciDriver {
+    fn undo(&self, host: &HostContext, log: &Log) -> Result<(), StepError> {
+        let address = self.address.as_str();
+        let current = pci::driver_of(&host.root, address);
+        log.info(&format!(
+            "returning {address} to {} (now {})",
+            self.driver.as_deref().unwrap_or("no driver"),
+            current.as_deref().unwrap_or("unbound")
+        ));
+        host.write(
+            &format!("/sys/bus/pci/devices/{address}/driver_override"),
+            self.driver_override.as_deref().unwrap_or("\n"),
+        )?;
+        if let Some(now) = current
+            .as_deref()
+            .filter(|now| Some(*now) != self.driver.as_deref())
+        {
+            unbind(host, address, now)?;
+        }
+        match &self.driver {
+            // Its module may still be unloaded (single GPU): loading it later binds it.
+            Some(original)
+                if current.as_deref() != Some(original) && host.pci_driver_registered(original) =>
+            {
+                host.write("/sys/bus/pci/drivers_probe", address)?;
+                if host.wait_until(|| {
+                    pci::driver_of(&host.root, address).as_deref() == Some(original.as_str())
+                }) {
+                    Ok(())
+                } else {
+                    Err(StepError::BindTimeout {
+                        address: address.to_string(),
+                        driver: original.clone(),
+                        waited: host.timing.bind_timeout,
+                        hint: "",
+                    })
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Run after every undo: a device whose driver module came back only late (single GPU)
+    /// must be home by now.
+    fn verify_restored(&self, host: &HostContext) -> Result<(), String> {
+        let Some(driver) = &self.driver else {
+            return Ok(());
+        };
+        let address = self.address.as_str();
+        let home = || pci::driver_of(&host.root, address).as_deref() == Some(driver.as_str());
+        // A probe can only help once the driver is registered again (its module was reloaded)
+        // and the device has not been claimed by it yet.
+        if host.pci_driver_registered(driver) && !home() {
+            let _ = host.write("/sys/bus/pci/drivers_probe", address);
+        }
+        if host.wait_until(home) {
+            Ok(())
+        } else {
+            let now = pci::driver_of(&host.root, address).unwrap_or_else(|| "no driver".into());
+            Err(format!("{address} is not back on {driver} (now: {now})"))
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! Child processes vmrun starts (QEMU, `systemctl`, `modprobe`, hooks): they die with vmrun, and
+//! the ones that may hang are bounded by a timeout. Used by the host and run layers alike.
+
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Output};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use nix::sys::signal::{kill, killpg, Signal};
+use nix::unistd::Pid;
+
+/// Makes `signal` reach the child when vmrun dies, so that nothing vmrun started (QEMU, a
+/// `modprobe`, a hook) goes on changing the host unseen after a crash.
+pub fn set_parent_death_signal(command: &mut Command, signal: Signal) {
+    let parent = std::process::id() as i32;
+    // SAFETY: the closure runs in the forked child before exec and only makes two
+    // async-signal-safe syscalls (prctl, getppid); it allocates nothing and takes no locks.
+    unsafe {
+        command.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(signal).map_err(std::io::Error::from)?;
+            // The parent may have died before prctl took effect.
+            if nix::unistd::getppid().as_raw() != parent {
+                return Err(std::io::Error::other("vmrun exited while starting a child"));
+            }
+            Ok(())
+        });
+    }
+}
+
+/// How a bounded command ended.
+#[derive(Debug)]
+pub enum Bounded {
+    Finished(Output),
+    /// Still running at the deadline: its whole process group was killed.
+    TimedOut {
+        after: Duration,
+    },
+}
+
+/// Runs `command` to completion with its output captured, killing it (and everything it
+/// started in its process group) when it outlives `timeout`.
+pub fn output_within(command: &mut Command, timeout: Duration) -> std::io::Result<Bounded> {
+    // Its own process group, so that a hook's children die with it at the deadline.
+    command
+        .process_group(0)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = command.spawn()?;
+    Ok(match output_within_child(child, timeout)? {
+        Some(output) => Bounded::Finished(output),
+        None => Bounded::TimedOut { after: timeout },
+    })
+}
+
+/// Waits for a spawned child's output; `None` when it was killed at the deadline (its
+/// process group too, when it leads one).
+pub fn output_within_child(child: Child, timeout: Duration) -> std::io::Result<Option<Output>> {
+    let pid = Pid::from_raw(child.id() as i32);
+    let (done, finished) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(child.wait_with_output());
+    });
+    match finished.recv_timeout(timeout) {
+        Ok(output) => output.map(Some),
+        Err(_) => {
+            // The waiting thread has not reaped it yet (it would have sent), so the pid and
+            // group id are still this child's.
+            let _ = killpg(pid, Signal::SIGKILL);
+            let _ = kill(pid, Signal::SIGKILL);
+            let _ = finished.recv();
+            Ok(None)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    #[test]
+    fn a_command_that_finishes_in_time_gives_its_output() {
+        let mut command = Command::new("sh");
+        command.args(["-c", "echo out; echo err >&2; exit 3"]);
+        let Bounded::Finished(output) =
+            output_within(&mut command, Duration::from_secs(10)).unwrap()
+        else {
+            panic!("timed out");
+        };
+        assert_eq!(output.status.code(), Some(3));
+        assert_eq!(String::from_utf8_lossy(&output.stdout), "out\n");
+        assert_eq!(String::from_utf8_lossy(&output.stderr), "err\n");
+    }
+
+    #[test]
+    fn a_hanging_command_and_its_children_are_killed_at_the_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("child-survived");
+        let mut command = Command::new("sh");
+        // The grandchild would leave a marker after the deadline if it survived.
+        command.args([
+            "-c",
+            &format!("(sleep 1; touch {}) & sleep 30", marker.display()),
+        ]);
+        let started = Instant::now();
+        let result = output_within(&mut command, Duration::from_millis(200)).unwrap();
+        assert!(matches!(result, Bounded::TimedOut { .. }), "{result:?}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        std::thread::sleep(Duration::from_millis(1300));
+        assert!(!marker.exists(), "the hook's child outlived the timeout");
+    }
+}
