@@ -141,10 +141,6 @@ impl App {
         )
     }
 
-    pub fn sysfs(&self) -> &RealSysfs {
-        &self.sysfs
-    }
-
     pub fn load(&self, profile: &str) -> Result<Loaded, ProfileError> {
         let path = self.search.resolve(profile)?;
         let source = ProfileSource::read(&path)?;
@@ -447,6 +443,61 @@ impl App {
     pub fn status(&self, name_or_profile: &str) -> Result<control::Status, AppError> {
         let target = self.target(name_or_profile)?;
         Ok(control::status(&target.paths, &target.name))
+    }
+}
+
+/// One profile on the search path, for `list`.
+#[derive(serde::Serialize)]
+pub struct ListEntry {
+    pub name: String,
+    pub path: PathBuf,
+    pub shadows: Vec<PathBuf>,
+    pub running: bool,
+    pub pid: Option<u32>,
+}
+
+impl App {
+    /// Every profile on the search path, with whether its VM runs.
+    pub fn list(&self) -> Vec<ListEntry> {
+        self.search
+            .entries()
+            .into_iter()
+            .map(|entry| {
+                let name = vm_name_of(&entry.path).unwrap_or_else(|| entry.name.clone());
+                let running = name
+                    .parse::<VmName>()
+                    .ok()
+                    .and_then(|vm| VmPaths::new(&self.base, &vm).ok())
+                    .and_then(|paths| state::running(&paths));
+                ListEntry {
+                    name,
+                    path: entry.path,
+                    shadows: entry.shadows,
+                    running: running.is_some(),
+                    pid: running.map(|r| r.qemu_pid),
+                }
+            })
+            .collect()
+    }
+
+    /// This host's IOMMU groups; empty when the IOMMU is off.
+    pub fn iommu_groups(
+        &self,
+    ) -> std::collections::BTreeMap<u32, Vec<crate::host::pci::PciDeviceInfo>> {
+        crate::host::pci::iommu_groups(&self.sysroot)
+    }
+
+    /// A device's vendor and device ids.
+    pub fn device_ids(
+        &self,
+        address: model::PciAddress,
+    ) -> Result<(u16, u16), crate::host::HostError> {
+        crate::host::pci_ids(&self.sysfs, address)
+    }
+
+    /// A device's option ROM, read through sysfs.
+    pub fn dump_rom(&self, address: model::PciAddress) -> Result<Vec<u8>, crate::host::HostError> {
+        crate::host::read_rom(&self.sysfs, address)
     }
 }
 

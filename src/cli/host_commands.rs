@@ -22,7 +22,7 @@ pub(super) struct RomDeviceMatch {
 pub(super) fn rom(app: &App, args: RomArgs) -> Result<ExitCode, CliError> {
     if let Some(RomAction::Dump { address, out }) = args.action {
         let address = parse_address(&address)?;
-        let data = crate::host::read_rom(app.sysfs(), address)?;
+        let data = app.dump_rom(address)?;
         std::fs::write(&out, &data).map_err(|source| crate::rom::RomError::Write {
             path: out.clone(),
             source,
@@ -55,7 +55,7 @@ pub(super) fn rom(app: &App, args: RomArgs) -> Result<ExitCode, CliError> {
     let device = match &args.device {
         Some(text) => {
             let address = parse_address(text)?;
-            let (vendor, device) = crate::host::pci_ids(app.sysfs(), address)?;
+            let (vendor, device) = app.device_ids(address)?;
             let matches = report.is_for(vendor, device);
             Some(RomDeviceMatch {
                 address: address.to_string(),
@@ -184,9 +184,7 @@ pub(super) struct IommuGroupOutput {
 }
 
 pub(super) fn iommu(app: &App, json: bool) -> Result<ExitCode, CliError> {
-    use crate::host::pci;
-    let root = app.sysroot.clone();
-    let groups = pci::iommu_groups(&root);
+    let groups = app.iommu_groups();
     if json {
         let list: Vec<IommuGroupOutput> = groups
             .into_iter()
@@ -200,7 +198,7 @@ pub(super) fn iommu(app: &App, json: bool) -> Result<ExitCode, CliError> {
         });
     }
     if groups.is_empty() {
-        eprintln!("vmrun: {}", pci::ENABLE_IOMMU_HINT);
+        eprintln!("vmrun: {}", crate::host::pci::ENABLE_IOMMU_HINT);
         return Ok(ExitCode::Failure);
     }
     let mut out = std::io::stdout().lock();

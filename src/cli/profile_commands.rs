@@ -1,12 +1,8 @@
 //! `show`, `check` and `list`: they read profiles and the host and change nothing.
 
 use super::*;
-use crate::app::vm_name_of;
 use crate::check::{Finding, Status};
 use crate::host::steps::StepView;
-use crate::model::VmName;
-use crate::plan::VmPaths;
-use crate::run::state;
 
 #[derive(Serialize)]
 pub(super) struct ShowOutput<'a> {
@@ -97,36 +93,9 @@ pub(super) fn check(app: &App, profile: &str, json: bool) -> Result<ExitCode, Cl
     Ok(report.code)
 }
 
-#[derive(Serialize)]
-pub(super) struct ListEntry {
-    name: String,
-    path: PathBuf,
-    shadows: Vec<PathBuf>,
-    running: bool,
-    pid: Option<u32>,
-}
-
 pub(super) fn list(app: &App, json: bool) -> Result<ExitCode, CliError> {
     let search = &app.search;
-    let entries: Vec<ListEntry> = search
-        .entries()
-        .into_iter()
-        .map(|entry| {
-            let name = vm_name_of(&entry.path).unwrap_or_else(|| entry.name.clone());
-            let running = name
-                .parse::<VmName>()
-                .ok()
-                .and_then(|vm| VmPaths::new(&app.base, &vm).ok())
-                .and_then(|paths| state::running(&paths));
-            ListEntry {
-                name,
-                path: entry.path,
-                shadows: entry.shadows,
-                running: running.is_some(),
-                pid: running.map(|r| r.qemu_pid),
-            }
-        })
-        .collect();
+    let entries = app.list();
     if json {
         stdout_json(&entries)?;
         return Ok(ExitCode::Ok);

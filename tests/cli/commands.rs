@@ -48,6 +48,46 @@ fn show_json_works_for_the_gpu_profile_on_a_machine_without_the_gpu() {
 }
 
 #[test]
+fn show_json_lists_the_host_steps_in_order_with_their_parameters() {
+    let dir = tempfile::tempdir().unwrap();
+    let value = show_json(dir.path(), "vm-profiles/win10.toml");
+    let steps = value["host_steps"].as_array().unwrap();
+    let kinds: Vec<&str> = steps.iter().map(|s| s["step"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "pre_start_hook",
+            "stop_display_manager",
+            "unbind_vtconsoles",
+            "unbind_framebuffers",
+            "unload_module",
+            "unload_module",
+            "unload_module",
+            "unload_module",
+            "load_vfio_pci",
+            "bind_vfio",
+            "bind_vfio",
+            "reserve_hugepages",
+            "create_shm_file",
+        ]
+    );
+    for step in steps {
+        assert!(!step["description"].as_str().unwrap().is_empty(), "{step}");
+    }
+    assert_eq!(steps[4]["module"], "nvidia_drm");
+    assert_eq!(steps[9]["address"], "0000:01:00.0");
+    assert_eq!(steps[11]["page_size"], "1G");
+    assert_eq!(steps[11]["pages"], 16);
+    assert_eq!(steps[12]["mode"], "0660");
+    let demo = show_json(dir.path(), "vm-profiles/demo.toml");
+    assert_eq!(
+        demo["host_steps"],
+        serde_json::json!([]),
+        "a plain VM changes nothing on the host"
+    );
+}
+
+#[test]
 fn show_text_pastes_into_a_shell_as_the_same_argv() {
     let dir = tempfile::tempdir().unwrap();
     let profile = repo_root().join("tests/fixtures/profiles/legacy-bios.toml");

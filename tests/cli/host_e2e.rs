@@ -192,6 +192,38 @@ fn kill_9_while_the_guest_runs_then_recover_restores_the_host() {
 }
 
 #[test]
+fn recover_by_name_after_kill_9_of_a_vm_started_from_a_path() {
+    let s = setup();
+    // The profile is a path outside the search path; its post_stop hook records what it is told.
+    let hook_log = s.dir.path().join("post-stop.log");
+    let mut text = std::fs::read_to_string(&s.profile).unwrap();
+    text.push_str(&format!(
+        "[hooks]\npost_stop = [\"/bin/sh\", \"-c\", \"echo $VMRUN_VM $VMRUN_PHASE $VMRUN_PROFILE >> {}\"]\n",
+        hook_log.display()
+    ));
+    std::fs::write(&s.profile, text).unwrap();
+    let before = s.host.snapshot();
+    kill_vmrun_at(&s, None);
+    assert_eq!(s.host.driver("0000:01:00.0").as_deref(), Some("vfio-pci"));
+    let (code, _, stderr) = run(s.vmrun().args(["recover", "sgpu"]));
+    assert_eq!(code, 0, "recover by name: {stderr}");
+    assert!(
+        diff(&before, &s.host.snapshot()).is_empty(),
+        "recover by name left:\n{}",
+        diff(&before, &s.host.snapshot()).join("\n")
+    );
+    assert!(!s.journal().exists());
+    assert_eq!(
+        std::fs::read_to_string(&hook_log).unwrap(),
+        format!("sgpu post_stop {}\n", s.profile.display()),
+        "the hook ran once, told the profile the run used"
+    );
+    let (code, _, stderr) = run(s.vmrun().args(["recover", "no-such-vm"]));
+    assert_eq!(code, 2, "a name that never ran is a usage error: {stderr}");
+    assert!(stderr.contains("neither a profile"), "{stderr}");
+}
+
+#[test]
 fn the_next_run_undoes_what_a_killed_run_left() {
     let s = setup();
     let before = s.host.snapshot();

@@ -1,6 +1,7 @@
 //! The one integration-test binary: library-level checks of each stage and the real `vmrun`
 //! command line, with real QEMU where a test needs it.
 
+mod accel_probe;
 mod commands;
 mod common;
 mod fake_host;

@@ -14,6 +14,7 @@ use crate::model::VmConfig;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct CreateShmFile {
     pub path: PathBuf,
+    #[serde(serialize_with = "octal")]
     pub mode: u32,
     pub owner: Option<String>,
     pub group: Option<String>,
@@ -34,6 +35,11 @@ impl CreateShmFile {
             group: lg.group.clone(),
         })
     }
+}
+
+/// Modes read as people write them (`"0660"`), not as decimal numbers.
+fn octal<S: serde::Serializer>(mode: &u32, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(&format_args!("{mode:04o}"))
 }
 
 fn resolve_user(name: &str) -> Result<nix::unistd::Uid, String> {
