@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use vmrun::model::{CpuSet, Scheduler};
 use vmrun::plan::{BaseDirs, BootFirmware, Plan};
-use vmrun::profile::{self, ProfileSource};
+use vmrun::profile::ProfileSource;
 use vmrun::qmp::Qmp;
 use vmrun::run::threads;
 
@@ -135,7 +135,7 @@ fn main() {
     let profile_path: PathBuf = dir.path().join("bench.toml");
     std::fs::write(&profile_path, profile_text(accel)).unwrap();
     let source = ProfileSource::read(&profile_path).unwrap();
-    let raw = profile::parse(&source).unwrap();
+    let raw = vmrun::model::parse(&source).unwrap();
     let (config, _) = vmrun::model::validate(&source, &raw).unwrap();
     let base = BaseDirs {
         state: dir.path().join("bare-state"),

@@ -144,7 +144,7 @@ impl App {
     pub fn load(&self, profile: &str) -> Result<Loaded, ProfileError> {
         let path = self.search.resolve(profile)?;
         let source = ProfileSource::read(&path)?;
-        let raw = profile::parse(&source).map_err(ProfileError::Invalid)?;
+        let raw = model::parse(&source).map_err(ProfileError::Invalid)?;
         let (config, warnings) = model::validate(&source, &raw).map_err(ProfileError::Invalid)?;
         Ok(Loaded { config, warnings })
     }
@@ -504,7 +504,7 @@ impl App {
 /// The VM name a profile declares (its `name`, else its file stem), without full validation.
 pub fn vm_name_of(path: &Path) -> Option<String> {
     let source = ProfileSource::read(path).ok()?;
-    let raw = profile::parse(&source).ok()?;
+    let raw = model::parse(&source).ok()?;
     Some(
         raw.name
             .map(|n| n.into_inner())

@@ -1,14 +1,105 @@
-//! Stage 2: the validated VM model. Everything here is typed and checked; later stages never
-//! re-check what a user wrote.
+//! Stage 2: the VM model. A profile's text is parsed into `RawProfile` (what it says, with
+//! positions) and validated into `VmConfig` (what it means: typed and checked; later stages
+//! never re-check what a user wrote). Each section is one module holding its raw keys, its
+//! typed values and the rules between them, so a new key is written in one place.
 
+pub mod boot;
+pub mod cpu;
+pub mod disk;
+pub mod display;
+pub mod hooks;
+pub mod input;
 pub mod leaves;
-pub mod validate;
+pub mod looking_glass;
+pub mod machine;
+pub mod network;
+pub mod parse;
+pub mod pci;
+pub mod pinning;
+pub mod qemu;
+pub mod shutdown;
+pub mod single_gpu;
+pub mod usb;
+mod validator;
 
 use std::path::PathBuf;
-use std::time::Duration;
 
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::profile::{Diagnostic, Diagnostics, ProfileSource, Severity};
+use validator::{Text, Validator};
+
+pub use boot::{Firmware, FirmwareFiles};
+pub use cpu::{Cpu, Topology};
+pub use disk::{CacheMode, Disk, DiskBus, DiskFormat, Media};
+pub use display::{Display, Gui, SerialConsole, VgaModel};
+pub use hooks::Hooks;
+pub use input::Input;
 pub use leaves::{ByteSize, CpuSet, MacAddress, PciAddress, Resolution, UsbId, VmName};
-pub use validate::validate;
+pub use looking_glass::LookingGlass;
+pub use machine::{Accel, HugePageSize, Machine};
+pub use network::{Network, NetworkMode, NicModel};
+pub use parse::parse;
+pub use pci::PciDevice;
+pub use pinning::{Pinning, Scheduler};
+pub use qemu::Qemu;
+pub use shutdown::Shutdown;
+pub use single_gpu::SingleGpu;
+
+/// The profile exactly as written: every leaf keeps its position in the file so that
+/// validation can point at it. Leaves are kept as the TOML types a user writes (strings,
+/// integers), and turned into typed values by the sections' rules, which report every problem
+/// at once.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct RawProfile {
+    pub name: Option<Text>,
+    pub machine: Option<Spanned<machine::RawMachine>>,
+    pub cpu: Option<Spanned<cpu::RawCpu>>,
+    pub pinning: Option<Spanned<pinning::RawPinning>>,
+    pub firmware: Option<Spanned<boot::RawFirmware>>,
+    #[serde(default)]
+    pub disk: Vec<Spanned<disk::RawDisk>>,
+    pub network: Option<Spanned<network::RawNetwork>>,
+    #[serde(default)]
+    pub pci: Vec<Spanned<pci::RawPci>>,
+    #[serde(default)]
+    pub usb: Vec<Spanned<usb::RawUsb>>,
+    pub input: Option<Spanned<input::RawInput>>,
+    pub display: Option<Spanned<display::RawDisplay>>,
+    pub console: Option<Spanned<display::RawConsole>>,
+    pub looking_glass: Option<Spanned<looking_glass::RawLookingGlass>>,
+    pub single_gpu: Option<Spanned<single_gpu::RawSingleGpu>>,
+    pub hooks: Option<Spanned<hooks::RawHooks>>,
+    pub shutdown: Option<Spanned<shutdown::RawShutdown>>,
+    pub qemu: Option<Spanned<qemu::RawQemu>>,
+}
+
+/// The keys a table accepts, read from its `Deserialize` impl so they never drift from the
+/// struct: used to say what would be valid next to an unknown key.
+pub fn keys_of_table(path: &[String]) -> &'static [&'static str] {
+    let section = path.first().map(String::as_str).unwrap_or("");
+    match (path.len(), section) {
+        (0, _) => parse::field_names::<RawProfile>(),
+        (_, "machine") => parse::field_names::<machine::RawMachine>(),
+        (_, "cpu") => parse::field_names::<cpu::RawCpu>(),
+        (_, "pinning") => parse::field_names::<pinning::RawPinning>(),
+        (_, "firmware") => parse::field_names::<boot::RawFirmware>(),
+        (_, "disk") => parse::field_names::<disk::RawDisk>(),
+        (_, "network") => parse::field_names::<network::RawNetwork>(),
+        (_, "pci") => parse::field_names::<pci::RawPci>(),
+        (_, "usb") => parse::field_names::<usb::RawUsb>(),
+        (_, "input") => parse::field_names::<input::RawInput>(),
+        (_, "display") => parse::field_names::<display::RawDisplay>(),
+        (_, "console") => parse::field_names::<display::RawConsole>(),
+        (_, "looking_glass") => parse::field_names::<looking_glass::RawLookingGlass>(),
+        (_, "single_gpu") => parse::field_names::<single_gpu::RawSingleGpu>(),
+        (_, "hooks") => parse::field_names::<hooks::RawHooks>(),
+        (_, "shutdown") => parse::field_names::<shutdown::RawShutdown>(),
+        (_, "qemu") => parse::field_names::<qemu::RawQemu>(),
+        _ => &[],
+    }
+}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VmConfig {
@@ -38,283 +129,82 @@ impl VmConfig {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Accel {
-    Kvm,
-    Tcg,
-}
-
-impl Accel {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Accel::Kvm => "kvm",
-            Accel::Tcg => "tcg",
-        }
+/// Validates a parsed profile. `Ok` carries the model and its warnings. Files the profile
+/// names but this host lacks are reported as `Kind::MissingFile` warnings: the profile itself is
+/// fine (and `show` works), while `check` and `run` fail on them.
+pub fn validate(
+    source: &ProfileSource,
+    raw: &RawProfile,
+) -> Result<(VmConfig, Vec<Diagnostic>), Vec<Diagnostic>> {
+    let mut v = Validator {
+        diags: Diagnostics::new(&source.path, &source.text),
+        base_dir: source.base_dir(),
+    };
+    let config = v.profile(source, raw);
+    if v.diags.has_errors() {
+        Err(v.diags.into_vec())
+    } else {
+        Ok((config, v.diags.into_vec()))
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum HugePageSize {
-    TwoMiB,
-    OneGiB,
-}
-
-impl HugePageSize {
-    pub fn bytes(self) -> u64 {
-        match self {
-            HugePageSize::TwoMiB => 2 * ByteSize::MIB,
-            HugePageSize::OneGiB => ByteSize::GIB,
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Machine {
-    pub memory: ByteSize,
-    pub hugepages: Option<HugePageSize>,
-    /// `q35` or a versioned `pc-q35-X.Y`.
-    pub machine_type: String,
-    pub accel: Accel,
-    /// Number of QEMU iothreads; virtio disks are spread over them.
-    pub iothreads: u32,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Topology {
-    pub sockets: u32,
-    pub cores: u32,
-    pub threads: u32,
-}
-
-impl Topology {
-    pub fn vcpus(self) -> u32 {
-        self.sockets * self.cores * self.threads
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Cpu {
-    pub topology: Topology,
-    pub model: String,
-    pub hide_hypervisor: bool,
-    pub hv_vendor_id: Option<String>,
-    /// QEMU `-cpu` properties for the chosen Hyper-V enlightenments, e.g. `hv-spinlocks=0x1fff`.
-    pub hyperv: Vec<String>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Scheduler {
-    RoundRobin,
-    Fifo,
-    Other,
-}
-
-impl Scheduler {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Scheduler::RoundRobin => "rr",
-            Scheduler::Fifo => "fifo",
-            Scheduler::Other => "other",
+impl Validator {
+    fn profile(&mut self, source: &ProfileSource, raw: &RawProfile) -> VmConfig {
+        let name = self.name(source, raw);
+        let machine = self.machine(raw);
+        let cpu = self.cpu(raw, machine.accel);
+        let pinning = self.pinning(raw, &cpu, &machine);
+        let firmware = self.firmware(raw);
+        let disks = self.disks(raw);
+        let network = self.network(raw, &name);
+        let pci = self.pci(raw, &firmware);
+        let usb = self.usb(raw);
+        let input = self.input(raw);
+        let display = self.display(raw, &pci);
+        let serial = self.console(raw);
+        let looking_glass = self.looking_glass(raw);
+        let single_gpu = self.single_gpu(raw, &pci);
+        let hooks = self.hooks(raw);
+        let shutdown = self.shutdown(raw);
+        let qemu = self.qemu(raw);
+        VmConfig {
+            name,
+            profile_path: source.path.clone(),
+            machine,
+            cpu,
+            pinning,
+            firmware,
+            disks,
+            network,
+            pci,
+            usb,
+            input,
+            display,
+            serial,
+            looking_glass,
+            single_gpu,
+            hooks,
+            shutdown,
+            qemu,
         }
     }
 
-    pub fn is_realtime(self) -> bool {
-        !matches!(self, Scheduler::Other)
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Pinning {
-    /// `vcpus[i]` is the host CPU of vCPU i.
-    pub vcpus: Vec<usize>,
-    /// QEMU's other threads; `None` means every online host CPU not in `vcpus`.
-    pub emulator: Option<CpuSet>,
-    pub iothreads: Option<CpuSet>,
-    pub scheduler: Scheduler,
-    /// 0 for `other`, 1..=99 for the real-time policies.
-    pub priority: u8,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Firmware {
-    Ovmf {
-        secure_boot: bool,
-        /// Explicit files from the profile; `None` means: found through QEMU's descriptors.
-        files: Option<FirmwareFiles>,
-    },
-    SeaBios,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FirmwareFiles {
-    pub code: PathBuf,
-    pub vars_template: PathBuf,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DiskFormat {
-    Qcow2,
-    Raw,
-}
-
-impl DiskFormat {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DiskFormat::Qcow2 => "qcow2",
-            DiskFormat::Raw => "raw",
+    fn name(&mut self, source: &ProfileSource, raw: &RawProfile) -> VmName {
+        let fallback = VmName::placeholder;
+        match &raw.name {
+            Some(name) => self.parse(name, "name").unwrap_or_else(fallback),
+            None => match source.stem().parse() {
+                Ok(name) => name,
+                Err(message) => {
+                    self.diags.push(
+                        Severity::Error,
+                        Some(0..0),
+                        "name",
+                        format!("the file name gives no valid VM name ({message}); set `name`"),
+                    );
+                    fallback()
+                }
+            },
         }
     }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DiskBus {
-    Virtio,
-    Sata,
-    Nvme,
-    Scsi,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Media {
-    Disk,
-    Cdrom,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CacheMode {
-    /// QEMU's default: host page cache, guest flushes honoured.
-    Writeback,
-    /// O_DIRECT: bypasses the host page cache.
-    None,
-    /// Ignores guest flushes: fast, loses data on a host crash.
-    Unsafe,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Disk {
-    pub path: PathBuf,
-    pub format: DiskFormat,
-    pub bus: DiskBus,
-    pub media: Media,
-    pub readonly: bool,
-    pub cache: CacheMode,
-    pub discard: bool,
-    pub boot_order: Option<u32>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum NetworkMode {
-    User,
-    Bridge(String),
-    Tap(String),
-    None,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NicModel {
-    Virtio,
-    E1000e,
-    Rtl8139,
-}
-
-impl NicModel {
-    pub fn qemu_device(self) -> &'static str {
-        match self {
-            NicModel::Virtio => "virtio-net-pci",
-            NicModel::E1000e => "e1000e",
-            NicModel::Rtl8139 => "rtl8139",
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Network {
-    pub mode: NetworkMode,
-    pub mac: MacAddress,
-    pub model: NicModel,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PciDevice {
-    pub address: PciAddress,
-    pub romfile: Option<PathBuf>,
-    /// The guest's primary display adapter (gets `x-vga=on` under SeaBIOS).
-    pub vga: bool,
-    pub rombar: Option<bool>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
-pub struct Input {
-    pub evdev: Vec<PathBuf>,
-    pub grab_toggle: Option<String>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum VgaModel {
-    None,
-    Std,
-    Virtio,
-    Qxl,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Gui {
-    None,
-    Gtk,
-    Sdl,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Display {
-    pub vga: VgaModel,
-    pub gui: Gui,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SerialConsole {
-    None,
-    /// The guest's first serial port is written to `console.log` in the VM's state directory.
-    Log,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LookingGlass {
-    pub size: ByteSize,
-    pub path: PathBuf,
-    pub owner: Option<String>,
-    pub group: Option<String>,
-    pub mode: u32,
-}
-
-impl LookingGlass {
-    /// A kvmfr device is a character device that the kvmfr module creates; vmrun never
-    /// creates or removes it.
-    pub fn is_kvmfr(&self) -> bool {
-        self.path.starts_with("/dev/kvmfr") || self.path.to_string_lossy().starts_with("/dev/kvmfr")
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SingleGpu {
-    pub display_manager: String,
-    pub modules: Vec<String>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Hooks {
-    pub pre_start: Vec<Vec<String>>,
-    pub post_stop: Vec<Vec<String>>,
-    /// How long one hook may run before it is killed (and, for pre_start, the start fails).
-    pub timeout: Duration,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Shutdown {
-    pub timeout: Duration,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Qemu {
-    pub binary: String,
-    pub extra_args: Vec<String>,
 }

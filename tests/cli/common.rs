@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use vmrun::model::VmConfig;
-use vmrun::profile::{self, Diagnostic, ProfileSource};
+use vmrun::profile::{Diagnostic, ProfileSource};
 
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -44,7 +44,7 @@ pub fn validate_text(
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(&path, text).unwrap();
     let source = ProfileSource::read(&path).unwrap();
-    let raw = profile::parse(&source)?;
+    let raw = vmrun::model::parse(&source)?;
     vmrun::model::validate(&source, &raw)
 }
 

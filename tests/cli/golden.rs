@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use vmrun::firmware::{FirmwareImage, ImageFormat, ResolvedFirmware};
 use vmrun::plan::{self, BaseDirs, BootFirmware, Plan};
-use vmrun::profile::{self, ProfileSource};
+use vmrun::profile::ProfileSource;
 
 use crate::common::repo_root;
 
@@ -38,7 +38,7 @@ fn debian_ovmf(secure_boot: bool) -> ResolvedFirmware {
 
 fn argv_of(profile_path: &Path) -> Vec<String> {
     let source = ProfileSource::read(profile_path).unwrap();
-    let raw = profile::parse(&source).unwrap_or_else(|e| panic!("{e:#?}"));
+    let raw = vmrun::model::parse(&source).unwrap_or_else(|e| panic!("{e:#?}"));
     let (config, _warnings) =
         vmrun::model::validate(&source, &raw).unwrap_or_else(|e| panic!("{e:#?}"));
     let firmware = match &config.firmware {
@@ -168,7 +168,7 @@ fn this_hosts_descriptors_give_the_golden_firmware() {
         return;
     }
     let source = ProfileSource::read(&repo_root().join("vm-profiles/looking-glass.toml")).unwrap();
-    let raw = profile::parse(&source).unwrap();
+    let raw = vmrun::model::parse(&source).unwrap();
     let (config, _) = vmrun::model::validate(&source, &raw).unwrap();
     match plan::resolve_firmware(&config, &dirs).unwrap() {
         BootFirmware::Ovmf(found) => {

@@ -1,14 +1,14 @@
 //! The loader (parse + validate) never panics, whatever the text.
 
 use proptest::prelude::*;
-use vmrun::profile::{self, ProfileSource};
+use vmrun::profile::ProfileSource;
 
 fn load(text: &str) {
     let source = ProfileSource {
         path: "/nonexistent/p.toml".into(),
         text: text.to_string(),
     };
-    if let Ok(raw) = profile::parse(&source) {
+    if let Ok(raw) = vmrun::model::parse(&source) {
         let _ = vmrun::model::validate(&source, &raw);
     }
 }

@@ -1,0 +1,143 @@
+//! `[machine]`: memory, hugepages, machine type, accelerator, iothreads.
+//! What the profile says (`Raw*`), what it means, and the rules between them.
+
+use serde::Deserialize;
+
+use super::validator::*;
+use super::*;
+
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct RawMachine {
+    pub memory: Option<Text>,
+    pub hugepages: Option<Text>,
+    #[serde(rename = "type")]
+    pub machine_type: Option<Text>,
+    pub accel: Option<Text>,
+    pub iothreads: Option<Int>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Accel {
+    Kvm,
+    Tcg,
+}
+
+impl Accel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HugePageSize {
+    TwoMiB,
+    OneGiB,
+}
+
+impl HugePageSize {
+    pub fn bytes(self) -> u64 {
+        match self {
+            HugePageSize::TwoMiB => 2 * ByteSize::MIB,
+            HugePageSize::OneGiB => ByteSize::GIB,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Machine {
+    pub memory: ByteSize,
+    pub hugepages: Option<HugePageSize>,
+    /// `q35` or a versioned `pc-q35-X.Y`.
+    pub machine_type: String,
+    pub accel: Accel,
+    /// Number of QEMU iothreads; virtio disks are spread over them.
+    pub iothreads: u32,
+}
+
+impl Validator {
+    pub(super) fn machine(&mut self, raw: &RawProfile) -> Machine {
+        let (m, _) = section(&raw.machine);
+        let memory = match &m.memory {
+            Some(text) => self.parse::<ByteSize>(text, "machine.memory"),
+            None => Some(ByteSize(2 * ByteSize::GIB)),
+        };
+        if let (Some(size), Some(text)) = (memory, &m.memory) {
+            if size.bytes() < 64 * ByteSize::MIB {
+                self.error(
+                    text.span(),
+                    "machine.memory",
+                    format!("{size} is too little for any guest; use at least 64M"),
+                );
+            }
+        }
+        let hugepages = m.hugepages.as_ref().and_then(|text| {
+            self.pick(
+                text,
+                "machine.hugepages",
+                &[("2M", HugePageSize::TwoMiB), ("1G", HugePageSize::OneGiB)],
+            )
+        });
+        if let (Some(pages), Some(size), Some(text)) = (hugepages, memory, &m.hugepages) {
+            if size.bytes() % pages.bytes() != 0 {
+                self.error(
+                    text.span(),
+                    "machine.hugepages",
+                    format!(
+                        "machine.memory {size} is not a whole number of {} pages; \
+                         round the memory to a multiple of the page size",
+                        ByteSize(pages.bytes())
+                    ),
+                );
+            }
+        }
+        let machine_type = match &m.machine_type {
+            Some(text) => {
+                let value = text.get_ref();
+                if value == "q35" || value.starts_with("pc-q35-") {
+                    value.clone()
+                } else {
+                    self.error(
+                        text.span(),
+                        "machine.type",
+                        format!(
+                            "`{value}` is not supported; passthrough needs PCIe root ports: \
+                             use \"q35\" (or a versioned \"pc-q35-X.Y\")"
+                        ),
+                    );
+                    "q35".to_string()
+                }
+            }
+            None => "q35".to_string(),
+        };
+        let accel = m
+            .accel
+            .as_ref()
+            .and_then(|text| {
+                self.pick(
+                    text,
+                    "machine.accel",
+                    &[("kvm", Accel::Kvm), ("tcg", Accel::Tcg)],
+                )
+            })
+            .unwrap_or(Accel::Kvm);
+        let iothreads = m
+            .iothreads
+            .as_ref()
+            .and_then(|raw| self.int_in(raw, "machine.iothreads", 0..=16))
+            .map(|n| n as u32);
+        let pinned_iothreads = raw
+            .pinning
+            .as_ref()
+            .is_some_and(|p| p.get_ref().iothreads.is_some());
+        Machine {
+            memory: memory.unwrap_or(ByteSize(2 * ByteSize::GIB)),
+            hugepages,
+            machine_type,
+            accel,
+            iothreads: iothreads.unwrap_or(u32::from(pinned_iothreads)),
+        }
+    }
+}

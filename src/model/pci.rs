@@ -1,0 +1,95 @@
+//! `[[pci]]`: passed-through host devices and their ROMs.
+//! What the profile says (`Raw*`), what it means, and the rules between them.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::validator::*;
+use super::*;
+
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct RawPci {
+    pub address: Option<Text>,
+    pub romfile: Option<Text>,
+    pub vga: Option<Flag>,
+    pub rombar: Option<Flag>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PciDevice {
+    pub address: PciAddress,
+    pub romfile: Option<PathBuf>,
+    /// The guest's primary display adapter (gets `x-vga=on` under SeaBIOS).
+    pub vga: bool,
+    pub rombar: Option<bool>,
+}
+
+impl Validator {
+    pub(super) fn pci(&mut self, raw: &RawProfile, firmware: &Firmware) -> Vec<PciDevice> {
+        let mut devices = Vec::new();
+        let mut seen: HashMap<PciAddress, (usize, String)> = HashMap::new();
+        let mut vga_seen: Option<usize> = None;
+        for (index, spanned) in raw.pci.iter().enumerate() {
+            let p = spanned.get_ref();
+            let key = |field: &str| format!("pci[{index}].{field}");
+            let Some(address_text) = &p.address else {
+                self.error(
+                    spanned.span(),
+                    &key("address"),
+                    "every [[pci]] needs `address`, e.g. \"0000:01:00.0\"",
+                );
+                continue;
+            };
+            let Some(address) = self.parse::<PciAddress>(address_text, &key("address")) else {
+                continue;
+            };
+            if let Some((first, written)) = seen.get(&address) {
+                self.error(
+                    address_text.span(),
+                    &key("address"),
+                    format!(
+                        "`{}` is the same device as pci[{first}] (`{written}`): both mean {address}; \
+                         remove one",
+                        address_text.get_ref()
+                    ),
+                );
+                continue;
+            }
+            seen.insert(address, (index, address_text.get_ref().clone()));
+            let romfile = p.romfile.as_ref().map(|text| {
+                let path = self.resolve_path(text.get_ref());
+                if !path.is_file() {
+                    self.missing_file(text.span(), &key("romfile"), &path, "ROM file");
+                }
+                path
+            });
+            let vga = p.vga.as_ref().is_some_and(|f| *f.get_ref());
+            if let (true, Some(flag)) = (vga, &p.vga) {
+                if let Some(first) = vga_seen {
+                    self.error(
+                        flag.span(),
+                        &key("vga"),
+                        format!("pci[{first}] is already the guest's primary VGA; only one can be"),
+                    );
+                }
+                vga_seen = Some(index);
+                if matches!(firmware, Firmware::SeaBios) && address.function != 0 {
+                    self.error(
+                        flag.span(),
+                        &key("vga"),
+                        "a VGA device is function 0 of its slot",
+                    );
+                }
+            }
+            devices.push(PciDevice {
+                address,
+                romfile,
+                vga,
+                rombar: p.rombar.as_ref().map(|f| *f.get_ref()),
+            });
+        }
+        devices
+    }
+}

@@ -1,0 +1,176 @@
+//! `[pinning]`: the host CPU of each vCPU, the emulator and iothread CPUs, the scheduler.
+//! What the profile says (`Raw*`), what it means, and the rules between them.
+
+use std::collections::HashMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::validator::*;
+use super::*;
+
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct RawPinning {
+    pub vcpus: Option<Spanned<Vec<Int>>>,
+    pub emulator: Option<Text>,
+    pub iothreads: Option<Text>,
+    pub scheduler: Option<Text>,
+    pub priority: Option<Int>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scheduler {
+    RoundRobin,
+    Fifo,
+    Other,
+}
+
+impl Scheduler {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheduler::RoundRobin => "rr",
+            Scheduler::Fifo => "fifo",
+            Scheduler::Other => "other",
+        }
+    }
+
+    pub fn is_realtime(self) -> bool {
+        !matches!(self, Scheduler::Other)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pinning {
+    /// `vcpus[i]` is the host CPU of vCPU i.
+    pub vcpus: Vec<usize>,
+    /// QEMU's other threads; `None` means every online host CPU not in `vcpus`.
+    pub emulator: Option<CpuSet>,
+    pub iothreads: Option<CpuSet>,
+    pub scheduler: Scheduler,
+    /// 0 for `other`, 1..=99 for the real-time policies.
+    pub priority: u8,
+}
+
+impl Validator {
+    pub(super) fn pinning(
+        &mut self,
+        raw: &RawProfile,
+        cpu: &Cpu,
+        machine: &Machine,
+    ) -> Option<Pinning> {
+        let section_raw = raw.pinning.as_ref()?;
+        let p = section_raw.get_ref();
+        let vcpu_count = cpu.topology.vcpus() as usize;
+        let vcpus: Vec<usize> = match &p.vcpus {
+            Some(list) => {
+                let entries = list.get_ref();
+                if entries.len() != vcpu_count {
+                    self.error(
+                        list.span(),
+                        "pinning.vcpus",
+                        format!(
+                            "has {} entries but the VM has {vcpu_count} vCPUs (cpu.sockets * cpu.cores * \
+                             cpu.threads = {} * {} * {}); give one host CPU per vCPU",
+                            entries.len(),
+                            cpu.topology.sockets,
+                            cpu.topology.cores,
+                            cpu.topology.threads
+                        ),
+                    );
+                }
+                let mut seen: HashMap<i64, usize> = HashMap::new();
+                let mut cpus = Vec::new();
+                for (index, entry) in entries.iter().enumerate() {
+                    let key = format!("pinning.vcpus[{index}]");
+                    if let Some(host_cpu) =
+                        self.int_in(entry, &key, 0..=super::leaves::MAX_HOST_CPU as i64)
+                    {
+                        if let Some(first) = seen.insert(host_cpu, index) {
+                            self.warning(
+                                entry.span(),
+                                &key,
+                                format!(
+                                    "vCPU {index} and vCPU {first} share host CPU {host_cpu}; \
+                                     they will compete for it"
+                                ),
+                            );
+                        }
+                        cpus.push(host_cpu as usize);
+                    }
+                }
+                cpus
+            }
+            None => {
+                self.error(
+                    section_raw.span(),
+                    "pinning.vcpus",
+                    format!(
+                        "[pinning] needs `vcpus`, one host CPU per vCPU ({vcpu_count} entries)"
+                    ),
+                );
+                Vec::new()
+            }
+        };
+        let emulator = p
+            .emulator
+            .as_ref()
+            .and_then(|t| self.parse::<CpuSet>(t, "pinning.emulator"));
+        if let (Some(set), Some(text)) = (&emulator, &p.emulator) {
+            let shared: Vec<usize> = vcpus.iter().copied().filter(|c| set.contains(*c)).collect();
+            if !shared.is_empty() {
+                self.warning(
+                    text.span(),
+                    "pinning.emulator",
+                    format!(
+                        "shares host CPUs {} with the vCPUs; QEMU's I/O threads will preempt them",
+                        CpuSet::from_cpus(shared)
+                    ),
+                );
+            }
+        }
+        let iothreads = p
+            .iothreads
+            .as_ref()
+            .and_then(|t| self.parse::<CpuSet>(t, "pinning.iothreads"));
+        if let (Some(_), Some(text)) = (&iothreads, &p.iothreads) {
+            if machine.iothreads == 0 {
+                self.warning(
+                    text.span(),
+                    "pinning.iothreads",
+                    "machine.iothreads = 0, so there is no iothread to pin",
+                );
+            }
+        }
+        let scheduler_options = [
+            ("rr", Scheduler::RoundRobin),
+            ("fifo", Scheduler::Fifo),
+            ("other", Scheduler::Other),
+        ];
+        let scheduler = self.choose(
+            &p.scheduler,
+            "pinning.scheduler",
+            &scheduler_options,
+            Scheduler::RoundRobin,
+        );
+        let priority = match (&p.priority, scheduler) {
+            (Some(raw), Scheduler::Other) if *raw.get_ref() != 0 => {
+                self.error(
+                    raw.span(),
+                    "pinning.priority",
+                    "scheduler \"other\" has no priority; remove `priority` or use scheduler \"rr\" or \"fifo\" (1 to 99)",
+                );
+                0
+            }
+            (Some(_), Scheduler::Other) | (None, Scheduler::Other) => 0,
+            (Some(raw), _) => self.int_in(raw, "pinning.priority", 1..=99).unwrap_or(1) as u8,
+            (None, _) => 1,
+        };
+        Some(Pinning {
+            vcpus,
+            emulator,
+            iothreads,
+            scheduler,
+            priority,
+        })
+    }
+}
