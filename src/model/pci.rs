@@ -15,6 +15,7 @@ pub struct RawPci {
     pub romfile: Option<Text>,
     pub vga: Option<Flag>,
     pub rombar: Option<Flag>,
+    pub rescan: Option<Flag>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,6 +25,9 @@ pub struct PciDevice {
     /// The guest's primary display adapter (gets `x-vga=on` under SeaBIOS).
     pub vga: bool,
     pub rombar: Option<bool>,
+    /// Remove the device and rescan the bus before binding it: the host firmware or a host
+    /// driver can leave its BARs where vfio-pci cannot reserve them ("BAR can't reserve").
+    pub rescan: bool,
 }
 
 impl Validator {
@@ -88,6 +92,7 @@ impl Validator {
                 romfile,
                 vga,
                 rombar: p.rombar.as_ref().map(|f| *f.get_ref()),
+                rescan: p.rescan.as_ref().is_some_and(|f| *f.get_ref()),
             });
         }
         devices

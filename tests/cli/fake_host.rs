@@ -74,6 +74,7 @@ impl FakeHost {
             .map(|m| m.to_string())
             .collect();
         write(&root.join("sys/bus/pci/drivers_probe"), "");
+        write(&root.join("sys/bus/pci/rescan"), "");
         for line in text
             .lines()
             .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
@@ -88,6 +89,7 @@ impl FakeHost {
             write(&dev.join("class"), &format!("{class}\n"));
             write(&dev.join("driver_override"), "(null)\n");
             write(&dev.join("rom"), "");
+            write(&dev.join("remove"), "");
             let bridge = class.starts_with("0x06");
             if !bridge && !options.no_reset.contains(&address) {
                 write(&dev.join("reset"), "");
@@ -253,6 +255,15 @@ impl FakeHost {
         )
     }
 
+    /// What the fake kernel did with `remove` and `rescan` writes, in order.
+    pub fn kernel_log(&self) -> Vec<String> {
+        std::fs::read_to_string(self.root.join(".fake/kernel.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
     pub fn calls(&self) -> Vec<String> {
         std::fs::read_to_string(self.root.join(".fake/calls.log"))
             .unwrap_or_default()
@@ -300,10 +311,15 @@ impl FakeHost {
                         key,
                         format!("-> {}", std::fs::read_link(&path).unwrap().display()),
                     );
+                } else if key == ".fake/removed" {
+                    // The fake kernel's parking place for removed devices: test state.
+                    continue;
                 } else if meta.is_dir() {
                     out.insert(key.clone(), "dir".into());
                     walk(base, &path, out);
-                } else if key != ".fake/calls.log" && key != ".fake/modules.tmp" {
+                } else if ![".fake/calls.log", ".fake/modules.tmp", ".fake/kernel.log"]
+                    .contains(&key.as_str())
+                {
                     let text = std::fs::read_to_string(&path).unwrap_or_default();
                     let value = if key.ends_with("/driver_override") && text.trim().is_empty() {
                         // The kernel shows a cleared override as "(null)".
@@ -427,6 +443,53 @@ fn probe_target(root: &Path, address: &str) -> Option<String> {
     std::fs::read_to_string(root.join(".fake/native").join(address)).ok()
 }
 
+/// `remove`: the device leaves its driver and disappears (kept aside in `.fake/removed`);
+/// `rescan`: every removed device comes back as a new device (no driver_override) and its
+/// own driver probes it. Both are logged in `.fake/kernel.log`.
+fn pci_remove_and_rescan(root: &Path, refuse: &[String]) {
+    let devices = root.join("sys/bus/pci/devices");
+    let removed = root.join(".fake/removed");
+    let log = |line: String| {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(root.join(".fake/kernel.log"))
+            .unwrap();
+        writeln!(file, "{line}").unwrap();
+    };
+    if let Ok(list) = std::fs::read_dir(&devices) {
+        for entry in list.filter_map(Result::ok) {
+            if take(&entry.path().join("remove")).is_none() {
+                continue;
+            }
+            let address = entry.file_name().to_string_lossy().into_owned();
+            if let Some(driver) = link_name(&entry.path().join("driver")) {
+                let _ = std::fs::remove_file(entry.path().join("driver"));
+                let _ = std::fs::remove_file(
+                    root.join("sys/bus/pci/drivers").join(driver).join(&address),
+                );
+            }
+            std::fs::create_dir_all(&removed).unwrap();
+            std::fs::rename(entry.path(), removed.join(&address)).unwrap();
+            log(format!("remove {address}"));
+        }
+    }
+    if take(&root.join("sys/bus/pci/rescan")).is_some() {
+        log("rescan".to_string());
+        if let Ok(list) = std::fs::read_dir(&removed) {
+            for entry in list.filter_map(Result::ok) {
+                let address = entry.file_name().to_string_lossy().into_owned();
+                std::fs::rename(entry.path(), devices.join(&address)).unwrap();
+                std::fs::write(devices.join(&address).join("driver_override"), "(null)\n").unwrap();
+                if let Some(driver) = probe_target(root, &address) {
+                    pci_bind(root, &address, &driver, refuse);
+                }
+            }
+        }
+    }
+}
+
 fn tick(root: &Path, refuse: &[String], pages: &mut HashMap<PathBuf, i64>) {
     let drivers = root.join("sys/bus/pci/drivers");
     if let Ok(list) = std::fs::read_dir(&drivers) {
@@ -446,6 +509,7 @@ fn tick(root: &Path, refuse: &[String], pages: &mut HashMap<PathBuf, i64>) {
             }
         }
     }
+    pci_remove_and_rescan(root, refuse);
     if let Some(address) = take(&root.join("sys/bus/pci/drivers_probe")) {
         if let Some(target) = probe_target(root, &address) {
             pci_bind(root, &address, &target, refuse);

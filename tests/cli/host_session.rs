@@ -412,3 +412,85 @@ fn a_hanging_post_stop_hook_is_killed_and_stays_journaled_for_recover() {
     assert_eq!(entries.len(), 1, "{entries:?}");
     assert!(matches!(entries[0].undo, steps::Undo::RunPostStop(_)));
 }
+
+#[test]
+fn rescan_removes_the_device_and_rescans_before_binding_and_comes_back_after() {
+    let host = FakeHost::new("intel-shared-rootport.tsv", Options::default()).with_kernel();
+    let before = host.snapshot();
+    let dir = tempfile::tempdir().unwrap();
+    let config = validate_text(
+        dir.path(),
+        "bar",
+        "[[pci]]\naddress = \"01:00.0\"\nrescan = true\n[[pci]]\naddress = \"01:00.1\"\n",
+    )
+    .unwrap()
+    .0;
+    let rig = Rig::new(&host);
+    let prep = rig.prep(&config, &dir.path().join("journal"));
+    let kinds: Vec<String> = prep.steps().iter().map(HostStep::kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            "load_vfio_pci",
+            "rescan_pci_device",
+            "bind_vfio",
+            "bind_vfio"
+        ],
+        "the rescan comes before any device is bound"
+    );
+    prep.apply(&log()).unwrap();
+    assert_eq!(host.kernel_log(), ["remove 0000:01:00.0", "rescan"]);
+    assert_eq!(host.driver("0000:01:00.0").as_deref(), Some("vfio-pci"));
+    assert_eq!(host.driver("0000:01:00.1").as_deref(), Some("vfio-pci"));
+    prep.undo_all(&log()).unwrap();
+    assert_eq!(host.driver("0000:01:00.0").as_deref(), Some("nvidia"));
+    assert!(
+        diff(&before, &host.snapshot()).is_empty(),
+        "{}",
+        diff(&before, &host.snapshot()).join("\n")
+    );
+}
+
+#[test]
+fn a_device_left_removed_by_a_crash_comes_back_with_recover() {
+    let host = FakeHost::new("intel-shared-rootport.tsv", Options::default()).with_kernel();
+    let before = host.snapshot();
+    let dir = tempfile::tempdir().unwrap();
+    let config = validate_text(
+        dir.path(),
+        "bar",
+        "[[pci]]\naddress = \"01:00.0\"\nrescan = true\n[[pci]]\naddress = \"01:00.1\"\n",
+    )
+    .unwrap()
+    .0;
+    let rig = Rig::new(&host);
+    // vmrun died between the remove and the rescan: the device is gone, the journal says so.
+    let journal = dir.path().join("journal");
+    std::fs::write(
+        &journal,
+        "{\"step\":1,\"undo\":\"rescan_pci_bus\",\"address\":\"0000:01:00.0\"}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        host.root.join("sys/bus/pci/devices/0000:01:00.0/remove"),
+        "1",
+    )
+    .unwrap();
+    let gone = std::time::Instant::now();
+    while host.root.join("sys/bus/pci/devices/0000:01:00.0").exists() {
+        assert!(
+            gone.elapsed() < Duration::from_secs(5),
+            "the fake kernel did not remove it"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let prep = rig.prep(&config, &journal);
+    prep.undo_all(&log()).unwrap();
+    assert_eq!(host.driver("0000:01:00.0").as_deref(), Some("nvidia"));
+    assert!(
+        diff(&before, &host.snapshot()).is_empty(),
+        "{}",
+        diff(&before, &host.snapshot()).join("\n")
+    );
+    assert!(!journal.exists());
+}

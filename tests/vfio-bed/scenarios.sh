@@ -53,6 +53,7 @@ EOT
 }
 
 profile nic "$NIC"
+profile nicrescan "$NIC" 'rescan = true'
 profile gpu "$VGA" '[single_gpu]
 modules = ["bochs"]'
 PAIR=""; OTHER=""
@@ -92,6 +93,24 @@ wait_netif $NIC
 check "$NIC is back on e1000e (now: $(driver $NIC))" [ "$(driver $NIC)" = e1000e ]
 check "its interface is back ($(netifs $NIC))" [ "$(netifs $NIC)" = "$nic_ifaces" ]
 check "vfio-pci, which vmrun loaded, is unloaded again" sh -c '! grep -q "^vfio_pci " /proc/modules'
+end
+
+# --- rescan: the NIC is removed and the bus rescanned before it goes to vfio-pci ---
+begin rescan
+# The kernel announces a device each time it enumerates it: once at boot, once per rescan.
+announced() { dmesg | grep -c "pci $NIC: \[8086:10d3\]"; }
+before=$(announced)
+$V run /bed/nicrescan.toml --detach; rc=$?
+check "vmrun run --detach exits 0 (got $rc)" [ "$rc" = 0 ]
+after=$(announced)
+check "the kernel enumerated $NIC again ($before → $after announcements)" [ "$after" -gt "$before" ]
+check "vmrun logged the remove and rescan" grep -q "removing $NIC and rescanning the PCI bus" /var/lib/vmrun/nicrescan/vmrun.log
+check "$NIC is on vfio-pci after the rescan (now: $(driver $NIC))" [ "$(driver $NIC)" = vfio-pci ]
+$V stop nicrescan; rc=$?
+check "vmrun stop exits 5 (got $rc)" [ "$rc" = 5 ]
+wait_netif $NIC
+check "$NIC is back on e1000e (now: $(driver $NIC))" [ "$(driver $NIC)" = e1000e ]
+check "it has an interface again ($(netifs $NIC))" [ -n "$(netifs $NIC)" ]
 end
 
 # --- single GPU: the VGA leaves bochs and fbcon, and comes back ---

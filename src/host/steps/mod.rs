@@ -13,6 +13,7 @@ pub mod framebuffers;
 pub mod hooks;
 pub mod hugepages;
 pub mod modules;
+pub mod rescan;
 pub mod shm_file;
 pub mod vfio;
 
@@ -123,6 +124,7 @@ step_kinds! {
     UnbindFramebuffers(framebuffers::UnbindFramebuffers),
     UnloadModule(modules::UnloadModule),
     LoadVfioPci(vfio::LoadVfioPci),
+    RescanPciDevice(rescan::RescanPciDevice),
     BindVfio(vfio::BindVfio),
     ReserveHugepages(hugepages::ReserveHugepages),
     CreateShmFile(shm_file::CreateShmFile),
@@ -137,6 +139,7 @@ undo_kinds! {
     LoadModule(modules::LoadModule),
     UnloadModule(modules::UnloadModuleAgain),
     RestorePciDriver(vfio::RestorePciDriver),
+    RescanPciBus(rescan::RescanPciBus),
     SetHugepages(hugepages::SetHugepages),
     RemoveFile(shm_file::RemoveFile),
 }
@@ -215,6 +218,7 @@ pub fn plan(config: &VmConfig) -> Vec<HostStep> {
         }));
     }
     steps.extend(vfio::LoadVfioPci::plan(config).map(HostStep::LoadVfioPci));
+    steps.extend(rescan::RescanPciDevice::plan(config).map(HostStep::RescanPciDevice));
     steps.extend(vfio::BindVfio::plan(config).map(HostStep::BindVfio));
     steps.extend(hugepages::ReserveHugepages::plan(config).map(HostStep::ReserveHugepages));
     steps.extend(shm_file::CreateShmFile::plan(config).map(HostStep::CreateShmFile));
