@@ -1,19 +1,27 @@
 //! PCI option ROMs (a GPU's VBIOS): walk the images of a ROM file and say what they are.
 //!
-//! Each image starts with `55 AA`; the word at +0x18 points to the PCI data structure
-//! (`PCIR`, or NVIDIA's `NPDS`, same layout) with vendor, device, class, image length in 512-byte
-//! units, code type and the last-image flag. NVIDIA ROMs may follow it with an `NPDE` extension
-//! (16-byte aligned) whose length and last flag take precedence. EFI images carry their subsystem
-//! and machine type in the image header. Every read is bounds-checked: the parser returns a
-//! report with problems, never panics, and stops when an image would not move forward.
+//! A PCI image starts with `55 AA`; the word at +0x18 points to the PCI data structure (`PCIR`,
+//! or NVIDIA's `NPDS`, same layout) with vendor, device, class, image length in 512-byte units,
+//! code type and the last-image flag. NVIDIA ROMs may follow it with an `NPDE` extension (16-byte
+//! aligned) whose length and last flag take precedence, and chain NVIDIA-only images the firmware
+//! never runs: `56 4E` ("VN") extended images and `77 BB` slots, with the same pointer and data
+//! structure (`NPDS`, or `RGIS` in a `77 BB` slot). The walk follows that chain as nouveau does,
+//! except that an NBSI image (type 0x70) is last only when it says so: Maxwell laptop ROMs put
+//! their EFI images after it. EFI images carry their subsystem and machine type in the image
+//! header. Every read is bounds-checked: the parser returns a report with problems, never
+//! panics, and stops when an image would not move forward.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use serde::ser::SerializeStruct;
 use serde::{Serialize, Serializer};
 
 /// More images than any real ROM has; a crafted file cannot make the walk long.
 const MAX_IMAGES: usize = 64;
+
+/// Images start at multiples of this from the start of the ROM.
+const IMAGE_ALIGNMENT: usize = 512;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CodeType {
@@ -43,7 +51,8 @@ impl fmt::Display for CodeType {
             CodeType::OpenFirmware => f.write_str("openfirmware"),
             CodeType::Hppa => f.write_str("hppa"),
             CodeType::Efi => f.write_str("efi"),
-            CodeType::Other(n) => write!(f, "{n}"),
+            // Vendor code types are written in hex where they are documented (NVIDIA's 0x70, 0xe0).
+            CodeType::Other(n) => write!(f, "0x{n:02x}"),
         }
     }
 }
@@ -54,6 +63,73 @@ impl Serialize for CodeType {
             CodeType::Other(n) => serializer.serialize_u8(*n),
             named => serializer.serialize_str(&named.to_string()),
         }
+    }
+}
+
+/// Who reads an image, from the two bytes it starts with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImageKind {
+    /// `55 AA`: a PCI expansion ROM image, which the firmware (SeaBIOS, OVMF) can run.
+    Pci,
+    /// `56 4E` ("VN"): NVIDIA's extended image, read by NVIDIA's driver and GPU only.
+    NvidiaExtended,
+    /// `77 BB`: an NVIDIA image slot (seen holding no code, only 0xff: room for a UEFI image).
+    NvidiaReserved,
+}
+
+impl ImageKind {
+    fn at(data: &[u8], start: usize) -> Option<Self> {
+        match data.get(start..start.checked_add(2)?)? {
+            [0x55, 0xAA] => Some(ImageKind::Pci),
+            [0x56, 0x4E] => Some(ImageKind::NvidiaExtended),
+            [0x77, 0xBB] => Some(ImageKind::NvidiaReserved),
+            _ => None,
+        }
+    }
+
+    fn signature(self) -> &'static str {
+        match self {
+            ImageKind::Pci => "55aa",
+            ImageKind::NvidiaExtended => "564e",
+            ImageKind::NvidiaReserved => "77bb",
+        }
+    }
+}
+
+/// Whether an image's bytes sum to zero, judged only where that is the rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Checksum {
+    Ok,
+    Bad,
+    /// The rule belongs to legacy x86 images: EFI images, Open Firmware images and NVIDIA's
+    /// extended images do not keep it (every factory RX 580 EFI image sums to non-zero).
+    NotChecked,
+}
+
+impl fmt::Display for Checksum {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Checksum::Ok => "ok",
+            Checksum::Bad => "BAD",
+            Checksum::NotChecked => "not checked",
+        })
+    }
+}
+
+/// Written flattened into its image, as two JSON fields: `checksum` ("ok", "bad",
+/// "not_checked") and the older `checksum_ok` (true, false, or null where nothing was checked).
+impl Serialize for Checksum {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let (name, verdict) = match self {
+            Checksum::Ok => ("ok", Some(true)),
+            Checksum::Bad => ("bad", Some(false)),
+            Checksum::NotChecked => ("not_checked", None),
+        };
+        let mut fields = serializer.serialize_struct("Checksum", 2)?;
+        fields.serialize_field("checksum", name)?;
+        fields.serialize_field("checksum_ok", &verdict)?;
+        fields.end()
     }
 }
 
@@ -76,6 +152,9 @@ pub struct NpdeInfo {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct RomImage {
     pub offset: usize,
+    /// The two bytes the image starts with, in hex: `55aa`, `564e` or `77bb`.
+    pub signature: &'static str,
+    pub kind: ImageKind,
     pub code_type: CodeType,
     pub vendor_id: String,
     pub device_id: String,
@@ -83,8 +162,12 @@ pub struct RomImage {
     /// Bytes, from NPDE when present, else from the PCI data structure.
     pub length: usize,
     pub last: bool,
+    #[serde(flatten)]
+    pub checksum: Checksum,
+    /// `checksum` for output with two states only: false just when it is `Bad`.
+    #[serde(skip)]
     pub checksum_ok: bool,
-    /// `PCIR` or `NPDS`.
+    /// `PCIR`, `NPDS` or `RGIS`.
     pub data_structure: String,
     pub npde: Option<NpdeInfo>,
     pub efi: Option<EfiInfo>,
@@ -99,11 +182,14 @@ pub struct RomImage {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct RomReport {
     pub images: Vec<RomImage>,
+    /// A PCI EFI image, one OVMF can run (an NVIDIA `77 BB` slot of EFI type holds no code).
     pub has_efi: bool,
     /// Bytes before the first image (a dump tool's header), 0 when the ROM starts at once.
     pub header_bytes: usize,
     /// What is wrong with the file, in words a user can act on.
     pub problems: Vec<String>,
+    /// What the walk saw that is not wrong, such as the padding and data after the last image.
+    pub info: Vec<String>,
     pub size: usize,
 }
 
@@ -131,24 +217,43 @@ fn u32_at(data: &[u8], offset: usize) -> Option<u32> {
 
 const PCIR: &[u8; 4] = b"PCIR";
 const NPDS: &[u8; 4] = b"NPDS";
+/// The data structure of the `77 BB` slots NVIDIA ROMs keep (nouveau reads it like PCIR).
+const RGIS: &[u8; 4] = b"RGIS";
 const NPDE: &[u8; 4] = b"NPDE";
 const EFI_SIGNATURE: u32 = 0x0EF1;
 
-/// The PCI data structure of an image starting at `start`, if it has one.
-fn data_structure(data: &[u8], start: usize) -> Option<(usize, [u8; 4])> {
-    if data.get(start..start.checked_add(2)?)? != [0x55, 0xAA] {
-        return None;
-    }
-    let pointer = usize::from(u16_at(data, start + 0x18)?);
+/// An image that starts at `start`: its kind, and where its data structure is and what it is.
+struct ImageHeader {
+    kind: ImageKind,
+    structure_at: usize,
+    structure: [u8; 4],
+}
+
+fn image_header(data: &[u8], start: usize) -> Option<ImageHeader> {
+    let kind = ImageKind::at(data, start)?;
+    let pointer = usize::from(u16_at(data, start.checked_add(0x18)?)?);
     let at = start.checked_add(pointer)?;
-    let signature: [u8; 4] = data.get(at..at.checked_add(4)?)?.try_into().ok()?;
-    (&signature == PCIR || &signature == NPDS).then_some((at, signature))
+    let structure: [u8; 4] = data.get(at..at.checked_add(4)?)?.try_into().ok()?;
+    [PCIR, NPDS, RGIS]
+        .contains(&&structure)
+        .then_some(ImageHeader {
+            kind,
+            structure_at: at,
+            structure,
+        })
+}
+
+/// A ROM must open with a PCI image; NVIDIA's own images only ever follow one.
+fn starts_rom(data: &[u8], start: usize) -> bool {
+    image_header(data, start).is_some_and(|header| {
+        header.kind == ImageKind::Pci && [PCIR, NPDS].contains(&&header.structure)
+    })
 }
 
 /// Where the first real image starts: a `55 AA` whose pointer leads to a PCI data structure.
 fn find_first_image(data: &[u8]) -> Option<usize> {
     (0..data.len().saturating_sub(1)).find(|&offset| {
-        data[offset] == 0x55 && data[offset + 1] == 0xAA && data_structure(data, offset).is_some()
+        data[offset] == 0x55 && data[offset + 1] == 0xAA && starts_rom(data, offset)
     })
 }
 
@@ -176,6 +281,58 @@ fn subsystem_name(subsystem: u16) -> String {
     }
 }
 
+fn first_bytes(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .take(4)
+        .map(|byte| format!("{byte:02x}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn is_padding(byte: u8) -> bool {
+    byte == 0xff || byte == 0x00
+}
+
+/// What the bytes from `start` to the end of the file hold, for a user who wonders what they are;
+/// `rom_start` is where the first image starts.
+fn describe_bytes(data: &[u8], rom_start: usize, start: usize) -> String {
+    let rest = data.get(start..).unwrap_or(&[]);
+    if rest.is_empty() {
+        return "nothing".to_string();
+    }
+    let Some(first_data) = rest.iter().position(|&byte| !is_padding(byte)) else {
+        let ff = rest.iter().filter(|&&byte| byte == 0xff).count();
+        return match (ff, rest.len() - ff) {
+            (_, 0) => "0xff padding".to_string(),
+            (0, _) => "0x00 padding".to_string(),
+            _ => "0xff and 0x00 padding".to_string(),
+        };
+    };
+    let data_at = start + first_data;
+    let mut words = if first_data == 0 {
+        format!("data ({}...)", first_bytes(rest))
+    } else {
+        format!(
+            "padding, then data from 0x{data_at:x} ({}...)",
+            first_bytes(&rest[first_data..])
+        )
+    };
+    // Only at image alignment, as firmware and rom-parser look, so code bytes are not taken
+    // for a signature.
+    let misaligned = (data_at - rom_start) % IMAGE_ALIGNMENT;
+    let aligned_from = data_at + (IMAGE_ALIGNMENT - misaligned) % IMAGE_ALIGNMENT;
+    if let Some(image) = (aligned_from..data.len())
+        .step_by(IMAGE_ALIGNMENT)
+        .find(|&offset| starts_rom(data, offset))
+    {
+        words.push_str(&format!(
+            ", with an option ROM image at 0x{image:x} that no image before it leads to"
+        ));
+    }
+    words
+}
+
 /// Walks every image of a ROM held in memory.
 pub fn parse(data: &[u8]) -> RomReport {
     let mut report = RomReport {
@@ -183,6 +340,7 @@ pub fn parse(data: &[u8]) -> RomReport {
         has_efi: false,
         header_bytes: 0,
         problems: Vec::new(),
+        info: Vec::new(),
         size: data.len(),
     };
     let Some(first) = find_first_image(data) else {
@@ -202,115 +360,7 @@ pub fn parse(data: &[u8]) -> RomReport {
              write them); the GPU and QEMU need the ROM to start at the image"
         ));
     }
-    let mut offset = first;
-    while report.images.len() < MAX_IMAGES {
-        let Some((pcir, signature)) = data_structure(data, offset) else {
-            report.problems.push(format!(
-                "the image before 0x{offset:x} is not marked last, but no image starts at 0x{offset:x}"
-            ));
-            break;
-        };
-        let read16 = |at: usize| u16_at(data, pcir + at).unwrap_or(0);
-        let class_bytes = data.get(pcir + 0x0d..pcir + 0x10).unwrap_or(&[0, 0, 0]);
-        let structure_length = usize::from(read16(0x0a));
-        let mut length = usize::from(read16(0x10)) * 512;
-        let code_byte = data.get(pcir + 0x14).copied().unwrap_or(0);
-        let mut last = data
-            .get(pcir + 0x15)
-            .is_some_and(|indicator| indicator & 0x80 != 0);
-        // 16-byte aligned as the card sees it: relative to where the ROM starts, not the file.
-        let npde_at = first + ((pcir - first + structure_length.max(0x18) + 0x0f) & !0x0f);
-        let npde = match data.get(npde_at..npde_at + 4) {
-            Some(found) if found == NPDE => {
-                let npde_length = usize::from(u16_at(data, npde_at + 0x08).unwrap_or(0)) * 512;
-                let npde_last = data.get(npde_at + 0x0a).is_some_and(|i| i & 0x80 != 0);
-                if npde_length > 0 {
-                    length = npde_length;
-                    last = npde_last;
-                }
-                Some(NpdeInfo {
-                    length: npde_length,
-                    last: npde_last,
-                })
-            }
-            _ => None,
-        };
-        let code_type = CodeType::from_byte(code_byte);
-        let efi = (code_type == CodeType::Efi).then(|| {
-            let signature = u32_at(data, offset + 0x04).unwrap_or(0);
-            if signature != EFI_SIGNATURE {
-                report.problems.push(format!(
-                    "the EFI image at 0x{offset:x} lacks the EFI signature 0x0EF1"
-                ));
-            }
-            let subsystem = u16_at(data, offset + 0x08).unwrap_or(0);
-            EfiInfo {
-                subsystem,
-                subsystem_name: subsystem_name(subsystem),
-                machine_type: machine_name(u16_at(data, offset + 0x0a).unwrap_or(0)),
-                compressed: u16_at(data, offset + 0x0c).unwrap_or(0) != 0,
-            }
-        });
-        let end = offset.saturating_add(length);
-        let truncated = end > data.len();
-        let checksum_ok = !truncated
-            && length > 0
-            && data[offset..end]
-                .iter()
-                .fold(0u8, |sum, byte| sum.wrapping_add(*byte))
-                == 0;
-        let vendor = read16(0x04);
-        let device = read16(0x06);
-        report.images.push(RomImage {
-            offset,
-            code_type,
-            vendor_id: format!("{vendor:04x}"),
-            device_id: format!("{device:04x}"),
-            class: format!(
-                "{:02x}{:02x}{:02x}",
-                class_bytes[2], class_bytes[1], class_bytes[0]
-            ),
-            length,
-            last,
-            checksum_ok,
-            data_structure: String::from_utf8_lossy(&signature).into_owned(),
-            npde,
-            efi,
-            truncated,
-            vendor,
-            device,
-        });
-        if truncated {
-            report.problems.push(format!(
-                "the image at 0x{offset:x} claims {length} bytes but the file ends after {} (truncated dump)",
-                data.len() - offset
-            ));
-            break;
-        }
-        if length == 0 {
-            report.problems.push(format!(
-                "the image at 0x{offset:x} has length 0; the walk stops there"
-            ));
-            break;
-        }
-        if !checksum_ok && code_type == CodeType::X86 {
-            report.problems.push(format!(
-                "the x86 image at 0x{offset:x} has a bad checksum (a corrupt or modified dump)"
-            ));
-        }
-        if last {
-            break;
-        }
-        offset = end;
-        if offset >= data.len() {
-            report.problems.push(format!(
-                "the image at 0x{:x} is not marked last but the file ends after it",
-                report.images.last().map(|i| i.offset).unwrap_or(0)
-            ));
-            break;
-        }
-    }
-    if report.images.len() == MAX_IMAGES {
+    if !walk_chain(data, first, &mut report) {
         report
             .problems
             .push(format!("more than {MAX_IMAGES} images; the walk stopped"));
@@ -318,8 +368,157 @@ pub fn parse(data: &[u8]) -> RomReport {
     report.has_efi = report
         .images
         .iter()
-        .any(|image| image.code_type == CodeType::Efi);
+        .any(|image| image.kind == ImageKind::Pci && image.code_type == CodeType::Efi);
     report
+}
+
+/// Follows the chain from the image at `first`, adding images, problems and information to
+/// `report`; false when it gave up after `MAX_IMAGES` images.
+fn walk_chain(data: &[u8], first: usize, report: &mut RomReport) -> bool {
+    let mut offset = first;
+    for _ in 0..MAX_IMAGES {
+        let Some(header) = image_header(data, offset) else {
+            report.problems.push(format!(
+                "the image before 0x{offset:x} is not marked last, but no image starts at \
+                 0x{offset:x}: it holds {}",
+                describe_bytes(data, first, offset)
+            ));
+            return true;
+        };
+        let image = read_image(data, first, offset, &header, &mut report.problems);
+        let (length, last, truncated) = (image.length, image.last, image.truncated);
+        let end = offset.saturating_add(length);
+        report.images.push(image);
+        if truncated {
+            report.problems.push(format!(
+                "the image at 0x{offset:x} claims {length} bytes but the file ends after {} (truncated dump)",
+                data.len() - offset
+            ));
+            return true;
+        }
+        if length == 0 {
+            report.problems.push(format!(
+                "the image at 0x{offset:x} has length 0; the walk stops there"
+            ));
+            return true;
+        }
+        if last {
+            if end < data.len() {
+                report.info.push(format!(
+                    "{} bytes after the last image (0x{end:x} to the end of the file) are no \
+                     image: {}",
+                    data.len() - end,
+                    describe_bytes(data, first, end)
+                ));
+            }
+            return true;
+        }
+        if end >= data.len() {
+            report.problems.push(format!(
+                "the image at 0x{offset:x} is not marked last but the file ends after it"
+            ));
+            return true;
+        }
+        offset = end;
+    }
+    false
+}
+
+/// One image at `offset` whose header was found; `rom_start` is where the first image starts.
+fn read_image(
+    data: &[u8],
+    rom_start: usize,
+    offset: usize,
+    header: &ImageHeader,
+    problems: &mut Vec<String>,
+) -> RomImage {
+    let structure = header.structure_at;
+    let read16 = |at: usize| u16_at(data, structure + at).unwrap_or(0);
+    let class_bytes = data
+        .get(structure + 0x0d..structure + 0x10)
+        .unwrap_or(&[0, 0, 0]);
+    let structure_length = usize::from(read16(0x0a));
+    let mut length = usize::from(read16(0x10)) * 512;
+    let code_byte = data.get(structure + 0x14).copied().unwrap_or(0);
+    let mut last = data
+        .get(structure + 0x15)
+        .is_some_and(|indicator| indicator & 0x80 != 0);
+    // 16-byte aligned as the card sees it: relative to where the ROM starts, not the file.
+    let npde_at = rom_start + ((structure - rom_start + structure_length.max(0x18) + 0x0f) & !0x0f);
+    let npde = match data.get(npde_at..npde_at + 4) {
+        Some(found) if found == NPDE => {
+            let npde_length = usize::from(u16_at(data, npde_at + 0x08).unwrap_or(0)) * 512;
+            let npde_last = data.get(npde_at + 0x0a).is_some_and(|i| i & 0x80 != 0);
+            if npde_length > 0 {
+                length = npde_length;
+                last = npde_last;
+            }
+            Some(NpdeInfo {
+                length: npde_length,
+                last: npde_last,
+            })
+        }
+        _ => None,
+    };
+    let code_type = CodeType::from_byte(code_byte);
+    let efi = (header.kind == ImageKind::Pci && code_type == CodeType::Efi).then(|| {
+        if u32_at(data, offset + 0x04) != Some(EFI_SIGNATURE) {
+            problems.push(format!(
+                "the EFI image at 0x{offset:x} lacks the EFI signature 0x0EF1"
+            ));
+        }
+        let subsystem = u16_at(data, offset + 0x08).unwrap_or(0);
+        EfiInfo {
+            subsystem,
+            subsystem_name: subsystem_name(subsystem),
+            machine_type: machine_name(u16_at(data, offset + 0x0a).unwrap_or(0)),
+            compressed: u16_at(data, offset + 0x0c).unwrap_or(0) != 0,
+        }
+    });
+    let end = offset.saturating_add(length);
+    let truncated = end > data.len();
+    let checksum = if header.kind == ImageKind::Pci && code_type == CodeType::X86 {
+        // An image cut short or of no length cannot keep the rule either.
+        match data.get(offset..end) {
+            Some(bytes)
+                if length > 0 && bytes.iter().fold(0u8, |sum, b| sum.wrapping_add(*b)) == 0 =>
+            {
+                Checksum::Ok
+            }
+            _ => Checksum::Bad,
+        }
+    } else {
+        Checksum::NotChecked
+    };
+    if checksum == Checksum::Bad && !truncated && length > 0 {
+        problems.push(format!(
+            "the x86 image at 0x{offset:x} has a bad checksum (a corrupt or modified dump)"
+        ));
+    }
+    let vendor = read16(0x04);
+    let device = read16(0x06);
+    RomImage {
+        offset,
+        signature: header.kind.signature(),
+        kind: header.kind,
+        code_type,
+        vendor_id: format!("{vendor:04x}"),
+        device_id: format!("{device:04x}"),
+        class: format!(
+            "{:02x}{:02x}{:02x}",
+            class_bytes[2], class_bytes[1], class_bytes[0]
+        ),
+        length,
+        last,
+        checksum,
+        checksum_ok: checksum != Checksum::Bad,
+        data_structure: String::from_utf8_lossy(&header.structure).into_owned(),
+        npde,
+        efi,
+        truncated,
+        vendor,
+        device,
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

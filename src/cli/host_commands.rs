@@ -109,15 +109,20 @@ pub(super) fn print_rom(
     for (index, image) in report.images.iter().enumerate() {
         write!(
             out,
-            "  #{index} at 0x{:06x}  {:<6} {}:{}  class {}  {:>7} bytes  checksum {}{}{}",
+            "  #{index} at 0x{:06x}  {:<6} {}:{}  class {}  {:>7} bytes  checksum {}{}{}{}",
             image.offset,
             image.code_type.to_string(),
             image.vendor_id,
             image.device_id,
             image.class,
             image.length,
-            if image.checksum_ok { "ok" } else { "BAD" },
+            image.checksum,
             if image.last { "  last" } else { "" },
+            match image.kind {
+                crate::rom::ImageKind::Pci => "",
+                crate::rom::ImageKind::NvidiaExtended => "  NVIDIA extended (56 4E)",
+                crate::rom::ImageKind::NvidiaReserved => "  NVIDIA slot (77 BB)",
+            },
             if image.data_structure != "PCIR" {
                 format!("  ({})", image.data_structure)
             } else {
@@ -164,6 +169,9 @@ pub(super) fn print_rom(
     }
     for problem in &report.problems {
         writeln!(out, "problem: {problem}")?;
+    }
+    for info in &report.info {
+        writeln!(out, "info: {info}")?;
     }
     if report.header_bytes > 0 {
         writeln!(
