@@ -7,6 +7,7 @@ pub mod check;
 pub mod cli;
 pub mod firmware;
 pub mod host;
+pub mod libvirt;
 pub mod log;
 pub mod model;
 pub mod plan;

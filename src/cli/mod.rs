@@ -4,6 +4,7 @@
 //! `host_commands` (rom, iommu).
 
 mod host_commands;
+mod libvirt_commands;
 mod profile_commands;
 mod vm_commands;
 
@@ -202,6 +203,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Translate another tool's VM definition into a profile.
+    Import {
+        #[command(subcommand)]
+        source: libvirt_commands::ImportSource,
+    },
+    /// Translate a profile into another tool's VM definition.
+    Export {
+        #[command(subcommand)]
+        target: libvirt_commands::ExportTarget,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -294,6 +305,10 @@ fn run(cli: Cli) -> Result<i32, CliError> {
         Some(Command::Show { profile, json }) => show(&search, &base, &profile, json, global.quiet),
         Some(Command::Check { profile, json }) => check(&search, &base, &profile, json),
         Some(Command::List { json }) => list(&search, &base, json),
+        Some(Command::Import { source }) => libvirt_commands::import(source, global.quiet),
+        Some(Command::Export { target }) => {
+            libvirt_commands::export(&search, &base, target, global.quiet)
+        }
         Some(Command::Rom(args)) => rom(args),
         Some(Command::Iommu { json }) => iommu(json),
         Some(Command::Recover { profile }) => recover(&search, &base, &profile, global),

@@ -100,6 +100,8 @@ pub struct Cpu {
     pub hv_vendor_id: Option<String>,
     /// QEMU `-cpu` properties for the chosen Hyper-V enlightenments, e.g. `hv-spinlocks=0x1fff`.
     pub hyperv: Vec<String>,
+    /// CPU properties switched on or off, as QEMU `-cpu` takes them: `topoext=on`.
+    pub features: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -241,6 +243,8 @@ pub struct PciDevice {
     /// The guest's primary display adapter (gets `x-vga=on` under SeaBIOS).
     pub vga: bool,
     pub rombar: Option<bool>,
+    /// QEMU's `bootindex`, shared with the disks' boot orders.
+    pub boot_order: Option<u32>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Default)]

@@ -70,7 +70,8 @@ const HYPERV_KVM_DEFAULT: &[&str] = &[
 ];
 /// Measured with QEMU 7.2: under TCG every enlightenment that needs VP_INDEX is refused.
 const HYPERV_NEEDS_VPINDEX: &[&str] = &["vpindex", "synic", "stimer", "tlbflush", "ipi"];
-const HYPERV_KNOWN: &[&str] = &[
+/// Every enlightenment vmrun knows, in the order it writes them.
+pub const HYPERV_KNOWN: &[&str] = &[
     "relaxed",
     "vapic",
     "spinlocks",
@@ -187,7 +188,7 @@ impl Validator {
         let firmware = self.firmware(raw);
         let disks = self.disks(raw);
         let network = self.network(raw, &name);
-        let pci = self.pci(raw, &firmware);
+        let pci = self.pci(raw, &firmware, &disks);
         let usb = self.usb(raw);
         let input = self.input(raw);
         let display = self.display(raw, &pci);
@@ -395,13 +396,57 @@ impl Validator {
             }
             Some(value.clone())
         });
+        let features = self.cpu_features(c.features.as_ref());
         Cpu {
             topology,
             model,
             hide_hypervisor,
             hv_vendor_id,
             hyperv,
+            features,
         }
+    }
+
+    /// `"+topoext"` / `"-hypervisor"`: one CPU property on or off each.
+    fn cpu_features(&mut self, raw: Option<&TextList>) -> Vec<String> {
+        let Some(list) = raw else { return Vec::new() };
+        let mut features: Vec<String> = Vec::new();
+        for text in list.get_ref() {
+            let entry = text.get_ref();
+            let (state, name) = match entry.split_at_checked(1) {
+                Some(("+", name)) => ("on", name),
+                Some(("-", name)) => ("off", name),
+                _ => ("", ""),
+            };
+            let well_formed = name.starts_with(|c: char| c.is_ascii_alphanumeric())
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            if state.is_empty() || !well_formed {
+                self.error(
+                    text.span(),
+                    "cpu.features",
+                    format!(
+                        "`{entry}` is not `+name` or `-name`; write e.g. \"+topoext\" to turn a \
+                         CPU property on or \"-hypervisor\" to turn it off"
+                    ),
+                );
+                continue;
+            }
+            if let Some(earlier) = features
+                .iter()
+                .find(|f| f.split_once('=').map(|(n, _)| n) == Some(name))
+            {
+                self.error(
+                    text.span(),
+                    "cpu.features",
+                    format!("`{name}` is already set (`{earlier}`); give each property once"),
+                );
+                continue;
+            }
+            features.push(format!("{name}={state}"));
+        }
+        features
     }
 
     fn hyperv(&mut self, raw: Option<&Spanned<RawHyperv>>, accel: Accel) -> Vec<String> {
@@ -847,7 +892,7 @@ impl Validator {
         Network { mode, mac, model }
     }
 
-    fn pci(&mut self, raw: &RawProfile, firmware: &Firmware) -> Vec<PciDevice> {
+    fn pci(&mut self, raw: &RawProfile, firmware: &Firmware, disks: &[Disk]) -> Vec<PciDevice> {
         let mut devices = Vec::new();
         let mut seen: HashMap<PciAddress, (usize, String)> = HashMap::new();
         let mut vga_seen: Option<usize> = None;
@@ -903,11 +948,34 @@ impl Validator {
                     );
                 }
             }
+            let boot_order = p.boot_order.as_ref().and_then(|raw| {
+                let order = self.int_in(raw, &key("boot_order"), 1..=99)? as u32;
+                // QEMU refuses two devices with one bootindex.
+                let taken_by = disks
+                    .iter()
+                    .position(|d| d.boot_order == Some(order))
+                    .map(|i| format!("disk[{i}]"))
+                    .or_else(|| {
+                        devices
+                            .iter()
+                            .position(|d: &PciDevice| d.boot_order == Some(order))
+                            .map(|i| format!("pci[{i}]"))
+                    });
+                if let Some(other) = taken_by {
+                    self.error(
+                        raw.span(),
+                        &key("boot_order"),
+                        format!("{other} has boot_order {order} too; use distinct numbers"),
+                    );
+                }
+                Some(order)
+            });
             devices.push(PciDevice {
                 address,
                 romfile,
                 vga,
                 rombar: p.rombar.as_ref().map(|f| *f.get_ref()),
+                boot_order,
             });
         }
         devices

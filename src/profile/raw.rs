@@ -61,6 +61,7 @@ pub struct RawCpu {
     pub hide_hypervisor: Option<Flag>,
     pub hv_vendor_id: Option<Text>,
     pub hyperv: Option<Spanned<RawHyperv>>,
+    pub features: Option<TextList>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -108,6 +109,7 @@ pub struct RawPci {
     pub romfile: Option<Text>,
     pub vga: Option<Flag>,
     pub rombar: Option<Flag>,
+    pub boot_order: Option<Int>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
