@@ -708,6 +708,7 @@ impl Exporter<'_> {
                     .attr("mode", "subsystem")
                     .attr("type", "pci")
                     .attr("managed", "yes")
+                    .child(Element::new("driver").attr("name", "vfio"))
                     .child(
                         Element::new("source").child(
                             Element::new("address")

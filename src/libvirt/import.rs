@@ -1334,7 +1334,14 @@ impl Importer {
                                 boot_order: props.get("bootindex").and_then(|b| b.parse().ok()),
                                 cdrom: false,
                             };
-                            self.draft.disks.push(disk);
+                            // vmrun's export names the disk's place in the profile.
+                            let position = props
+                                .get("serial")
+                                .and_then(|s| s.strip_prefix("vmrun"))
+                                .and_then(|n| n.parse::<usize>().ok())
+                                .unwrap_or(usize::MAX)
+                                .min(self.draft.disks.len());
+                            self.draft.disks.insert(position, disk);
                         }
                         None => passed_on.extend([option.clone()].into_iter().chain(value.clone())),
                     }
@@ -2156,5 +2163,63 @@ impl Draft {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn libvirt_units_and_cpusets_read_as_libvirt_means_them() {
+        assert_eq!(size_in_bytes("219100", None), Some(219100 * 1024));
+        assert_eq!(size_in_bytes("8", Some("GiB")), Some(8 << 30));
+        assert_eq!(size_in_bytes("1", Some("GB")), Some(1_000_000_000));
+        assert_eq!(size_in_bytes("32", Some("M")), Some(32 << 20));
+        assert_eq!(size_in_bytes("1", Some("parsec")), None);
+        assert_eq!(
+            parse_cpuset("1-3,^2,8")
+                .unwrap()
+                .into_iter()
+                .collect::<Vec<_>>(),
+            vec![1, 3, 8]
+        );
+        assert!(parse_cpuset("a-b").is_none());
+    }
+
+    #[test]
+    fn qemu_option_values_split_at_single_commas_only() {
+        assert_eq!(
+            split_qemu_opts("file=/a,,b,format=raw"),
+            vec!["file=/a,b".to_string(), "format=raw".to_string()]
+        );
+        assert_eq!(split_qemu_opts("host"), vec!["host".to_string()]);
+    }
+
+    #[test]
+    fn a_domain_without_memory_or_not_a_domain_is_refused() {
+        let error = import("<domain type='kvm'><name>x</name></domain>").unwrap_err();
+        assert!(matches!(error, ImportError::Missing("memory")), "{error}");
+        let error = import("<network><name>x</name></network>").unwrap_err();
+        assert!(error.to_string().contains("<network>"), "{error}");
+        let error = import("<domain type='xen'><name>x</name></domain>").unwrap_err();
+        assert!(error.to_string().contains("xen"), "{error}");
+    }
+
+    #[test]
+    fn i440fx_becomes_q35_with_a_note_and_names_are_made_valid() {
+        let imported = import(
+            "<domain type='kvm'><name>my vm</name><memory unit='MiB'>100</memory>\
+             <os><type arch='x86_64' machine='pc-i440fx-8.2'>hvm</type></os></domain>",
+        )
+        .unwrap();
+        assert_eq!(imported.name, "my-vm");
+        assert!(!imported.profile.contains("\ntype = \"pc-i440fx"));
+        assert!(imported
+            .notes
+            .iter()
+            .any(|n| n.element.contains("pc-i440fx-8.2") && n.kind == NoteKind::Changed));
+        assert!(imported.profile.contains("memory = \"100M\""));
+        assert!(imported.profile.contains("type = \"seabios\""));
     }
 }
