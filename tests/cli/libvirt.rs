@@ -814,3 +814,120 @@ fn libvirt_accepts_the_exported_domains_and_would_run_the_same_vm() {
         );
     }
 }
+
+/// The guest addresses in the exported XML are the ones QEMU gives the devices under vmrun:
+/// measured with QEMU's own `info pci` on vmrun's argv (a VM without passed devices, which
+/// this machine cannot provide; root ports take their slot by the same rule).
+#[test]
+fn exported_guest_addresses_are_the_ones_qemu_assigns_under_vmrun() {
+    if !program_exists("qemu-system-x86_64") {
+        assert!(std::env::var_os("CI").is_none(), "CI must install QEMU");
+        eprintln!("SKIPPED: qemu-system-x86_64 is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for image in ["a.img", "b.img", "c.img"] {
+        crate::common::sized_file(&dir.path().join(image), 1 << 20);
+    }
+    let shm = format!("/dev/shm/vmrun-test-{}", std::process::id());
+    let profile = format!(
+        "[machine]\nmemory = \"256M\"\naccel = \"tcg\"\n[cpu]\ncores = 1\n[firmware]\ntype = \"seabios\"\n\
+         [[disk]]\npath = \"{d}/a.img\"\nformat = \"raw\"\n\
+         [[disk]]\npath = \"{d}/b.img\"\nformat = \"raw\"\nbus = \"scsi\"\n\
+         [[disk]]\npath = \"{d}/c.img\"\nformat = \"raw\"\nbus = \"nvme\"\n\
+         [network]\nmode = \"user\"\n[display]\nvga = \"std\"\n[[usb]]\ndevice = \"046d:c52b\"\n\
+         [looking_glass]\nsize = \"1M\"\npath = \"{shm}\"\n",
+        d = dir.path().display()
+    );
+    let argv = show_argv(dir.path(), "addresses", &profile);
+    let profile_path = dir.path().join("addresses.toml");
+    let (code, xml, stderr) = run(vmrun(dir.path())
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .args(["export", "libvirt"])
+        .arg(&profile_path));
+    assert_eq!(code, 0, "{stderr}");
+    for sub in ["state/addresses", "run/addresses"] {
+        std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+    }
+    let mut qemu = Command::new(&argv[0])
+        .args(&argv[1..])
+        .args(["-monitor", "stdio"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    qemu.stdin
+        .take()
+        .unwrap()
+        .write_all(b"info pci\nquit\n")
+        .unwrap();
+    let output = qemu.wait_with_output().unwrap();
+    let _ = std::fs::remove_file(&shm);
+    let monitor = String::from_utf8_lossy(&output.stdout);
+    // slot → vendor:device, from QEMU.
+    let mut measured = BTreeMap::new();
+    let mut slot = None;
+    for line in monitor.lines() {
+        if let Some(rest) = line.trim().strip_prefix("Bus  0, device") {
+            slot = rest
+                .split(',')
+                .next()
+                .and_then(|s| s.trim().parse::<u32>().ok());
+        } else if let (Some(s), Some((_, id))) = (slot, line.split_once("PCI device ")) {
+            measured.insert(s, id.trim().to_string());
+            slot = None;
+        }
+    }
+    assert!(
+        measured.len() > 4,
+        "QEMU said: {monitor}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // slot → vendor:device, from the exported XML.
+    let document = roxmltree::Document::parse(&xml).unwrap();
+    let mut exported = BTreeMap::new();
+    for node in document.descendants().filter(|n| n.is_element()) {
+        let Some(address) = node
+            .children()
+            .find(|c| c.has_tag_name("address") && c.attribute("type") == Some("pci"))
+        else {
+            continue;
+        };
+        let id = match (node.tag_name().name(), node.attribute("type")) {
+            ("video", _) => "1234:1111",
+            ("controller", Some("scsi")) => "1af4:1004",
+            ("controller", Some("usb")) => "1b36:000d",
+            ("disk", _) => "1af4:1001",
+            ("interface", _) => "1af4:1000",
+            ("shmem", _) => "1af4:1110",
+            (other, _) => panic!("unexpected addressed <{other}>"),
+        };
+        let slot = u32::from_str_radix(
+            address.attribute("slot").unwrap().trim_start_matches("0x"),
+            16,
+        )
+        .unwrap();
+        exported.insert(slot, id.to_string());
+    }
+    // NVMe lives in <qemu:commandline> with its address.
+    let nvme = xml
+        .lines()
+        .find(|l| l.contains("nvme,drive="))
+        .and_then(|l| l.split("addr=0x").nth(1))
+        .and_then(|rest| {
+            u32::from_str_radix(rest.split(|c: char| !c.is_ascii_hexdigit()).next()?, 16).ok()
+        })
+        .expect("the NVMe device has an address");
+    exported.insert(nvme, "1b36:0010".to_string());
+    for (slot, id) in &exported {
+        assert_eq!(
+            measured.get(slot),
+            Some(id),
+            "slot {slot}: QEMU has {measured:?}\nXML:\n{xml}"
+        );
+    }
+    assert_eq!(exported.len(), 7, "{exported:?}");
+}
