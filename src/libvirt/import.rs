@@ -991,7 +991,26 @@ impl Importer {
         // Keep one entry per property: the last one wins, as on QEMU's command line.
         let mut seen = BTreeSet::new();
         let mut features: Vec<String> = Vec::new();
-        for feature in self.draft.features.iter().rev() {
+        let (valid, invalid): (Vec<String>, Vec<String>) = std::mem::take(&mut self.draft.features)
+            .into_iter()
+            .partition(|feature| {
+                let name = &feature[1..];
+                name.starts_with(|c: char| c.is_ascii_alphanumeric())
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            });
+        if !invalid.is_empty() {
+            self.note(
+                "<cpu><feature>",
+                NoteKind::Untranslated,
+                format!(
+                    "not CPU property names QEMU could take: {}",
+                    invalid.join(", ")
+                ),
+            );
+        }
+        for feature in valid.iter().rev() {
             if seen.insert(feature[1..].to_string()) {
                 features.push(feature.clone());
             }
