@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Installs what vmrun needs to boot VMs on Debian/Ubuntu: QEMU and OVMF. Does nothing when both
-# are present. Needs root (uses sudo when not root).
+# Installs what vmrun needs to boot VMs on Debian/Ubuntu: QEMU and OVMF, and libvirt for the
+# tests that check `vmrun export libvirt` with libvirt itself (a private session daemon; the
+# system daemon is never used). Does nothing when all are present. Needs root (uses sudo when
+# not root).
 set -euo pipefail
 
 missing=()
@@ -9,6 +11,11 @@ command -v qemu-system-x86_64 >/dev/null 2>&1 || missing+=(qemu-system-x86)
 command -v qemu-img >/dev/null 2>&1 || missing+=(qemu-utils)
 [ -e /usr/lib/ipxe/qemu/efi-e1000e.rom ] || missing+=(ipxe-qemu)
 [ -e /usr/share/seabios/vgabios-stdvga.bin ] || missing+=(seabios)
+command -v libvirtd >/dev/null 2>&1 || [ -x /usr/sbin/libvirtd ] || missing+=(libvirt-daemon)
+[ -e /usr/lib/x86_64-linux-gnu/libvirt/connection-driver/libvirt_driver_qemu.so ] \
+    || missing+=(libvirt-daemon-driver-qemu)
+command -v virsh >/dev/null 2>&1 && command -v virt-xml-validate >/dev/null 2>&1 \
+    || missing+=(libvirt-clients)
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0
 fi

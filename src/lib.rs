@@ -12,6 +12,7 @@ pub mod cli;
 pub mod exit;
 pub mod firmware;
 pub mod host;
+pub mod libvirt;
 pub mod log;
 pub mod model;
 pub mod plan;

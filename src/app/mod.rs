@@ -501,6 +501,65 @@ impl App {
     }
 }
 
+/// What `vmrun import libvirt` made of a domain.
+pub struct ImportedProfile {
+    pub profile: String,
+    pub notes: Vec<crate::libvirt::Note>,
+}
+
+impl App {
+    /// A libvirt domain as profile text, checked to validate as the profile `output` (or
+    /// `NAME.toml` here; relative paths in it resolve next to that file), with what could not
+    /// be carried over.
+    pub fn import_libvirt(
+        &self,
+        xml: &str,
+        output: Option<PathBuf>,
+    ) -> Result<ImportedProfile, AppError> {
+        let imported = crate::libvirt::import(xml).map_err(|e| AppError::Usage(e.to_string()))?;
+        let source = ProfileSource {
+            path: output.unwrap_or_else(|| PathBuf::from(format!("{}.toml", imported.name))),
+            text: imported.profile.clone(),
+        };
+        if let Err(diagnostics) =
+            model::parse(&source).and_then(|raw| model::validate(&source, &raw).map(|_| ()))
+        {
+            let errors: Vec<String> = diagnostics
+                .iter()
+                .filter(|d| d.severity == profile::Severity::Error)
+                .map(ToString::to_string)
+                .collect();
+            if !errors.is_empty() {
+                return Err(AppError::Host(format!(
+                    "the translated profile does not validate (please report this with the XML):\n{}",
+                    errors.join("\n")
+                )));
+            }
+        }
+        Ok(ImportedProfile {
+            profile: imported.profile,
+            notes: imported.notes,
+        })
+    }
+
+    /// A profile as a libvirt domain for the same VM, and the profile's warnings.
+    pub fn export_libvirt(&self, profile: &str) -> Result<(String, Vec<Diagnostic>), AppError> {
+        let recipe = self.recipe(self.load(profile)?)?;
+        let xml = crate::libvirt::export(&crate::libvirt::ExportInput {
+            config: &recipe.config,
+            firmware: &recipe.firmware,
+            paths: &recipe.plan.paths,
+            emulator: absolute_program(&recipe.config.qemu.binary),
+        });
+        Ok((xml, recipe.warnings))
+    }
+}
+
+/// libvirt wants the emulator as an absolute path; QEMU's own lookup is PATH.
+fn absolute_program(binary: &str) -> PathBuf {
+    crate::host::find_program(binary).unwrap_or_else(|| Path::new("/usr/bin").join(binary))
+}
+
 /// The VM name a profile declares (its `name`, else its file stem), without full validation.
 pub fn vm_name_of(path: &Path) -> Option<String> {
     let source = ProfileSource::read(path).ok()?;

@@ -4,6 +4,7 @@
 //! `vm_commands` (run, status, stop, qmp, recover), and `host_commands` (rom, iommu).
 
 mod host_commands;
+mod libvirt_commands;
 mod profile_commands;
 mod vm_commands;
 
@@ -178,6 +179,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Translate another tool's VM definition into a profile.
+    Import {
+        #[command(subcommand)]
+        source: libvirt_commands::ImportSource,
+    },
+    /// Translate a profile into another tool's VM definition.
+    Export {
+        #[command(subcommand)]
+        target: libvirt_commands::ExportTarget,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -263,6 +274,8 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Some(Command::Show { profile, json }) => show(&app, &profile, json, global.quiet),
         Some(Command::Check { profile, json }) => check(&app, &profile, json),
         Some(Command::List { json }) => list(&app, json),
+        Some(Command::Import { source }) => libvirt_commands::import(&app, source, global.quiet),
+        Some(Command::Export { target }) => libvirt_commands::export(&app, target, global.quiet),
         Some(Command::Rom(args)) => rom(&app, args),
         Some(Command::Iommu { json }) => iommu(&app, json),
         Some(Command::Recover { profile }) => recover(&app, &profile, global),

@@ -24,6 +24,7 @@ pub struct RawCpu {
     pub hide_hypervisor: Option<Flag>,
     pub hv_vendor_id: Option<Text>,
     pub hyperv: Option<Spanned<RawHyperv>>,
+    pub features: Option<TextList>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,6 +48,8 @@ pub struct Cpu {
     pub hv_vendor_id: Option<String>,
     /// QEMU `-cpu` properties for the chosen Hyper-V enlightenments, e.g. `hv-spinlocks=0x1fff`.
     pub hyperv: Vec<String>,
+    /// CPU properties switched on or off, as QEMU `-cpu` takes them: `topoext=on`.
+    pub features: Vec<String>,
 }
 
 const HYPERV_KVM_DEFAULT: &[&str] = &[
@@ -65,7 +68,8 @@ const HYPERV_KVM_DEFAULT: &[&str] = &[
 ];
 /// Measured with QEMU 7.2: under TCG every enlightenment that needs VP_INDEX is refused.
 const HYPERV_NEEDS_VPINDEX: &[&str] = &["vpindex", "synic", "stimer", "tlbflush", "ipi"];
-const HYPERV_KNOWN: &[&str] = &[
+/// Every enlightenment vmrun knows, in the order it writes them.
+pub const HYPERV_KNOWN: &[&str] = &[
     "relaxed",
     "vapic",
     "spinlocks",
@@ -159,13 +163,57 @@ impl Validator {
             }
             Some(value.clone())
         });
+        let features = self.cpu_features(c.features.as_ref());
         Cpu {
             topology,
             model,
             hide_hypervisor,
             hv_vendor_id,
             hyperv,
+            features,
         }
+    }
+
+    /// `"+topoext"` / `"-hypervisor"`: one CPU property on or off each.
+    fn cpu_features(&mut self, raw: Option<&TextList>) -> Vec<String> {
+        let Some(list) = raw else { return Vec::new() };
+        let mut features: Vec<String> = Vec::new();
+        for text in list.get_ref() {
+            let entry = text.get_ref();
+            let (state, name) = match entry.split_at_checked(1) {
+                Some(("+", name)) => ("on", name),
+                Some(("-", name)) => ("off", name),
+                _ => ("", ""),
+            };
+            let well_formed = name.starts_with(|c: char| c.is_ascii_alphanumeric())
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            if state.is_empty() || !well_formed {
+                self.error(
+                    text.span(),
+                    "cpu.features",
+                    format!(
+                        "`{entry}` is not `+name` or `-name`; write e.g. \"+topoext\" to turn a \
+                         CPU property on or \"-hypervisor\" to turn it off"
+                    ),
+                );
+                continue;
+            }
+            if let Some(earlier) = features
+                .iter()
+                .find(|f| f.split_once('=').map(|(n, _)| n) == Some(name))
+            {
+                self.error(
+                    text.span(),
+                    "cpu.features",
+                    format!("`{name}` is already set (`{earlier}`); give each property once"),
+                );
+                continue;
+            }
+            features.push(format!("{name}={state}"));
+        }
+        features
     }
 
     pub(super) fn hyperv(&mut self, raw: Option<&Spanned<RawHyperv>>, accel: Accel) -> Vec<String> {

@@ -157,7 +157,7 @@ impl Validator {
         let firmware = self.firmware(raw);
         let disks = self.disks(raw);
         let network = self.network(raw, &name);
-        let pci = self.pci(raw, &firmware);
+        let pci = self.pci(raw, &firmware, &disks);
         let usb = self.usb(raw);
         let input = self.input(raw);
         let display = self.display(raw, &pci);

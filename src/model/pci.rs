@@ -16,6 +16,7 @@ pub struct RawPci {
     pub vga: Option<Flag>,
     pub rombar: Option<Flag>,
     pub rescan: Option<Flag>,
+    pub boot_order: Option<Int>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,10 +29,17 @@ pub struct PciDevice {
     /// Remove the device and rescan the bus before binding it: the host firmware or a host
     /// driver can leave its BARs where vfio-pci cannot reserve them ("BAR can't reserve").
     pub rescan: bool,
+    /// QEMU's `bootindex`, shared with the disks' boot orders.
+    pub boot_order: Option<u32>,
 }
 
 impl Validator {
-    pub(super) fn pci(&mut self, raw: &RawProfile, firmware: &Firmware) -> Vec<PciDevice> {
+    pub(super) fn pci(
+        &mut self,
+        raw: &RawProfile,
+        firmware: &Firmware,
+        disks: &[Disk],
+    ) -> Vec<PciDevice> {
         let mut devices = Vec::new();
         let mut seen: HashMap<PciAddress, (usize, String)> = HashMap::new();
         let mut vga_seen: Option<usize> = None;
@@ -87,12 +95,35 @@ impl Validator {
                     );
                 }
             }
+            let boot_order = p.boot_order.as_ref().and_then(|raw| {
+                let order = self.int_in(raw, &key("boot_order"), 1..=99)? as u32;
+                // QEMU refuses two devices with one bootindex.
+                let taken_by = disks
+                    .iter()
+                    .position(|d| d.boot_order == Some(order))
+                    .map(|i| format!("disk[{i}]"))
+                    .or_else(|| {
+                        devices
+                            .iter()
+                            .position(|d: &PciDevice| d.boot_order == Some(order))
+                            .map(|i| format!("pci[{i}]"))
+                    });
+                if let Some(other) = taken_by {
+                    self.error(
+                        raw.span(),
+                        &key("boot_order"),
+                        format!("{other} has boot_order {order} too; use distinct numbers"),
+                    );
+                }
+                Some(order)
+            });
             devices.push(PciDevice {
                 address,
                 romfile,
                 vga,
                 rombar: p.rombar.as_ref().map(|f| *f.get_ref()),
                 rescan: p.rescan.as_ref().is_some_and(|f| *f.get_ref()),
+                boot_order,
             });
         }
         devices

@@ -169,6 +169,9 @@ fn machine(argv: &mut Argv, config: &VmConfig, firmware: &BootFirmware) {
 fn cpu(argv: &mut Argv, config: &VmConfig) {
     let mut opts =
         Opts::new(config.cpu.model.clone()).set_if(config.cpu.hide_hypervisor, "kvm", "off");
+    for feature in &config.cpu.features {
+        opts = opts.flag(feature);
+    }
     for feature in &config.cpu.hyperv {
         opts = opts.flag(feature);
     }
@@ -405,6 +408,9 @@ fn passthrough(argv: &mut Argv, config: &VmConfig, firmware: &BootFirmware) {
             }
             // x-vga routes legacy VGA ranges to the card: only a legacy BIOS needs that.
             opts = opts.set_if(device.vga && seabios, "x-vga", "on");
+            if let Some(order) = device.boot_order {
+                opts = opts.set("bootindex", order.to_string());
+            }
             argv.push("-device", opts.build());
         }
     }
