@@ -1,28 +1,30 @@
 //! Start-up benchmark: time from start to "guest running with every vCPU pinned", for
 //! `vmrun run --detach` and for the same argv started bare and driven by a minimal QMP client
-//! (connect, query-cpus-fast, affinity + SCHED_RR per vCPU, cont). Runs alternate; medians and
-//! their ratio are printed, then vmrun's peak RSS while supervising. No assertions on time.
+//! (poll its socket every 1 ms, connect, query-cpus-fast, affinity + SCHED_RR per vCPU, cont).
+//! For a SeaBIOS and an OVMF guest; runs alternate. Prints medians and their ratio, vmrun's
+//! phase breakdown (from its log), `vmrun stop --force` until QEMU is gone and the host given
+//! back, and the supervisor's peak RSS. No assertions on time.
 //!
 //! `cargo bench --bench startup` (as root). BENCH_ITERATIONS sets the number of runs (15).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use vmrun::model::{CpuSet, Scheduler};
-use vmrun::plan::{BaseDirs, BootFirmware, Plan};
-use vmrun::profile::ProfileSource;
 use vmrun::qmp::Qmp;
 use vmrun::run::threads;
 
 const VMRUN: &str = env!("CARGO_BIN_EXE_vmrun");
 
-fn profile_text(accel: &str) -> String {
+/// One SCHED_RR vCPU on CPU 1, QEMU's other threads alone on CPU 0: a real host's layout.
+fn profile_text(accel: &str, firmware: &str) -> String {
     let model = if accel == "kvm" { "host" } else { "max" };
     format!(
-        "name = \"bench\"\n[machine]\nmemory = \"256M\"\naccel = \"{accel}\"\n[cpu]\nmodel = \"{model}\"\ncores = 2\n\
-         [pinning]\nvcpus = [1, 1]\nemulator = \"0\"\nscheduler = \"rr\"\npriority = 1\n\
-         [firmware]\ntype = \"seabios\"\n[network]\nmode = \"none\"\n[shutdown]\ntimeout = 1\n"
+        "name = \"bench\"\n[machine]\nmemory = \"256M\"\naccel = \"{accel}\"\n[cpu]\nmodel = \"{model}\"\ncores = 1\n\
+         [pinning]\nvcpus = [1]\nemulator = \"0\"\nscheduler = \"rr\"\npriority = 1\n\
+         [firmware]\ntype = \"{firmware}\"\n[network]\nmode = \"none\"\n[shutdown]\ntimeout = 1\n"
     )
 }
 
@@ -37,7 +39,16 @@ fn vmrun(dir: &Path) -> Command {
     command
 }
 
-fn time_vmrun(dir: &Path, profile: &Path) -> Duration {
+struct VmrunRun {
+    start: Duration,
+    stop: Duration,
+    /// Each phase's time since vmrun started, from its log.
+    phases: Vec<(String, f64)>,
+}
+
+fn time_vmrun(dir: &Path, profile: &Path) -> VmrunRun {
+    let log = dir.join("state/bench/vmrun.log");
+    let _ = std::fs::remove_file(&log);
     let started = Instant::now();
     let status = vmrun(dir)
         .arg("run")
@@ -45,43 +56,86 @@ fn time_vmrun(dir: &Path, profile: &Path) -> Duration {
         .arg("--detach")
         .status()
         .expect("vmrun runs");
-    let elapsed = started.elapsed();
+    let start = started.elapsed();
     assert!(status.success(), "vmrun run --detach failed: {status}");
+    let stopping = Instant::now();
     let _ = vmrun(dir).args(["stop", "bench", "--force"]).status();
-    elapsed
+    let stop = stopping.elapsed();
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let phases = text
+        .lines()
+        .filter_map(|line| line.split_once("phase ").map(|(_, rest)| rest))
+        .filter_map(|rest| rest.rsplit_once(" at "))
+        .filter_map(|(name, at)| Some((name.to_string(), at.strip_suffix(" ms")?.parse().ok()?)))
+        .collect();
+    VmrunRun {
+        start,
+        stop,
+        phases,
+    }
 }
 
-fn time_bare(dir: &Path, plan: &Plan) -> Duration {
-    std::fs::create_dir_all(&plan.paths.runtime_dir).unwrap();
+/// vmrun's argv with the monitors as paths QEMU creates itself, as a script would write it.
+fn bare_argv(argv: &[String], runtime: &Path) -> (Vec<String>, PathBuf) {
+    let qmp = runtime.join("bare-qmp.sock");
+    let argv = argv
+        .iter()
+        .map(|arg| {
+            if arg.starts_with("socket,id=qmp,fd=") {
+                format!("socket,id=qmp,path={},server=on,wait=off", qmp.display())
+            } else if arg.starts_with("socket,id=qmp-ctl,fd=") {
+                format!(
+                    "socket,id=qmp-ctl,path={},server=on,wait=off",
+                    runtime.join("bare-ctl.sock").display()
+                )
+            } else {
+                arg.clone()
+            }
+        })
+        .collect();
+    (argv, qmp)
+}
+
+fn time_bare(argv: &[String], qmp_socket: &Path, runtime: &Path) -> Duration {
+    std::fs::create_dir_all(runtime).unwrap();
+    let _ = std::fs::remove_file(qmp_socket);
     let started = Instant::now();
-    let mut child = Command::new(&plan.argv[0])
-        .args(&plan.argv[1..])
+    let mut child = Command::new(&argv[0])
+        .args(&argv[1..])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("QEMU starts");
-    let mut qmp = Qmp::connect(&plan.paths.qmp_socket, Duration::from_secs(10)).expect("QMP");
+    let stream = loop {
+        match std::os::unix::net::UnixStream::connect(qmp_socket) {
+            Ok(stream) => break stream,
+            Err(_) => std::thread::sleep(Duration::from_millis(1)),
+        }
+    };
+    let mut qmp = Qmp::handshake(stream, Duration::from_secs(10)).expect("QMP");
     let cpus = qmp
         .execute("query-cpus-fast", None)
         .expect("query-cpus-fast");
-    for (index, cpu) in cpus.as_array().unwrap().iter().enumerate() {
+    for cpu in cpus.as_array().unwrap() {
         let tid = cpu["thread-id"].as_i64().unwrap() as i32;
-        let host_cpu = [1, 1][index];
-        threads::set_affinity(tid, &CpuSet::from_cpus([host_cpu])).unwrap();
+        threads::set_affinity(tid, &CpuSet::from_cpus([1])).unwrap();
         threads::set_policy(tid, Scheduler::RoundRobin, 1).unwrap();
     }
     qmp.execute("cont", None).expect("cont");
     let elapsed = started.elapsed();
     let _ = qmp.quit();
     let _ = child.wait();
-    let _ = std::fs::remove_dir_all(dir.join("run"));
     elapsed
 }
 
-fn median(mut values: Vec<Duration>) -> Duration {
-    values.sort();
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
     values[values.len() / 2]
+}
+
+fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1e3
 }
 
 fn peak_rss_kib(dir: &Path, profile: &Path) -> (u64, u64) {
@@ -113,6 +167,78 @@ fn peak_rss_kib(dir: &Path, profile: &Path) -> (u64, u64) {
     rss
 }
 
+/// The same argv as `vmrun run` would start, from `vmrun show --json`.
+fn shown_argv(dir: &Path, profile: &Path) -> Vec<String> {
+    let output = vmrun(dir)
+        .arg("show")
+        .arg(profile)
+        .arg("--json")
+        .output()
+        .unwrap();
+    let value: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    value["argv"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect()
+}
+
+fn bench(firmware: &str, accel: &str, iterations: usize) -> PathBuf {
+    let dir = tempfile::tempdir().unwrap().keep();
+    let profile: PathBuf = dir.join("bench.toml");
+    std::fs::write(&profile, profile_text(accel, firmware)).unwrap();
+    // One untimed run of each warms the page cache (and creates OVMF's VARS copy).
+    time_vmrun(&dir, &profile);
+    let runtime = dir.join("run/bench");
+    let (argv, qmp_socket) = bare_argv(&shown_argv(&dir, &profile), &runtime);
+    time_bare(&argv, &qmp_socket, &runtime);
+    let (mut bare, mut ours, mut stops) = (Vec::new(), Vec::new(), Vec::new());
+    let mut phases: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    let mut order: Vec<String> = Vec::new();
+    for round in 0..iterations {
+        // Alternating which goes first, so neither always runs on a warmer machine.
+        let run_ours = |ours: &mut Vec<f64>,
+                        stops: &mut Vec<f64>,
+                        phases: &mut BTreeMap<String, Vec<f64>>,
+                        order: &mut Vec<String>| {
+            let run = time_vmrun(&dir, &profile);
+            ours.push(ms(run.start));
+            stops.push(ms(run.stop));
+            for (name, at) in run.phases {
+                if !order.contains(&name) {
+                    order.push(name.clone());
+                }
+                phases.entry(name).or_default().push(at);
+            }
+        };
+        if round % 2 == 0 {
+            bare.push(ms(time_bare(&argv, &qmp_socket, &runtime)));
+            run_ours(&mut ours, &mut stops, &mut phases, &mut order);
+        } else {
+            run_ours(&mut ours, &mut stops, &mut phases, &mut order);
+            bare.push(ms(time_bare(&argv, &qmp_socket, &runtime)));
+        }
+    }
+    let (bare_median, ours_median) = (median(bare.clone()), median(ours.clone()));
+    println!("{firmware} guest, 1 SCHED_RR vCPU on CPU 1, emulator on CPU 0, accelerator {accel}, {iterations} runs each, alternating:");
+    println!("  bare QEMU + minimal QMP client (polls every 1 ms): median {bare_median:>7.1} ms");
+    println!("  vmrun run --detach:                                median {ours_median:>7.1} ms");
+    println!(
+        "  ratio vmrun / bare:                                {:.3}x",
+        ours_median / bare_median
+    );
+    println!("  vmrun's phases (median time since vmrun started):");
+    for name in &order {
+        println!("    {name:<14} {:>7.1} ms", median(phases[name].clone()));
+    }
+    println!(
+        "  vmrun stop --force until QEMU is gone and the host given back: median {:.1} ms",
+        median(stops)
+    );
+    dir
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
@@ -127,56 +253,24 @@ fn main() {
     } else {
         "tcg"
     };
+    println!("accelerator: {accel} (KVM only where QEMU starts with -accel kvm -cpu host)");
+    // The benchmark is the host's own work: on CPU 0 with the emulator, never on the
+    // real-time vCPU's CPU, where it would wait for RT throttling to be scheduled.
+    threads::set_affinity(0, &CpuSet::from_cpus([0])).unwrap();
     let iterations: usize = std::env::var("BENCH_ITERATIONS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(15);
-    let dir = tempfile::tempdir().unwrap();
-    let profile_path: PathBuf = dir.path().join("bench.toml");
-    std::fs::write(&profile_path, profile_text(accel)).unwrap();
-    let source = ProfileSource::read(&profile_path).unwrap();
-    let raw = vmrun::model::parse(&source).unwrap();
-    let (config, _) = vmrun::model::validate(&source, &raw).unwrap();
-    let base = BaseDirs {
-        state: dir.path().join("bare-state"),
-        runtime: dir.path().join("run"),
-    };
-    let plan = Plan::new(
-        &config,
-        &BootFirmware::SeaBios,
-        &base,
-        &vmrun::plan::HostFacts::default(),
-    )
-    .unwrap();
-
-    // One untimed run of each warms the page cache.
-    time_bare(dir.path(), &plan);
-    time_vmrun(dir.path(), &profile_path);
-    let (mut bare, mut ours) = (Vec::new(), Vec::new());
-    for _ in 0..iterations {
-        bare.push(time_bare(dir.path(), &plan));
-        ours.push(time_vmrun(dir.path(), &profile_path));
-    }
-    let (bare_median, ours_median) = (median(bare.clone()), median(ours.clone()));
-    println!("startup to running-and-pinned, SeaBIOS guest, 2 vCPUs, accelerator {accel}, {iterations} runs each");
-    println!(
-        "  bare QEMU + minimal QMP client: median {:>7.1} ms (min {:.1})",
-        bare_median.as_secs_f64() * 1e3,
-        bare.iter().min().unwrap().as_secs_f64() * 1e3
-    );
-    println!(
-        "  vmrun run --detach:             median {:>7.1} ms (min {:.1})",
-        ours_median.as_secs_f64() * 1e3,
-        ours.iter().min().unwrap().as_secs_f64() * 1e3
-    );
-    println!(
-        "  ratio vmrun / bare:             {:.3}x",
-        ours_median.as_secs_f64() / bare_median.as_secs_f64()
-    );
-    let (hwm, rss) = peak_rss_kib(dir.path(), &profile_path);
+    let seabios = bench("seabios", accel, iterations);
+    let ovmf = bench("ovmf", accel, iterations);
+    let profile = seabios.join("bench.toml");
+    let (hwm, rss) = peak_rss_kib(&seabios, &profile);
     println!(
         "vmrun supervisor memory after 5 s of supervision: peak RSS {:.2} MiB, RSS {:.2} MiB",
         hwm as f64 / 1024.0,
         rss as f64 / 1024.0
     );
+    for dir in [seabios, ovmf] {
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }

@@ -3,8 +3,16 @@
 use std::fs::File;
 use std::io::Write;
 use std::path::Path;
-use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// When this vmrun started, for the phase times `-v` prints.
+static STARTED: OnceLock<Instant> = OnceLock::new();
+
+/// Marks the start of the process; phases are timed from here (or from the first log).
+pub fn mark_start() {
+    STARTED.get_or_init(Instant::now);
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
@@ -17,7 +25,14 @@ pub enum Level {
 pub struct Log {
     /// The most detailed level shown on stderr; `None` shows nothing (detached supervisor).
     stderr_level: Option<Level>,
-    file: Mutex<Option<File>>,
+    file: Mutex<Sink>,
+}
+
+/// Lines logged before the VM's log file is known (parsing, preflight) wait here and are
+/// written first once it is attached.
+enum Sink {
+    Pending(Vec<String>),
+    File(File),
 }
 
 /// `HH:MM:SS.mmm` UTC: enough to order a run's steps and match them with QEMU's log.
@@ -38,6 +53,7 @@ fn timestamp() -> String {
 impl Log {
     /// `verbose` counts `-v`; `quiet` shows errors only.
     pub fn new(verbose: u8, quiet: bool) -> Self {
+        mark_start();
         let stderr_level = Some(match (quiet, verbose) {
             (true, _) => Level::Error,
             (false, 0) => Level::Info,
@@ -45,7 +61,7 @@ impl Log {
         });
         Log {
             stderr_level,
-            file: Mutex::new(None),
+            file: Mutex::new(Sink::Pending(Vec::new())),
         }
     }
 
@@ -69,15 +85,20 @@ impl Log {
             .append(true)
             .open(path)
         {
-            Ok(file) => {
+            Ok(mut file) => {
                 if let Ok(mut slot) = self.file.lock() {
-                    *slot = Some(file);
+                    if let Sink::Pending(lines) = &*slot {
+                        let _ = file.write_all(lines.concat().as_bytes());
+                    }
+                    *slot = Sink::File(file);
                 }
             }
             Err(error) => self.warn(&format!("cannot write the log {}: {error}", path.display())),
         }
     }
 
+    /// One line each to stderr and to the file, each written with a single call so that lines
+    /// of concurrent writers never interleave and a line costs one syscall.
     pub fn log(&self, level: Level, message: &str) {
         if self.stderr_level.is_some_and(|shown| level <= shown) {
             let prefix = match level {
@@ -85,24 +106,36 @@ impl Log {
                 Level::Warn => "vmrun: warning: ",
                 Level::Info | Level::Debug => "vmrun: ",
             };
-            eprintln!("{prefix}{message}");
+            let line = format!("{prefix}{message}\n");
+            let _ = std::io::stderr().lock().write_all(line.as_bytes());
         }
         if let Ok(mut slot) = self.file.lock() {
-            if let Some(file) = slot.as_mut() {
-                let tag = match level {
-                    Level::Error => "ERROR",
-                    Level::Warn => "WARN ",
-                    Level::Info => "INFO ",
-                    Level::Debug => "DEBUG",
-                };
-                let _ = writeln!(
-                    file,
-                    "{} {tag} [{}] {message}",
-                    timestamp(),
-                    std::process::id()
-                );
+            let tag = match level {
+                Level::Error => "ERROR",
+                Level::Warn => "WARN ",
+                Level::Info => "INFO ",
+                Level::Debug => "DEBUG",
+            };
+            let line = format!("{} {tag} [{}] {message}\n", timestamp(), std::process::id());
+            match &mut *slot {
+                Sink::File(file) => {
+                    let _ = file.write_all(line.as_bytes());
+                }
+                // Bounded: only the few lines before a run's log is attached are kept.
+                Sink::Pending(lines) if lines.len() < 1000 => lines.push(line),
+                Sink::Pending(_) => {}
             }
         }
+    }
+
+    /// The end of a start or stop phase, with the time since vmrun started: shown with `-v`,
+    /// always in the log (`phase NAME at N.N ms`), where the benchmark reads them.
+    pub fn phase(&self, name: &str) {
+        let elapsed = STARTED.get_or_init(Instant::now).elapsed();
+        self.debug(&format!(
+            "phase {name} at {:.1} ms",
+            elapsed.as_secs_f64() * 1e3
+        ));
     }
 
     pub fn error(&self, message: &str) {
@@ -145,6 +178,13 @@ mod tests {
             text.ends_with("fresh start\n") && text.len() < 200,
             "{text}"
         );
+        let early = Log::new(0, true);
+        early.info("before the file is known");
+        early.attach_file(&path);
+        early.info("after");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let before = text.find("before the file is known").unwrap();
+        assert!(before < text.find("after").unwrap(), "{text}");
         let again = Log::new(0, true);
         again.attach_file(&path);
         again.info("second");

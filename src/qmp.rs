@@ -103,42 +103,16 @@ fn classify(value: Value) -> Result<Message, QmpError> {
     )))
 }
 
-/// Connects to a QMP socket, retrying while it does not exist yet or refuses (QEMU is still
-/// starting) until `timeout`, as long as `keep_trying` says so.
-pub fn connect_retrying(
-    path: &Path,
-    timeout: Duration,
-    mut keep_trying: impl FnMut() -> bool,
-) -> Result<UnixStream, QmpError> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match UnixStream::connect(path) {
-            Ok(stream) => return Ok(stream),
-            Err(error)
-                if Instant::now() < deadline
-                    && matches!(
-                        error.kind(),
-                        ErrorKind::NotFound | ErrorKind::ConnectionRefused
-                    )
-                    && keep_trying() =>
-            {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            Err(source) => {
-                return Err(QmpError::Connect {
-                    path: path.to_path_buf(),
-                    source,
-                })
-            }
-        }
-    }
-}
-
 impl Qmp {
-    /// Connects, retrying until `timeout` while QEMU creates the socket, then reads the
-    /// greeting and leaves capabilities negotiation mode.
+    /// Connects to a running VM's monitor (vmrun binds it before QEMU starts, so a refused
+    /// connection means nothing listens), then reads the greeting and leaves capabilities
+    /// negotiation mode.
     pub fn connect(path: &Path, timeout: Duration) -> Result<Self, QmpError> {
-        Self::handshake(connect_retrying(path, timeout, || true)?, timeout)
+        let stream = UnixStream::connect(path).map_err(|source| QmpError::Connect {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::handshake(stream, timeout)
     }
 
     /// Takes over a connected stream: greeting, then `qmp_capabilities`.

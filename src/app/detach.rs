@@ -1,12 +1,44 @@
-//! `run --detach`: a background vmrun supervises the VM, and the caller returns once that
-//! supervisor reports the VM running with every vCPU pinned (or why it is not).
+//! `run --detach`: the supervisor is this very process, forked once the profile is resolved,
+//! the plan made and the preflight passed, so nothing is resolved twice. The caller waits on a
+//! pipe for its one-line report: running with every vCPU pinned, or why not.
 
-use std::io::{BufRead, Write};
-use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::AsRawFd;
+
+use nix::fcntl::OFlag;
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{ForkResult, Pid};
 
 use crate::exit::ExitCode;
-use crate::plan::BaseDirs;
+use crate::model::CpuSet;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DetachError {
+    #[error("cannot start the background supervisor: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("cannot start the background supervisor: {0}")]
+    Sys(#[from] nix::errno::Errno),
+    #[error("cannot start the background supervisor: vmrun runs {0} threads, and only a single-threaded process may fork")]
+    Threads(usize),
+}
+
+/// Which side of the fork this is.
+pub enum Role {
+    /// The caller: waits for the supervisor's report.
+    Caller(Waiter),
+    /// The background supervisor: runs the VM and reports through this.
+    Supervisor(Reporter),
+}
+
+pub struct Waiter {
+    report: File,
+    supervisor: Pid,
+}
+
+pub struct Reporter {
+    report: File,
+}
 
 /// What the caller learnt from the background supervisor.
 pub enum Detached {
@@ -16,80 +48,96 @@ pub enum Detached {
     Failed { message: String, code: ExitCode },
 }
 
-/// Starts `vmrun run PROFILE --detached-child` in its own process group and waits for its
-/// one-line report on a pipe.
-pub fn start(
-    base: &BaseDirs,
-    profile: &Path,
-    paused: bool,
-    verbose: u8,
-) -> std::io::Result<Detached> {
-    let exe = std::env::current_exe()?;
-    let mut command = std::process::Command::new(exe);
-    command
-        .arg("--state-dir")
-        .arg(&base.state)
-        .arg("--runtime-dir")
-        .arg(&base.runtime)
-        .arg("run")
-        .arg(profile)
-        .arg("--detached-child")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .process_group(0);
-    if paused {
-        command.arg("--paused");
-    }
-    for _ in 0..verbose {
-        command.arg("-v");
-    }
-    let mut child = command.spawn()?;
-    let stdout = child
-        .stdout
-        .take()
-        .ok_or_else(|| std::io::Error::other("no pipe to the supervisor"))?;
-    let mut line = String::new();
-    std::io::BufReader::new(stdout).read_line(&mut line)?;
-    let line = line.trim_end();
-    if line == "ready" {
-        return Ok(Detached::Running {
-            supervisor: child.id(),
-        });
-    }
-    if let Some(rest) = line.strip_prefix("error\t") {
-        let (code, message) = rest.split_once('\t').unwrap_or(("1", rest));
-        let _ = child.wait();
-        return Ok(Detached::Failed {
-            message: message.replace('\u{1f}', "\n"),
-            code: ExitCode::from_code(code.parse().unwrap_or(1)),
-        });
-    }
-    let status = child.wait()?;
-    Ok(Detached::Failed {
-        message: format!("the background supervisor ended before the VM was running ({status})"),
-        code: ExitCode::from_code(status.code().filter(|c| *c != 0).unwrap_or(1)),
-    })
+fn thread_count() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .map(|tasks| tasks.count())
+        .unwrap_or(1)
 }
 
-/// The detached supervisor's stdout is a pipe to the waiting parent: one line, then silence.
-pub fn tell_parent_ready() {
-    println!("ready");
-    let _ = std::io::stdout().flush();
-    silence_stdout();
+/// Forks the background supervisor: in its own session (no terminal's Ctrl-C or hang-up
+/// reaches it), its standard streams on /dev/null, a pipe to the caller for the report. Both
+/// move to the emulator CPUs first: a real-time vCPU spinning on its CPU would starve a caller
+/// waiting there for the report.
+pub fn fork(emulator: Option<&CpuSet>) -> Result<Role, DetachError> {
+    let threads = thread_count();
+    if threads != 1 {
+        return Err(DetachError::Threads(threads));
+    }
+    if let Some(set) = emulator {
+        crate::run::threads::set_affinity(0, set)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+    }
+    // Close-on-exec: QEMU and hooks must not hold the caller's pipe open.
+    let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+    // SAFETY: vmrun is single-threaded here (checked above), so the child may go on running
+    // arbitrary code after the fork: no lock can be held by a thread that does not exist in it.
+    match unsafe { nix::unistd::fork() }? {
+        ForkResult::Parent { child } => {
+            drop(write);
+            Ok(Role::Caller(Waiter {
+                report: File::from(read),
+                supervisor: child,
+            }))
+        }
+        ForkResult::Child => {
+            drop(read);
+            nix::unistd::setsid()?;
+            let null = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/null")?;
+            for stream in 0..=2 {
+                nix::unistd::dup2(null.as_raw_fd(), stream)?;
+            }
+            Ok(Role::Supervisor(Reporter {
+                report: File::from(write),
+            }))
+        }
+    }
 }
 
-pub fn report_to_parent(message: &str, code: ExitCode) -> ExitCode {
-    let flattened = message.replace('\n', "\u{1f}");
-    println!("error\t{}\t{flattened}", code.code());
-    let _ = std::io::stdout().flush();
-    code
+impl Waiter {
+    /// Blocks until the supervisor reports (or dies without a word).
+    pub fn wait(self) -> Result<Detached, DetachError> {
+        let mut line = String::new();
+        BufReader::new(self.report).read_line(&mut line)?;
+        let line = line.trim_end();
+        if line == "ready" {
+            return Ok(Detached::Running {
+                supervisor: self.supervisor.as_raw() as u32,
+            });
+        }
+        let status = waitpid(self.supervisor, None)?;
+        if let Some(rest) = line.strip_prefix("error\t") {
+            let (code, message) = rest.split_once('\t').unwrap_or(("1", rest));
+            return Ok(Detached::Failed {
+                message: message.replace('\u{1f}', "\n"),
+                code: ExitCode::from_code(code.parse().unwrap_or(1)),
+            });
+        }
+        let code = match status {
+            WaitStatus::Exited(_, code) if code != 0 => code,
+            _ => 1,
+        };
+        Ok(Detached::Failed {
+            message: format!(
+                "the background supervisor ended before the VM was running ({status:?})"
+            ),
+            code: ExitCode::from_code(code),
+        })
+    }
 }
 
-fn silence_stdout() {
-    use std::os::fd::AsRawFd;
-    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
-        // Pointing fd 1 elsewhere closes our end of the parent's pipe, which it reads to EOF.
-        let _ = nix::unistd::dup2(null.as_raw_fd(), std::io::stdout().as_raw_fd());
+impl Reporter {
+    /// The VM runs with every vCPU pinned: the caller may return.
+    pub fn ready(&self) {
+        let _ = (&self.report).write_all(b"ready\n");
+    }
+
+    /// The VM could not be started: the caller prints `message` and exits with `code`.
+    pub fn failed(&self, message: &str, code: ExitCode) -> ExitCode {
+        let flattened = message.replace('\n', "\u{1f}");
+        let _ = writeln!(&self.report, "error\t{}\t{flattened}", code.code());
+        code
     }
 }

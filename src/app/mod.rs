@@ -43,6 +43,8 @@ pub enum AppError {
     Control(#[from] control::ControlError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Detach(#[from] detach::DetachError),
 }
 
 impl AppError {
@@ -57,7 +59,8 @@ impl AppError {
             | AppError::Host(_)
             | AppError::Journal(_)
             | AppError::Control(_)
-            | AppError::Io(_) => ExitCode::Failure,
+            | AppError::Io(_)
+            | AppError::Detach(_) => ExitCode::Failure,
         }
     }
 }
@@ -352,9 +355,11 @@ impl App {
         let mut signals = SignalWatch::new()?;
         let session = self.session(recipe);
         session.prepare(log).map_err(AppError::HostPreparation)?;
+        log.phase("host steps");
         let result = run::run_qemu(&recipe.config, &recipe.plan, &mut signals, options, log);
         session.restore(log);
         state::remove_runtime_files(paths);
+        log.phase("host restored");
         Ok(result?)
     }
 

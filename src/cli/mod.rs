@@ -108,9 +108,6 @@ enum Command {
         /// Leave the vCPUs paused after pinning; resume with `vmrun qmp NAME cont`.
         #[arg(long)]
         paused: bool,
-        /// Internal: this process is the background supervisor of `--detach`.
-        #[arg(long, hide = true)]
-        detached_child: bool,
     },
     /// Whether a VM runs: pid, uptime, QMP run state, and each vCPU's thread, CPU affinity,
     /// policy and priority as /proc reports them. Exit 0 when running, 7 when not.
@@ -250,6 +247,7 @@ impl From<crate::profile::ProfileError> for CliError {
 }
 
 pub fn main() -> i32 {
+    crate::log::mark_start();
     let cli = match Cli::try_parse_from(with_implicit_run(std::env::args_os().collect())) {
         Ok(cli) => cli,
         Err(error) => {
@@ -283,12 +281,11 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
             profile,
             detach,
             paused,
-            detached_child,
         }) => {
-            let mode = match (detached_child, detach) {
-                (true, _) => RunMode::DetachedChild,
-                (false, true) => RunMode::Detach,
-                (false, false) => RunMode::Foreground,
+            let mode = if detach {
+                RunMode::Detach
+            } else {
+                RunMode::Foreground
             };
             run_vm(&app, &profile, mode, paused, global)
         }

@@ -6,13 +6,12 @@ use crate::app::detach::{self, Detached};
 use crate::app::{Recipe, Recovered};
 use crate::log::Log;
 use crate::profile;
-use crate::run::{control, state, ReadyCallback, RunOptions};
+use crate::run::{control, state, RunOptions};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) enum RunMode {
     Foreground,
     Detach,
-    DetachedChild,
 }
 
 pub(super) fn run_vm(
@@ -22,84 +21,78 @@ pub(super) fn run_vm(
     paused: bool,
     global: &GlobalArgs,
 ) -> Result<ExitCode, CliError> {
+    let log = Log::new(global.verbose, global.quiet);
+    let loaded = app.load(profile_arg)?;
+    log.phase("parse");
+    if !global.quiet {
+        for warning in loaded
+            .warnings
+            .iter()
+            .filter(|w| w.kind == profile::Kind::Profile)
+        {
+            eprintln!("{warning}");
+        }
+    }
+    let recipe = app.recipe(loaded)?;
+    app.preflight(&recipe)?;
+    log.phase("preflight");
     if mode == RunMode::Detach {
-        return run_detached(app, profile_arg, paused, global);
+        return run_detached(app, &recipe, paused, global, profile_arg, log);
     }
-    let recipe = (|| -> Result<Recipe, AppError> {
-        let loaded = app.load(profile_arg)?;
-        if !global.quiet && mode == RunMode::Foreground {
-            for warning in loaded
-                .warnings
-                .iter()
-                .filter(|w| w.kind == profile::Kind::Profile)
-            {
-                eprintln!("{warning}");
-            }
-        }
-        let recipe = app.recipe(loaded)?;
-        app.preflight(&recipe)?;
-        Ok(recipe)
-    })();
-    let recipe = match recipe {
-        Ok(recipe) => recipe,
-        Err(error) if mode == RunMode::DetachedChild => {
-            return Ok(detach::report_to_parent(
-                &error.to_string(),
-                error.exit_code(),
-            ))
-        }
-        Err(error) => return Err(error.into()),
-    };
-    let mut log = Log::new(global.verbose, global.quiet);
-    if mode == RunMode::DetachedChild {
-        log = log.without_stderr();
-    }
-    let on_ready: Option<ReadyCallback> = match mode {
-        RunMode::DetachedChild => Some(Box::new(|_: &state::RunState| detach::tell_parent_ready())),
-        _ => None,
-    };
     let options = RunOptions {
         paused,
-        on_ready,
-        ignore_hangup: mode == RunMode::DetachedChild,
+        on_ready: None,
+        ignore_hangup: false,
     };
-    match app.run(&recipe, options, &log) {
-        Ok(outcome) => {
-            if mode == RunMode::Foreground && !global.quiet {
-                eprintln!("vmrun: {}: {}", recipe.config.name, outcome.describe());
-            }
-            Ok(outcome.exit_code())
-        }
-        Err(error) if mode == RunMode::DetachedChild => Ok(detach::report_to_parent(
-            &error.to_string(),
-            error.exit_code(),
-        )),
-        Err(error) => Err(error.into()),
+    let outcome = app.run(&recipe, options, &log)?;
+    if !global.quiet {
+        eprintln!("vmrun: {}: {}", recipe.config.name, outcome.describe());
     }
+    Ok(outcome.exit_code())
 }
 
-/// Starts a background supervisor and returns once it reports the VM running and pinned.
+/// Forks the supervisor with the recipe already made; returns once it reports the VM running
+/// and pinned (or why not).
 fn run_detached(
     app: &App,
-    profile_arg: &str,
+    recipe: &Recipe,
     paused: bool,
     global: &GlobalArgs,
+    profile_arg: &str,
+    log: Log,
 ) -> Result<ExitCode, CliError> {
-    let profile_path = app.search.resolve(profile_arg)?;
-    let profile_path = std::path::absolute(&profile_path).unwrap_or(profile_path);
-    match detach::start(&app.base, &profile_path, paused, global.verbose)? {
-        Detached::Running { supervisor } => {
-            if !global.quiet {
-                eprintln!(
-                    "vmrun: {} is running, supervised by vmrun pid {supervisor} (stop it with `vmrun stop {profile_arg}`)",
-                    profile_path.display(),
-                );
+    match detach::fork(recipe.plan.emulator_cpus.as_ref()).map_err(AppError::from)? {
+        detach::Role::Caller(waiter) => match waiter.wait().map_err(AppError::from)? {
+            Detached::Running { supervisor } => {
+                if !global.quiet {
+                    eprintln!(
+                        "vmrun: {} is running, supervised by vmrun pid {supervisor} (stop it with `vmrun stop {profile_arg}`)",
+                        recipe.config.name,
+                    );
+                }
+                Ok(ExitCode::Ok)
             }
-            Ok(ExitCode::Ok)
-        }
-        Detached::Failed { message, code } => {
-            eprintln!("vmrun: {message}");
-            Ok(code)
+            Detached::Failed { message, code } => {
+                eprintln!("vmrun: {message}");
+                Ok(code)
+            }
+        },
+        detach::Role::Supervisor(reporter) => {
+            let reporter = std::rc::Rc::new(reporter);
+            let ready = reporter.clone();
+            let options = RunOptions {
+                paused,
+                on_ready: Some(Box::new(move |_: &state::RunState| ready.ready())),
+                // There is no terminal to hang up.
+                ignore_hangup: true,
+            };
+            // The same log: what parsing and the preflight said goes to the VM's log file too.
+            let log = log.without_stderr();
+            // Errors come only before the guest runs, so before `ready` was sent.
+            Ok(match app.run(recipe, options, &log) {
+                Ok(outcome) => outcome.exit_code(),
+                Err(error) => reporter.failed(&error.to_string(), error.exit_code()),
+            })
         }
     }
 }

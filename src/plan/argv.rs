@@ -66,6 +66,11 @@ impl Argv {
     }
 }
 
+/// The file descriptor QEMU finds the supervisor's listening QMP socket on.
+pub const QMP_FD: i32 = 3;
+/// The file descriptor of the second monitor's listening socket (`status`, `stop`, `qmp`).
+pub const CTL_FD: i32 = 4;
+
 pub fn build(config: &VmConfig, firmware: &BootFirmware, paths: &VmPaths) -> Vec<String> {
     let mut argv = Argv(vec![config.qemu.binary.clone()]);
     argv.push(
@@ -93,26 +98,21 @@ pub fn build(config: &VmConfig, firmware: &BootFirmware, paths: &VmPaths) -> Vec
     // A guest's panic notifier (Linux's pvpanic driver, Windows' bugcheck) reaches vmrun as
     // GUEST_PANICKED instead of a hung or silently rebooting guest.
     argv.push("-device", "pvpanic");
-    argv.push(
-        "-chardev",
-        Opts::new("socket")
-            .set("id", "qmp")
-            .set("path", escape_path(&paths.qmp_socket))
-            .set("server", "on")
-            .set("wait", "off")
-            .build(),
-    );
-    argv.push("-mon", "chardev=qmp,mode=control");
-    argv.push(
-        "-chardev",
-        Opts::new("socket")
-            .set("id", "qmp-ctl")
-            .set("path", escape_path(&paths.ctl_socket))
-            .set("server", "on")
-            .set("wait", "off")
-            .build(),
-    );
-    argv.push("-mon", "chardev=qmp-ctl,mode=control");
+    // The monitors are sockets vmrun binds and listens on before QEMU starts, handed over as
+    // file descriptors (as libvirt does): vmrun connects at once, without polling for a path,
+    // and a stale socket file is never mistaken for a live one.
+    for (id, fd) in [("qmp", QMP_FD), ("qmp-ctl", CTL_FD)] {
+        argv.push(
+            "-chardev",
+            Opts::new("socket")
+                .set("id", id)
+                .set("fd", fd.to_string())
+                .set("server", "on")
+                .set("wait", "off")
+                .build(),
+        );
+        argv.push("-mon", format!("chardev={id},mode=control"));
+    }
     argv.push("-pidfile", paths.pidfile.to_string_lossy());
     display(&mut argv, config);
     if let BootFirmware::Ovmf(resolved) = firmware {

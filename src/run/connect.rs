@@ -1,35 +1,27 @@
-//! The supervisor's QMP connection, made while watching QEMU: an early exit is reported with
+//! The supervisor's QMP handshake, made while watching QEMU: an early exit is reported with
 //! QEMU's own message instead of a connection error.
 
+use std::os::unix::net::UnixStream;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
 use super::spawn::{refused, setup_error};
 use super::RunError;
 use crate::plan::Plan;
-use crate::qmp::{self, Qmp};
+use crate::qmp::Qmp;
 
 pub(super) const QMP_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// QEMU opens its QMP socket before it creates devices, so it can accept the connection and
-/// then die on a bad `-device`: a failed handshake waits a moment for that exit.
-pub(super) fn connect_qmp(child: &mut Child, plan: &Plan) -> Result<Qmp, RunError> {
+/// Completes the QMP handshake on the supervisor's connection. QEMU accepts on its monitor
+/// before it creates devices, so it can greet and then die on a bad `-device`: a failed
+/// handshake waits a moment for that exit, to report QEMU's own message.
+pub(super) fn handshake(
+    child: &mut Child,
+    plan: &Plan,
+    stream: UnixStream,
+) -> Result<Qmp, RunError> {
     let qemu_log = &plan.paths.qemu_log;
-    let mut exited = None;
-    let stream = qmp::connect_retrying(&plan.paths.qmp_socket, QMP_TIMEOUT, || {
-        match child.try_wait() {
-            Ok(None) => true,
-            Ok(Some(status)) => {
-                exited = Some(status);
-                false
-            }
-            Err(_) => false,
-        }
-    });
-    if let Some(status) = exited {
-        return Err(refused(qemu_log, status));
-    }
-    match Qmp::handshake(stream?, QMP_TIMEOUT) {
+    match Qmp::handshake(stream, QMP_TIMEOUT) {
         Ok(qmp) => Ok(qmp),
         Err(error) => {
             let patience = Instant::now() + Duration::from_secs(3);

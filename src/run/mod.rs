@@ -162,9 +162,12 @@ pub fn run_qemu(
     if let Some(set) = &plan.emulator_cpus {
         log.debug(&format!("QEMU starts on the emulator CPUs {set}"));
     }
-    let mut child = spawn::spawn_qemu(plan, plan.emulator_cpus.as_ref())?;
+    let monitors = spawn::bind_monitors(&plan.paths)?;
+    let (mut child, qmp_stream) = spawn::spawn_qemu(plan, plan.emulator_cpus.as_ref(), monitors)?;
+    log.phase("spawn");
     log.info(&format!("QEMU started paused, pid {}", child.id()));
-    let outcome = supervise::supervise_child(config, plan, &mut child, signals, options, log);
+    let outcome =
+        supervise::supervise_child(config, plan, &mut child, qmp_stream, signals, options, log);
     if child.try_wait().ok().flatten().is_none() {
         let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
         let _ = child.wait();

@@ -209,6 +209,7 @@ pub(super) fn supervise_child(
     config: &VmConfig,
     plan: &Plan,
     child: &mut Child,
+    qmp_stream: UnixStream,
     signals: &mut SignalWatch,
     options: RunOptions,
     log: &Log,
@@ -223,12 +224,14 @@ pub(super) fn supervise_child(
         started_unix: state::unix_now(),
         accel: plan.accel.to_string(),
     };
+    // Written while QEMU starts up: `status` and `stop` find the VM from here on.
     state::write_json(&plan.paths.run_state, &run_state)?;
-    let mut qmp = connect::connect_qmp(child, plan)?;
-    log.debug("QMP connected");
+    let mut qmp = connect::handshake(child, plan, qmp_stream)?;
+    log.phase("QMP ready");
     let mut pinned = match &config.pinning {
         Some(pinning) => {
             let pinned = pin::pin_all(&mut qmp, child.id(), pinning, log)?;
+            log.phase("pinned");
             log.info(&pinned.summary);
             Some(pinned)
         }
@@ -238,6 +241,7 @@ pub(super) fn supervise_child(
         log.info("vCPUs left paused (--paused): resume with `vmrun qmp NAME cont`");
     } else {
         qmp.execute("cont", None)?;
+        log.phase("running");
         log.info("vCPUs resumed: the guest runs");
     }
     if let Some(ready) = options.on_ready {
@@ -257,6 +261,7 @@ pub(super) fn supervise_child(
     loop {
         if let Some(status) = supervisor.child.try_wait().map_err(setup_error(qemu_log))? {
             supervisor.read_events();
+            log.phase("QEMU exited");
             log.info(&format!("QEMU exited ({})", describe_status(status)));
             if !status.success() {
                 let last = tail(qemu_log, 5);

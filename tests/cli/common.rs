@@ -69,3 +69,27 @@ pub fn sized_file(path: &Path, len: u64) {
     let file = std::fs::File::create(path).unwrap();
     file.set_len(len).unwrap();
 }
+
+/// vmrun's QEMU argv as a command, with the two listening monitor sockets its `-chardev
+/// socket,fd=3/4` options expect, as vmrun passes them (bound under `dir`).
+pub fn qemu_command(argv: &[String], dir: &Path) -> Command {
+    use command_fds::{CommandFdExt, FdMapping};
+    use std::os::fd::OwnedFd;
+    use std::os::unix::net::UnixListener;
+    let listener = |name: &str| OwnedFd::from(UnixListener::bind(dir.join(name)).unwrap());
+    let mut command = Command::new(&argv[0]);
+    command.args(&argv[1..]);
+    command
+        .fd_mappings(vec![
+            FdMapping {
+                parent_fd: listener("test-qmp.sock"),
+                child_fd: vmrun::plan::argv::QMP_FD,
+            },
+            FdMapping {
+                parent_fd: listener("test-ctl.sock"),
+                child_fd: vmrun::plan::argv::CTL_FD,
+            },
+        ])
+        .unwrap();
+    command
+}

@@ -850,8 +850,7 @@ fn exported_guest_addresses_are_the_ones_qemu_assigns_under_vmrun() {
     for sub in ["state/addresses", "run/addresses"] {
         std::fs::create_dir_all(dir.path().join(sub)).unwrap();
     }
-    let mut qemu = Command::new(&argv[0])
-        .args(&argv[1..])
+    let mut qemu = crate::common::qemu_command(&argv, dir.path())
         .args(["-monitor", "stdio"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

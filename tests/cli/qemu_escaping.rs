@@ -1,7 +1,7 @@
 //! A path with commas reaches real QEMU intact: vmrun doubles the commas, QEMU opens the file.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::{repo_root, run, vmrun};
@@ -44,8 +44,8 @@ fn wait_for_open(child: &mut Child, wanted: &Path) -> Result<(), String> {
 }
 
 fn spawn(argv: &[String]) -> Child {
-    Command::new(&argv[0])
-        .args(&argv[1..])
+    let dir = tempfile::tempdir().unwrap();
+    crate::common::qemu_command(argv, dir.path())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -447,3 +447,97 @@ fn without_cap_sys_nice_a_realtime_profile_is_refused_before_qemu_starts() {
         "QEMU must not have been started"
     );
 }
+
+/// The inode of the socket behind `/proc/PID/fd/FD`, and the path it is bound to (from
+/// /proc/net/unix), if it is a listening Unix socket.
+fn listening_socket(pid: u32, fd: i32) -> Option<String> {
+    let target = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok()?;
+    let inode = target
+        .to_string_lossy()
+        .strip_prefix("socket:[")?
+        .trim_end_matches(']')
+        .to_string();
+    let table = std::fs::read_to_string("/proc/net/unix").ok()?;
+    table.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        // Num RefCount Protocol Flags Type St Inode Path; flags 00010000 = listening.
+        (fields.get(6) == Some(&inode.as_str()) && fields.get(3) == Some(&"00010000"))
+            .then(|| fields.get(7).map(|p| p.to_string()).unwrap_or_default())
+    })
+}
+
+#[test]
+fn qemu_gets_its_monitors_as_listening_sockets_vmrun_bound() {
+    let vm = Vm::seabios("e2e-fds", "", "");
+    let (code, stderr) = vm.detach(&[]);
+    assert_eq!(code, 0, "{stderr}");
+    let pid = vm.wait_running()["pid"].as_u64().unwrap() as u32;
+    let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap();
+    assert!(
+        !cmdline.contains("qmp.sock") && !cmdline.contains("ctl.sock"),
+        "QEMU must not be told a socket path: {cmdline:?}"
+    );
+    assert!(
+        cmdline.contains("socket,id=qmp,fd=3,server=on"),
+        "{cmdline:?}"
+    );
+    let runtime = vm.runtime_dir().join("e2e-fds");
+    assert_eq!(
+        listening_socket(pid, 3).as_deref(),
+        Some(runtime.join("qmp.sock").to_str().unwrap()),
+        "fd 3 of QEMU is the supervisor's monitor, listening at qmp.sock"
+    );
+    assert_eq!(
+        listening_socket(pid, 4).as_deref(),
+        Some(runtime.join("ctl.sock").to_str().unwrap()),
+        "fd 4 of QEMU is the control monitor, listening at ctl.sock"
+    );
+    assert_eq!(vm.status()["run_state"], "running");
+    assert_eq!(vm.stop(), 5);
+    assert!(
+        vm.runtime_leftovers().is_empty(),
+        "{:?}",
+        vm.runtime_leftovers()
+    );
+}
+
+#[test]
+fn stale_sockets_and_a_dead_run_do_not_confuse_start_status_or_stop() {
+    let vm = Vm::seabios("e2e-stale", "", "");
+    let runtime = vm.runtime_dir().join("e2e-stale");
+    std::fs::create_dir_all(&runtime).unwrap();
+    // What a power loss leaves: socket files nobody listens on, and the state of a dead run
+    // (pids that are not a vmrun or a QEMU any more).
+    for name in ["qmp.sock", "ctl.sock"] {
+        drop(std::os::unix::net::UnixListener::bind(runtime.join(name)).unwrap());
+    }
+    std::fs::write(
+        runtime.join("state.json"),
+        r#"{"name":"e2e-stale","profile":"/gone.toml","vmrun_pid":999999,"qemu_pid":999998,"started_unix":1,"accel":"kvm"}"#,
+    )
+    .unwrap();
+    let started = Instant::now();
+    let (code, stdout, _) = run(vm.vmrun().args(["status", "e2e-stale", "--json"]));
+    assert_eq!(code, 7, "a dead run is not running: {stdout}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "status waited on a stale socket"
+    );
+    let (code, _, stderr) = run(vm.vmrun().args(["stop", "e2e-stale"]));
+    assert_eq!(
+        code, 0,
+        "stopping a VM that does not run is not an error: {stderr}"
+    );
+    let (code, stderr) = vm.detach(&[]);
+    assert_eq!(code, 0, "{stderr}");
+    let status = vm.wait_running();
+    assert_eq!(status["run_state"], "running");
+    let (code, stdout, _) = run(vm.vmrun().args(["qmp", "e2e-stale", "query-status"]));
+    assert_eq!(code, 0, "{stdout}");
+    assert_eq!(vm.stop(), 5);
+    assert!(
+        vm.runtime_leftovers().is_empty(),
+        "{:?}",
+        vm.runtime_leftovers()
+    );
+}
