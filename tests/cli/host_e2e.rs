@@ -123,6 +123,19 @@ fn a_single_gpu_run_takes_the_gpu_and_stop_gives_everything_back() {
         Some("systemctl start display-manager.service"),
         "{calls:#?}"
     );
+    // How long giving the host back took once QEMU was gone (the log's phase times).
+    let log = std::fs::read_to_string(s.dir.path().join("state/sgpu/vmrun.log")).unwrap();
+    let phase = |name: &str| -> f64 {
+        log.lines()
+            .rev()
+            .find_map(|l| l.split_once(&format!("phase {name} at ")))
+            .and_then(|(_, at)| at.strip_suffix(" ms")?.parse().ok())
+            .unwrap_or_else(|| panic!("no phase {name} in {log}"))
+    };
+    eprintln!(
+        "[single-gpu] fake host restored {:.1} ms after QEMU exited",
+        phase("host restored") - phase("QEMU exited")
+    );
 }
 
 /// Runs vmrun in the foreground and kills it with SIGKILL once the journal has `stage` entries
