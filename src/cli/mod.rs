@@ -145,8 +145,8 @@ enum Command {
         /// The command's arguments as a JSON object, e.g. '{"device": "net0"}'.
         arguments: Option<String>,
     },
-    /// Print the QEMU command line a profile produces, one argument per line, ready to paste
-    /// into a shell. Changes nothing and needs no root.
+    /// Print the host steps and the QEMU command line a profile produces, one argument per
+    /// line, quoted for a shell (QEMU gets its monitors from vmrun as fds 3 and 4). Changes nothing and needs no root.
     Show {
         profile: String,
         /// Print a JSON object with `argv` (QEMU binary first), paths, firmware and warnings.

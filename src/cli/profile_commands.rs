@@ -44,6 +44,11 @@ pub(super) fn show(
             "# after QEMU exits, every change above is undone in reverse order"
         )?;
     }
+    writeln!(
+        out,
+        "# vmrun passes QEMU its QMP monitors as listening sockets on fds 3 and 4; to run this by\n\
+         # hand, change `fd=3` and `fd=4` to `path=/tmp/qmp.sock` and `path=/tmp/ctl.sock`"
+    )?;
     writeln!(out, "{}", shell_lines(&recipe.plan.argv))?;
     Ok(ExitCode::Ok)
 }
