@@ -15,6 +15,7 @@ pub struct RawPci {
     pub romfile: Option<Text>,
     pub vga: Option<Flag>,
     pub rombar: Option<Flag>,
+    pub boot_order: Option<Int>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,13 +25,26 @@ pub struct PciDevice {
     /// The guest's primary display adapter (gets `x-vga=on` under SeaBIOS).
     pub vga: bool,
     pub rombar: Option<bool>,
+    /// QEMU's `bootindex`: the firmware boots from the device's option ROM (a passed
+    /// SATA/NVMe controller, a NIC with PXE).
+    pub boot_order: Option<u32>,
 }
 
 impl Validator {
-    pub(super) fn pci(&mut self, raw: &RawProfile, firmware: &Firmware) -> Vec<PciDevice> {
+    pub(super) fn pci(
+        &mut self,
+        raw: &RawProfile,
+        firmware: &Firmware,
+        disks: &[Disk],
+    ) -> Vec<PciDevice> {
         let mut devices = Vec::new();
         let mut seen: HashMap<PciAddress, (usize, String)> = HashMap::new();
         let mut vga_seen: Option<usize> = None;
+        let mut boot_orders: HashMap<u32, String> = disks
+            .iter()
+            .enumerate()
+            .filter_map(|(index, disk)| Some((disk.boot_order?, format!("disk[{index}]"))))
+            .collect();
         for (index, spanned) in raw.pci.iter().enumerate() {
             let p = spanned.get_ref();
             let key = |field: &str| format!("pci[{index}].{field}");
@@ -83,11 +97,23 @@ impl Validator {
                     );
                 }
             }
+            let boot_order = p.boot_order.as_ref().and_then(|raw| {
+                let order = self.int_in(raw, &key("boot_order"), 1..=99)? as u32;
+                if let Some(other) = boot_orders.insert(order, format!("pci[{index}]")) {
+                    self.error(
+                        raw.span(),
+                        &key("boot_order"),
+                        format!("{other} has boot_order {order} too; use distinct numbers"),
+                    );
+                }
+                Some(order)
+            });
             devices.push(PciDevice {
                 address,
                 romfile,
                 vga,
                 rombar: p.rombar.as_ref().map(|f| *f.get_ref()),
+                boot_order,
             });
         }
         devices

@@ -27,6 +27,7 @@ pub(super) fn spawn_qemu(plan: &Plan, emulator: Option<&CpuSet>) -> Result<Child
     let mut command = Command::new(&plan.argv[0]);
     command
         .args(&plan.argv[1..])
+        .envs(plan.env.iter().map(|(key, value)| (key, value)))
         .stdin(Stdio::null())
         .stdout(log_file)
         .stderr(log_err)

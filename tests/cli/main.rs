@@ -15,3 +15,4 @@ mod qemu_escaping;
 mod rom;
 mod run_e2e;
 mod validation;
+mod win11_e2e;
