@@ -387,3 +387,39 @@ fn the_remote_display_sockets_answer_vnc_and_spice_and_status_says_how_to_connec
     );
     assert_eq!(spice.stop(), 5);
 }
+
+#[test]
+fn windows_timers_power_smbios_and_usb_audio_are_accepted_by_a_real_qemu() {
+    let accel = if kvm_usable() { "kvm" } else { "tcg" };
+    let model = if accel == "kvm" { "host" } else { "max" };
+    eprintln!("[w11-timers] accelerator: {accel} (SeaBIOS guest)");
+    let vm = Vm::new(
+        "w11-timers",
+        &format!(
+            "[machine]\nmemory = \"128M\"\naccel = \"{accel}\"\nsuspend = false\n[cpu]\nmodel = \"{model}\"\n\
+             cores = 1\n[firmware]\ntype = \"seabios\"\n[network]\nmode = \"none\"\n[shutdown]\ntimeout = 1\n\
+             [clock]\nbase = \"localtime\"\n[smbios]\nmanufacturer = \"ASUS, Inc.\"\nbios_release = \"5.11\"\n\
+             uuid = \"4c4c4544-0034-3910-8051-b3c04f4b5a32\"\n[audio]\nbackend = \"none\"\ndevice = \"usb\"\n"
+        ),
+    );
+    let (code, stderr) = vm.detach(&[]);
+    assert_eq!(code, 0, "{stderr}");
+    vm.wait_running();
+    let qom = |path: &str, property: &str| -> String {
+        let (_, out, err) = run(vm.vmrun().args([
+            "qmp",
+            &vm.name,
+            "qom-get",
+            &format!("{{\"path\":\"{path}\",\"property\":\"{property}\"}}"),
+        ]));
+        format!("{}{err}", out.trim())
+    };
+    assert_eq!(qom("/machine", "hpet"), "false");
+    assert_eq!(qom("/machine/peripheral/sound0", "audiodev"), "\"audio0\"");
+    let (_, uuid, _) = run(vm.vmrun().args(["qmp", &vm.name, "query-uuid"]));
+    assert!(
+        uuid.contains("4c4c4544-0034-3910-8051-b3c04f4b5a32"),
+        "SMBIOS type 1 carries the UUID: {uuid}"
+    );
+    assert_eq!(vm.stop(), 5);
+}
