@@ -415,6 +415,28 @@ fn windows_timers_power_smbios_and_usb_audio_are_accepted_by_a_real_qemu() {
         format!("{}{err}", out.trim())
     };
     assert_eq!(qom("/machine", "hpet"), "false");
+    let (_, children, _) = run(vm.vmrun().args([
+        "qmp",
+        &vm.name,
+        "qom-list",
+        "{\"path\":\"/machine/unattached\"}",
+    ]));
+    let children: Value = serde_json::from_str(&children).unwrap();
+    let child_of_type = |kind: &str| -> Option<String> {
+        children.as_array().unwrap().iter().find_map(|c| {
+            (c["type"] == format!("child<{kind}>"))
+                .then(|| format!("/machine/unattached/{}", c["name"].as_str().unwrap()))
+        })
+    };
+    let lpc = child_of_type("ICH9-LPC").expect("q35 has its ICH9 LPC bridge");
+    assert_eq!(qom(&lpc, "disable_s3"), "1", "machine.suspend = false");
+    assert_eq!(qom(&lpc, "disable_s4"), "1");
+    let rtc = child_of_type("mc146818rtc").expect("q35's RTC");
+    assert_eq!(qom(&rtc, "lost_tick_policy"), "\"slew\"", "rtc_driftfix");
+    if accel == "kvm" {
+        let pit = child_of_type("kvm-pit").expect("KVM's in-kernel PIT");
+        assert_eq!(qom(&pit, "lost_tick_policy"), "\"discard\"");
+    }
     assert_eq!(qom("/machine/peripheral/sound0", "audiodev"), "\"audio0\"");
     let (_, uuid, _) = run(vm.vmrun().args(["qmp", &vm.name, "query-uuid"]));
     assert!(

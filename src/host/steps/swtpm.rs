@@ -353,7 +353,10 @@ impl Undoable for StopSwtpm {
         let pid = std::fs::read_to_string(&self.pidfile)
             .ok()
             .and_then(|text| text.trim().parse::<i32>().ok());
-        if let Some(pid) = pid.filter(|pid| serves(host, *pid, &self.socket)) {
+        // QEMU ends swtpm as it exits; the zombie of our own child is reaped here (a pid that
+        // is not our child gives ECHILD and is left alone).
+        let pid = pid.filter(|pid| !ended(host, *pid) && serves(host, *pid, &self.socket));
+        if let Some(pid) = pid {
             log.info(&format!("stopping swtpm (pid {pid})"));
             let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
             let deadline = Instant::now() + STOP_TIMEOUT;
@@ -390,6 +393,72 @@ impl Undoable for StopSwtpm {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::host::context::{Timing, VmIdentity};
+    use crate::host::runner::SystemRunner;
+    use crate::host::{RealSysfs, Sysroot};
+
+    fn with_host(test: impl FnOnce(&HostContext)) {
+        let sysfs = RealSysfs {
+            root: Sysroot::new("/"),
+        };
+        let host = HostContext {
+            root: Sysroot::new("/"),
+            sysfs: &sysfs,
+            runner: &SystemRunner,
+            timing: Timing::default(),
+            vm: VmIdentity {
+                name: "t".into(),
+                profile: PathBuf::new(),
+            },
+        };
+        test(&host);
+    }
+
+    #[test]
+    fn the_undo_stops_only_the_swtpm_of_its_socket_and_never_touches_the_state() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("swtpm.sock");
+        let pidfile = dir.path().join("swtpm.pid");
+        let state = dir.path().join("tpm");
+        std::fs::create_dir(&state).unwrap();
+        std::fs::write(state.join(STATE_FILE), b"keys").unwrap();
+        // A stand-in whose command line looks like swtpm's for this socket.
+        let fake = dir.path().join("swtpm");
+        std::fs::write(&fake, "#!/bin/sh\nwhile :; do sleep 0.1; done\n").unwrap();
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut child = Command::new(&fake)
+            .arg(format!("type=unixio,path={}", socket.display()))
+            .spawn()
+            .unwrap();
+        std::fs::write(&socket, b"").unwrap();
+        let undo = StopSwtpm {
+            socket: socket.clone(),
+            pidfile: pidfile.clone(),
+        };
+        let log = Log::new(0, true).without_stderr();
+        with_host(|host| {
+            // A pidfile naming another process (here: this test) is not obeyed.
+            std::fs::write(&pidfile, std::process::id().to_string()).unwrap();
+            undo.undo(host, &log).unwrap();
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "a stranger was signalled"
+            );
+            assert!(!socket.exists() && !pidfile.exists());
+
+            std::fs::write(&pidfile, child.id().to_string()).unwrap();
+            undo.undo(host, &log).unwrap();
+            assert!(!pidfile.exists());
+        });
+        // Stopped and reaped by the undo itself (it is this process's child here, as swtpm is
+        // vmrun's).
+        assert!(
+            !Path::new(&format!("/proc/{}", child.id())).exists(),
+            "the swtpm was not stopped and reaped"
+        );
+        assert_eq!(std::fs::read(state.join(STATE_FILE)).unwrap(), b"keys");
+    }
 
     #[test]
     fn versions_are_read_from_swtpms_banner() {
