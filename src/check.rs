@@ -49,6 +49,23 @@ pub fn host_findings(
     findings.extend(cpu_findings(config, facts));
     findings.extend(scheduler_capability(config));
     findings.extend(device_nodes(config, &host.root));
+    if config.smbios.as_ref().is_some_and(|s| s.from_host) {
+        let dmi = host.root.path("/sys/class/dmi/id");
+        findings.push(if facts.dmi.is_empty() {
+            Finding::warn(
+                "smbios",
+                format!(
+                    "smbios.from_host: nothing readable in {}; the guest gets QEMU's values for the fields not given",
+                    dmi.display()
+                ),
+            )
+        } else {
+            Finding::pass(
+                "smbios",
+                format!("{} host values read from {}", facts.dmi.len(), dmi.display()),
+            )
+        });
+    }
     for step in steps {
         findings.extend(step.preflight(host));
     }

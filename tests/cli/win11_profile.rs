@@ -208,6 +208,17 @@ fn smbios_from_host_copies_dmi_through_the_host_root_and_show_prints_it() {
         text.contains("#   type 2 board_product = \"MAG B550 TOMAHAWK (MS-7C91)\" (from the host)"),
         "{text}"
     );
+    let (_, checked, _) = run(crate::common::vmrun(dir.path())
+        .env("VMRUN_SYSROOT", &root)
+        .args(["check", "vm.toml", "--runtime-dir"])
+        .arg(dir.path().join("run")));
+    assert!(
+        checked.contains(&format!(
+            "8 host values read from {}",
+            root.join("sys/class/dmi/id").display()
+        )),
+        "{checked}"
+    );
 }
 
 #[test]
