@@ -445,3 +445,39 @@ fn windows_timers_power_smbios_and_usb_audio_are_accepted_by_a_real_qemu() {
     );
     assert_eq!(vm.stop(), 5);
 }
+
+#[test]
+fn a_vnc_display_on_an_address_with_a_password_file_asks_for_the_password() {
+    let port = (5990..6190)
+        .find(|port| std::net::TcpListener::bind(("127.0.0.1", *port)).is_ok())
+        .expect("a free port from 5990");
+    let dir = tempfile::tempdir().unwrap();
+    let password = dir.path().join("vnc-password");
+    std::fs::write(&password, "s3cret").unwrap();
+    let vm = seabios(
+        "w11-vncpw",
+        &format!(
+            "[display]\nremote = \"vnc\"\nlisten = \"127.0.0.1:{port}\"\npassword_file = \"{}\"\n",
+            password.display()
+        ),
+    );
+    let (code, stderr) = vm.detach(&[]);
+    assert_eq!(code, 0, "{stderr}");
+    let status = vm.wait_running();
+    assert_eq!(status["display"], format!("vnc://127.0.0.1:{port}"));
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut greeting = [0u8; 12];
+    stream.read_exact(&mut greeting).unwrap();
+    assert_eq!(&greeting, b"RFB 003.008\n");
+    stream.write_all(b"RFB 003.008\n").unwrap();
+    let mut count = [0u8; 1];
+    stream.read_exact(&mut count).unwrap();
+    let mut types = vec![0u8; count[0] as usize];
+    stream.read_exact(&mut types).unwrap();
+    // 2 is VNC authentication; 1 (none) would mean the password file was not used.
+    assert_eq!(types, [2], "security types offered: {types:?}");
+    assert_eq!(vm.stop(), 5);
+}
