@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Installs what vmrun needs to boot VMs on Debian/Ubuntu: QEMU and OVMF, and libvirt for the
+# Installs what vmrun needs to boot VMs on Debian/Ubuntu, and what its tests run against: QEMU and
+# OVMF; swtpm + swtpm-tools for [tpm]; QEMU's PulseAudio module (qemu-system-gui) for [audio];
+# PulseAudio with pactl, which the audio test starts for a throwaway user; and libvirt for the
 # tests that check `vmrun export libvirt` with libvirt itself (a private session daemon; the
 # system daemon is never used). Does nothing when all are present. Needs root (uses sudo when
 # not root).
@@ -16,6 +18,12 @@ command -v libvirtd >/dev/null 2>&1 || [ -x /usr/sbin/libvirtd ] || missing+=(li
     || missing+=(libvirt-daemon-driver-qemu)
 command -v virsh >/dev/null 2>&1 && command -v virt-xml-validate >/dev/null 2>&1 \
     || missing+=(libvirt-clients)
+command -v swtpm >/dev/null 2>&1 || missing+=(swtpm)
+command -v swtpm_setup >/dev/null 2>&1 || missing+=(swtpm-tools)
+# QEMU's `pa` audio backend is a module Debian ships in qemu-system-gui.
+compgen -G '/usr/lib/*/qemu/audio-pa.so' >/dev/null || missing+=(qemu-system-gui)
+command -v pulseaudio >/dev/null 2>&1 || missing+=(pulseaudio)
+command -v pactl >/dev/null 2>&1 || missing+=(pulseaudio-utils)
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0
 fi
@@ -30,6 +38,10 @@ if ! "${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}";
     # qemu-system-x86; take qemu-utils from the release so that both match.
     codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
     echo "vmrun: retrying with qemu-utils from ${codename}" >&2
+    others=()
+    for package in "${missing[@]}"; do
+        case "$package" in qemu-system-x86 | ovmf | qemu-utils) ;; *) others+=("$package") ;; esac
+    done
     "${sudo[@]}" apt-get install -y -q --no-install-recommends --allow-downgrades \
-        qemu-system-x86 ovmf "qemu-utils/${codename}"
+        qemu-system-x86 ovmf "qemu-utils/${codename}" "${others[@]}"
 fi

@@ -10,7 +10,12 @@ cargo clippy --all-targets --locked -- -D warnings
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
-cargo test --locked 2>&1 | tee "$log" || status=$?
+# The output goes to a file that is followed, not through a pipe: a process a failing test
+# leaves behind would hold a pipe open and hang the run.
+cargo test --locked >"$log" 2>&1 &
+tests=$!
+tail -n +1 -f --pid="$tests" "$log"
+wait "$tests" || status=$?
 bed_status=0
 tests/vfio-bed/run.sh 2>&1 | tee -a "$log" || bed_status=$?
 [ "$bed_status" -eq 0 ] || status=$bed_status

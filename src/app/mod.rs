@@ -152,18 +152,35 @@ impl App {
         Ok(Loaded { config, warnings })
     }
 
-    pub fn facts(&self) -> HostFacts {
+    pub fn facts(&self, config: &VmConfig) -> HostFacts {
+        let smbios_from_host = config.smbios.as_ref().is_some_and(|s| s.from_host);
+        let requested_user = match config.audio.as_ref().map(|a| &a.backend) {
+            Some(model::AudioBackend::PulseAudio { user, .. }) => Some(user.as_deref()),
+            _ => None,
+        };
         HostFacts {
             online_cpus: crate::host::online_cpus(&self.sysroot),
+            dmi: if smbios_from_host {
+                crate::host::dmi(&self.sysroot)
+            } else {
+                Default::default()
+            },
+            vhost_net: crate::host::vhost_net(&self.sysroot),
+            desktop_user: requested_user.and_then(crate::host::desktop_user),
         }
     }
 
     pub fn recipe(&self, loaded: Loaded) -> Result<Recipe, AppError> {
         let firmware = plan::resolve_firmware(&loaded.config, &self.descriptor_dirs)
             .map_err(PlanError::from)?;
-        let plan = Plan::new(&loaded.config, &firmware, &self.base, &self.facts())?;
+        let plan = Plan::new(
+            &loaded.config,
+            &firmware,
+            &self.base,
+            &self.facts(&loaded.config),
+        )?;
         Ok(Recipe {
-            host_steps: steps::plan(&loaded.config),
+            host_steps: steps::plan(&loaded.config, &plan.paths),
             config: loaded.config,
             warnings: loaded.warnings,
             firmware,
@@ -192,11 +209,16 @@ impl App {
     fn findings(&self, loaded: &Loaded, depth: Depth) -> Vec<Finding> {
         let config = &loaded.config;
         let host = self.host(Self::identity(config));
-        let host_steps = steps::plan(config);
-        let mut findings = check::host_findings(config, &host_steps, &host, &self.facts(), depth);
+        let paths = match VmPaths::new(&self.base, &config.name) {
+            Ok(paths) => paths,
+            Err(error) => return vec![Finding::fail("paths", error.to_string())],
+        };
+        let host_steps = steps::plan(config, &paths);
+        let facts = self.facts(config);
+        let mut findings = check::host_findings(config, &host_steps, &host, &facts, depth);
         match plan::resolve_firmware(config, &self.descriptor_dirs) {
             Err(error) => findings.push(Finding::fail("firmware", error.to_string())),
-            Ok(firmware) => match Plan::new(config, &firmware, &self.base, &self.facts()) {
+            Ok(firmware) => match Plan::new(config, &firmware, &self.base, &facts) {
                 Ok(plan) => findings.extend(check::plan_findings(&firmware, &plan, depth)),
                 Err(error) => findings.push(Finding::fail("paths", error.to_string())),
             },
@@ -260,7 +282,7 @@ impl App {
             &recipe.config,
             &recipe.host_steps,
             &host,
-            &self.facts(),
+            &self.facts(&recipe.config),
             Depth::Run,
         ));
         findings.extend(check::plan_findings(

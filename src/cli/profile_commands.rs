@@ -44,12 +44,47 @@ pub(super) fn show(
             "# after QEMU exits, every change above is undone in reverse order"
         )?;
     }
+    let plan = &recipe.plan;
+    if !plan.smbios.is_empty() {
+        writeln!(out, "# SMBIOS the guest sees:")?;
+        for value in &plan.smbios {
+            writeln!(
+                out,
+                "#   type {} {} = {:?} (from the {})",
+                value.table, value.key, value.value, value.source
+            )?;
+        }
+    }
+    if let Some(audio) = &plan.audio {
+        match &audio.server {
+            Some(server) => writeln!(
+                out,
+                "# sound: PulseAudio/PipeWire server {}{}",
+                server.display(),
+                audio
+                    .cookie
+                    .as_ref()
+                    .map(|c| format!(", cookie {} (PULSE_COOKIE)", c.display()))
+                    .unwrap_or_default()
+            )?,
+            None => writeln!(
+                out,
+                "# sound: no desktop user known (not started through sudo): set audio.user or audio.server"
+            )?,
+        }
+    }
+    if let Some(remote) = &plan.remote {
+        writeln!(out, "# display: remote-viewer {}", remote.uri)?;
+    }
+    for (key, value) in &plan.env {
+        writeln!(out, "# environment: {key}={value}")?;
+    }
     writeln!(
         out,
         "# vmrun passes QEMU its QMP monitors as listening sockets on fds 3 and 4; to run this by\n\
          # hand, change `fd=3` and `fd=4` to `path=/tmp/qmp.sock` and `path=/tmp/ctl.sock`"
     )?;
-    writeln!(out, "{}", shell_lines(&recipe.plan.argv))?;
+    writeln!(out, "{}", shell_lines(&plan.argv))?;
     Ok(ExitCode::Ok)
 }
 

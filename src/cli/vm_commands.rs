@@ -138,6 +138,20 @@ pub(super) fn status(app: &App, name: &str, json: bool) -> Result<ExitCode, CliE
             vcpu.index, vcpu.thread_id, vcpu.affinity, vcpu.policy, vcpu.priority
         )?;
     }
+    if let Some(pid) = report.swtpm_pid {
+        writeln!(out, "  TPM: swtpm pid {pid}")?;
+    }
+    if let Some(uri) = &report.display {
+        writeln!(out, "  display: remote-viewer {uri}")?;
+        if let Some(socket) = uri.split_once("+unix://").map(|(_, path)| path) {
+            writeln!(
+                out,
+                "  from another machine: ssh -L /tmp/{name}-display.sock:{socket} HOST, then \
+                 remote-viewer {}+unix:///tmp/{name}-display.sock",
+                uri.split('+').next().unwrap_or("spice")
+            )?;
+        }
+    }
     Ok(code)
 }
 

@@ -50,6 +50,57 @@ pub fn online_cpus(root: &Sysroot) -> Option<CpuSet> {
         .ok()
 }
 
+/// The host's DMI data (`/sys/class/dmi/id`), by file name: what `[smbios] from_host` copies.
+/// Unreadable files (serials and the UUID need root) are left out.
+pub fn dmi(root: &Sysroot) -> std::collections::BTreeMap<String, String> {
+    let mut values = std::collections::BTreeMap::new();
+    for field in crate::model::SMBIOS_FIELDS {
+        let path = root.path(&format!("/sys/class/dmi/id/{}", field.dmi));
+        if let Ok(text) = std::fs::read_to_string(path) {
+            let text = text.trim();
+            if !text.is_empty() {
+                values.insert(field.dmi.to_string(), text.to_string());
+            }
+        }
+    }
+    values
+}
+
+/// Whether `/dev/vhost-net` is there for tap networking.
+pub fn vhost_net(root: &Sysroot) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::metadata(root.path("/dev/vhost-net")).is_ok_and(|m| m.file_type().is_char_device())
+}
+
+/// The desktop user: `requested` (a name or uid), else the user who ran `sudo` (`SUDO_UID`),
+/// else vmrun's own user unless that is root.
+pub fn desktop_user(requested: Option<&str>) -> Option<crate::plan::DesktopUser> {
+    use nix::unistd::{Uid, User};
+    let user = match requested {
+        Some(word) => match word.parse::<u32>() {
+            Ok(uid) => User::from_uid(Uid::from_raw(uid)).ok().flatten(),
+            Err(_) => User::from_name(word).ok().flatten(),
+        },
+        None => {
+            let sudo = std::env::var("SUDO_UID")
+                .ok()
+                .and_then(|uid| uid.parse::<u32>().ok())
+                .filter(|uid| *uid != 0);
+            let uid = match sudo {
+                Some(uid) => Uid::from_raw(uid),
+                None if !nix::unistd::geteuid().is_root() => nix::unistd::geteuid(),
+                None => return None,
+            };
+            User::from_uid(uid).ok().flatten()
+        }
+    }?;
+    Some(crate::plan::DesktopUser {
+        name: user.name,
+        uid: user.uid.as_raw(),
+        home: user.dir,
+    })
+}
+
 /// Finds a program the way `execvp` would.
 pub fn find_program(name: &str) -> Option<PathBuf> {
     if name.contains('/') {

@@ -1,4 +1,4 @@
-//! `[machine]`: memory, hugepages, machine type, accelerator, iothreads.
+//! `[machine]`: memory, hugepages, machine type, accelerator, iothreads, guest suspend.
 //! What the profile says (`Raw*`), what it means, and the rules between them.
 
 use serde::Deserialize;
@@ -14,6 +14,7 @@ pub struct RawMachine {
     pub machine_type: Option<Text>,
     pub accel: Option<Text>,
     pub iothreads: Option<Int>,
+    pub suspend: Option<Flag>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,6 +56,8 @@ pub struct Machine {
     pub accel: Accel,
     /// Number of QEMU iothreads; virtio disks are spread over them.
     pub iothreads: u32,
+    /// Guest S3 (suspend to RAM) and S4 (hibernate); off, a passed GPU rarely survives them.
+    pub suspend: bool,
 }
 
 impl Validator {
@@ -138,6 +141,7 @@ impl Validator {
             machine_type,
             accel,
             iothreads: iothreads.unwrap_or(u32::from(pinned_iothreads)),
+            suspend: m.suspend.as_ref().is_none_or(|f| *f.get_ref()),
         }
     }
 }

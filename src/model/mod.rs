@@ -3,7 +3,9 @@
 //! never re-check what a user wrote). Each section is one module holding its raw keys, its
 //! typed values and the rules between them, so a new key is written in one place.
 
+pub mod audio;
 pub mod boot;
+pub mod clock;
 pub mod cpu;
 pub mod disk;
 pub mod display;
@@ -19,6 +21,8 @@ pub mod pinning;
 pub mod qemu;
 pub mod shutdown;
 pub mod single_gpu;
+pub mod smbios;
+pub mod tpm;
 pub mod usb;
 mod validator;
 
@@ -30,10 +34,12 @@ use toml::Spanned;
 use crate::profile::{Diagnostic, Diagnostics, ProfileSource, Severity};
 use validator::{Text, Validator};
 
+pub use audio::{Audio, AudioBackend, AudioDevice};
 pub use boot::{Firmware, FirmwareFiles};
+pub use clock::{Clock, ClockBase, LostTicks};
 pub use cpu::{Cpu, Topology};
 pub use disk::{CacheMode, Disk, DiskBus, DiskFormat, Media};
-pub use display::{Display, Gui, SerialConsole, VgaModel};
+pub use display::{Display, Gui, Listen, Remote, RemoteProtocol, SerialConsole, VgaModel};
 pub use hooks::Hooks;
 pub use input::Input;
 pub use leaves::{ByteSize, CpuSet, MacAddress, PciAddress, Resolution, UsbId, VmName};
@@ -46,6 +52,8 @@ pub use pinning::{Pinning, Scheduler};
 pub use qemu::{Qemu, QemuUser};
 pub use shutdown::Shutdown;
 pub use single_gpu::SingleGpu;
+pub use smbios::{Smbios, SmbiosField, SMBIOS_FIELDS};
+pub use tpm::{Tpm, TpmVersion};
 
 /// The profile exactly as written: every leaf keeps its position in the file so that
 /// validation can point at it. Leaves are kept as the TOML types a user writes (strings,
@@ -73,6 +81,10 @@ pub struct RawProfile {
     pub hooks: Option<Spanned<hooks::RawHooks>>,
     pub shutdown: Option<Spanned<shutdown::RawShutdown>>,
     pub qemu: Option<Spanned<qemu::RawQemu>>,
+    pub tpm: Option<Spanned<tpm::RawTpm>>,
+    pub smbios: Option<Spanned<smbios::RawSmbios>>,
+    pub audio: Option<Spanned<audio::RawAudio>>,
+    pub clock: Option<Spanned<clock::RawClock>>,
 }
 
 /// The keys a table accepts, read from its `Deserialize` impl so they never drift from the
@@ -97,6 +109,10 @@ pub fn keys_of_table(path: &[String]) -> &'static [&'static str] {
         (_, "hooks") => parse::field_names::<hooks::RawHooks>(),
         (_, "shutdown") => parse::field_names::<shutdown::RawShutdown>(),
         (_, "qemu") => parse::field_names::<qemu::RawQemu>(),
+        (_, "tpm") => parse::field_names::<tpm::RawTpm>(),
+        (_, "smbios") => parse::field_names::<smbios::RawSmbios>(),
+        (_, "audio") => parse::field_names::<audio::RawAudio>(),
+        (_, "clock") => parse::field_names::<clock::RawClock>(),
         _ => &[],
     }
 }
@@ -121,6 +137,10 @@ pub struct VmConfig {
     pub hooks: Hooks,
     pub shutdown: Shutdown,
     pub qemu: Qemu,
+    pub tpm: Option<Tpm>,
+    pub smbios: Option<Smbios>,
+    pub audio: Option<Audio>,
+    pub clock: Option<Clock>,
 }
 
 impl VmConfig {
@@ -167,6 +187,10 @@ impl Validator {
         let hooks = self.hooks(raw);
         let shutdown = self.shutdown(raw);
         let qemu = self.qemu(raw);
+        let tpm = self.tpm(raw);
+        let smbios = self.smbios(raw);
+        let audio = self.audio(raw);
+        let clock = self.clock(raw);
         VmConfig {
             name,
             profile_path: source.path.clone(),
@@ -186,6 +210,10 @@ impl Validator {
             hooks,
             shutdown,
             qemu,
+            tpm,
+            smbios,
+            audio,
+            clock,
         }
     }
 

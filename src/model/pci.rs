@@ -43,6 +43,11 @@ impl Validator {
         let mut devices = Vec::new();
         let mut seen: HashMap<PciAddress, (usize, String)> = HashMap::new();
         let mut vga_seen: Option<usize> = None;
+        let mut boot_orders: HashMap<u32, String> = disks
+            .iter()
+            .enumerate()
+            .filter_map(|(index, disk)| Some((disk.boot_order?, format!("disk[{index}]"))))
+            .collect();
         for (index, spanned) in raw.pci.iter().enumerate() {
             let p = spanned.get_ref();
             let key = |field: &str| format!("pci[{index}].{field}");
@@ -97,18 +102,7 @@ impl Validator {
             }
             let boot_order = p.boot_order.as_ref().and_then(|raw| {
                 let order = self.int_in(raw, &key("boot_order"), 1..=99)? as u32;
-                // QEMU refuses two devices with one bootindex.
-                let taken_by = disks
-                    .iter()
-                    .position(|d| d.boot_order == Some(order))
-                    .map(|i| format!("disk[{i}]"))
-                    .or_else(|| {
-                        devices
-                            .iter()
-                            .position(|d: &PciDevice| d.boot_order == Some(order))
-                            .map(|i| format!("pci[{i}]"))
-                    });
-                if let Some(other) = taken_by {
+                if let Some(other) = boot_orders.insert(order, format!("pci[{index}]")) {
                     self.error(
                         raw.span(),
                         &key("boot_order"),

@@ -8,6 +8,7 @@ use crate::firmware::ResolvedFirmware;
 use crate::model::*;
 
 use super::paths::VmPaths;
+use super::Resolved;
 
 /// What boots the guest, resolved.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -71,7 +72,12 @@ pub const QMP_FD: i32 = 3;
 /// The file descriptor of the second monitor's listening socket (`status`, `stop`, `qmp`).
 pub const CTL_FD: i32 = 4;
 
-pub fn build(config: &VmConfig, firmware: &BootFirmware, paths: &VmPaths) -> Vec<String> {
+pub fn build(
+    config: &VmConfig,
+    firmware: &BootFirmware,
+    paths: &VmPaths,
+    resolved: &Resolved,
+) -> Vec<String> {
     let mut argv = Argv(vec![config.qemu.binary.clone()]);
     argv.push(
         "-name",
@@ -80,6 +86,8 @@ pub fn build(config: &VmConfig, firmware: &BootFirmware, paths: &VmPaths) -> Vec
             .build(),
     );
     machine(&mut argv, config, firmware);
+    clock_and_power(&mut argv, config);
+    smbios(&mut argv, resolved);
     cpu(&mut argv, config);
     memory(&mut argv, config);
     let topology = config.cpu.topology;
@@ -114,17 +122,20 @@ pub fn build(config: &VmConfig, firmware: &BootFirmware, paths: &VmPaths) -> Vec
         argv.push("-mon", format!("chardev={id},mode=control"));
     }
     argv.push("-pidfile", paths.pidfile.to_string_lossy());
-    display(&mut argv, config);
+    display(&mut argv, config, paths);
     if let BootFirmware::Ovmf(resolved) = firmware {
         pflash(&mut argv, resolved, paths);
     }
+    tpm(&mut argv, config, paths);
     for index in 0..config.machine.iothreads {
         argv.push("-object", format!("iothread,id=iothread{index}"));
     }
     disks(&mut argv, config);
-    network(&mut argv, config);
+    network(&mut argv, config, resolved.vhost_net);
     passthrough(&mut argv, config, firmware);
     usb(&mut argv, config);
+    remote_input(&mut argv, config);
+    audio(&mut argv, config, resolved);
     input(&mut argv, config);
     looking_glass(&mut argv, config);
     if config.serial == SerialConsole::Log {
@@ -151,7 +162,8 @@ fn machine(argv: &mut Argv, config: &VmConfig, firmware: &BootFirmware) {
         .set_if(smm, "smm", "on")
         .set_if(ovmf.is_some(), "pflash0", "ovmf-code")
         .set_if(ovmf.is_some(), "pflash1", "ovmf-vars")
-        .set_if(config.machine.hugepages.is_some(), "memory-backend", "ram");
+        .set_if(config.machine.hugepages.is_some(), "memory-backend", "ram")
+        .set_if(config.clock.is_some_and(|c| !c.hpet), "hpet", "off");
     argv.push("-machine", opts.build());
     argv.push(
         "-accel",
@@ -164,6 +176,57 @@ fn machine(argv: &mut Argv, config: &VmConfig, firmware: &BootFirmware) {
         // Without this, the guest OS could write the secure-boot variables around the firmware.
         argv.push("-global", "driver=cfi.pflash01,property=secure,value=on");
     }
+}
+
+fn clock_and_power(argv: &mut Argv, config: &VmConfig) {
+    if let Some(clock) = &config.clock {
+        argv.push(
+            "-rtc",
+            Opts::new(format!("base={}", clock.base.as_str()))
+                .set_if(clock.rtc_driftfix, "driftfix", "slew")
+                .build(),
+        );
+        // Only KVM's in-kernel PIT has the property; TCG's i8254 would make QEMU warn.
+        if config.machine.accel == Accel::Kvm {
+            argv.push(
+                "-global",
+                format!("kvm-pit.lost_tick_policy={}", clock.pit_lost_ticks.as_str()),
+            );
+        }
+    }
+    if !config.machine.suspend {
+        argv.push("-global", "ICH9-LPC.disable_s3=1");
+        argv.push("-global", "ICH9-LPC.disable_s4=1");
+    }
+}
+
+fn smbios(argv: &mut Argv, resolved: &Resolved) {
+    for table in 0..=3u8 {
+        let mut opts = Opts::new(format!("type={table}"));
+        let mut any = false;
+        for value in resolved.smbios.iter().filter(|v| v.table == table) {
+            opts = opts.set(value.qemu, escape(&value.value));
+            any = true;
+        }
+        if any {
+            argv.push("-smbios", opts.build());
+        }
+    }
+}
+
+fn tpm(argv: &mut Argv, config: &VmConfig, paths: &VmPaths) {
+    if config.tpm.is_none() {
+        return;
+    }
+    argv.push(
+        "-chardev",
+        Opts::new("socket")
+            .set("id", "tpm-chr")
+            .set("path", escape_path(&paths.swtpm_socket))
+            .build(),
+    );
+    argv.push("-tpmdev", "emulator,id=tpm0,chardev=tpm-chr");
+    argv.push("-device", "tpm-crb,tpmdev=tpm0,id=tpm0-dev");
 }
 
 fn cpu(argv: &mut Argv, config: &VmConfig) {
@@ -199,7 +262,7 @@ fn memory(argv: &mut Argv, config: &VmConfig) {
     }
 }
 
-fn display(argv: &mut Argv, config: &VmConfig) {
+fn display(argv: &mut Argv, config: &VmConfig, paths: &VmPaths) {
     argv.push(
         "-display",
         match config.display.gui {
@@ -213,6 +276,96 @@ fn display(argv: &mut Argv, config: &VmConfig) {
         VgaModel::Std => argv.push("-device", "VGA,id=video0"),
         VgaModel::Virtio => argv.push("-device", "virtio-vga,id=video0"),
         VgaModel::Qxl => argv.push("-device", "qxl-vga,id=video0"),
+    }
+    let Some(remote) = &config.display.remote else {
+        return;
+    };
+    let secret = remote.password_file.as_ref().map(|file| {
+        argv.push(
+            "-object",
+            Opts::new("secret")
+                .set("id", "remote-password")
+                .set("file", escape_path(file))
+                .set("format", "raw")
+                .build(),
+        );
+        "remote-password"
+    });
+    match remote.protocol {
+        RemoteProtocol::Spice => {
+            let opts = match &remote.listen {
+                Listen::Unix => Opts::new("unix=on").set("addr", escape_path(&paths.spice_socket)),
+                Listen::Tcp { addr, port } => Opts::new(format!("port={port}"))
+                    .set("addr", addr.to_string())
+                    .set_if(addr.is_ipv6(), "ipv6", "on"),
+            };
+            let opts = match secret {
+                Some(id) => opts.set("password-secret", id),
+                None => opts.set("disable-ticketing", "on"),
+            };
+            argv.push("-spice", opts.build());
+            // The agent channel: clipboard, and the guest follows the client's window size.
+            argv.push("-device", "virtio-serial-pci,id=virtio-serial0");
+            argv.push("-chardev", "spicevmc,id=vdagent,name=vdagent");
+            argv.push(
+                "-device",
+                "virtserialport,bus=virtio-serial0.0,chardev=vdagent,name=com.redhat.spice.0",
+            );
+        }
+        RemoteProtocol::Vnc => {
+            let head = match &remote.listen {
+                Listen::Unix => format!("unix:{}", escape_path(&paths.vnc_socket)),
+                Listen::Tcp { addr, port } => {
+                    let display = port - 5900;
+                    match addr {
+                        std::net::IpAddr::V6(v6) => format!("[{v6}]:{display}"),
+                        std::net::IpAddr::V4(v4) => format!("{v4}:{display}"),
+                    }
+                }
+            };
+            let opts = match secret {
+                Some(id) => Opts::new(head).set("password-secret", id),
+                None => Opts::new(head),
+            };
+            argv.push("-vnc", opts.build());
+        }
+    }
+}
+
+/// A remote display with an emulated adapter gets an absolute pointer (Windows' installer
+/// drives it without any driver). Looking Glass wants relative input: PS/2 stays.
+fn remote_input(argv: &mut Argv, config: &VmConfig) {
+    if config.display.remote.is_some() && config.display.vga != VgaModel::None {
+        argv.push("-device", "usb-tablet,id=tablet0,bus=xhci.0");
+    }
+}
+
+fn audio(argv: &mut Argv, config: &VmConfig, resolved: &Resolved) {
+    let Some(audio) = &config.audio else {
+        return;
+    };
+    let backend = match (&audio.backend, &resolved.audio) {
+        (AudioBackend::PulseAudio { .. }, Some(server)) => {
+            let opts = Opts::new("pa").set("id", "audio0");
+            match &server.server {
+                Some(path) => opts.set("server", format!("unix:{}", escape_path(path))),
+                None => opts,
+            }
+        }
+        _ => Opts::new("none").set("id", "audio0"),
+    };
+    argv.push("-audiodev", backend.build());
+    match audio.device {
+        AudioDevice::Ich9 => {
+            argv.push("-device", "ich9-intel-hda,id=sound0");
+            argv.push(
+                "-device",
+                "hda-duplex,id=sound0-codec0,bus=sound0.0,cad=0,audiodev=audio0",
+            );
+        }
+        AudioDevice::Usb => {
+            argv.push("-device", "usb-audio,id=sound0,bus=xhci.0,audiodev=audio0");
+        }
     }
 }
 
@@ -341,18 +494,22 @@ fn disks(argv: &mut Argv, config: &VmConfig) {
     }
 }
 
-fn network(argv: &mut Argv, config: &VmConfig) {
+fn network(argv: &mut Argv, config: &VmConfig, vhost_net: bool) {
+    // The kernel moves virtio-net's packets for tap devices: less latency, less QEMU CPU.
+    let vhost = vhost_net && config.network.model == NicModel::Virtio;
     let netdev = match &config.network.mode {
         NetworkMode::None => return,
         NetworkMode::User => Opts::new("user").set("id", "net0"),
         NetworkMode::Bridge(bridge) => Opts::new("bridge")
             .set("id", "net0")
-            .set("br", escape(bridge)),
+            .set("br", escape(bridge))
+            .set_if(vhost, "vhost", "on"),
         NetworkMode::Tap(tap) => Opts::new("tap")
             .set("id", "net0")
             .set("ifname", escape(tap))
             .set("script", "no")
-            .set("downscript", "no"),
+            .set("downscript", "no")
+            .set_if(vhost, "vhost", "on"),
     };
     argv.push("-netdev", netdev.build());
     argv.push(
@@ -416,8 +573,18 @@ fn passthrough(argv: &mut Argv, config: &VmConfig, firmware: &BootFirmware) {
     }
 }
 
+/// One xHCI controller for passed USB devices, the remote display's tablet and USB audio.
+fn needs_xhci(config: &VmConfig) -> bool {
+    !config.usb.is_empty()
+        || (config.display.remote.is_some() && config.display.vga != VgaModel::None)
+        || config
+            .audio
+            .as_ref()
+            .is_some_and(|a| a.device == AudioDevice::Usb)
+}
+
 fn usb(argv: &mut Argv, config: &VmConfig) {
-    if config.usb.is_empty() {
+    if !needs_xhci(config) {
         return;
     }
     argv.push("-device", "qemu-xhci,id=xhci");

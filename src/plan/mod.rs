@@ -4,6 +4,7 @@
 pub mod argv;
 pub mod paths;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::Serialize;
@@ -11,7 +12,10 @@ use serde::Serialize;
 use crate::firmware::{
     self, FirmwareError, FirmwareImage, FirmwareQuery, ImageFormat, ResolvedFirmware,
 };
-use crate::model::{CpuSet, Firmware, VmConfig};
+use crate::model::{
+    smbios::smbios_problem, AudioBackend, CpuSet, Firmware, Listen, RemoteProtocol, VmConfig,
+    SMBIOS_FIELDS,
+};
 
 pub use argv::BootFirmware;
 pub use paths::{BaseDirs, PathsError, VmPaths};
@@ -66,6 +70,145 @@ pub fn resolve_firmware(
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct HostFacts {
     pub online_cpus: Option<CpuSet>,
+    /// The readable files of `/sys/class/dmi/id`, by name (serials need root).
+    pub dmi: BTreeMap<String, String>,
+    /// `/dev/vhost-net` exists: virtio-net moves packets in the kernel.
+    pub vhost_net: bool,
+    /// The desktop user whose sound server the guest uses: `audio.user`, else the user who
+    /// ran `sudo`, else vmrun's own user when that is not root.
+    pub desktop_user: Option<DesktopUser>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DesktopUser {
+    pub name: String,
+    pub uid: u32,
+    pub home: PathBuf,
+}
+
+/// One SMBIOS field as the guest will see it, and where the value came from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SmbiosValue {
+    #[serde(rename = "type")]
+    pub table: u8,
+    pub key: &'static str,
+    #[serde(skip)]
+    pub qemu: &'static str,
+    pub value: String,
+    /// `"profile"` or `"host"`.
+    pub source: &'static str,
+}
+
+/// The sound server QEMU connects to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AudioServer {
+    /// None when no desktop user could be told: `check` fails on it.
+    pub server: Option<PathBuf>,
+    pub cookie: Option<PathBuf>,
+    pub user: Option<String>,
+}
+
+/// How to reach the remote display.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RemoteAccess {
+    pub protocol: &'static str,
+    /// A URI remote-viewer takes (`spice+unix:///run/vmrun/win11/spice.sock`).
+    pub uri: String,
+    /// The socket, for `listen = "unix"`.
+    pub socket: Option<PathBuf>,
+    pub password_file: Option<PathBuf>,
+}
+
+impl RemoteAccess {
+    fn of(config: &VmConfig, paths: &VmPaths) -> Option<Self> {
+        let remote = config.display.remote.as_ref()?;
+        let protocol = remote.protocol.as_str();
+        Some(match &remote.listen {
+            Listen::Unix => {
+                let socket = match remote.protocol {
+                    RemoteProtocol::Spice => paths.spice_socket.clone(),
+                    RemoteProtocol::Vnc => paths.vnc_socket.clone(),
+                };
+                RemoteAccess {
+                    protocol,
+                    uri: format!("{protocol}+unix://{}", socket.display()),
+                    socket: Some(socket),
+                    password_file: remote.password_file.clone(),
+                }
+            }
+            Listen::Tcp { addr, port } => {
+                let host = match addr {
+                    std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+                    std::net::IpAddr::V4(v4) => v4.to_string(),
+                };
+                RemoteAccess {
+                    protocol,
+                    uri: format!("{protocol}://{host}:{port}"),
+                    socket: None,
+                    password_file: remote.password_file.clone(),
+                }
+            }
+        })
+    }
+}
+
+/// The SMBIOS fields: the profile's, then (with `from_host`) the host's for the rest. A host
+/// value QEMU could not take is left out.
+pub fn smbios_values(config: &VmConfig, facts: &HostFacts) -> Vec<SmbiosValue> {
+    let Some(smbios) = &config.smbios else {
+        return Vec::new();
+    };
+    SMBIOS_FIELDS
+        .iter()
+        .filter_map(|field| {
+            let (value, source) = match smbios.fields.get(field.key) {
+                Some(value) => (value.clone(), "profile"),
+                None if smbios.from_host => {
+                    let value = facts.dmi.get(field.dmi)?.trim().to_string();
+                    if smbios_problem(field.key, &value).is_some() {
+                        return None;
+                    }
+                    (value, "host")
+                }
+                None => return None,
+            };
+            Some(SmbiosValue {
+                table: field.table,
+                key: field.key,
+                qemu: field.qemu,
+                value,
+                source,
+            })
+        })
+        .collect()
+}
+
+fn audio_server(config: &VmConfig, facts: &HostFacts) -> Option<AudioServer> {
+    let AudioBackend::PulseAudio {
+        server,
+        cookie,
+        user,
+    } = &config.audio.as_ref()?.backend
+    else {
+        return None;
+    };
+    let desktop = facts.desktop_user.as_ref();
+    Some(AudioServer {
+        server: server.clone().or_else(|| {
+            desktop.map(|u| PathBuf::from(format!("/run/user/{}/pulse/native", u.uid)))
+        }),
+        cookie: cookie
+            .clone()
+            .or_else(|| desktop.map(|u| u.home.join(".config/pulse/cookie"))),
+        user: user.clone().or_else(|| desktop.map(|u| u.name.clone())),
+    })
+}
+
+/// What the argv needs from the host, resolved once.
+pub struct Resolved {
+    pub smbios: Vec<SmbiosValue>,
+    pub vhost_net: bool,
+    pub audio: Option<AudioServer>,
 }
 
 /// Everything `run` needs, computed without touching the host.
@@ -79,6 +222,12 @@ pub struct Plan {
     /// The VM's own VARS copy (OVMF only).
     pub vars: Option<PathBuf>,
     pub argv: Vec<String>,
+    /// Added to QEMU's environment (`PULSE_COOKIE`).
+    pub env: Vec<(String, String)>,
+    /// What the guest's SMBIOS tables will say.
+    pub smbios: Vec<SmbiosValue>,
+    pub audio: Option<AudioServer>,
+    pub remote: Option<RemoteAccess>,
     /// The CPUs QEMU starts on (so every thread it creates inherits them); vCPU threads and
     /// iothreads move to their own CPUs afterwards. None without `[pinning]`.
     #[serde(skip)]
@@ -93,7 +242,25 @@ impl Plan {
         facts: &HostFacts,
     ) -> Result<Self, PlanError> {
         let paths = VmPaths::new(base, &config.name)?;
-        let argv = argv::build(config, firmware, &paths);
+        let resolved = Resolved {
+            smbios: smbios_values(config, facts),
+            vhost_net: facts.vhost_net,
+            audio: audio_server(config, facts),
+        };
+        let argv = argv::build(config, firmware, &paths, &resolved);
+        // libpulse reads the cookie named here: QEMU as root gets "Access denied" from a
+        // user's server without it (measured with Debian's PulseAudio 16 and QEMU 7.2).
+        let env = resolved
+            .audio
+            .as_ref()
+            .and_then(|audio| audio.cookie.as_ref())
+            .map(|cookie| {
+                vec![(
+                    "PULSE_COOKIE".to_string(),
+                    cookie.to_string_lossy().into_owned(),
+                )]
+            })
+            .unwrap_or_default();
         let (firmware, vars) = match firmware {
             BootFirmware::Ovmf(resolved) => (
                 Some(resolved.clone()),
@@ -111,8 +278,12 @@ impl Plan {
                 .online_cpus
                 .as_ref()
                 .and_then(|online| emulator_cpus(config, online)),
+            remote: RemoteAccess::of(config, &paths),
             paths,
             argv,
+            env,
+            smbios: resolved.smbios,
+            audio: resolved.audio,
         })
     }
 }

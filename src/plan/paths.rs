@@ -85,6 +85,17 @@ pub struct VmPaths {
     pub journal: PathBuf,
     /// How the last run ended.
     pub last_run: PathBuf,
+    /// swtpm's TPM state (BitLocker keys, Windows Hello): kept like the VARS copy, never
+    /// overwritten or removed by vmrun.
+    pub tpm_state: PathBuf,
+    pub swtpm_log: PathBuf,
+    /// swtpm's control socket, which QEMU connects to, and its pidfile; removed by the host
+    /// step's undo, not with the other runtime files, so a crashed run's swtpm is still found.
+    pub swtpm_socket: PathBuf,
+    pub swtpm_pidfile: PathBuf,
+    /// The remote display's socket (`listen = "unix"`).
+    pub spice_socket: PathBuf,
+    pub vnc_socket: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +122,12 @@ impl VmPaths {
             qemu_log: state_dir.join("qemu.log"),
             journal: state_dir.join("journal"),
             last_run: state_dir.join("last-run.json"),
+            tpm_state: state_dir.join("tpm"),
+            swtpm_log: state_dir.join("swtpm.log"),
+            swtpm_socket: runtime_dir.join("swtpm.sock"),
+            swtpm_pidfile: runtime_dir.join("swtpm.pid"),
+            spice_socket: runtime_dir.join("spice.sock"),
+            vnc_socket: runtime_dir.join("vnc.sock"),
             ctl_socket: runtime_dir.join("ctl.sock"),
             pidfile: runtime_dir.join("qemu.pid"),
             lock: runtime_dir.join("lock"),
@@ -135,13 +152,15 @@ impl VmPaths {
     }
 
     /// What a run keeps in the runtime directory besides the lock (whose holder removes it).
-    pub fn runtime_files(&self) -> [&PathBuf; 5] {
+    pub fn runtime_files(&self) -> [&PathBuf; 7] {
         [
             &self.qmp_socket,
             &self.ctl_socket,
             &self.pidfile,
             &self.run_state,
             &self.stop_request,
+            &self.spice_socket,
+            &self.vnc_socket,
         ]
     }
 }

@@ -55,6 +55,9 @@ pub struct Status {
     pub accel: Option<String>,
     pub vcpus: Vec<VcpuStatus>,
     pub last_run: Option<LastRun>,
+    pub swtpm_pid: Option<u32>,
+    /// A URI for remote-viewer, when the VM has a remote display.
+    pub display: Option<String>,
 }
 
 const CTL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -76,6 +79,8 @@ pub fn status(paths: &VmPaths, name: &str) -> Status {
             accel: None,
             vcpus: Vec::new(),
             last_run,
+            swtpm_pid: None,
+            display: None,
         };
     };
     let (run_state, cpus) = match connect_ctl(paths) {
@@ -109,6 +114,8 @@ pub fn status(paths: &VmPaths, name: &str) -> Status {
         accel: Some(run.accel.clone()),
         vcpus,
         last_run,
+        swtpm_pid: run.swtpm_pid,
+        display: run.display.clone(),
     }
 }
 

@@ -69,6 +69,7 @@ pub(super) fn spawn_qemu(
     let mut command = Command::new(&plan.argv[0]);
     command
         .args(&plan.argv[1..])
+        .envs(plan.env.iter().map(|(key, value)| (key, value)))
         .stdin(Stdio::null())
         .stdout(log_file)
         .stderr(log_err)

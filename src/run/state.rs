@@ -88,6 +88,12 @@ pub struct RunState {
     pub qemu_pid: u32,
     pub started_unix: u64,
     pub accel: String,
+    /// The swtpm serving the VM's TPM.
+    #[serde(default)]
+    pub swtpm_pid: Option<u32>,
+    /// How to connect to the remote display (`spice+unix:///...`).
+    #[serde(default)]
+    pub display: Option<String>,
 }
 
 /// How the last run ended, for `stop` (which waits for the supervisor) and for people.

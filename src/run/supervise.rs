@@ -223,6 +223,11 @@ pub(super) fn supervise_child(
         qemu_pid: child.id(),
         started_unix: state::unix_now(),
         accel: plan.accel.to_string(),
+        swtpm_pid: config
+            .tpm
+            .and_then(|_| std::fs::read_to_string(&plan.paths.swtpm_pidfile).ok())
+            .and_then(|text| text.trim().parse().ok()),
+        display: plan.remote.as_ref().map(|remote| remote.uri.clone()),
     };
     // Written while QEMU starts up: `status` and `stop` find the VM from here on.
     state::write_json(&plan.paths.run_state, &run_state)?;
@@ -258,6 +263,7 @@ pub(super) fn supervise_child(
         shutdown_reason: None,
         panicked: false,
     };
+    let mut swtpm_watch = run_state.swtpm_pid;
     loop {
         if let Some(status) = supervisor.child.try_wait().map_err(setup_error(qemu_log))? {
             supervisor.read_events();
@@ -301,6 +307,19 @@ pub(super) fn supervise_child(
             }
         }
         supervisor.read_events();
+        // QEMU ends swtpm itself when it shuts down; only a death before that is news. The
+        // guest keeps running without its TPM (stopping a desktop would lose more), but the
+        // user learns why BitLocker or Windows Hello stopped working.
+        if let Some(pid) = swtpm_watch.filter(|pid| !state::process_alive(*pid, "swtpm")) {
+            let qemu_running = matches!(supervisor.child.try_wait(), Ok(None));
+            if qemu_running && supervisor.stage.is_none() && supervisor.shutdown_reason.is_none() {
+                log.error(&format!(
+                    "swtpm (pid {pid}) exited while the guest runs: the guest lost its TPM; see {}",
+                    plan.paths.swtpm_log.display()
+                ));
+            }
+            swtpm_watch = None;
+        }
         // QEMU pauses a panicked guest; nothing would ever end the run.
         if supervisor.panicked && supervisor.stage.is_none() {
             supervisor.enter(StopStage::Quit);

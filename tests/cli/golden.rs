@@ -51,14 +51,16 @@ fn argv_of(profile_path: &Path) -> Vec<String> {
         state: "/var/lib/vmrun".into(),
         runtime: "/run/vmrun".into(),
     };
-    Plan::new(
-        &config,
-        &firmware,
-        &base,
-        &vmrun::plan::HostFacts::default(),
-    )
-    .unwrap()
-    .argv
+    // A desktop user as `sudo` from uid 1000 gives it; no /dev/vhost-net, no DMI data.
+    let facts = vmrun::plan::HostFacts {
+        desktop_user: Some(vmrun::plan::DesktopUser {
+            name: "desktop".into(),
+            uid: 1000,
+            home: "/home/desktop".into(),
+        }),
+        ..Default::default()
+    };
+    Plan::new(&config, &firmware, &base, &facts).unwrap().argv
 }
 
 fn check_golden(profile_path: &Path, golden_name: &str) {
@@ -95,7 +97,10 @@ fn every_bundled_profile_validates_and_matches_its_golden_argv() {
         .map(|p| p.file_stem().unwrap().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    assert_eq!(names, ["demo", "linux-dual-gpu", "looking-glass", "win10"]);
+    assert_eq!(
+        names,
+        ["demo", "linux-dual-gpu", "looking-glass", "win10", "win11"]
+    );
     for name in names {
         check_golden(&dir.join(format!("{name}.toml")), &name);
     }

@@ -82,7 +82,17 @@ impl Rig {
                     profile: config.profile_path.clone(),
                 },
             },
-            steps::plan(config),
+            steps::plan(
+                config,
+                &vmrun::plan::VmPaths::new(
+                    &vmrun::plan::BaseDirs {
+                        state: journal.parent().unwrap().join("state"),
+                        runtime: journal.parent().unwrap().join("run"),
+                    },
+                    &config.name,
+                )
+                .unwrap(),
+            ),
             journal,
         )
     }

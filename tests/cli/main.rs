@@ -16,3 +16,5 @@ mod qemu_escaping;
 mod rom;
 mod run_e2e;
 mod validation;
+mod win11_e2e;
+mod win11_profile;

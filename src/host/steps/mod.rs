@@ -15,6 +15,7 @@ pub mod hugepages;
 pub mod modules;
 pub mod rescan;
 pub mod shm_file;
+pub mod swtpm;
 pub mod vfio;
 
 use serde::{Deserialize, Serialize};
@@ -24,6 +25,7 @@ use super::finding::Finding;
 use super::journal::{Journal, JournalEntry};
 use crate::log::Log;
 use crate::model::VmConfig;
+use crate::plan::VmPaths;
 
 /// What every kind of step provides.
 pub trait Step {
@@ -128,6 +130,7 @@ step_kinds! {
     BindVfio(vfio::BindVfio),
     ReserveHugepages(hugepages::ReserveHugepages),
     CreateShmFile(shm_file::CreateShmFile),
+    StartSwtpm(swtpm::StartSwtpm),
 }
 
 // What the journal can hold. The names are those of the round-1 journal, which still replays.
@@ -142,6 +145,7 @@ undo_kinds! {
     RescanPciBus(rescan::RescanPciBus),
     SetHugepages(hugepages::SetHugepages),
     RemoveFile(shm_file::RemoveFile),
+    StopSwtpm(swtpm::StopSwtpm),
 }
 
 impl HostStep {
@@ -196,7 +200,7 @@ impl<'a> From<&'a HostStep> for StepView<'a> {
 /// The host steps of a VM, in the order they are applied. Pure: the same model gives the
 /// same steps on any machine; what the host already is (a unit not running, a device already
 /// on vfio-pci) is decided by each step when it applies.
-pub fn plan(config: &VmConfig) -> Vec<HostStep> {
+pub fn plan(config: &VmConfig, paths: &VmPaths) -> Vec<HostStep> {
     let mut steps = Vec::new();
     // Armed first so that its undo, running the post_stop hooks, comes last.
     steps.extend(hooks::PostStopHooks::plan(config).map(HostStep::PostStopHooks));
@@ -222,5 +226,7 @@ pub fn plan(config: &VmConfig) -> Vec<HostStep> {
     steps.extend(vfio::BindVfio::plan(config).map(HostStep::BindVfio));
     steps.extend(hugepages::ReserveHugepages::plan(config).map(HostStep::ReserveHugepages));
     steps.extend(shm_file::CreateShmFile::plan(config).map(HostStep::CreateShmFile));
+    // Last, so that it is stopped first, right after QEMU, before the host is given back.
+    steps.extend(swtpm::StartSwtpm::plan(config, paths).map(HostStep::StartSwtpm));
     steps
 }
