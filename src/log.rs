@@ -85,6 +85,7 @@ impl Log {
                 Level::Warn => "vmrun: warning: ",
                 Level::Info | Level::Debug => "vmrun: ",
             };
+            crate::progress::clear_line();
             eprintln!("{prefix}{message}");
         }
         if let Ok(mut slot) = self.file.lock() {
@@ -103,6 +104,17 @@ impl Log {
                 );
             }
         }
+    }
+
+    /// A countdown on stderr while waiting for `label`; shown only on a terminal and when not
+    /// quiet (the detached supervisor has no stderr at all).
+    pub fn countdown(
+        &self,
+        label: impl Into<String>,
+        total: Option<std::time::Duration>,
+    ) -> crate::progress::Countdown {
+        let shown = self.stderr_level.is_some_and(|level| level >= Level::Info);
+        crate::progress::Countdown::new(label, total, shown)
     }
 
     pub fn error(&self, message: &str) {

@@ -3,6 +3,7 @@
 //! host session → run and supervise → teardown, and `recover`) happens here, once.
 
 pub mod detach;
+pub mod logs;
 
 use std::path::{Path, PathBuf};
 
@@ -569,4 +570,36 @@ pub fn vm_name_of(path: &Path) -> Option<String> {
             .map(|n| n.into_inner())
             .unwrap_or_else(|| source.stem()),
     )
+}
+
+impl App {
+    /// The words a profile argument takes: each profile's name on the search path (for shell
+    /// completion).
+    pub fn profile_names(&self) -> Vec<String> {
+        self.search
+            .entries()
+            .into_iter()
+            .map(|entry| entry.name)
+            .collect()
+    }
+
+    /// The VMs running now, found by their runtime directories (for shell completion and
+    /// `vmrun usb`'s udev use): started from any path, named or not on the search path.
+    pub fn running_names(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(&self.base.runtime) else {
+            return Vec::new();
+        };
+        let mut names: Vec<String> = entries
+            .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+            .filter(|name| {
+                name.parse::<VmName>()
+                    .ok()
+                    .and_then(|vm| VmPaths::new(&self.base, &vm).ok())
+                    .and_then(|paths| state::running(&paths))
+                    .is_some()
+            })
+            .collect();
+        names.sort();
+        names
+    }
 }

@@ -4,6 +4,7 @@
 mod accel_probe;
 mod commands;
 mod common;
+mod countdown;
 mod fake_host;
 mod firmware_selection;
 mod golden;
@@ -12,7 +13,9 @@ mod host_preflight;
 mod host_session;
 mod libvirt;
 mod loader_props;
+mod logs;
 mod qemu_escaping;
 mod rom;
 mod run_e2e;
+mod shell_completion;
 mod validation;

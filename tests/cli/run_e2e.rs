@@ -12,10 +12,10 @@ use serde_json::Value;
 
 use crate::common::{repo_root, run};
 
-struct Vm {
-    dir: tempfile::TempDir,
-    name: String,
-    profile: PathBuf,
+pub(crate) struct Vm {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) name: String,
+    pub(crate) profile: PathBuf,
 }
 
 /// KVM only where QEMU really starts with it and `-cpu host` (opening /dev/kvm proves
@@ -34,7 +34,7 @@ fn require_root() {
 
 impl Vm {
     /// A SeaBIOS guest without disks: it idles in the BIOS. Under KVM when usable.
-    fn seabios(name: &str, pinning: &str, extra: &str) -> Self {
+    pub(crate) fn seabios(name: &str, pinning: &str, extra: &str) -> Self {
         let accel = if kvm_usable() { "kvm" } else { "tcg" };
         eprintln!("[{name}] accelerator: {accel} (SeaBIOS guest)");
         let model = if accel == "kvm" { "host" } else { "max" };
@@ -48,7 +48,7 @@ impl Vm {
     }
 
     /// An OVMF guest under TCG (OVMF does not run under our nested KVM).
-    fn ovmf(name: &str, timeout: u32) -> Self {
+    pub(crate) fn ovmf(name: &str, timeout: u32) -> Self {
         eprintln!("[{name}] accelerator: tcg (OVMF guest)");
         Self::new(
             name,
@@ -60,7 +60,7 @@ impl Vm {
         )
     }
 
-    fn new(name: &str, text: &str) -> Self {
+    pub(crate) fn new(name: &str, text: &str) -> Self {
         require_root();
         let dir = tempfile::tempdir().unwrap();
         let profile = dir.path().join(format!("{name}.toml"));
@@ -72,15 +72,15 @@ impl Vm {
         }
     }
 
-    fn state_dir(&self) -> PathBuf {
+    pub(crate) fn state_dir(&self) -> PathBuf {
         self.dir.path().join("state")
     }
 
-    fn runtime_dir(&self) -> PathBuf {
+    pub(crate) fn runtime_dir(&self) -> PathBuf {
         self.dir.path().join("run")
     }
 
-    fn vmrun(&self) -> Command {
+    pub(crate) fn vmrun(&self) -> Command {
         let mut command = crate::common::vmrun(&repo_root());
         command
             .arg("--state-dir")
@@ -90,7 +90,7 @@ impl Vm {
         command
     }
 
-    fn start_foreground(&self) -> Child {
+    pub(crate) fn start_foreground(&self) -> Child {
         self.vmrun()
             .arg("run")
             .arg(&self.profile)
@@ -100,7 +100,7 @@ impl Vm {
             .unwrap()
     }
 
-    fn detach(&self, extra: &[&str]) -> (i32, String) {
+    pub(crate) fn detach(&self, extra: &[&str]) -> (i32, String) {
         let (code, _, stderr) = run(self
             .vmrun()
             .arg("run")
@@ -110,12 +110,12 @@ impl Vm {
         (code, stderr)
     }
 
-    fn status(&self) -> Value {
+    pub(crate) fn status(&self) -> Value {
         let (_, stdout, stderr) = run(self.vmrun().args(["status", &self.name, "--json"]));
         serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout} {stderr}"))
     }
 
-    fn wait_running(&self) -> Value {
+    pub(crate) fn wait_running(&self) -> Value {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let status = self.status();
@@ -130,11 +130,11 @@ impl Vm {
         }
     }
 
-    fn stop(&self) -> i32 {
+    pub(crate) fn stop(&self) -> i32 {
         run(self.vmrun().args(["stop", &self.name, "--force"])).0
     }
 
-    fn runtime_leftovers(&self) -> Vec<PathBuf> {
+    pub(crate) fn runtime_leftovers(&self) -> Vec<PathBuf> {
         match std::fs::read_dir(self.runtime_dir().join(&self.name)) {
             Ok(entries) => entries.map(|e| e.unwrap().path()).collect(),
             Err(_) => Vec::new(),
@@ -143,7 +143,7 @@ impl Vm {
 }
 
 /// Placement of every thread of `pid`, from /proc: (name, affinity list, policy, priority).
-fn threads(pid: u32) -> Vec<(i32, String, String, String, u32)> {
+pub(crate) fn threads(pid: u32) -> Vec<(i32, String, String, String, u32)> {
     vmrun::run::threads::threads_of(pid)
         .unwrap()
         .into_iter()
@@ -152,7 +152,7 @@ fn threads(pid: u32) -> Vec<(i32, String, String, String, u32)> {
 }
 
 /// Waits until `pid` no longer exists (or is a zombie, as a child of an exited parent can be).
-fn wait_gone(pid: u32, within: Duration) -> bool {
+pub(crate) fn wait_gone(pid: u32, within: Duration) -> bool {
     let deadline = Instant::now() + within;
     while Instant::now() < deadline {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
