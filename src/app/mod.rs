@@ -353,7 +353,30 @@ impl App {
         let mut signals = SignalWatch::new()?;
         let session = self.session(recipe);
         session.prepare(log).map_err(AppError::HostPreparation)?;
+        let host = self.host(Self::identity(&recipe.config));
+        let started_hooks = recipe.host_steps.iter().find_map(|step| match step {
+            HostStep::StartedHooks(hooks) => Some(hooks),
+            _ => None,
+        });
+        let running_hooks = std::cell::RefCell::new(None);
+        let mut options = options;
+        if let Some(hooks) = started_hooks {
+            let told = options.on_ready.take();
+            options.on_ready = Some(Box::new(|state: &state::RunState| {
+                // The waiting parent of --detach first: the hooks add nothing to the start.
+                if let Some(told) = told {
+                    told(state);
+                }
+                *running_hooks.borrow_mut() =
+                    Some(hooks.start(&host, state.qemu_pid, &paths.hooks_log, log));
+            }));
+        }
         let result = run::run_qemu(&recipe.config, &recipe.plan, &mut signals, options, log);
+        // Before the host is given back: a Looking Glass client must let go of the shared
+        // memory file before it is removed.
+        if let Some(running) = running_hooks.into_inner() {
+            running.end(log);
+        }
         session.restore(log);
         state::remove_runtime_files(paths);
         Ok(result?)

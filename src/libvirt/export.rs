@@ -908,6 +908,7 @@ impl Exporter<'_> {
         }
         for (phase, hooks, libvirt_phase) in [
             ("pre_start", &config.hooks.pre_start, "prepare begin"),
+            ("started", &config.hooks.started, "started begin"),
             ("post_stop", &config.hooks.post_stop, "release end"),
         ] {
             for argv in hooks.iter() {

@@ -2163,7 +2163,7 @@ impl Draft {
         }
         if !self.hooks.is_empty() {
             let _ = writeln!(out, "\n[hooks]");
-            for phase in ["pre_start", "post_stop"] {
+            for phase in ["pre_start", "started", "post_stop"] {
                 let hooks: Vec<String> = self
                     .hooks
                     .iter()

@@ -18,4 +18,5 @@ mod qemu_escaping;
 mod rom;
 mod run_e2e;
 mod shell_completion;
+mod started_hook;
 mod validation;

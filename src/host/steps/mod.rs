@@ -128,6 +128,7 @@ step_kinds! {
     BindVfio(vfio::BindVfio),
     ReserveHugepages(hugepages::ReserveHugepages),
     CreateShmFile(shm_file::CreateShmFile),
+    StartedHooks(hooks::StartedHooks),
 }
 
 // What the journal can hold. The names are those of the round-1 journal, which still replays.
@@ -222,5 +223,6 @@ pub fn plan(config: &VmConfig) -> Vec<HostStep> {
     steps.extend(vfio::BindVfio::plan(config).map(HostStep::BindVfio));
     steps.extend(hugepages::ReserveHugepages::plan(config).map(HostStep::ReserveHugepages));
     steps.extend(shm_file::CreateShmFile::plan(config).map(HostStep::CreateShmFile));
+    steps.extend(hooks::StartedHooks::plan(config).map(HostStep::StartedHooks));
     steps
 }
