@@ -63,8 +63,8 @@ fn the_started_hook_sees_pinned_vcpus_and_is_ended_before_post_stop() {
         "[pinning]\nvcpus = [1, 0]\nemulator = \"0-1\"\n",
         &format!(
             "[hooks]\nstarted = [{script:?}, {out:?}]\n\
-             post_stop = [\"sh\", \"-c\", \"if kill -0 $(cat {pid}) 2>/dev/null; then echo alive; else echo gone; fi > {after}\"]\n",
-            pid = format!("{}.pid", out.display()),
+             post_stop = [\"sh\", \"-c\", \"if kill -0 $(cat {out_path}.pid) 2>/dev/null; then echo alive; else echo gone; fi > {after}\"]\n",
+            out_path = out.display(),
             after = after.display(),
         ),
     );
