@@ -4,6 +4,7 @@
 
 pub mod detach;
 pub mod logs;
+pub mod usb;
 
 use std::path::{Path, PathBuf};
 

@@ -7,6 +7,7 @@ mod host_commands;
 mod libvirt_commands;
 mod profile_commands;
 mod shell_commands;
+mod usb_commands;
 mod vm_commands;
 
 use host_commands::{iommu, rom};
@@ -205,6 +206,17 @@ enum Command {
         #[arg(long)]
         console: bool,
     },
+    /// Hot-plug host USB devices into a running VM (onto its xHCI controller), unplug them, or
+    /// list what the guest has and what the host offers. DEVICE is VENDOR:PRODUCT as lsusb
+    /// prints it (046d:c52b) or the host port as sysfs names it (1-4.2). Devices attached here
+    /// are not attached again on the next start; put them in the profile's [[usb]] for that.
+    Usb {
+        /// VM name or profile.
+        #[arg(add = ArgValueCandidates::new(running_candidates))]
+        name: String,
+        #[command(subcommand)]
+        action: usb_commands::UsbAction,
+    },
     /// Print the shell completion script (completes commands, options, profile names and
     /// running VMs). See the README for where to put it.
     Completions {
@@ -342,6 +354,7 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
             };
             logs(&app, &name, kind, follow)
         }
+        Some(Command::Usb { name, action }) => usb_commands::usb(&app, &name, action, global),
         Some(Command::Completions { shell }) => shell_commands::completions(shell),
         Some(Command::Man) => shell_commands::man(),
         Some(Command::Stop {

@@ -1467,7 +1467,8 @@ impl Importer {
                 "controller" => {
                     let model = device.attribute("model").unwrap_or("");
                     let infrastructure = matches!(model, "pci-root" | "pcie-root")
-                        || device.attribute("type") == Some("usb") && model == "none";
+                        || device.attribute("type") == Some("usb")
+                            && matches!(model, "none" | "qemu-xhci");
                     if !infrastructure && !controllers_noted {
                         controllers_noted = true;
                         self.changed(

@@ -13,6 +13,7 @@ pub mod spawn;
 pub mod state;
 pub mod supervise;
 pub mod threads;
+pub mod usb;
 
 use std::path::Path;
 

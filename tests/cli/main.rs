@@ -19,4 +19,5 @@ mod rom;
 mod run_e2e;
 mod shell_completion;
 mod started_hook;
+mod usb;
 mod validation;
