@@ -1,7 +1,8 @@
 //! The command line: parses arguments, asks the application layer (`crate::app`) for one
 //! command, renders the result, and turns every error into one clear message and a documented
 //! exit code. The commands live by what they show: `profile_commands` (show, check, list),
-//! `vm_commands` (run, status, stop, qmp, recover), and `host_commands` (rom, iommu).
+//! `vm_commands` (run, status, stop, qmp, recover, logs), `usb_commands` (usb),
+//! `host_commands` (rom, iommu) and `shell_commands` (completions, man).
 
 mod host_commands;
 mod libvirt_commands;
