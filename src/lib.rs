@@ -4,7 +4,8 @@
 //! parse) → `model` (validate) → `firmware` + `plan` (paths, argv) → `host` (host steps as
 //! data, their session and journal) → `check` (read-only preflight) and `run` (QEMU, QMP,
 //! pinning, supervision) → `app` (one recipe for every command) → `cli` (arguments and
-//! rendering). `exit`, `log`, `process`, `qmp`, `qemu_advice` and `rom` are leaves any layer may use.
+//! rendering). `exit`, `log`, `process`, `progress`, `qmp`, `qemu_advice` and `rom` are leaves any layer
+//! may use.
 
 pub mod app;
 pub mod check;
@@ -18,6 +19,7 @@ pub mod model;
 pub mod plan;
 pub mod process;
 pub mod profile;
+pub mod progress;
 pub mod qemu_advice;
 pub mod qmp;
 pub mod rom;

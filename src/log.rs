@@ -106,6 +106,7 @@ impl Log {
                 Level::Warn => "vmrun: warning: ",
                 Level::Info | Level::Debug => "vmrun: ",
             };
+            crate::progress::clear_line();
             let line = format!("{prefix}{message}\n");
             let _ = std::io::stderr().lock().write_all(line.as_bytes());
         }
@@ -136,6 +137,17 @@ impl Log {
             "phase {name} at {:.1} ms",
             elapsed.as_secs_f64() * 1e3
         ));
+    }
+
+    /// A countdown on stderr while waiting for `label`; shown only on a terminal and when not
+    /// quiet (the detached supervisor has no stderr at all).
+    pub fn countdown(
+        &self,
+        label: impl Into<String>,
+        total: Option<std::time::Duration>,
+    ) -> crate::progress::Countdown {
+        let shown = self.stderr_level.is_some_and(|level| level >= Level::Info);
+        crate::progress::Countdown::new(label, total, shown)
     }
 
     pub fn error(&self, message: &str) {

@@ -57,19 +57,84 @@ pub fn output_within(command: &mut Command, timeout: Duration) -> std::io::Resul
 pub fn output_within_child(child: Child, timeout: Duration) -> std::io::Result<Option<Output>> {
     let pid = Pid::from_raw(child.id() as i32);
     let (done, finished) = mpsc::channel();
-    std::thread::spawn(move || {
+    let waiter = std::thread::spawn(move || {
         let _ = done.send(child.wait_with_output());
     });
+    // Joined on every path: vmrun must be single-threaded again afterwards, or `run --detach`
+    // could not fork its supervisor.
     match finished.recv_timeout(timeout) {
-        Ok(output) => output.map(Some),
+        Ok(output) => {
+            let _ = waiter.join();
+            output.map(Some)
+        }
         Err(_) => {
             // The waiting thread has not reaped it yet (it would have sent), so the pid and
             // group id are still this child's.
             let _ = killpg(pid, Signal::SIGKILL);
             let _ = kill(pid, Signal::SIGKILL);
             let _ = finished.recv();
+            let _ = waiter.join();
             Ok(None)
         }
+    }
+}
+
+/// Starts a program that runs alongside the guest (a `started` hook): in its own process
+/// group, so that everything it starts can be ended with it, and told by SIGTERM when vmrun
+/// dies, so that it does not outlive the VM it serves.
+pub fn spawn_companion(command: &mut Command) -> std::io::Result<Child> {
+    command.process_group(0);
+    set_parent_death_signal(command, Signal::SIGTERM);
+    command.spawn()
+}
+
+/// How a companion process ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ended {
+    /// It had exited before it was asked to.
+    Before(std::process::ExitStatus),
+    /// It (and its group) exited on SIGTERM within the grace.
+    OnTerm,
+    /// Something of its group was still there after the grace and was killed.
+    Killed,
+}
+
+/// Ends a companion and its process group: SIGTERM, then SIGKILL for whatever is left after
+/// `grace`. The leader is reaped only here, so its pid, and with it the group id, cannot have
+/// been reused before the signals.
+pub fn end_companion(child: &mut Child, grace: Duration) -> Ended {
+    let pid = Pid::from_raw(child.id() as i32);
+    let before = match child.try_wait() {
+        Ok(Some(status)) => Some(status),
+        _ => None,
+    };
+    // Its children may still be running after the leader exited.
+    let group_alive = || killpg(pid, None).is_ok();
+    if killpg(pid, Signal::SIGTERM).is_err() {
+        let _ = kill(pid, Signal::SIGTERM);
+    }
+    let deadline = std::time::Instant::now() + grace;
+    let mut reaped = before.is_some();
+    loop {
+        if !reaped {
+            reaped = matches!(child.try_wait(), Ok(Some(_)));
+        }
+        if reaped && !group_alive() {
+            return match before {
+                Some(status) => Ended::Before(status),
+                None => Ended::OnTerm,
+            };
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = killpg(pid, Signal::SIGKILL);
+            let _ = kill(pid, Signal::SIGKILL);
+            let _ = child.wait();
+            return match before {
+                Some(status) => Ended::Before(status),
+                None => Ended::Killed,
+            };
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -77,6 +142,43 @@ pub fn output_within_child(child: Child, timeout: Duration) -> std::io::Result<O
 mod tests {
     use super::*;
     use std::time::Instant;
+
+    #[test]
+    fn a_companion_that_ignores_sigterm_is_killed_with_its_group_after_the_grace() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("grandchild-survived");
+        let mut command = Command::new("sh");
+        command.args([
+            "-c",
+            &format!(
+                "trap '' TERM; (trap '' TERM; sleep 2; touch {}) & sleep 30",
+                marker.display()
+            ),
+        ]);
+        let mut child = spawn_companion(&mut command).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        let started = Instant::now();
+        assert_eq!(
+            end_companion(&mut child, Duration::from_millis(500)),
+            Ended::Killed
+        );
+        assert!(started.elapsed() >= Duration::from_millis(500));
+        std::thread::sleep(Duration::from_millis(2500));
+        assert!(!marker.exists(), "the companion's child outlived it");
+    }
+
+    #[test]
+    fn a_companion_that_obeys_sigterm_ends_at_once() {
+        let mut command = Command::new("sleep");
+        command.arg("30");
+        let mut child = spawn_companion(&mut command).unwrap();
+        let started = Instant::now();
+        assert_eq!(
+            end_companion(&mut child, Duration::from_secs(10)),
+            Ended::OnTerm
+        );
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
 
     #[test]
     fn a_command_that_finishes_in_time_gives_its_output() {

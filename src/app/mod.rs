@@ -3,6 +3,8 @@
 //! host session → run and supervise → teardown, and `recover`) happens here, once.
 
 pub mod detach;
+pub mod logs;
+pub mod usb;
 
 use std::path::{Path, PathBuf};
 
@@ -378,7 +380,30 @@ impl App {
         let session = self.session(recipe);
         session.prepare(log).map_err(AppError::HostPreparation)?;
         log.phase("host steps");
+        let host = self.host(Self::identity(&recipe.config));
+        let started_hooks = recipe.host_steps.iter().find_map(|step| match step {
+            HostStep::StartedHooks(hooks) => Some(hooks),
+            _ => None,
+        });
+        let running_hooks = std::cell::RefCell::new(None);
+        let mut options = options;
+        if let Some(hooks) = started_hooks {
+            let told = options.on_ready.take();
+            options.on_ready = Some(Box::new(|state: &state::RunState| {
+                // The waiting parent of --detach first: the hooks add nothing to the start.
+                if let Some(told) = told {
+                    told(state);
+                }
+                *running_hooks.borrow_mut() =
+                    Some(hooks.start(&host, state.qemu_pid, &paths.hooks_log, log));
+            }));
+        }
         let result = run::run_qemu(&recipe.config, &recipe.plan, &mut signals, options, log);
+        // Before the host is given back: a Looking Glass client must let go of the shared
+        // memory file before it is removed.
+        if let Some(running) = running_hooks.into_inner() {
+            running.end(log);
+        }
         session.restore(log);
         state::remove_runtime_files(paths);
         log.phase("host restored");
@@ -596,4 +621,36 @@ pub fn vm_name_of(path: &Path) -> Option<String> {
             .map(|n| n.into_inner())
             .unwrap_or_else(|| source.stem()),
     )
+}
+
+impl App {
+    /// The words a profile argument takes: each profile's name on the search path (for shell
+    /// completion).
+    pub fn profile_names(&self) -> Vec<String> {
+        self.search
+            .entries()
+            .into_iter()
+            .map(|entry| entry.name)
+            .collect()
+    }
+
+    /// The VMs running now, found by their runtime directories (for shell completion and
+    /// `vmrun usb`'s udev use): started from any path, named or not on the search path.
+    pub fn running_names(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(&self.base.runtime) else {
+            return Vec::new();
+        };
+        let mut names: Vec<String> = entries
+            .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+            .filter(|name| {
+                name.parse::<VmName>()
+                    .ok()
+                    .and_then(|vm| VmPaths::new(&self.base, &vm).ok())
+                    .and_then(|paths| state::running(&paths))
+                    .is_some()
+            })
+            .collect();
+        names.sort();
+        names
+    }
 }

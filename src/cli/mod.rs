@@ -1,22 +1,27 @@
 //! The command line: parses arguments, asks the application layer (`crate::app`) for one
 //! command, renders the result, and turns every error into one clear message and a documented
 //! exit code. The commands live by what they show: `profile_commands` (show, check, list),
-//! `vm_commands` (run, status, stop, qmp, recover), and `host_commands` (rom, iommu).
+//! `vm_commands` (run, status, stop, qmp, recover, logs), `usb_commands` (usb),
+//! `host_commands` (rom, iommu) and `shell_commands` (completions, man).
 
 mod host_commands;
 mod libvirt_commands;
 mod profile_commands;
+mod shell_commands;
+mod usb_commands;
 mod vm_commands;
 
 use host_commands::{iommu, rom};
 use profile_commands::{check, list, show};
-use vm_commands::{qmp, recover, run_vm, status, stop, RunMode};
+use vm_commands::{logs, qmp, recover, run_vm, status, stop, RunMode};
 
 use std::io::Write;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use clap_complete::ArgValueCandidates;
 use serde::Serialize;
+use shell_commands::{profile_candidates, running_candidates, vm_candidates};
 
 use crate::app::{App, AppError};
 use crate::exit::ExitCode;
@@ -100,6 +105,7 @@ enum Command {
     /// Start the VM: QEMU paused, every vCPU pinned through QMP, then resumed and supervised
     /// until the guest powers off, or SIGINT/SIGTERM/SIGHUP asks for a graceful stop.
     Run {
+        #[arg(add = ArgValueCandidates::new(profile_candidates))]
         profile: String,
         /// Return (exit 0) once the VM runs with every vCPU pinned; supervision and teardown go
         /// on in the background. For scripts and cron.
@@ -113,6 +119,7 @@ enum Command {
     /// policy and priority as /proc reports them. Exit 0 when running, 7 when not.
     Status {
         /// VM name or profile.
+        #[arg(add = ArgValueCandidates::new(vm_candidates))]
         name: String,
         #[arg(long)]
         json: bool,
@@ -122,6 +129,7 @@ enum Command {
     /// run's exit code (0 clean, 5 forced). A VM that is not running is not an error.
     Stop {
         /// VM name or profile.
+        #[arg(add = ArgValueCandidates::new(running_candidates))]
         name: String,
         /// Seconds the guest gets to power off [default: the profile's shutdown.timeout].
         #[arg(long, value_name = "SECONDS")]
@@ -134,11 +142,13 @@ enum Command {
     /// drivers, modules, consoles, display manager, hugepages, files. Refuses while the VM runs.
     Recover {
         /// VM name or profile (the VM need not be on the search path any more).
+        #[arg(add = ArgValueCandidates::new(vm_candidates))]
         profile: String,
     },
     /// Send one QMP command to a running VM and print the reply as JSON.
     Qmp {
         /// VM name or profile.
+        #[arg(add = ArgValueCandidates::new(running_candidates))]
         name: String,
         /// QMP command, e.g. query-status.
         command: String,
@@ -148,6 +158,7 @@ enum Command {
     /// Print the host steps and the QEMU command line a profile produces, one argument per
     /// line, quoted for a shell (QEMU gets its monitors from vmrun as fds 3 and 4). Changes nothing and needs no root.
     Show {
+        #[arg(add = ArgValueCandidates::new(profile_candidates))]
         profile: String,
         /// Print a JSON object with `argv` (QEMU binary first), paths, firmware and warnings.
         #[arg(long)]
@@ -156,6 +167,7 @@ enum Command {
     /// Validate a profile, then check this host read-only (QEMU, /dev/kvm, firmware, files,
     /// pinned CPUs, CAP_SYS_NICE). Exit 0 only when nothing failed.
     Check {
+        #[arg(add = ArgValueCandidates::new(profile_candidates))]
         profile: String,
         #[arg(long)]
         json: bool,
@@ -176,6 +188,42 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print one of a VM's logs: vmrun's own (every run, with times), QEMU's stderr, or the
+    /// guest's serial console (`[console] serial = "log"`).
+    Logs {
+        /// VM name or profile.
+        #[arg(add = ArgValueCandidates::new(vm_candidates))]
+        name: String,
+        /// Keep printing what is appended (also across the next runs) until interrupted.
+        #[arg(short, long)]
+        follow: bool,
+        /// QEMU's stderr instead of vmrun's log.
+        #[arg(long, conflicts_with = "console")]
+        qemu: bool,
+        /// The guest's serial console instead of vmrun's log.
+        #[arg(long)]
+        console: bool,
+    },
+    /// Hot-plug host USB devices into a running VM (onto its xHCI controller), unplug them, or
+    /// list what the guest has and what the host offers. DEVICE is VENDOR:PRODUCT as lsusb
+    /// prints it (046d:c52b) or the host port as sysfs names it (1-4.2). Devices attached here
+    /// are not attached again on the next start; put them in the profile's [[usb]] for that.
+    Usb {
+        /// VM name or profile.
+        #[arg(add = ArgValueCandidates::new(running_candidates))]
+        name: String,
+        #[command(subcommand)]
+        action: usb_commands::UsbAction,
+    },
+    /// Print the shell completion script (completes commands, options, profile names and
+    /// running VMs). See the README for where to put it.
+    Completions {
+        #[arg(value_enum)]
+        shell: shell_commands::Shell,
+    },
+    /// Print the manual page as roff: `vmrun man | man -l -`, or install it with
+    /// `vmrun man > /usr/local/share/man/man1/vmrun.1`.
+    Man,
     /// Translate another tool's VM definition into a profile.
     Import {
         #[command(subcommand)]
@@ -248,6 +296,7 @@ impl From<crate::profile::ProfileError> for CliError {
 
 pub fn main() -> i32 {
     crate::log::mark_start();
+    shell_commands::answer_completion_request();
     let cli = match Cli::try_parse_from(with_implicit_run(std::env::args_os().collect())) {
         Ok(cli) => cli,
         Err(error) => {
@@ -290,6 +339,22 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
             run_vm(&app, &profile, mode, paused, global)
         }
         Some(Command::Status { name, json }) => status(&app, &name, json),
+        Some(Command::Logs {
+            name,
+            follow,
+            qemu,
+            console,
+        }) => {
+            let kind = match (qemu, console) {
+                (true, _) => crate::app::logs::LogKind::Qemu,
+                (_, true) => crate::app::logs::LogKind::Console,
+                _ => crate::app::logs::LogKind::Vmrun,
+            };
+            logs(&app, &name, kind, follow)
+        }
+        Some(Command::Usb { name, action }) => usb_commands::usb(&app, &name, action, global),
+        Some(Command::Completions { shell }) => shell_commands::completions(shell),
+        Some(Command::Man) => shell_commands::man(),
         Some(Command::Stop {
             name,
             timeout,

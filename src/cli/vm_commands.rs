@@ -166,13 +166,19 @@ pub(super) fn stop(
     let name = &target.name;
     // The supervisor bounds every stage itself; this only guards against a hung supervisor.
     let patience = std::time::Duration::from_secs(timeout.unwrap_or(600) + 120);
-    match control::stop(
-        &target.paths,
-        name,
-        timeout.map(std::time::Duration::from_secs),
-        force,
-        patience,
-    ) {
+    let timeout = timeout.map(std::time::Duration::from_secs);
+    // Without --timeout the profile's (the supervisor's) applies: count up instead of down.
+    let mut countdown = crate::progress::Countdown::new(
+        format!("stopping {name}"),
+        timeout.filter(|_| !force),
+        !global.quiet,
+    );
+    let stopped = control::stop(&target.paths, name, timeout, force, patience, &mut || {
+        countdown.tick()
+    });
+    // Erases the countdown's line before the outcome is printed.
+    drop(countdown);
+    match stopped {
         Ok(last) => {
             if !global.quiet {
                 eprintln!("vmrun: {name}: {}", last.outcome);
@@ -221,4 +227,17 @@ pub(super) fn recover(app: &App, target: &str, global: &GlobalArgs) -> Result<Ex
         }
         Err(error) => Err(error.into()),
     }
+}
+
+pub(super) fn logs(
+    app: &App,
+    name: &str,
+    kind: crate::app::logs::LogKind,
+    follow: bool,
+) -> Result<ExitCode, CliError> {
+    let path = app.log_file(name, kind, follow)?;
+    let mut out = std::io::stdout().lock();
+    // Followed until the reader goes away or a signal ends vmrun (the default action).
+    crate::app::logs::copy_log(&path, &mut out, follow, &|| true)?;
+    Ok(ExitCode::Ok)
 }

@@ -106,6 +106,16 @@ impl HostContext<'_> {
         }
     }
 
+    /// `wait_until`, with a countdown on a terminal: for the waits that can take seconds (a
+    /// device changing driver, the kernel compacting memory for hugepages).
+    pub fn wait_until_shown(&self, label: &str, log: &Log, mut done: impl FnMut() -> bool) -> bool {
+        let mut countdown = log.countdown(label, Some(self.timing.bind_timeout));
+        self.wait_until(|| {
+            countdown.tick();
+            done()
+        })
+    }
+
     /// Runs a program with the VM's name and the host root in its environment, plus `extra`.
     pub fn run_with_env(
         &self,

@@ -755,15 +755,7 @@ impl Exporter<'_> {
     }
 
     fn usb(&mut self, devices: &mut Element) {
-        if self.config.usb.is_empty() {
-            devices.push(
-                Element::new("controller")
-                    .attr("type", "usb")
-                    .attr("index", "0")
-                    .attr("model", "none"),
-            );
-            return;
-        }
+        // vmrun gives every VM its xHCI controller (for hot-plug), so it takes a slot always.
         let slot = self.take_slot();
         devices.push(
             Element::new("controller")
@@ -772,22 +764,36 @@ impl Exporter<'_> {
                 .attr("model", "qemu-xhci")
                 .child(pci_address(0, slot, 0)),
         );
-        for id in &self.config.usb {
-            devices.push(
-                Element::new("hostdev")
-                    .attr("mode", "subsystem")
-                    .attr("type", "usb")
-                    .attr("managed", "yes")
-                    .child(
-                        Element::new("source")
-                            .child(
-                                Element::new("vendor").attr("id", format!("0x{:04x}", id.vendor)),
-                            )
-                            .child(
-                                Element::new("product").attr("id", format!("0x{:04x}", id.product)),
-                            ),
+        for (index, device) in self.config.usb.iter().enumerate() {
+            match device {
+                UsbDevice::Id(id) => devices.push(
+                    Element::new("hostdev")
+                        .attr("mode", "subsystem")
+                        .attr("type", "usb")
+                        .attr("managed", "yes")
+                        .child(
+                            Element::new("source")
+                                .child(
+                                    Element::new("vendor")
+                                        .attr("id", format!("0x{:04x}", id.vendor)),
+                                )
+                                .child(
+                                    Element::new("product")
+                                        .attr("id", format!("0x{:04x}", id.product)),
+                                ),
+                        ),
+                ),
+                // libvirt's <hostdev> names a device by bus and device number, which change
+                // at every plug; the port is QEMU's own usb-host property.
+                UsbDevice::Port(port) => self.commandline.extend([
+                    "-device".to_string(),
+                    format!(
+                        "usb-host,id=ua-vmrun-usb{index},bus=usb.0,hostbus={},hostport={}",
+                        port.bus,
+                        port.path()
                     ),
-            );
+                ]),
+            }
         }
     }
 
@@ -908,6 +914,7 @@ impl Exporter<'_> {
         }
         for (phase, hooks, libvirt_phase) in [
             ("pre_start", &config.hooks.pre_start, "prepare begin"),
+            ("started", &config.hooks.started, "started begin"),
             ("post_stop", &config.hooks.post_stop, "release end"),
         ] {
             for argv in hooks.iter() {

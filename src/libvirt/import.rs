@@ -1467,7 +1467,8 @@ impl Importer {
                 "controller" => {
                     let model = device.attribute("model").unwrap_or("");
                     let infrastructure = matches!(model, "pci-root" | "pcie-root")
-                        || device.attribute("type") == Some("usb") && model == "none";
+                        || device.attribute("type") == Some("usb")
+                            && matches!(model, "none" | "qemu-xhci");
                     if !infrastructure && !controllers_noted {
                         controllers_noted = true;
                         self.changed(
@@ -2163,7 +2164,7 @@ impl Draft {
         }
         if !self.hooks.is_empty() {
             let _ = writeln!(out, "\n[hooks]");
-            for phase in ["pre_start", "post_stop"] {
+            for phase in ["pre_start", "started", "post_stop"] {
                 let hooks: Vec<String> = self
                     .hooks
                     .iter()

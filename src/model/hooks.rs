@@ -1,4 +1,5 @@
-//! `[hooks]`: commands run before the start and after the stop, and their timeout.
+//! `[hooks]`: commands run before the start, alongside the running guest (`started`) and after
+//! the stop, and their timeout.
 //! What the profile says (`Raw*`), what it means, and the rules between them.
 
 use std::time::Duration;
@@ -20,6 +21,7 @@ pub enum RawHook {
 #[derive(Clone, Debug, Default, Deserialize)]
 pub struct RawHooks {
     pub pre_start: Option<Spanned<RawHook>>,
+    pub started: Option<Spanned<RawHook>>,
     pub post_stop: Option<Spanned<RawHook>>,
     pub timeout: Option<Int>,
 }
@@ -27,8 +29,12 @@ pub struct RawHooks {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Hooks {
     pub pre_start: Vec<Vec<String>>,
+    /// Started once every vCPU is pinned and the guest runs; they run alongside it and are
+    /// ended at teardown.
+    pub started: Vec<Vec<String>>,
     pub post_stop: Vec<Vec<String>>,
-    /// How long one hook may run before it is killed (and, for pre_start, the start fails).
+    /// How long one hook may run before it is killed (and, for pre_start, the start fails);
+    /// for a `started` hook, how long it gets to exit after SIGTERM at teardown.
     pub timeout: Duration,
 }
 
@@ -63,6 +69,7 @@ impl Validator {
             .unwrap_or(60);
         Hooks {
             pre_start: self.hook(&h.pre_start, "hooks.pre_start"),
+            started: self.hook(&h.started, "hooks.started"),
             post_stop: self.hook(&h.post_stop, "hooks.post_stop"),
             timeout: Duration::from_secs(seconds as u64),
         }

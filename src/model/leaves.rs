@@ -282,6 +282,99 @@ impl FromStr for UsbId {
     }
 }
 
+/// A host USB port path as sysfs names it (`1-4.2`: bus 1, port 4 of the root hub, port 2 of
+/// the hub there): the port a device is plugged into, which tells two identical devices apart.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct UsbPort {
+    pub bus: u8,
+    /// Port numbers from the root hub down, at most 7 (USB's tiers).
+    pub ports: Vec<u8>,
+}
+
+impl UsbPort {
+    /// The ports as QEMU's `hostport` and sysfs' `devpath` spell them: `4.2`.
+    pub fn path(&self) -> String {
+        let ports: Vec<String> = self.ports.iter().map(u8::to_string).collect();
+        ports.join(".")
+    }
+}
+
+impl fmt::Display for UsbPort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.bus, self.path())
+    }
+}
+
+impl FromStr for UsbPort {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        const FORM: &str =
+            "write `BUS-PORT[.PORT...]` as sysfs names it (/sys/bus/usb/devices), e.g. `1-4.2`";
+        let (bus, path) = text
+            .split_once('-')
+            .ok_or_else(|| format!("`{text}` has no `-`; {FORM}"))?;
+        let number = |part: &str, what: &str| -> Result<u8, String> {
+            match part.parse::<u8>() {
+                Ok(n) if n > 0 && part.chars().all(|c| c.is_ascii_digit()) => Ok(n),
+                _ => Err(format!(
+                    "the {what} `{part}` in `{text}` is not a number from 1 to 255; {FORM}"
+                )),
+            }
+        };
+        let bus = number(bus, "bus")?;
+        let ports = path
+            .split('.')
+            .map(|part| number(part, "port"))
+            .collect::<Result<Vec<u8>, String>>()?;
+        if ports.len() > 7 {
+            return Err(format!(
+                "`{text}` has {} ports; USB has at most 7 tiers; {FORM}",
+                ports.len()
+            ));
+        }
+        Ok(UsbPort { bus, ports })
+    }
+}
+
+/// A host USB device as the command line and `[[usb]]` name it: by `vendor:product`, or by the
+/// port it is plugged into.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum UsbDevice {
+    Id(UsbId),
+    Port(UsbPort),
+}
+
+impl UsbDevice {
+    /// What a valid one looks like, for error messages.
+    pub const FORMS: &'static str = "give VENDOR:PRODUCT as lsusb prints it (e.g. `046d:c52b`) \
+         or the host port as sysfs names it, BUS-PORT[.PORT...] (e.g. `1-4.2`)";
+}
+
+impl fmt::Display for UsbDevice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UsbDevice::Id(id) => id.fmt(f),
+            UsbDevice::Port(port) => port.fmt(f),
+        }
+    }
+}
+
+impl FromStr for UsbDevice {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let parsed = if text.contains(':') {
+            text.parse().map(UsbDevice::Id)
+        } else if text.contains('-') {
+            text.parse().map(UsbDevice::Port)
+        } else {
+            Err(format!("`{text}` is neither"))
+        };
+        parsed.map_err(|_| format!("`{text}` is not a USB device: {}", UsbDevice::FORMS))
+    }
+}
+
 /// An Ethernet MAC address for the guest NIC; multicast addresses are refused because no NIC
 /// can own one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -486,6 +579,38 @@ mod tests {
         assert!("0,a".parse::<CpuSet>().unwrap_err().contains("`a`"));
         assert!("".parse::<CpuSet>().unwrap_err().contains("empty"));
         assert!("0-9000".parse::<CpuSet>().unwrap_err().contains("9000"));
+    }
+
+    #[test]
+    fn usb_devices_are_ids_or_port_paths() {
+        assert_eq!(
+            "1-4.2".parse::<UsbDevice>().unwrap(),
+            UsbDevice::Port(UsbPort {
+                bus: 1,
+                ports: vec![4, 2]
+            })
+        );
+        assert_eq!("3-10".parse::<UsbPort>().unwrap().path(), "10");
+        assert_eq!(
+            "046d:c52b".parse::<UsbDevice>().unwrap().to_string(),
+            "046d:c52b"
+        );
+        for bad in [
+            "1-",
+            "0-1",
+            "1-4.0",
+            "x-1",
+            "1-1.1.1.1.1.1.1.1",
+            "046d",
+            "1-4:1.0",
+            "",
+        ] {
+            let error = bad.parse::<UsbDevice>().unwrap_err();
+            assert!(
+                error.contains("e.g. `046d:c52b`") && error.contains("e.g. `1-4.2`"),
+                "{bad}: {error}"
+            );
+        }
     }
 
     #[test]

@@ -42,7 +42,9 @@ pub use disk::{CacheMode, Disk, DiskBus, DiskFormat, Media};
 pub use display::{Display, Gui, Listen, Remote, RemoteProtocol, SerialConsole, VgaModel};
 pub use hooks::Hooks;
 pub use input::Input;
-pub use leaves::{ByteSize, CpuSet, MacAddress, PciAddress, Resolution, UsbId, VmName};
+pub use leaves::{
+    ByteSize, CpuSet, MacAddress, PciAddress, Resolution, UsbDevice, UsbId, UsbPort, VmName,
+};
 pub use looking_glass::LookingGlass;
 pub use machine::{Accel, HugePageSize, Machine};
 pub use network::{Network, NetworkMode, NicModel};
@@ -128,7 +130,7 @@ pub struct VmConfig {
     pub disks: Vec<Disk>,
     pub network: Network,
     pub pci: Vec<PciDevice>,
-    pub usb: Vec<UsbId>,
+    pub usb: Vec<UsbDevice>,
     pub input: Input,
     pub display: Display,
     pub serial: SerialConsole,

@@ -9,29 +9,54 @@ use super::*;
 #[derive(Clone, Debug, Default, Deserialize)]
 pub struct RawUsb {
     pub device: Option<Text>,
+    pub port: Option<Text>,
 }
 
 impl Validator {
-    pub(super) fn usb(&mut self, raw: &RawProfile) -> Vec<UsbId> {
-        let mut ids: Vec<UsbId> = Vec::new();
+    pub(super) fn usb(&mut self, raw: &RawProfile) -> Vec<UsbDevice> {
+        let mut devices: Vec<UsbDevice> = Vec::new();
         for (index, spanned) in raw.usb.iter().enumerate() {
-            let key = format!("usb[{index}].device");
-            let Some(text) = &spanned.get_ref().device else {
-                self.error(
-                    spanned.span(),
-                    &key,
-                    "every [[usb]] needs `device = \"vendor:product\"`",
-                );
-                continue;
+            let entry = spanned.get_ref();
+            let parsed = match (&entry.device, &entry.port) {
+                (Some(text), None) => self
+                    .parse::<UsbId>(text, &format!("usb[{index}].device"))
+                    .map(|id| (text, UsbDevice::Id(id))),
+                (None, Some(text)) => self
+                    .parse::<UsbPort>(text, &format!("usb[{index}].port"))
+                    .map(|port| (text, UsbDevice::Port(port))),
+                (Some(_), Some(text)) => {
+                    self.error(
+                        text.span(),
+                        &format!("usb[{index}].port"),
+                        "give `device` or `port`, not both: `port` already names one device",
+                    );
+                    None
+                }
+                (None, None) => {
+                    self.error(
+                        spanned.span(),
+                        &format!("usb[{index}]"),
+                        "every [[usb]] needs `device = \"vendor:product\"` or `port = \"1-4.2\"` (the host port, as sysfs names it)",
+                    );
+                    None
+                }
             };
-            if let Some(id) = self.parse::<UsbId>(text, &key) {
-                if let Some(first) = ids.iter().position(|other| *other == id) {
-                    self.error(text.span(), &key, format!("{id} is already usb[{first}]"));
+            if let Some((text, device)) = parsed {
+                let key = match device {
+                    UsbDevice::Id(_) => format!("usb[{index}].device"),
+                    UsbDevice::Port(_) => format!("usb[{index}].port"),
+                };
+                if let Some(first) = devices.iter().position(|other| *other == device) {
+                    self.error(
+                        text.span(),
+                        &key,
+                        format!("{device} is already usb[{first}]"),
+                    );
                     continue;
                 }
-                ids.push(id);
+                devices.push(device);
             }
         }
-        ids
+        devices
     }
 }

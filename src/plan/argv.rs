@@ -574,30 +574,22 @@ fn passthrough(argv: &mut Argv, config: &VmConfig, firmware: &BootFirmware) {
 }
 
 /// One xHCI controller for passed USB devices, the remote display's tablet and USB audio.
-fn needs_xhci(config: &VmConfig) -> bool {
-    !config.usb.is_empty()
-        || (config.display.remote.is_some() && config.display.vga != VgaModel::None)
-        || config
-            .audio
-            .as_ref()
-            .is_some_and(|a| a.device == AudioDevice::Usb)
-}
-
 fn usb(argv: &mut Argv, config: &VmConfig) {
-    if !needs_xhci(config) {
-        return;
-    }
+    // Every VM gets the controller, so that `vmrun usb NAME attach` can hot-plug onto it.
     argv.push("-device", "qemu-xhci,id=xhci");
-    for (index, id) in config.usb.iter().enumerate() {
-        argv.push(
-            "-device",
-            Opts::new("usb-host")
-                .set("id", format!("usb{index}"))
-                .set("bus", "xhci.0")
+    for (index, device) in config.usb.iter().enumerate() {
+        let opts = Opts::new("usb-host")
+            .set("id", format!("usb{index}"))
+            .set("bus", "xhci.0");
+        let opts = match device {
+            UsbDevice::Id(id) => opts
                 .set("vendorid", format!("0x{:04x}", id.vendor))
-                .set("productid", format!("0x{:04x}", id.product))
-                .build(),
-        );
+                .set("productid", format!("0x{:04x}", id.product)),
+            UsbDevice::Port(port) => opts
+                .set("hostbus", port.bus.to_string())
+                .set("hostport", port.path()),
+        };
+        argv.push("-device", opts.build());
     }
 }
 

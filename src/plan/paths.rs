@@ -82,6 +82,8 @@ pub struct VmPaths {
     pub console_log: PathBuf,
     pub log: PathBuf,
     pub qemu_log: PathBuf,
+    /// What the `started` hooks print.
+    pub hooks_log: PathBuf,
     pub journal: PathBuf,
     /// How the last run ended.
     pub last_run: PathBuf,
@@ -120,6 +122,7 @@ impl VmPaths {
             console_log: state_dir.join("console.log"),
             log: state_dir.join("vmrun.log"),
             qemu_log: state_dir.join("qemu.log"),
+            hooks_log: state_dir.join("hooks.log"),
             journal: state_dir.join("journal"),
             last_run: state_dir.join("last-run.json"),
             tpm_state: state_dir.join("tpm"),

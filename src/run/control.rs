@@ -119,14 +119,15 @@ pub fn status(paths: &VmPaths, name: &str) -> Status {
     }
 }
 
-/// Asks the supervisor for the graceful sequence and waits until its teardown is done.
-/// Returns how the run ended.
+/// Asks the supervisor for the graceful sequence and waits until its teardown is done, calling
+/// `waiting` while it waits (a countdown on a terminal). Returns how the run ended.
 pub fn stop(
     paths: &VmPaths,
     name: &str,
     timeout: Option<Duration>,
     force: bool,
     patience: Duration,
+    waiting: &mut dyn FnMut(),
 ) -> Result<LastRun, ControlError> {
     let Some(run) = state::running(paths) else {
         return Err(ControlError::NotRunning(name.to_string()));
@@ -144,7 +145,7 @@ pub fn stop(
             errno,
         }
     })?;
-    wait_for_teardown(paths, &run, patience)?;
+    wait_for_teardown(paths, &run, patience, waiting)?;
     Ok(state::read_json(&paths.last_run).unwrap_or(LastRun {
         exit_code: 1,
         outcome: "vmrun ended without recording how".into(),
@@ -156,9 +157,11 @@ fn wait_for_teardown(
     paths: &VmPaths,
     run: &RunState,
     patience: Duration,
+    waiting: &mut dyn FnMut(),
 ) -> Result<(), ControlError> {
     let started = Instant::now();
     while state::process_alive(run.vmrun_pid, "vmrun") || paths.lock.exists() {
+        waiting();
         if started.elapsed() > patience {
             return Err(ControlError::StopTimeout {
                 name: run.name.clone(),

@@ -13,6 +13,7 @@ pub mod spawn;
 pub mod state;
 pub mod supervise;
 pub mod threads;
+pub mod usb;
 
 use std::path::Path;
 
@@ -103,14 +104,14 @@ impl Outcome {
 }
 
 /// Told once the VM runs with every vCPU pinned.
-pub type ReadyCallback = Box<dyn FnOnce(&RunState)>;
+pub type ReadyCallback<'a> = Box<dyn FnOnce(&RunState) + 'a>;
 
 /// What the caller of `run` wants besides the plan.
-pub struct RunOptions {
+pub struct RunOptions<'a> {
     /// Leave the vCPUs paused after pinning (resume with `vmrun qmp NAME cont`).
     pub paused: bool,
     /// Called once the VM runs with every vCPU pinned (the detached parent's signal).
-    pub on_ready: Option<ReadyCallback>,
+    pub on_ready: Option<ReadyCallback<'a>>,
     /// A detached supervisor ignores SIGHUP: there is no terminal to hang up.
     pub ignore_hangup: bool,
 }

@@ -80,6 +80,8 @@ struct Supervisor<'a> {
     force_grace: Duration,
     shutdown_reason: Option<String>,
     panicked: bool,
+    /// On a terminal, the seconds the guest has left to power off.
+    countdown: Option<crate::progress::Countdown>,
 }
 
 impl Supervisor<'_> {
@@ -91,6 +93,12 @@ impl Supervisor<'_> {
             StopStage::Kill => now + Duration::from_secs(3600),
         };
         self.log.info(&format!("stop: {}", stage.name()));
+        self.countdown = (stage == StopStage::Acpi).then(|| {
+            self.log.countdown(
+                "waiting for the guest to power off",
+                Some(self.acpi_timeout),
+            )
+        });
         let pid = Pid::from_raw(self.child.id() as i32);
         let qmp_result = match (stage, self.qmp.as_mut()) {
             (StopStage::Acpi, Some(qmp)) => Some(qmp.execute("system_powerdown", None).map(|_| ())),
@@ -262,6 +270,7 @@ pub(super) fn supervise_child(
         force_grace: FORCE_STAGE_GRACE + PER_DEVICE_GRACE * devices,
         shutdown_reason: None,
         panicked: false,
+        countdown: None,
     };
     let mut swtpm_watch = run_state.swtpm_pid;
     loop {
@@ -305,6 +314,9 @@ pub(super) fn supervise_child(
                 log.warn(&format!("{} did not stop QEMU in time", stage.name()));
                 supervisor.escalate();
             }
+        }
+        if let Some(countdown) = supervisor.countdown.as_mut() {
+            countdown.tick();
         }
         supervisor.read_events();
         // QEMU ends swtpm itself when it shuts down; only a death before that is news. The

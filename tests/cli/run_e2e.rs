@@ -143,7 +143,7 @@ impl Vm {
 }
 
 /// Placement of every thread of `pid`, from /proc: (name, affinity list, policy, priority).
-fn threads(pid: u32) -> Vec<(i32, String, String, String, u32)> {
+pub(crate) fn threads(pid: u32) -> Vec<(i32, String, String, String, u32)> {
     vmrun::run::threads::threads_of(pid)
         .unwrap()
         .into_iter()

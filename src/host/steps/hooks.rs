@@ -1,8 +1,11 @@
 //! The profile's hooks: `pre_start` commands run before any other host change (a failure, or
 //! one still running at `hooks.timeout`, aborts the start and undoes what was done), and the
-//! `post_stop` commands are armed first so that running them is the last undo.
+//! `post_stop` commands are armed first so that running them is the last undo. The `started`
+//! hooks change nothing while the host is prepared: the run starts them once the guest runs,
+//! alongside it, and ends them at teardown before any host change is undone.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -37,6 +40,14 @@ pub struct RunPostStop {
     pub profile: Option<PathBuf>,
 }
 
+/// Programs started once every vCPU is pinned and the guest runs (a Looking Glass client, a
+/// notification); `timeout_seconds` is how long each gets to exit after SIGTERM at teardown.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct StartedHooks {
+    pub commands: Vec<Vec<String>>,
+    pub timeout_seconds: u64,
+}
+
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl PreStartHook {
@@ -54,6 +65,99 @@ impl PostStopHooks {
             commands: config.hooks.post_stop.clone(),
             timeout_seconds: config.hooks.timeout.as_secs(),
         })
+    }
+}
+
+impl StartedHooks {
+    pub fn plan(config: &VmConfig) -> Option<Self> {
+        (!config.hooks.started.is_empty()).then(|| StartedHooks {
+            commands: config.hooks.started.clone(),
+            timeout_seconds: config.hooks.timeout.as_secs(),
+        })
+    }
+
+    /// Starts every hook without waiting for any: in its own process group, stdin closed,
+    /// its output appended to `output`, with `VMRUN_QEMU_PID` besides the usual variables. A
+    /// hook that cannot be started is reported; the guest runs on.
+    pub fn start(
+        &self,
+        host: &HostContext,
+        qemu_pid: u32,
+        output: &Path,
+        log: &Log,
+    ) -> RunningHooks {
+        let root = host.root.path("/").to_string_lossy().into_owned();
+        let mut children = Vec::new();
+        for argv in &self.commands {
+            let line = argv.join(" ");
+            let Some((program, args)) = argv.split_first() else {
+                continue;
+            };
+            let sink = || {
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(output)
+                    .map(Stdio::from)
+                    .unwrap_or_else(|_| Stdio::null())
+            };
+            let mut command = Command::new(program);
+            command
+                .args(args)
+                .env("VMRUN_VM", &host.vm.name)
+                .env("VMRUN_PHASE", "started")
+                .env("VMRUN_PROFILE", &host.vm.profile)
+                .env("VMRUN_SYSROOT", &root)
+                .env("VMRUN_QEMU_PID", qemu_pid.to_string())
+                .stdin(Stdio::null())
+                .stdout(sink())
+                .stderr(sink());
+            match crate::process::spawn_companion(&mut command) {
+                Ok(child) => {
+                    log.info(&format!(
+                        "started hook: {line} (pid {}, output in {})",
+                        child.id(),
+                        output.display()
+                    ));
+                    children.push((line, child));
+                }
+                Err(error) => log.error(&format!("started hook {line} could not start: {error}")),
+            }
+        }
+        RunningHooks {
+            children,
+            grace: Duration::from_secs(self.timeout_seconds),
+        }
+    }
+}
+
+/// The `started` hooks while the guest runs.
+pub struct RunningHooks {
+    children: Vec<(String, Child)>,
+    grace: Duration,
+}
+
+impl RunningHooks {
+    /// Ends every hook and what it started (SIGTERM to its process group, SIGKILL after
+    /// `hooks.timeout`), in reverse order of starting, and says how each ended.
+    pub fn end(mut self, log: &Log) {
+        while let Some((line, mut child)) = self.children.pop() {
+            match crate::process::end_companion(&mut child, self.grace) {
+                crate::process::Ended::Before(status) if status.success() => {
+                    log.info(&format!("started hook {line} had exited (exit code 0)"))
+                }
+                crate::process::Ended::Before(status) => log.warn(&format!(
+                    "started hook {line} had exited before teardown: {status}"
+                )),
+                crate::process::Ended::OnTerm => {
+                    log.info(&format!("started hook {line} ended (SIGTERM)"))
+                }
+                crate::process::Ended::Killed => log.warn(&format!(
+                    "started hook {line} was still running {} s after SIGTERM and was killed",
+                    self.grace.as_secs()
+                )),
+            }
+        }
     }
 }
 
@@ -118,6 +222,31 @@ impl Step for PreStartHook {
             Duration::from_secs(self.timeout_seconds),
             log,
         )
+    }
+}
+
+impl Step for StartedHooks {
+    fn describe(&self) -> String {
+        let commands: Vec<String> = self.commands.iter().map(|c| c.join(" ")).collect();
+        format!(
+            "once every vCPU is pinned and the guest runs: start started hooks {} alongside it \
+             (ended at teardown: SIGTERM, SIGKILL after {} s)",
+            commands.join("; "),
+            self.timeout_seconds
+        )
+    }
+
+    fn preflight(&self, _host: &HostContext) -> Vec<Finding> {
+        self.commands
+            .iter()
+            .map(|command| program_finding(command, "hooks.started"))
+            .collect()
+    }
+
+    /// Nothing changes on the host now: the run starts the hooks once the guest runs, and a
+    /// hook dies with vmrun (its parent-death signal), so nothing needs journaling.
+    fn apply(&self, _host: &HostContext, _record: &Recorder, _log: &Log) -> Result<(), StepError> {
+        Ok(())
     }
 }
 

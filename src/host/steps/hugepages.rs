@@ -104,7 +104,10 @@ impl Step for ReserveHugepages {
             },
             || {
                 host.write(&attribute, &wanted.to_string())?;
-                if host.wait_until(|| self.count(host, "free_hugepages").unwrap_or(0) >= needed) {
+                let label = format!("compacting memory for {needed} free {size} pages");
+                if host.wait_until_shown(&label, log, || {
+                    self.count(host, "free_hugepages").unwrap_or(0) >= needed
+                }) {
                     Ok(())
                 } else {
                     Err(StepError::Other(format!(

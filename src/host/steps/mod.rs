@@ -130,6 +130,7 @@ step_kinds! {
     BindVfio(vfio::BindVfio),
     ReserveHugepages(hugepages::ReserveHugepages),
     CreateShmFile(shm_file::CreateShmFile),
+    StartedHooks(hooks::StartedHooks),
     StartSwtpm(swtpm::StartSwtpm),
 }
 
@@ -226,6 +227,7 @@ pub fn plan(config: &VmConfig, paths: &VmPaths) -> Vec<HostStep> {
     steps.extend(vfio::BindVfio::plan(config).map(HostStep::BindVfio));
     steps.extend(hugepages::ReserveHugepages::plan(config).map(HostStep::ReserveHugepages));
     steps.extend(shm_file::CreateShmFile::plan(config).map(HostStep::CreateShmFile));
+    steps.extend(hooks::StartedHooks::plan(config).map(HostStep::StartedHooks));
     // Last, so that it is stopped first, right after QEMU, before the host is given back.
     steps.extend(swtpm::StartSwtpm::plan(config, paths).map(HostStep::StartSwtpm));
     steps

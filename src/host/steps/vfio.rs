@@ -312,7 +312,8 @@ impl Step for BindVfio {
                     self.unbind(host, current)?;
                 }
                 host.write("/sys/bus/pci/drivers_probe", &address)?;
-                if host.wait_until(|| {
+                let label = format!("waiting for {address} to move to vfio-pci");
+                if host.wait_until_shown(&label, log, || {
                     pci::driver_of(&host.root, &address).as_deref() == Some("vfio-pci")
                 }) {
                     Ok(())
