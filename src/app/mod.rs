@@ -153,18 +153,33 @@ impl App {
     }
 
     pub fn facts(&self) -> HostFacts {
+        let (topology, topology_problem) = match crate::host::topology::read_topology(&self.sysroot)
+        {
+            Ok(topology) => (Some(topology), None),
+            Err(error) => (None, Some(error.to_string())),
+        };
         HostFacts {
             online_cpus: crate::host::online_cpus(&self.sysroot),
+            topology,
+            topology_problem,
         }
     }
 
+    /// The host's CPU topology, for `vmrun topology`.
+    pub fn topology(&self) -> Result<plan::topology::HostTopology, AppError> {
+        crate::host::topology::read_topology(&self.sysroot)
+            .map_err(|e| AppError::Host(e.to_string()))
+    }
+
     pub fn recipe(&self, loaded: Loaded) -> Result<Recipe, AppError> {
-        let firmware = plan::resolve_firmware(&loaded.config, &self.descriptor_dirs)
-            .map_err(PlanError::from)?;
-        let plan = Plan::new(&loaded.config, &firmware, &self.base, &self.facts())?;
+        let facts = self.facts();
+        let config = plan::resolve(loaded.config, &facts)?;
+        let firmware =
+            plan::resolve_firmware(&config, &self.descriptor_dirs).map_err(PlanError::from)?;
+        let plan = Plan::new(&config, &firmware, &self.base, &facts)?;
         Ok(Recipe {
-            host_steps: steps::plan(&loaded.config),
-            config: loaded.config,
+            host_steps: steps::plan(&config),
+            config,
             warnings: loaded.warnings,
             firmware,
             plan,
@@ -190,13 +205,18 @@ impl App {
 
     /// Every finding about this host for a valid profile: host, steps, firmware, plan.
     fn findings(&self, loaded: &Loaded, depth: Depth) -> Vec<Finding> {
-        let config = &loaded.config;
+        let facts = self.facts();
+        let config = match plan::resolve(loaded.config.clone(), &facts) {
+            Ok(config) => config,
+            Err(error) => return vec![Finding::fail("pinning", error.to_string())],
+        };
+        let config = &config;
         let host = self.host(Self::identity(config));
         let host_steps = steps::plan(config);
-        let mut findings = check::host_findings(config, &host_steps, &host, &self.facts(), depth);
+        let mut findings = check::host_findings(config, &host_steps, &host, &facts, depth);
         match plan::resolve_firmware(config, &self.descriptor_dirs) {
             Err(error) => findings.push(Finding::fail("firmware", error.to_string())),
-            Ok(firmware) => match Plan::new(config, &firmware, &self.base, &self.facts()) {
+            Ok(firmware) => match Plan::new(config, &firmware, &self.base, &facts) {
                 Ok(plan) => findings.extend(check::plan_findings(&firmware, &plan, depth)),
                 Err(error) => findings.push(Finding::fail("paths", error.to_string())),
             },

@@ -6,6 +6,7 @@
 mod host_commands;
 mod libvirt_commands;
 mod profile_commands;
+mod topology_commands;
 mod vm_commands;
 
 use host_commands::{iommu, rom};
@@ -171,6 +172,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// This host's CPUs as a picture: packages, L3 domains (CCX/CCD), cores and their threads,
+    /// P/E core types, NUMA nodes. Given a profile, which vCPU sits on each CPU and where QEMU's
+    /// other threads and the host run (`pinning.vcpus = "auto"` resolved).
+    Topology {
+        profile: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// List the profiles on the search path.
     List {
         #[arg(long)]
@@ -272,6 +281,9 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Some(Command::Show { profile, json }) => show(&app, &profile, json, global.quiet),
         Some(Command::Check { profile, json }) => check(&app, &profile, json),
         Some(Command::List { json }) => list(&app, json),
+        Some(Command::Topology { profile, json }) => {
+            topology_commands::topology(&app, profile.as_deref(), json, global.quiet)
+        }
         Some(Command::Import { source }) => libvirt_commands::import(&app, source, global.quiet),
         Some(Command::Export { target }) => libvirt_commands::export(&app, target, global.quiet),
         Some(Command::Rom(args)) => rom(&app, args),

@@ -17,6 +17,7 @@ pub mod pci;
 pub mod runner;
 pub mod session;
 pub mod steps;
+pub mod topology;
 
 /// The host's filesystem root: `/` normally, a fake tree in tests.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -205,6 +205,13 @@ impl fmt::Display for CpuSet {
     }
 }
 
+/// As the kernel prints it: `"0-3,8"`.
+impl serde::Serialize for CpuSet {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.to_list_string())
+    }
+}
+
 impl FromStr for CpuSet {
     type Err = String;
 

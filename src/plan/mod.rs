@@ -3,6 +3,7 @@
 
 pub mod argv;
 pub mod paths;
+pub mod topology;
 
 use std::path::PathBuf;
 
@@ -22,6 +23,8 @@ pub enum PlanError {
     Firmware(#[from] FirmwareError),
     #[error(transparent)]
     Paths(#[from] PathsError),
+    #[error(transparent)]
+    Auto(#[from] topology::AutoError),
 }
 
 /// Finds the firmware the profile asks for: its explicit files, or QEMU's descriptors.
@@ -66,6 +69,46 @@ pub fn resolve_firmware(
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct HostFacts {
     pub online_cpus: Option<CpuSet>,
+    pub topology: Option<topology::HostTopology>,
+    /// Why `topology` is missing, for the error `auto` gives.
+    pub topology_problem: Option<String>,
+}
+
+/// Makes the profile's host-dependent choices concrete: `pinning.vcpus = "auto"` becomes the
+/// host CPU of each vCPU, and the guest's `threads` (unless the profile sets them) the host
+/// cores' thread count. Every later stage sees an explicit mapping.
+pub fn resolve(mut config: VmConfig, facts: &HostFacts) -> Result<VmConfig, PlanError> {
+    let Some(pinning) = config.pinning.as_mut().filter(|p| p.auto) else {
+        return Ok(config);
+    };
+    let host = facts.topology.as_ref().ok_or_else(|| {
+        topology::AutoError::NoTopology(
+            facts
+                .topology_problem
+                .clone()
+                .unwrap_or_else(|| "not read".to_string()),
+        )
+    })?;
+    let guest = config.cpu.topology;
+    let placement = topology::auto(
+        host,
+        topology::AutoRequest {
+            cores: (guest.sockets * guest.cores) as usize,
+            threads: config.cpu.threads_given.then_some(guest.threads as usize),
+        },
+    )?;
+    pinning.vcpus = placement.vcpus;
+    config.cpu.topology.threads = placement.threads as u32;
+    Ok(config)
+}
+
+/// The resolved placement, as `show --json` prints it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PinningView {
+    /// The host CPU of each vCPU, in vCPU order.
+    pub vcpus: Vec<usize>,
+    /// The CPUs of QEMU's other threads, as a CPU list (null when the online CPUs are unknown).
+    pub emulator: Option<String>,
 }
 
 /// Everything `run` needs, computed without touching the host.
@@ -83,6 +126,8 @@ pub struct Plan {
     /// iothreads move to their own CPUs afterwards. None without `[pinning]`.
     #[serde(skip)]
     pub emulator_cpus: Option<CpuSet>,
+    /// Where the vCPUs and the emulator run; None without `[pinning]`.
+    pub pinning: Option<PinningView>,
 }
 
 impl Plan {
@@ -101,16 +146,24 @@ impl Plan {
             ),
             BootFirmware::SeaBios => (None, None),
         };
+        let emulator_cpus = facts
+            .online_cpus
+            .as_ref()
+            .and_then(|online| emulator_cpus(config, online));
         Ok(Plan {
+            pinning: config.pinning.as_ref().map(|p| PinningView {
+                vcpus: p.vcpus.clone(),
+                emulator: emulator_cpus
+                    .as_ref()
+                    .or(p.emulator.as_ref())
+                    .map(CpuSet::to_string),
+            }),
             name: config.name.to_string(),
             profile: config.profile_path.clone(),
             accel: config.machine.accel.as_str(),
             firmware,
             vars,
-            emulator_cpus: facts
-                .online_cpus
-                .as_ref()
-                .and_then(|online| emulator_cpus(config, online)),
+            emulator_cpus,
             paths,
             argv,
         })
