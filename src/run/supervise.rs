@@ -247,6 +247,7 @@ pub(super) fn supervise_child(
     if let Some(ready) = options.on_ready {
         ready(&run_state);
     }
+    let mut sampler = super::latency::Sampler::new(&plan.paths.sched_samples);
     let devices = config.pci.len() as u32;
     let mut supervisor = Supervisor {
         log,
@@ -307,6 +308,9 @@ pub(super) fn supervise_child(
         }
         if let (Some(pinned), Some(set)) = (pinned.as_mut(), emulator) {
             pinned.sweep(supervisor.child.id(), set, log);
+        }
+        if supervisor.stage.is_none() {
+            sampler.tick(supervisor.child.id());
         }
         let timeout = supervisor
             .stage

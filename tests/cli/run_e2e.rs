@@ -541,3 +541,94 @@ fn stale_sockets_and_a_dead_run_do_not_confuse_start_status_or_stop() {
         vm.runtime_leftovers()
     );
 }
+
+/// A guest whose one vCPU spins forever: a boot sector that jumps to itself.
+fn spinning_vm(name: &str) -> Vm {
+    let accel = if kvm_usable() { "kvm" } else { "tcg" };
+    let model = if accel == "kvm" { "host" } else { "max" };
+    eprintln!("[{name}] accelerator: {accel} (spinning boot sector)");
+    let vm = Vm::new(
+        name,
+        &format!(
+            "[machine]\nmemory = \"64M\"\naccel = \"{accel}\"\n[cpu]\nmodel = \"{model}\"\ncores = 1\n\
+             [pinning]\nvcpus = [1]\nemulator = \"0\"\nscheduler = \"other\"\n\
+             [firmware]\ntype = \"seabios\"\n[network]\nmode = \"none\"\n[display]\nvga = \"none\"\n\
+             [[disk]]\npath = \"spin.img\"\nformat = \"raw\"\nbus = \"sata\"\n[shutdown]\ntimeout = 1\n"
+        ),
+    );
+    // SeaBIOS does not boot a disk of one sector; 1 MiB it does.
+    let mut image = vec![0u8; 1 << 20];
+    image[..2].copy_from_slice(&[0xEB, 0xFE]); // jmp $
+    image[510..512].copy_from_slice(&[0x55, 0xAA]);
+    std::fs::write(vm.dir.path().join("spin.img"), image).unwrap();
+    vm
+}
+
+/// Runs `vm` for a few seconds and returns its vCPU 0 as `status --json` reports it.
+fn measured_vcpu(vm: &Vm) -> Value {
+    let (code, stderr) = vm.detach(&[]);
+    assert_eq!(code, 0, "{stderr}");
+    vm.wait_running();
+    std::thread::sleep(Duration::from_secs(4));
+    let status = vm.status();
+    assert_eq!(vm.stop(), 5, "SeaBIOS ignores ACPI; --force quits QEMU");
+    let vcpu = status["vcpus"][0].clone();
+    eprintln!("[{}] vCPU 0: {vcpu}", vm.name);
+    vcpu
+}
+
+#[test]
+fn status_shows_a_vcpu_sharing_its_cpu_with_busy_threads_waiting_longer_than_one_alone() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    // The same CPU, one run after the other: whatever else this machine runs weighs on both.
+    let alone = measured_vcpu(&spinning_vm("e2e-alone"));
+    let stop = Arc::new(AtomicBool::new(false));
+    let hogs: Vec<_> = (0..3)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut cpu1 = nix::sched::CpuSet::new();
+                cpu1.set(1).unwrap();
+                nix::sched::sched_setaffinity(Pid::from_raw(0), &cpu1).unwrap();
+                while !stop.load(Ordering::Relaxed) {
+                    std::hint::black_box(0u64);
+                }
+            })
+        })
+        .collect();
+    let shared = measured_vcpu(&spinning_vm("e2e-shared"));
+    stop.store(true, Ordering::Relaxed);
+    for hog in hogs {
+        hog.join().unwrap();
+    }
+    let rate = |vcpu: &Value, key: &str| {
+        vcpu[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("no {key} in {vcpu}"))
+    };
+    for vcpu in [&alone, &shared] {
+        assert_eq!(vcpu["affinity"], "1");
+        assert!(rate(vcpu, "recent_seconds") >= 2.0, "{vcpu}");
+        assert!(rate(vcpu, "run_delay_ms") >= 0.0);
+        assert!(vcpu["involuntary_switches"].is_u64(), "{vcpu}");
+    }
+    // Three busy threads on its CPU leave the shared vCPU about a quarter of it: it waits
+    // about 750 ms every second.
+    assert!(
+        rate(&shared, "run_delay_ms_per_s") > 300.0,
+        "shared: {shared}"
+    );
+    assert!(
+        rate(&shared, "run_delay_ms_per_s") > rate(&alone, "run_delay_ms_per_s") + 100.0,
+        "alone: {alone}\nshared: {shared}"
+    );
+    assert!(
+        rate(&shared, "recent_run_delay_ms_per_s") > rate(&alone, "recent_run_delay_ms_per_s"),
+        "alone: {alone}\nshared: {shared}"
+    );
+    assert!(
+        shared["involuntary_switches"].as_u64() > alone["involuntary_switches"].as_u64(),
+        "alone: {alone}\nshared: {shared}"
+    );
+}
