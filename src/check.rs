@@ -48,6 +48,8 @@ pub fn host_findings(
     findings.push(accelerator(config.machine.accel, &host.root));
     findings.extend(cpu_findings(config, facts));
     findings.extend(scheduler_capability(config));
+    findings.extend(cgroup_cpus(config, &host.root));
+    findings.extend(realtime_sharing(config, facts));
     findings.extend(device_nodes(config, &host.root));
     for step in steps {
         findings.extend(step.preflight(host));
@@ -259,6 +261,79 @@ fn cpu_findings(config: &VmConfig, facts: &HostFacts) -> Vec<Finding> {
             ),
         )]
     }
+}
+
+/// Under cgroup v2, a thread can only be placed within its cgroup's cpuset:
+/// `sched_setaffinity` to a CPU outside it fails with EINVAL, and QEMU is in vmrun's cgroup.
+fn cgroup_cpus(config: &VmConfig, root: &Sysroot) -> Option<Finding> {
+    let pinning = config.pinning.as_ref()?;
+    let (cgroup, allowed) = crate::host::own_cgroup_cpus(root)?;
+    let outside: Vec<usize> = pinning
+        .vcpus
+        .iter()
+        .copied()
+        .filter(|cpu| !allowed.contains(*cpu))
+        .collect();
+    Some(if outside.is_empty() {
+        Finding::pass(
+            "cgroup",
+            format!("vmrun's cgroup {cgroup} allows CPUs {allowed}, every vCPU's included"),
+        )
+    } else {
+        Finding::fail(
+            "cgroup",
+            format!(
+                "vmrun's cgroup {cgroup} allows only CPUs {allowed}, so vCPUs cannot be pinned to {}                  (sched_setaffinity would fail with EINVAL); start vmrun in a cgroup that allows them,                  e.g. `systemd-run --scope --slice=machine.slice vmrun run PROFILE`",
+                crate::model::CpuSet::from_cpus(outside)
+            ),
+        )
+    })
+}
+
+/// A spinning SCHED_RR/FIFO vCPU starves every normal thread on its CPU: QEMU's main loop,
+/// vmrun, and the host's own work.
+fn realtime_sharing(config: &VmConfig, facts: &HostFacts) -> Vec<Finding> {
+    let Some(pinning) = config
+        .pinning
+        .as_ref()
+        .filter(|p| p.scheduler.is_realtime())
+    else {
+        return Vec::new();
+    };
+    let vcpus = crate::model::CpuSet::from_cpus(pinning.vcpus.iter().copied());
+    let mut findings = Vec::new();
+    let emulator = facts
+        .online_cpus
+        .as_ref()
+        .and_then(|online| crate::plan::emulator_cpus(config, online));
+    if let Some(emulator) = emulator {
+        let shared: Vec<usize> = vcpus.iter().filter(|c| emulator.contains(*c)).collect();
+        if !shared.is_empty() {
+            findings.push(Finding::warn(
+                "realtime",
+                format!(
+                    "real-time vCPUs share CPUs {} with QEMU's other threads (emulator CPUs {emulator}): a                      spinning SCHED_{} vCPU starves QEMU's main loop there; give pinning.emulator other CPUs",
+                    crate::model::CpuSet::from_cpus(shared),
+                    pinning.scheduler.as_str().to_uppercase()
+                ),
+            ));
+        }
+    }
+    if let Some(crate::model::HostCpus::List(host_cpus)) =
+        config.isolation.as_ref().map(|i| &i.host_cpus)
+    {
+        let shared: Vec<usize> = vcpus.iter().filter(|c| host_cpus.contains(*c)).collect();
+        if !shared.is_empty() {
+            findings.push(Finding::fail(
+                "realtime",
+                format!(
+                    "real-time vCPUs share CPUs {} with the host's CPUs {host_cpus}: the host would starve there",
+                    crate::model::CpuSet::from_cpus(shared)
+                ),
+            ));
+        }
+    }
+    findings
 }
 
 fn scheduler_capability(config: &VmConfig) -> Option<Finding> {

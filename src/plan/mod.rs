@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::firmware::{
     self, FirmwareError, FirmwareImage, FirmwareQuery, ImageFormat, ResolvedFirmware,
 };
-use crate::model::{CpuSet, Firmware, VmConfig};
+use crate::model::{CpuSet, Firmware, HostCpus, VmConfig};
 
 pub use argv::BootFirmware;
 pub use paths::{BaseDirs, PathsError, VmPaths};
@@ -25,6 +25,12 @@ pub enum PlanError {
     Paths(#[from] PathsError),
     #[error(transparent)]
     Auto(#[from] topology::AutoError),
+    #[error("isolation.host_cpus = \"auto\" needs this host's online CPUs, and /sys/devices/system/cpu/online cannot be read")]
+    NoOnlineCpus,
+    #[error("isolation.host_cpus = \"auto\": the vCPUs take every online CPU and leave none to the host; pin fewer vCPUs")]
+    NoHostCpus,
+    #[error("isolation.host_cpus includes CPUs {shared} that pinning.vcpus = \"auto\" chose; use host_cpus = \"auto\" or other CPUs")]
+    HostCpusOverlap { shared: CpuSet },
 }
 
 /// Finds the firmware the profile asks for: its explicit files, or QEMU's descriptors.
@@ -77,7 +83,29 @@ pub struct HostFacts {
 /// Makes the profile's host-dependent choices concrete: `pinning.vcpus = "auto"` becomes the
 /// host CPU of each vCPU, and the guest's `threads` (unless the profile sets them) the host
 /// cores' thread count. Every later stage sees an explicit mapping.
-pub fn resolve(mut config: VmConfig, facts: &HostFacts) -> Result<VmConfig, PlanError> {
+pub fn resolve(config: VmConfig, facts: &HostFacts) -> Result<VmConfig, PlanError> {
+    let mut config = resolve_auto_pinning(config, facts)?;
+    if let (Some(isolation), Some(pinning)) = (config.isolation.as_mut(), &config.pinning) {
+        if isolation.host_cpus == HostCpus::Auto {
+            let online = facts.online_cpus.as_ref().ok_or(PlanError::NoOnlineCpus)?;
+            let rest = CpuSet::from_cpus(online.iter().filter(|c| !pinning.vcpus.contains(c)));
+            if rest.is_empty() {
+                return Err(PlanError::NoHostCpus);
+            }
+            isolation.host_cpus = HostCpus::List(rest);
+        }
+        if let HostCpus::List(host) = &isolation.host_cpus {
+            let shared =
+                CpuSet::from_cpus(pinning.vcpus.iter().copied().filter(|c| host.contains(*c)));
+            if !shared.is_empty() {
+                return Err(PlanError::HostCpusOverlap { shared });
+            }
+        }
+    }
+    Ok(config)
+}
+
+fn resolve_auto_pinning(mut config: VmConfig, facts: &HostFacts) -> Result<VmConfig, PlanError> {
     let Some(pinning) = config.pinning.as_mut().filter(|p| p.auto) else {
         return Ok(config);
     };

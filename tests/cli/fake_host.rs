@@ -31,6 +31,9 @@ pub struct Options {
     pub hugepages_2m: (u32, u32),
     /// A process holding the GPU: (pid, comm, device node).
     pub gpu_user: Option<(u32, &'static str, &'static str)>,
+    /// A CPU topology fixture (tests/fixtures/topology), with what isolation touches: IRQ
+    /// affinities, the workqueue cpumask, cgroup v2 with cpuset, cpufreq governors.
+    pub topology: Option<&'static str>,
 }
 
 impl Options {
@@ -196,6 +199,31 @@ impl FakeHost {
         if let Some((pid, comm, node)) = options.gpu_user {
             write(&root.join(format!("proc/{pid}/comm")), &format!("{comm}\n"));
             symlink(node, &root.join(format!("proc/{pid}/fd/7")));
+        }
+        if let Some(fixture) = options.topology {
+            crate::fake_topology::write_topology(&root, fixture);
+            let online =
+                std::fs::read_to_string(root.join("sys/devices/system/cpu/online")).unwrap();
+            let all: vmrun::model::CpuSet = online.trim().parse().unwrap();
+            for irq in [0, 1, 8, 9, 16, 24, 120] {
+                write(
+                    &root.join(format!("proc/irq/{irq}/smp_affinity_list")),
+                    &format!("{all}\n"),
+                );
+            }
+            write(
+                &root.join("proc/irq/default_smp_affinity"),
+                &format!("{}\n", all.to_mask_string()),
+            );
+            write(
+                &root.join("sys/devices/virtual/workqueue/cpumask"),
+                &format!("{}\n", all.to_mask_string()),
+            );
+            write(
+                &root.join("sys/fs/cgroup/cgroup.controllers"),
+                "cpuset cpu io memory hugetlb pids rdma misc\n",
+            );
+            std::fs::create_dir_all(root.join(".fake/properties")).unwrap();
         }
         write(&root.join(".fake/calls.log"), "");
         std::fs::create_dir_all(root.join("dev/shm")).unwrap();
@@ -572,6 +600,17 @@ echo "systemctl $*" >> "$fake/calls.log"
 action=$1; unit=$2
 state=$(cat "$fake/services/$unit" 2>/dev/null || echo inactive)
 case "$action" in
+    show)
+        # systemctl show --property AllowedCPUs --value UNIT
+        for unit; do :; done
+        cat "$fake/properties/$unit.AllowedCPUs" 2>/dev/null || echo ""
+        ;;
+    set-property)
+        # systemctl set-property --runtime UNIT AllowedCPUs=LIST (empty: every CPU again)
+        [ "$2" = --runtime ] || { echo "stub systemctl: only --runtime" >&2; exit 1; }
+        value=${4#AllowedCPUs=}
+        if [ -z "$value" ]; then rm -f "$fake/properties/$3.AllowedCPUs"; else echo "$value" > "$fake/properties/$3.AllowedCPUs"; fi
+        ;;
     is-active) echo "$state"; [ "$state" = active ] ;;
     stop) echo inactive > "$fake/services/$unit" ;;
     start) echo active > "$fake/services/$unit" ;;

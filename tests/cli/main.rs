@@ -11,6 +11,7 @@ mod golden;
 mod host_e2e;
 mod host_preflight;
 mod host_session;
+mod isolation;
 mod libvirt;
 mod loader_props;
 mod qemu_escaping;

@@ -8,14 +8,18 @@
 //! that module and naming it in the two lists below.
 
 pub mod consoles;
+pub mod cpu_slices;
 pub mod display_manager;
 pub mod framebuffers;
+pub mod governor;
 pub mod hooks;
 pub mod hugepages;
+pub mod irq_affinity;
 pub mod modules;
 pub mod rescan;
 pub mod shm_file;
 pub mod vfio;
+pub mod workqueue;
 
 use serde::{Deserialize, Serialize};
 
@@ -128,6 +132,10 @@ step_kinds! {
     BindVfio(vfio::BindVfio),
     ReserveHugepages(hugepages::ReserveHugepages),
     CreateShmFile(shm_file::CreateShmFile),
+    RestrictSlices(cpu_slices::RestrictSlices),
+    RestrictWorkqueues(workqueue::RestrictWorkqueues),
+    MoveIrqs(irq_affinity::MoveIrqs),
+    SetGovernor(governor::SetGovernor),
 }
 
 // What the journal can hold. The names are those of the round-1 journal, which still replays.
@@ -142,6 +150,10 @@ undo_kinds! {
     RescanPciBus(rescan::RescanPciBus),
     SetHugepages(hugepages::SetHugepages),
     RemoveFile(shm_file::RemoveFile),
+    RestoreAllowedCpus(cpu_slices::RestoreAllowedCpus),
+    RestoreWorkqueueMask(workqueue::RestoreWorkqueueMask),
+    RestoreIrqAffinity(irq_affinity::RestoreIrqAffinity),
+    RestoreGovernors(governor::RestoreGovernors),
 }
 
 impl HostStep {
@@ -222,5 +234,9 @@ pub fn plan(config: &VmConfig) -> Vec<HostStep> {
     steps.extend(vfio::BindVfio::plan(config).map(HostStep::BindVfio));
     steps.extend(hugepages::ReserveHugepages::plan(config).map(HostStep::ReserveHugepages));
     steps.extend(shm_file::CreateShmFile::plan(config).map(HostStep::CreateShmFile));
+    steps.extend(cpu_slices::RestrictSlices::plan(config).map(HostStep::RestrictSlices));
+    steps.extend(workqueue::RestrictWorkqueues::plan(config).map(HostStep::RestrictWorkqueues));
+    steps.extend(irq_affinity::MoveIrqs::plan(config).map(HostStep::MoveIrqs));
+    steps.extend(governor::SetGovernor::plan(config).map(HostStep::SetGovernor));
     steps
 }
