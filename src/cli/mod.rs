@@ -111,7 +111,8 @@ enum Command {
         paused: bool,
     },
     /// Whether a VM runs: pid, uptime, QMP run state, and each vCPU's thread, CPU affinity,
-    /// policy and priority as /proc reports them. Exit 0 when running, 7 when not.
+    /// policy and priority as /proc reports them, and how long it waited for its CPU (run delay,
+    /// ms per second) and how often it was preempted. Exit 0 when running, 7 when not.
     Status {
         /// VM name or profile.
         name: String,
@@ -132,7 +133,8 @@ enum Command {
         force: bool,
     },
     /// Undo the host changes a run left behind (vmrun was killed, the machine lost power):
-    /// drivers, modules, consoles, display manager, hugepages, files. Refuses while the VM runs.
+    /// drivers, modules, consoles, display manager, hugepages, files,
+    /// slices, workqueues, interrupts, governors. Refuses while the VM runs.
     Recover {
         /// VM name or profile (the VM need not be on the search path any more).
         profile: String,
