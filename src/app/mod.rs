@@ -376,7 +376,10 @@ impl App {
         let session = self.session(recipe);
         session.prepare(log).map_err(AppError::HostPreparation)?;
         log.phase("host steps");
+        let inhibitor =
+            crate::host::inhibit::SleepInhibitor::hold(recipe.config.name.as_str(), log);
         let result = run::run_qemu(&recipe.config, &recipe.plan, &mut signals, options, log);
+        drop(inhibitor);
         session.restore(log);
         state::remove_runtime_files(paths);
         log.phase("host restored");

@@ -228,7 +228,11 @@ impl FakeHost {
         write(&root.join(".fake/calls.log"), "");
         std::fs::create_dir_all(root.join("dev/shm")).unwrap();
         std::fs::create_dir_all(&bin).unwrap();
-        for (name, script) in [("systemctl", SYSTEMCTL), ("modprobe", MODPROBE)] {
+        for (name, script) in [
+            ("systemctl", SYSTEMCTL),
+            ("modprobe", MODPROBE),
+            ("systemd-inhibit", SYSTEMD_INHIBIT),
+        ] {
             std::fs::write(bin.join(name), script).unwrap();
             std::fs::set_permissions(bin.join(name), std::fs::Permissions::from_mode(0o755))
                 .unwrap();
@@ -617,6 +621,22 @@ case "$action" in
     *) echo "stub systemctl: $action not supported" >&2; exit 1 ;;
 esac
 "#;
+
+const SYSTEMD_INHIBIT: &str = r#"#!/bin/sh
+# Stub systemd-inhibit: records the call and its pid, then runs the command (vmrun's `cat`)
+# the way the real one holds the lock until its command exits.
+echo "systemd-inhibit $* pid=$$" >> "$VMRUN_SYSROOT/.fake/calls.log"
+while [ $# -gt 0 ] && [ "${1#--}" != "$1" ]; do shift; done
+exec "$@"
+"#;
+
+/// The pid of the stub `systemd-inhibit` a run started, from the call log.
+pub fn inhibitor_pid(calls: &[String]) -> Option<i32> {
+    calls
+        .iter()
+        .find(|c| c.starts_with("systemd-inhibit "))
+        .and_then(|c| c.rsplit_once("pid=")?.1.parse().ok())
+}
 
 const MODPROBE: &str = r#"#!/bin/sh
 # Stub modprobe: records the call, keeps /proc/modules, and (un)binds the module's devices

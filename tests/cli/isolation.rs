@@ -12,7 +12,15 @@ use nix::unistd::Pid;
 use serde_json::Value;
 
 use crate::common::{repo_root, run};
-use crate::fake_host::{diff, FakeHost, Options};
+use crate::fake_host::{diff, inhibitor_pid, FakeHost, Options};
+
+fn alive(pid: i32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    !stat.is_empty()
+        && !stat
+            .rsplit_once(')')
+            .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+}
 
 struct Setup {
     host: FakeHost,
@@ -100,8 +108,20 @@ fn isolation_holds_while_the_vm_runs_and_everything_is_restored_after() {
     let (code, _, stderr) = run(s.vmrun().arg("run").arg(&s.profile).arg("--detach"));
     assert_eq!(code, 0, "{stderr}");
     s.assert_isolated();
+    let calls = s.host.calls();
+    let inhibitor = inhibitor_pid(&calls).unwrap_or_else(|| panic!("no inhibitor: {calls:#?}"));
+    assert!(
+        calls.iter().any(|c| {
+            c.starts_with(
+            "systemd-inhibit --what=sleep:idle --who=vmrun --why=VM iso is running --mode=block cat"
+        )
+        }),
+        "{calls:#?}"
+    );
+    assert!(alive(inhibitor), "the inhibitor is held while the VM runs");
     let (code, _, stderr) = run(s.vmrun().args(["stop", "iso"]));
     assert_eq!(code, 5, "SeaBIOS ignores ACPI: {stderr}");
+    assert!(!alive(inhibitor), "the inhibitor is gone with the run");
     let after = s.host.snapshot();
     assert!(
         diff(&before, &after).is_empty(),
@@ -177,8 +197,14 @@ fn kill_9_of_an_isolated_run_then_recover_restores_the_host() {
         run(s.vmrun().args(["status", "iso"])).0 == 0
     });
     s.assert_isolated();
+    let inhibitor = inhibitor_pid(&s.host.calls()).unwrap();
     kill(Pid::from_raw(vmrun.id() as i32), Signal::SIGKILL).unwrap();
     let _ = vmrun.wait();
+    wait_for(
+        "the inhibitor to go with vmrun",
+        Duration::from_secs(5),
+        || !alive(inhibitor),
+    );
     // QEMU dies with its supervisor; recover refuses while it runs.
     wait_for("QEMU to go", Duration::from_secs(10), || {
         run(s.vmrun().args(["recover", "iso"])).0 == 0
