@@ -188,6 +188,7 @@ impl FakeHost {
             &pages.join("free_hugepages"),
             &format!("{}\n", options.hugepages_2m.1),
         );
+        write(&root.join("proc/sys/vm/compact_memory"), "");
         write(
             &root.join("sys/kernel/mm/hugepages/hugepages-1048576kB/nr_hugepages"),
             "0\n",
@@ -522,6 +523,16 @@ fn pci_remove_and_rescan(root: &Path, refuse: &[String]) {
     }
 }
 
+fn append_kernel_log(root: &Path, line: &str) {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(root.join(".fake/kernel.log"))
+        .unwrap();
+    writeln!(file, "{line}").unwrap();
+}
+
 fn tick(root: &Path, refuse: &[String], pages: &mut HashMap<PathBuf, i64>) {
     let drivers = root.join("sys/bus/pci/drivers");
     if let Ok(list) = std::fs::read_dir(&drivers) {
@@ -576,6 +587,10 @@ fn tick(root: &Path, refuse: &[String], pages: &mut HashMap<PathBuf, i64>) {
             }
         }
     }
+    if take(&root.join("proc/sys/vm/compact_memory")).is_some() {
+        let _ = std::fs::remove_file(root.join(".fake/fragmented"));
+        append_kernel_log(root, "compact_memory");
+    }
     if let Ok(list) = std::fs::read_dir(root.join("sys/kernel/mm/hugepages")) {
         for entry in list.filter_map(Result::ok) {
             let read = |name: &str| -> Option<i64> {
@@ -589,9 +604,20 @@ fn tick(root: &Path, refuse: &[String], pages: &mut HashMap<PathBuf, i64>) {
             };
             let last = *pages.entry(entry.path()).or_insert(total);
             if total != last {
-                let free = read("free_hugepages").unwrap_or(0) + total - last;
+                // Fragmented memory: a growing pool gets only half of what was asked, and
+                // nr_hugepages reads back what it got, as the kernel does.
+                let granted = if total > last && root.join(".fake/fragmented").exists() {
+                    last + (total - last) / 2
+                } else {
+                    total
+                };
+                if granted != total {
+                    let _ =
+                        std::fs::write(entry.path().join("nr_hugepages"), format!("{granted}\n"));
+                }
+                let free = read("free_hugepages").unwrap_or(0) + granted - last;
                 let _ = std::fs::write(entry.path().join("free_hugepages"), format!("{free}\n"));
-                pages.insert(entry.path(), total);
+                pages.insert(entry.path(), granted);
             }
         }
     }

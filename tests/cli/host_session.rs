@@ -494,3 +494,30 @@ fn a_device_left_removed_by_a_crash_comes_back_with_recover() {
     );
     assert!(!journal.exists());
 }
+
+#[test]
+fn hugepages_short_on_fragmented_memory_are_compacted_and_asked_for_again() {
+    let host = FakeHost::new("intel-shared-rootport.tsv", Options::default()).with_kernel();
+    std::fs::write(host.root.join(".fake/fragmented"), "").unwrap();
+    let mut before = host.snapshot();
+    let dir = tempfile::tempdir().unwrap();
+    let text = "[machine]\nmemory = \"64M\"\naccel = \"tcg\"\nhugepages = \"2M\"\n[firmware]\ntype = \"seabios\"\n";
+    let config = validate_text(dir.path(), "pages", text).unwrap().0;
+    let rig = Rig::new(&host);
+    let session = rig.prep(&config, &dir.path().join("journal"));
+    session.prepare(&log()).unwrap();
+    let pages = "sys/kernel/mm/hugepages/hugepages-2048kB";
+    assert_eq!(host.read(&format!("{pages}/free_hugepages")), "32");
+    assert_eq!(host.read(&format!("{pages}/nr_hugepages")), "32");
+    assert_eq!(host.kernel_log(), ["compact_memory"], "compacted once");
+    session.restore(&log());
+    let mut after = host.snapshot();
+    // The fake kernel's fragmentation marker, gone with the compaction: not host state.
+    before.remove(".fake/fragmented");
+    after.remove(".fake/fragmented");
+    assert!(
+        diff(&before, &after).is_empty(),
+        "{:?}",
+        diff(&before, &after)
+    );
+}

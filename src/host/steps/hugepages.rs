@@ -9,6 +9,10 @@ use crate::host::finding::Finding;
 use crate::log::Log;
 use crate::model::{ByteSize, VmConfig};
 
+const COMPACT: &str = "/proc/sys/vm/compact_memory";
+/// How many times memory is compacted before giving up.
+const COMPACTIONS: u32 = 3;
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ReserveHugepages {
     pub page_size: ByteSize,
@@ -103,13 +107,31 @@ impl Step for ReserveHugepages {
                 count: total,
             },
             || {
+                let enough = || self.count(host, "free_hugepages").unwrap_or(0) >= needed;
                 host.write(&attribute, &wanted.to_string())?;
-                if host.wait_until(|| self.count(host, "free_hugepages").unwrap_or(0) >= needed) {
+                // Short because memory is fragmented: compact it and ask again, a bounded
+                // number of times.
+                for attempt in 1..=COMPACTIONS {
+                    if host.wait_until(enough) {
+                        return Ok(());
+                    }
+                    log.info(&format!(
+                        "{} of {needed} {size} pages free: compacting memory and asking again ({attempt}/{COMPACTIONS})",
+                        self.count(host, "free_hugepages").unwrap_or(0)
+                    ));
+                    if host.write(COMPACT, "1").is_err() {
+                        log.debug(&format!("no {COMPACT}: the kernel cannot compact"));
+                        break;
+                    }
+                    host.write(&attribute, &wanted.to_string())?;
+                }
+                if host.wait_until(enough) {
                     Ok(())
                 } else {
                     Err(StepError::Other(format!(
-                        "only {} of {needed} {size} pages are free after asking for {wanted}: memory is too fragmented; \
-                         reserve them at boot (hugepages= on the kernel command line) or use smaller pages",
+                        "only {} of {needed} {size} pages are free after asking for {wanted} and compacting memory: \
+                         memory is too fragmented; reserve them at boot (hugepages= on the kernel command line) or use \
+                         smaller pages",
                         self.count(host, "free_hugepages").unwrap_or(0),
                     )))
                 }
