@@ -7,6 +7,7 @@
 //! its preflight, its apply, and the undo records it journals. Adding a kind means writing
 //! that module and naming it in the two lists below.
 
+pub mod boot_framebuffer;
 pub mod consoles;
 pub mod cpu_slices;
 pub mod display_manager;
@@ -126,6 +127,7 @@ step_kinds! {
     StopDisplayManager(display_manager::StopDisplayManager),
     UnbindVtconsoles(consoles::UnbindVtconsoles),
     UnbindFramebuffers(framebuffers::UnbindFramebuffers),
+    ReleaseBootFramebuffer(boot_framebuffer::ReleaseBootFramebuffer),
     UnloadModule(modules::UnloadModule),
     LoadVfioPci(vfio::LoadVfioPci),
     RescanPciDevice(rescan::RescanPciDevice),
@@ -229,6 +231,10 @@ pub fn plan(config: &VmConfig) -> Vec<HostStep> {
             })
         }));
     }
+    steps.extend(
+        boot_framebuffer::ReleaseBootFramebuffer::plan(config)
+            .map(HostStep::ReleaseBootFramebuffer),
+    );
     steps.extend(vfio::LoadVfioPci::plan(config).map(HostStep::LoadVfioPci));
     steps.extend(rescan::RescanPciDevice::plan(config).map(HostStep::RescanPciDevice));
     steps.extend(vfio::BindVfio::plan(config).map(HostStep::BindVfio));
