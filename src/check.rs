@@ -424,6 +424,23 @@ fn realtime_sharing(config: &VmConfig, facts: &HostFacts) -> Vec<Finding> {
             ));
         }
     }
+    for (other, cpus) in &facts.running_realtime {
+        if *other == config.name.as_str() {
+            continue;
+        }
+        let shared: Vec<usize> = vcpus.iter().filter(|c| cpus.contains(*c)).collect();
+        if !shared.is_empty() {
+            findings.push(Finding::fail(
+                "realtime",
+                format!(
+                    "real-time vCPUs would share CPUs {} with the real-time vCPUs of the running VM {other} \
+                     (CPUs {cpus}): two spinning real-time threads on one CPU take turns, each stalling \
+                     the other's guest; pin this VM to other CPUs",
+                    crate::model::CpuSet::from_cpus(shared)
+                ),
+            ));
+        }
+    }
     if let Some(crate::model::HostCpus::List(host_cpus)) =
         config.isolation.as_ref().map(|i| &i.host_cpus)
     {

@@ -162,7 +162,25 @@ impl App {
             online_cpus: crate::host::online_cpus(&self.sysroot),
             topology,
             topology_problem,
+            running_realtime: self.running_realtime(),
         }
+    }
+
+    /// Every VM running under this runtime directory that has real-time vCPUs.
+    fn running_realtime(&self) -> Vec<(String, model::CpuSet)> {
+        let Ok(entries) = std::fs::read_dir(&self.base.runtime) else {
+            return Vec::new();
+        };
+        let mut found: Vec<(String, model::CpuSet)> = entries
+            .filter_map(|entry| {
+                let vm: VmName = entry.ok()?.file_name().to_str()?.parse().ok()?;
+                let run = state::running(&VmPaths::new(&self.base, &vm).ok()?)?;
+                (!run.realtime_cpus.is_empty())
+                    .then(|| (run.name, model::CpuSet::from_cpus(run.realtime_cpus)))
+            })
+            .collect();
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        found
     }
 
     /// The host's CPU topology, for `vmrun topology`.

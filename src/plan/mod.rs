@@ -78,6 +78,8 @@ pub struct HostFacts {
     pub topology: Option<topology::HostTopology>,
     /// Why `topology` is missing, for the error `auto` gives.
     pub topology_problem: Option<String>,
+    /// The VMs running now with real-time vCPUs: (name, their host CPUs).
+    pub running_realtime: Vec<(String, CpuSet)>,
 }
 
 /// Makes the profile's host-dependent choices concrete: `pinning.vcpus = "auto"` becomes the

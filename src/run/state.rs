@@ -88,6 +88,9 @@ pub struct RunState {
     pub qemu_pid: u32,
     pub started_unix: u64,
     pub accel: String,
+    /// The host CPUs of its real-time (SCHED_RR/FIFO) vCPUs: another VM must not share them.
+    #[serde(default)]
+    pub realtime_cpus: Vec<usize>,
 }
 
 /// How the last run ended, for `stop` (which waits for the supervisor) and for people.

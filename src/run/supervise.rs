@@ -223,6 +223,12 @@ pub(super) fn supervise_child(
         qemu_pid: child.id(),
         started_unix: state::unix_now(),
         accel: plan.accel.to_string(),
+        realtime_cpus: config
+            .pinning
+            .as_ref()
+            .filter(|p| p.scheduler.is_realtime())
+            .map(|p| p.vcpus.clone())
+            .unwrap_or_default(),
     };
     // Written while QEMU starts up: `status` and `stop` find the VM from here on.
     state::write_json(&plan.paths.run_state, &run_state)?;

@@ -632,3 +632,54 @@ fn status_shows_a_vcpu_sharing_its_cpu_with_busy_threads_waiting_longer_than_one
         "alone: {alone}\nshared: {shared}"
     );
 }
+
+#[test]
+fn check_refuses_real_time_vcpus_on_the_cpu_of_another_running_vms_real_time_vcpu() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, cpu: usize| {
+        let path = dir.path().join(format!("{name}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                "[machine]\nmemory = \"64M\"\naccel = \"tcg\"\n[cpu]\ncores = 1\n[pinning]\nvcpus = [{cpu}]\n\
+                 emulator = \"{}\"\n[firmware]\ntype = \"seabios\"\n[network]\nmode = \"none\"\n\
+                 [display]\nvga = \"none\"\n[shutdown]\ntimeout = 1\n",
+                1 - cpu
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let first = write("e2e-rt-first", 1);
+    let same_cpu = write("e2e-rt-same", 1);
+    let other_cpu = write("e2e-rt-other", 0);
+    let vmrun = || {
+        let mut command = crate::common::vmrun(&repo_root());
+        command
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .arg("--runtime-dir")
+            .arg(dir.path().join("run"));
+        command
+    };
+    let (code, _, stderr) = run(vmrun().arg("run").arg(&first).arg("--detach"));
+    assert_eq!(code, 0, "{stderr}");
+    let (code, stdout, _) = run(vmrun().arg("check").arg(&same_cpu));
+    let (other_code, other_stdout, _) = run(vmrun().arg("check").arg(&other_cpu));
+    let (own_code, own_stdout, _) = run(vmrun().arg("check").arg(&first));
+    run(vmrun().args(["stop", "e2e-rt-first", "--force"]));
+    assert_eq!(code, 3, "{stdout}");
+    assert!(
+        stdout.contains("share CPUs 1 with the real-time vCPUs of the running VM e2e-rt-first"),
+        "{stdout}"
+    );
+    assert!(
+        !other_stdout.contains("running VM"),
+        "{other_code}: {other_stdout}"
+    );
+    assert!(
+        !own_stdout.contains("running VM"),
+        "a VM does not collide with itself: {own_code}: {own_stdout}"
+    );
+}
