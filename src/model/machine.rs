@@ -55,6 +55,9 @@ pub struct Machine {
     pub accel: Accel,
     /// Number of QEMU iothreads; virtio disks are spread over them.
     pub iothreads: u32,
+    /// The host NUMA node guest RAM (hugepages) comes from: the node of the pinned vCPUs on a
+    /// host with several nodes. Never written in a profile; the plan resolves it.
+    pub numa_node: Option<usize>,
 }
 
 impl Validator {
@@ -138,6 +141,7 @@ impl Validator {
             machine_type,
             accel,
             iothreads: iothreads.unwrap_or(u32::from(pinned_iothreads)),
+            numa_node: None,
         }
     }
 }

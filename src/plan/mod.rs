@@ -87,6 +87,7 @@ pub struct HostFacts {
 /// cores' thread count. Every later stage sees an explicit mapping.
 pub fn resolve(config: VmConfig, facts: &HostFacts) -> Result<VmConfig, PlanError> {
     let mut config = resolve_auto_pinning(config, facts)?;
+    config.machine.numa_node = hugepages_node(&config, facts);
     if let (Some(isolation), Some(pinning)) = (config.isolation.as_mut(), &config.pinning) {
         if isolation.host_cpus == HostCpus::Auto {
             let online = facts.online_cpus.as_ref().ok_or(PlanError::NoOnlineCpus)?;
@@ -105,6 +106,21 @@ pub fn resolve(config: VmConfig, facts: &HostFacts) -> Result<VmConfig, PlanErro
         }
     }
     Ok(config)
+}
+
+/// On a host with several NUMA nodes, the node all pinned vCPUs sit on: hugepages are
+/// reserved there and guest RAM bound to it, so the vCPUs never reach across to another
+/// node's memory. None on one-node hosts, without hugepages, or with vCPUs on several nodes.
+fn hugepages_node(config: &VmConfig, facts: &HostFacts) -> Option<usize> {
+    config.machine.hugepages?;
+    let topology = facts.topology.as_ref()?;
+    if topology.nodes.len() < 2 {
+        return None;
+    }
+    let pinning = config.pinning.as_ref()?;
+    let mut nodes = pinning.vcpus.iter().map(|cpu| topology.node_of(*cpu));
+    let first = nodes.next()??;
+    nodes.all(|node| node == Some(first)).then_some(first)
 }
 
 fn resolve_auto_pinning(mut config: VmConfig, facts: &HostFacts) -> Result<VmConfig, PlanError> {

@@ -523,6 +523,15 @@ fn pci_remove_and_rescan(root: &Path, refuse: &[String]) {
     }
 }
 
+/// A hugepage pool directory, read like a `DirEntry`.
+struct Pool(PathBuf);
+
+impl Pool {
+    fn path(&self) -> PathBuf {
+        self.0.clone()
+    }
+}
+
 fn append_kernel_log(root: &Path, line: &str) {
     use std::io::Write;
     let mut file = std::fs::OpenOptions::new()
@@ -591,8 +600,20 @@ fn tick(root: &Path, refuse: &[String], pages: &mut HashMap<PathBuf, i64>) {
         let _ = std::fs::remove_file(root.join(".fake/fragmented"));
         append_kernel_log(root, "compact_memory");
     }
+    // The global pools and each NUMA node's.
+    let mut pools: Vec<PathBuf> = Vec::new();
+    if let Ok(nodes) = std::fs::read_dir(root.join("sys/devices/system/node")) {
+        for node in nodes.filter_map(Result::ok) {
+            if let Ok(list) = std::fs::read_dir(node.path().join("hugepages")) {
+                pools.extend(list.filter_map(Result::ok).map(|e| e.path()));
+            }
+        }
+    }
     if let Ok(list) = std::fs::read_dir(root.join("sys/kernel/mm/hugepages")) {
-        for entry in list.filter_map(Result::ok) {
+        pools.extend(list.filter_map(Result::ok).map(|e| e.path()));
+    }
+    {
+        for entry in pools.iter().map(|path| Pool(path.clone())) {
             let read = |name: &str| -> Option<i64> {
                 std::fs::read_to_string(entry.path().join(name))
                     .ok()

@@ -94,10 +94,11 @@ pub fn write_topology(root: &Path, fixture: &str) {
         nodes.entry(row.node).or_default().push(row.cpu);
     }
     for (node, cpus) in nodes {
-        write(
-            &root.join(format!("sys/devices/system/node/node{node}/cpulist")),
-            &list(cpus.into_iter()),
-        );
+        let dir = root.join(format!("sys/devices/system/node/node{node}"));
+        write(&dir.join("cpulist"), &list(cpus.into_iter()));
+        for name in ["nr_hugepages", "free_hugepages"] {
+            write(&dir.join("hugepages/hugepages-2048kB").join(name), "0");
+        }
     }
     if rows.iter().any(|r| r.kind.is_some()) {
         for (kind, dir) in [('P', "cpu_core"), ('E', "cpu_atom")] {

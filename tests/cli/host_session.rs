@@ -586,3 +586,52 @@ fn a_passed_gpu_that_is_not_the_boot_gpu_leaves_the_framebuffer_alone() {
         .is_ok());
     session.restore(&log());
 }
+
+#[test]
+fn hugepages_are_reserved_on_the_node_of_the_pinned_vcpus_and_released_there() {
+    let host = FakeHost::new(
+        "intel-shared-rootport.tsv",
+        Options {
+            topology: Some("xeon-e5-2660v2-2s.lscpu"),
+            ..Options::default()
+        },
+    )
+    .with_kernel();
+    let before = host.snapshot();
+    let dir = tempfile::tempdir().unwrap();
+    let text =
+        "[machine]\nmemory = \"64M\"\naccel = \"tcg\"\nhugepages = \"2M\"\n[cpu]\ncores = 2\n\
+                [pinning]\nvcpus = \"auto\"\n[firmware]\ntype = \"seabios\"\n";
+    let config = validate_text(dir.path(), "numa", text).unwrap().0;
+    let root = Sysroot::new(&host.root);
+    let facts = vmrun::plan::HostFacts {
+        online_cpus: vmrun::host::online_cpus(&root),
+        topology: Some(vmrun::host::topology::read_topology(&root).unwrap()),
+        ..Default::default()
+    };
+    let config = vmrun::plan::resolve(config, &facts).unwrap();
+    let rig = Rig::new(&host);
+    let session = rig.prep(&config, &dir.path().join("journal"));
+    session.prepare(&log()).unwrap();
+    let node1 = "sys/devices/system/node/node1/hugepages/hugepages-2048kB";
+    assert_eq!(host.read(&format!("{node1}/nr_hugepages")), "32");
+    assert_eq!(
+        host.read("sys/devices/system/node/node0/hugepages/hugepages-2048kB/nr_hugepages"),
+        "0"
+    );
+    assert_eq!(
+        host.read("sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages"),
+        "0"
+    );
+    session.restore(&log());
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while host.read(&format!("{node1}/free_hugepages")) != "0" {
+        assert!(std::time::Instant::now() < deadline, "pages not released");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        diff(&before, &host.snapshot()).is_empty(),
+        "{:?}",
+        diff(&before, &host.snapshot())
+    );
+}

@@ -365,3 +365,52 @@ fn topology_json_has_the_host_and_the_vm() {
     assert_eq!(json["vm"]["vcpus"], serde_json::json!([8, 24, 9, 25]));
     assert_eq!(json["vm"]["name"], "game");
 }
+
+#[test]
+fn hugepages_come_from_the_numa_node_of_the_pinned_vcpus() {
+    let (root, _) = host("xeon-e5-2660v2-2s");
+    let dir = tempfile::tempdir().unwrap();
+    let backend = |json: &Value| -> String {
+        let argv = json["argv"].as_array().unwrap();
+        argv.iter()
+            .filter_map(Value::as_str)
+            .find(|a| a.starts_with("memory-backend-memfd"))
+            .unwrap()
+            .to_string()
+    };
+    let path = profile(dir.path(), "numa", "cores = 4", "vcpus = \"auto\"");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("accel = \"tcg\"", "accel = \"tcg\"\nhugepages = \"2M\"");
+    std::fs::write(&path, text).unwrap();
+    let json = show_json(root.path(), &path).unwrap();
+    let step = json["host_steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["step"] == "reserve_hugepages")
+        .unwrap()
+        .clone();
+    assert_eq!(step["node"], 1, "{step}");
+    assert!(step["description"]
+        .as_str()
+        .unwrap()
+        .contains("on NUMA node 1"));
+    assert!(
+        backend(&json).ends_with(",host-nodes=1,policy=bind"),
+        "{}",
+        backend(&json)
+    );
+    // vCPUs on both sockets: no single node to bind to.
+    let path = profile(dir.path(), "spread", "cores = 2", "vcpus = [1, 11]");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("accel = \"tcg\"", "accel = \"tcg\"\nhugepages = \"2M\"");
+    std::fs::write(&path, text).unwrap();
+    let json = show_json(root.path(), &path).unwrap();
+    assert!(!backend(&json).contains("host-nodes"), "{}", backend(&json));
+    // One node: the global pool, as before.
+    let (root, _) = host("ryzen9-5950x");
+    let json = show_json(root.path(), &path).unwrap();
+    assert!(!backend(&json).contains("host-nodes"));
+}

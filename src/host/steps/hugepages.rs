@@ -18,6 +18,8 @@ pub struct ReserveHugepages {
     pub page_size: ByteSize,
     /// Guest RAM in pages of `page_size`.
     pub pages: u64,
+    /// The NUMA node to reserve them on (that of the pinned vCPUs); None: the kernel spreads them.
+    pub node: Option<usize>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,15 +34,25 @@ impl ReserveHugepages {
         Some(ReserveHugepages {
             page_size: ByteSize(page.bytes()),
             pages: config.machine.memory.bytes() / page.bytes(),
+            node: config.machine.numa_node,
         })
     }
 
     /// The kernel's directory for pages of this size.
     fn dir(&self) -> String {
-        format!(
-            "/sys/kernel/mm/hugepages/hugepages-{}kB",
-            self.page_size.0 / 1024
-        )
+        let size = self.page_size.0 / 1024;
+        match self.node {
+            Some(node) => {
+                format!("/sys/devices/system/node/node{node}/hugepages/hugepages-{size}kB")
+            }
+            None => format!("/sys/kernel/mm/hugepages/hugepages-{size}kB"),
+        }
+    }
+
+    fn on_node(&self) -> String {
+        self.node
+            .map(|n| format!(" on NUMA node {n}"))
+            .unwrap_or_default()
     }
 
     fn count(&self, host: &HostContext, name: &str) -> Option<u64> {
@@ -52,8 +64,10 @@ impl ReserveHugepages {
 impl Step for ReserveHugepages {
     fn describe(&self) -> String {
         format!(
-            "make {} free {} hugepages available, allocating the missing ones",
-            self.pages, self.page_size
+            "make {} free {} hugepages available{}, allocating the missing ones",
+            self.pages,
+            self.page_size,
+            self.on_node()
         )
     }
 
