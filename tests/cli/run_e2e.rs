@@ -577,31 +577,36 @@ fn measured_vcpu(vm: &Vm) -> Value {
     vcpu
 }
 
+/// Busy processes, killed however the test ends.
+struct Hogs(Vec<Child>);
+
+impl Drop for Hogs {
+    fn drop(&mut self) {
+        for hog in &mut self.0 {
+            let _ = hog.kill();
+            let _ = hog.wait();
+        }
+    }
+}
+
 #[test]
 fn status_shows_a_vcpu_sharing_its_cpu_with_busy_threads_waiting_longer_than_one_alone() {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::Arc;
     // The same CPU, one run after the other: whatever else this machine runs weighs on both.
     let alone = measured_vcpu(&spinning_vm("e2e-alone"));
-    let stop = Arc::new(AtomicBool::new(false));
-    let hogs: Vec<_> = (0..3)
-        .map(|_| {
-            let stop = stop.clone();
-            std::thread::spawn(move || {
-                let mut cpu1 = nix::sched::CpuSet::new();
-                cpu1.set(1).unwrap();
-                nix::sched::sched_setaffinity(Pid::from_raw(0), &cpu1).unwrap();
-                while !stop.load(Ordering::Relaxed) {
-                    std::hint::black_box(0u64);
-                }
+    // Busy processes in sessions of their own: with autogroup scheduling each session gets an
+    // equal share of the CPU, so four of them leave the vCPU (in vmrun's session) a fifth.
+    let hogs = Hogs(
+        (0..4)
+            .map(|_| {
+                Command::new("setsid")
+                    .args(["taskset", "-c", "1", "sh", "-c", "while :; do :; done"])
+                    .spawn()
+                    .unwrap()
             })
-        })
-        .collect();
+            .collect(),
+    );
     let shared = measured_vcpu(&spinning_vm("e2e-shared"));
-    stop.store(true, Ordering::Relaxed);
-    for hog in hogs {
-        hog.join().unwrap();
-    }
+    drop(hogs);
     let rate = |vcpu: &Value, key: &str| {
         vcpu[key]
             .as_f64()
@@ -613,14 +618,14 @@ fn status_shows_a_vcpu_sharing_its_cpu_with_busy_threads_waiting_longer_than_one
         assert!(rate(vcpu, "run_delay_ms") >= 0.0);
         assert!(vcpu["involuntary_switches"].is_u64(), "{vcpu}");
     }
-    // Three busy threads on its CPU leave the shared vCPU about a quarter of it: it waits
-    // about 750 ms every second.
+    // The shared vCPU waits about 800 ms every second; the one alone only as long as
+    // whatever else this machine runs keeps its CPU.
     assert!(
-        rate(&shared, "run_delay_ms_per_s") > 300.0,
+        rate(&shared, "run_delay_ms_per_s") > 500.0,
         "shared: {shared}"
     );
     assert!(
-        rate(&shared, "run_delay_ms_per_s") > rate(&alone, "run_delay_ms_per_s") + 100.0,
+        rate(&shared, "run_delay_ms_per_s") > rate(&alone, "run_delay_ms_per_s"),
         "alone: {alone}\nshared: {shared}"
     );
     assert!(
