@@ -48,6 +48,11 @@ pub fn host_findings(
     findings.push(accelerator(config.machine.accel, &host.root));
     findings.extend(cpu_findings(config, facts));
     findings.extend(scheduler_capability(config));
+    findings.extend(cgroup_cpus(config, &host.root));
+    findings.extend(interrupt_remapping(config, &host.root));
+    findings.extend(ignore_msrs(config, &host.root));
+    findings.extend(legacy_interrupts(config, &host.root));
+    findings.extend(realtime_sharing(config, facts));
     findings.extend(device_nodes(config, &host.root));
     if config.smbios.as_ref().is_some_and(|s| s.from_host) {
         let dmi = host.root.path("/sys/class/dmi/id");
@@ -416,6 +421,198 @@ fn cpu_findings(config: &VmConfig, facts: &HostFacts) -> Vec<Finding> {
     }
 }
 
+fn read_trimmed(root: &Sysroot, path: &str) -> Option<String> {
+    std::fs::read_to_string(root.path(path))
+        .ok()
+        .map(|t| t.trim().to_string())
+}
+
+/// Without interrupt remapping a passed device can send interrupts (MSIs) the host takes for
+/// its own; vfio refuses such hosts unless told to allow it. Remapped interrupts show up in
+/// /proc/interrupts as `IR-PCI-MSI`, `IR-IO-APIC`, on Intel and AMD alike.
+fn interrupt_remapping(config: &VmConfig, root: &Sysroot) -> Option<Finding> {
+    if config.pci.is_empty() {
+        return None;
+    }
+    let interrupts = read_trimmed(root, "/proc/interrupts")?;
+    if interrupts.contains(" IR-") {
+        return Some(Finding::pass(
+            "interrupts",
+            "interrupt remapping is on (IR- interrupt chips in /proc/interrupts)",
+        ));
+    }
+    let allowed = read_trimmed(
+        root,
+        "/sys/module/vfio_iommu_type1/parameters/allow_unsafe_interrupts",
+    )
+    .is_some_and(|v| v == "Y" || v == "1");
+    Some(if allowed {
+        Finding::warn(
+            "interrupts",
+            "interrupt remapping is off and vfio_iommu_type1.allow_unsafe_interrupts=1 assigns devices anyway: the guest can then make its devices send interrupts the host takes as its own (MSI injection), so a guest you do not trust could attack the host. Turning on interrupt remapping (VT-d / AMD-Vi with x2APIC in the firmware setup) removes the need for it",
+        )
+    } else {
+        Finding::warn(
+            "interrupts",
+            "interrupt remapping looks off (no IR- interrupt chips in /proc/interrupts): vfio then refuses to assign devices and QEMU fails. Turn it on in the firmware setup (VT-d / AMD-Vi, x2APIC); vfio_iommu_type1.allow_unsafe_interrupts=1 works around it at a price: the guest could inject interrupts into the host, acceptable only for a guest you trust",
+        )
+    })
+}
+
+/// Windows reads model-specific registers KVM does not emulate; with ignore_msrs off KVM
+/// injects a fault and Windows (or a game's anti-cheat) crashes with a blue screen.
+fn ignore_msrs(config: &VmConfig, root: &Sysroot) -> Option<Finding> {
+    let windows = !config.cpu.hyperv.is_empty();
+    if !windows || config.machine.accel != Accel::Kvm {
+        return None;
+    }
+    let value = read_trimmed(root, "/sys/module/kvm/parameters/ignore_msrs")?;
+    (value == "N" || value == "0").then(|| {
+        Finding::warn(
+            "msrs",
+            "kvm.ignore_msrs is off and this is a Windows guest (cpu.hyperv): Windows and some games read MSRs KVM does not emulate and crash (SYSTEM_THREAD_EXCEPTION_NOT_HANDLED); set kvm.ignore_msrs=1 (and kvm.report_ignored_msrs=0 to keep the log quiet) on the kernel command line or in /etc/modprobe.d",
+        )
+    })
+}
+
+/// Whether a device's PCI capability list (read from its config space) has MSI or MSI-X.
+fn has_msi(config_space: &[u8]) -> Option<bool> {
+    const STATUS_CAP_LIST: u8 = 0x10;
+    if config_space.len() < 64 {
+        return None;
+    }
+    if config_space[0x06] & STATUS_CAP_LIST == 0 {
+        return Some(false);
+    }
+    let mut pointer = usize::from(config_space[0x34] & 0xfc);
+    // A malformed list may loop; a real one has far fewer than 48 entries.
+    for _ in 0..48 {
+        if pointer < 0x40 || pointer + 1 >= config_space.len() {
+            break;
+        }
+        if matches!(config_space[pointer], 0x05 | 0x11) {
+            return Some(true);
+        }
+        pointer = usize::from(config_space[pointer + 1] & 0xfc);
+    }
+    Some(false)
+}
+
+/// A passed function without MSI or MSI-X uses a legacy interrupt line, shared and slower
+/// (the crackling HDMI audio of many guides).
+fn legacy_interrupts(config: &VmConfig, root: &Sysroot) -> Vec<Finding> {
+    config
+        .pci
+        .iter()
+        .filter_map(|device| {
+            let bytes = std::fs::read(root.path(&format!(
+                "/sys/bus/pci/devices/{}/config",
+                device.address
+            )))
+            .ok()?;
+            (!has_msi(&bytes)?).then(|| {
+                Finding::warn(
+                    "interrupts",
+                    format!(
+                        "{} has neither MSI nor MSI-X: it can only use a legacy interrupt line, shared with other devices and slower in the guest",
+                        device.address
+                    ),
+                )
+            })
+        })
+        .collect()
+}
+
+/// Under cgroup v2, a thread can only be placed within its cgroup's cpuset:
+/// `sched_setaffinity` to a CPU outside it fails with EINVAL, and QEMU is in vmrun's cgroup.
+fn cgroup_cpus(config: &VmConfig, root: &Sysroot) -> Option<Finding> {
+    let pinning = config.pinning.as_ref()?;
+    let (cgroup, allowed) = crate::host::own_cgroup_cpus(root)?;
+    let outside: Vec<usize> = pinning
+        .vcpus
+        .iter()
+        .copied()
+        .filter(|cpu| !allowed.contains(*cpu))
+        .collect();
+    Some(if outside.is_empty() {
+        Finding::pass(
+            "cgroup",
+            format!("vmrun's cgroup {cgroup} allows CPUs {allowed}, every vCPU's included"),
+        )
+    } else {
+        Finding::fail(
+            "cgroup",
+            format!(
+                "vmrun's cgroup {cgroup} allows only CPUs {allowed}, so vCPUs cannot be pinned to {} (sched_setaffinity would fail with EINVAL); start vmrun in a cgroup that allows them, e.g. `systemd-run --scope --slice=machine.slice vmrun run PROFILE`",
+                crate::model::CpuSet::from_cpus(outside)
+            ),
+        )
+    })
+}
+
+/// A spinning SCHED_RR/FIFO vCPU starves every normal thread on its CPU: QEMU's main loop,
+/// vmrun, and the host's own work.
+fn realtime_sharing(config: &VmConfig, facts: &HostFacts) -> Vec<Finding> {
+    let Some(pinning) = config
+        .pinning
+        .as_ref()
+        .filter(|p| p.scheduler.is_realtime())
+    else {
+        return Vec::new();
+    };
+    let vcpus = crate::model::CpuSet::from_cpus(pinning.vcpus.iter().copied());
+    let mut findings = Vec::new();
+    let emulator = facts
+        .online_cpus
+        .as_ref()
+        .and_then(|online| crate::plan::emulator_cpus(config, online));
+    if let Some(emulator) = emulator {
+        let shared: Vec<usize> = vcpus.iter().filter(|c| emulator.contains(*c)).collect();
+        if !shared.is_empty() {
+            findings.push(Finding::warn(
+                "realtime",
+                format!(
+                    "real-time vCPUs share CPUs {} with QEMU's other threads (emulator CPUs {emulator}): a spinning SCHED_{} vCPU starves QEMU's main loop there; give pinning.emulator other CPUs",
+                    crate::model::CpuSet::from_cpus(shared),
+                    pinning.scheduler.as_str().to_uppercase()
+                ),
+            ));
+        }
+    }
+    for (other, cpus) in &facts.running_realtime {
+        if *other == config.name.as_str() {
+            continue;
+        }
+        let shared: Vec<usize> = vcpus.iter().filter(|c| cpus.contains(*c)).collect();
+        if !shared.is_empty() {
+            findings.push(Finding::fail(
+                "realtime",
+                format!(
+                    "real-time vCPUs would share CPUs {} with the real-time vCPUs of the running VM {other} \
+                     (CPUs {cpus}): two spinning real-time threads on one CPU take turns, each stalling \
+                     the other's guest; pin this VM to other CPUs",
+                    crate::model::CpuSet::from_cpus(shared)
+                ),
+            ));
+        }
+    }
+    if let Some(crate::model::HostCpus::List(host_cpus)) =
+        config.isolation.as_ref().map(|i| &i.host_cpus)
+    {
+        let shared: Vec<usize> = vcpus.iter().filter(|c| host_cpus.contains(*c)).collect();
+        if !shared.is_empty() {
+            findings.push(Finding::fail(
+                "realtime",
+                format!(
+                    "real-time vCPUs share CPUs {} with the host's CPUs {host_cpus}: the host would starve there",
+                    crate::model::CpuSet::from_cpus(shared)
+                ),
+            ));
+        }
+    }
+    findings
+}
+
 fn scheduler_capability(config: &VmConfig) -> Option<Finding> {
     let pinning = config.pinning.as_ref()?;
     if !pinning.scheduler.is_realtime() {
@@ -615,6 +812,24 @@ fn last_lines(text: &str, count: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn msi_is_found_by_walking_the_capability_list() {
+        let mut space = vec![0u8; 256];
+        space[0x06] = 0x10;
+        space[0x34] = 0x60;
+        space[0x60] = 0x01; // power management
+        space[0x61] = 0x68;
+        space[0x68] = 0x05; // MSI
+        assert_eq!(has_msi(&space), Some(true));
+        space[0x68] = 0x10; // PCI Express, last
+        assert_eq!(has_msi(&space), Some(false));
+        space[0x69] = 0x60; // loops back
+        assert_eq!(has_msi(&space), Some(false));
+        space[0x06] = 0;
+        assert_eq!(has_msi(&space), Some(false));
+        assert_eq!(has_msi(&space[..32]), None);
+    }
 
     #[test]
     fn the_probe_keeps_the_machine_type_smm_accel_and_cpu_only() {

@@ -155,6 +155,11 @@ impl App {
     }
 
     pub fn facts(&self, config: &VmConfig) -> HostFacts {
+        let (topology, topology_problem) = match crate::host::topology::read_topology(&self.sysroot)
+        {
+            Ok(topology) => (Some(topology), None),
+            Err(error) => (None, Some(error.to_string())),
+        };
         let smbios_from_host = config.smbios.as_ref().is_some_and(|s| s.from_host);
         let requested_user = match config.audio.as_ref().map(|a| &a.backend) {
             Some(model::AudioBackend::PulseAudio { user, .. }) => Some(user.as_deref()),
@@ -169,21 +174,44 @@ impl App {
             },
             vhost_net: crate::host::vhost_net(&self.sysroot),
             desktop_user: requested_user.and_then(crate::host::desktop_user),
+            topology,
+            topology_problem,
+            running_realtime: self.running_realtime(),
         }
     }
 
+    /// Every VM running under this runtime directory that has real-time vCPUs.
+    fn running_realtime(&self) -> Vec<(String, model::CpuSet)> {
+        let Ok(entries) = std::fs::read_dir(&self.base.runtime) else {
+            return Vec::new();
+        };
+        let mut found: Vec<(String, model::CpuSet)> = entries
+            .filter_map(|entry| {
+                let vm: VmName = entry.ok()?.file_name().to_str()?.parse().ok()?;
+                let run = state::running(&VmPaths::new(&self.base, &vm).ok()?)?;
+                (!run.realtime_cpus.is_empty())
+                    .then(|| (run.name, model::CpuSet::from_cpus(run.realtime_cpus)))
+            })
+            .collect();
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        found
+    }
+
+    /// The host's CPU topology, for `vmrun topology`.
+    pub fn topology(&self) -> Result<plan::topology::HostTopology, AppError> {
+        crate::host::topology::read_topology(&self.sysroot)
+            .map_err(|e| AppError::Host(e.to_string()))
+    }
+
     pub fn recipe(&self, loaded: Loaded) -> Result<Recipe, AppError> {
-        let firmware = plan::resolve_firmware(&loaded.config, &self.descriptor_dirs)
-            .map_err(PlanError::from)?;
-        let plan = Plan::new(
-            &loaded.config,
-            &firmware,
-            &self.base,
-            &self.facts(&loaded.config),
-        )?;
+        let facts = self.facts(&loaded.config);
+        let config = plan::resolve(loaded.config, &facts)?;
+        let firmware =
+            plan::resolve_firmware(&config, &self.descriptor_dirs).map_err(PlanError::from)?;
+        let plan = Plan::new(&config, &firmware, &self.base, &facts)?;
         Ok(Recipe {
-            host_steps: steps::plan(&loaded.config, &plan.paths),
-            config: loaded.config,
+            host_steps: steps::plan(&config, &plan.paths),
+            config,
             warnings: loaded.warnings,
             firmware,
             plan,
@@ -209,14 +237,18 @@ impl App {
 
     /// Every finding about this host for a valid profile: host, steps, firmware, plan.
     fn findings(&self, loaded: &Loaded, depth: Depth) -> Vec<Finding> {
-        let config = &loaded.config;
+        let facts = self.facts(&loaded.config);
+        let config = match plan::resolve(loaded.config.clone(), &facts) {
+            Ok(config) => config,
+            Err(error) => return vec![Finding::fail("pinning", error.to_string())],
+        };
+        let config = &config;
         let host = self.host(Self::identity(config));
         let paths = match VmPaths::new(&self.base, &config.name) {
             Ok(paths) => paths,
             Err(error) => return vec![Finding::fail("paths", error.to_string())],
         };
         let host_steps = steps::plan(config, &paths);
-        let facts = self.facts(config);
         let mut findings = check::host_findings(config, &host_steps, &host, &facts, depth);
         match plan::resolve_firmware(config, &self.descriptor_dirs) {
             Err(error) => findings.push(Finding::fail("firmware", error.to_string())),
@@ -398,7 +430,10 @@ impl App {
                     Some(hooks.start(&host, state.qemu_pid, &paths.hooks_log, log));
             }));
         }
+        let inhibitor =
+            crate::host::inhibit::SleepInhibitor::hold(recipe.config.name.as_str(), log);
         let result = run::run_qemu(&recipe.config, &recipe.plan, &mut signals, options, log);
+        drop(inhibitor);
         // Before the host is given back: a Looking Glass client must let go of the shared
         // memory file before it is removed.
         if let Some(running) = running_hooks.into_inner() {

@@ -8,6 +8,7 @@ mod host_commands;
 mod libvirt_commands;
 mod profile_commands;
 mod shell_commands;
+mod topology_commands;
 mod usb_commands;
 mod vm_commands;
 
@@ -116,7 +117,8 @@ enum Command {
         paused: bool,
     },
     /// Whether a VM runs: pid, uptime, QMP run state, and each vCPU's thread, CPU affinity,
-    /// policy and priority as /proc reports them. Exit 0 when running, 7 when not.
+    /// policy and priority as /proc reports them, and how long it waited for its CPU (run delay,
+    /// ms per second) and how often it was preempted. Exit 0 when running, 7 when not.
     Status {
         /// VM name or profile.
         #[arg(add = ArgValueCandidates::new(vm_candidates))]
@@ -139,7 +141,8 @@ enum Command {
         force: bool,
     },
     /// Undo the host changes a run left behind (vmrun was killed, the machine lost power):
-    /// drivers, modules, consoles, display manager, hugepages, files. Refuses while the VM runs.
+    /// drivers, modules, consoles, display manager, hugepages, files,
+    /// slices, workqueues, interrupts, governors. Refuses while the VM runs.
     Recover {
         /// VM name or profile (the VM need not be on the search path any more).
         #[arg(add = ArgValueCandidates::new(vm_candidates))]
@@ -180,6 +183,14 @@ enum Command {
     /// Every IOMMU group of this host with its devices: address, class, vendor:device, driver,
     /// whether it can be reset, and which GPU the firmware booted on.
     Iommu {
+        #[arg(long)]
+        json: bool,
+    },
+    /// This host's CPUs as a picture: packages, L3 domains (CCX/CCD), cores and their threads,
+    /// P/E core types, NUMA nodes. Given a profile, which vCPU sits on each CPU and where QEMU's
+    /// other threads and the host run (`pinning.vcpus = "auto"` resolved).
+    Topology {
+        profile: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -321,6 +332,9 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Some(Command::Show { profile, json }) => show(&app, &profile, json, global.quiet),
         Some(Command::Check { profile, json }) => check(&app, &profile, json),
         Some(Command::List { json }) => list(&app, json),
+        Some(Command::Topology { profile, json }) => {
+            topology_commands::topology(&app, profile.as_deref(), json, global.quiet)
+        }
         Some(Command::Import { source }) => libvirt_commands::import(&app, source, global.quiet),
         Some(Command::Export { target }) => libvirt_commands::export(&app, target, global.quiet),
         Some(Command::Rom(args)) => rom(&app, args),

@@ -79,6 +79,23 @@ pub(super) fn show(
     for (key, value) in &plan.env {
         writeln!(out, "# environment: {key}={value}")?;
     }
+    if let Some(pinning) = &recipe.plan.pinning {
+        let pairs: Vec<String> = pinning
+            .vcpus
+            .iter()
+            .enumerate()
+            .map(|(vcpu, cpu)| format!("{vcpu}→{cpu}"))
+            .collect();
+        writeln!(
+            out,
+            "# vCPU → host CPU: {}; emulator on CPUs {}",
+            pairs.join(" "),
+            pinning
+                .emulator
+                .as_deref()
+                .unwrap_or("(unknown: no online CPU list)")
+        )?;
+    }
     writeln!(
         out,
         "# vmrun passes QEMU its QMP monitors as listening sockets on fds 3 and 4; to run this by\n\

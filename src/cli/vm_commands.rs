@@ -131,11 +131,21 @@ pub(super) fn status(app: &App, name: &str, json: bool) -> Result<ExitCode, CliE
         report.run_state.as_deref().unwrap_or("unknown"),
         report.accel.as_deref().unwrap_or("unknown"),
     )?;
+    let rate = |value: Option<f64>| value.map_or("-".to_string(), |v| format!("{v:.1}"));
     for vcpu in &report.vcpus {
         writeln!(
             out,
-            "  vCPU {:<3} thread {:<8} CPUs {:<8} {} {}",
-            vcpu.index, vcpu.thread_id, vcpu.affinity, vcpu.policy, vcpu.priority
+            "  vCPU {:<3} thread {:<8} CPUs {:<8} {} {:<3} waited {} ms/s since start, {} ms/s over the last {} s, {} preemptions",
+            vcpu.index,
+            vcpu.thread_id,
+            vcpu.affinity,
+            vcpu.policy,
+            vcpu.priority,
+            rate(vcpu.run_delay_ms_per_s),
+            rate(vcpu.recent_run_delay_ms_per_s),
+            vcpu.recent_seconds.map_or("-".to_string(), |s| format!("{s:.0}")),
+            vcpu.involuntary_switches
+                .map_or("-".to_string(), |n| n.to_string()),
         )?;
     }
     if let Some(pid) = report.swtpm_pid {

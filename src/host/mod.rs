@@ -12,11 +12,13 @@ use crate::model::{CpuSet, PciAddress};
 
 pub mod context;
 pub mod finding;
+pub mod inhibit;
 pub mod journal;
 pub mod pci;
 pub mod runner;
 pub mod session;
 pub mod steps;
+pub mod topology;
 pub mod usb;
 
 /// The host's filesystem root: `/` normally, a fake tree in tests.
@@ -100,6 +102,32 @@ pub fn desktop_user(requested: Option<&str>) -> Option<crate::plan::DesktopUser>
         uid: user.uid.as_raw(),
         home: user.dir,
     })
+}
+
+/// This process's cgroup v2 path (`/user.slice/user-1000.slice/session-2.scope`), from
+/// `/proc/self/cgroup` under the host root; None on cgroup v1 or without /proc.
+pub fn own_cgroup(root: &Sysroot) -> Option<String> {
+    std::fs::read_to_string(root.path("/proc/self/cgroup"))
+        .ok()?
+        .lines()
+        .find_map(|line| line.strip_prefix("0::"))
+        .map(str::to_string)
+}
+
+/// The CPUs this process's cgroup lets it (and its children) run on: `cpuset.cpus.effective`
+/// of its cgroup v2 directory; None when unknown.
+pub fn own_cgroup_cpus(root: &Sysroot) -> Option<(String, CpuSet)> {
+    let cgroup = own_cgroup(root)?;
+    let path = format!(
+        "/sys/fs/cgroup{}/cpuset.cpus.effective",
+        cgroup.trim_end_matches('/')
+    );
+    let cpus = std::fs::read_to_string(root.path(&path))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some((cgroup, cpus))
 }
 
 /// Finds a program the way `execvp` would.

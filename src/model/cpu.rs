@@ -43,6 +43,9 @@ impl Topology {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Cpu {
     pub topology: Topology,
+    /// Whether the profile sets `threads` (`pinning.vcpus = "auto"` matches it to the host
+    /// otherwise).
+    pub threads_given: bool,
     pub model: String,
     pub hide_hypervisor: bool,
     pub hv_vendor_id: Option<String>,
@@ -166,6 +169,7 @@ impl Validator {
         let features = self.cpu_features(c.features.as_ref());
         Cpu {
             topology,
+            threads_given: c.threads.is_some(),
             model,
             hide_hypervisor,
             hv_vendor_id,

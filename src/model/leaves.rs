@@ -205,6 +205,38 @@ impl fmt::Display for CpuSet {
     }
 }
 
+impl CpuSet {
+    /// The hexadecimal mask the kernel's cpumask files take (`/proc/irq/default_smp_affinity`,
+    /// the workqueue cpumask): 32-bit groups, most significant first, separated by commas.
+    pub fn to_mask_string(&self) -> String {
+        let highest = self.0.iter().next_back().copied().unwrap_or(0);
+        let mut groups = vec![0u32; highest / 32 + 1];
+        for cpu in &self.0 {
+            groups[cpu / 32] |= 1 << (cpu % 32);
+        }
+        groups
+            .iter()
+            .rev()
+            .enumerate()
+            .map(|(i, g)| {
+                if i == 0 {
+                    format!("{g:x}")
+                } else {
+                    format!("{g:08x}")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+/// As the kernel prints it: `"0-3,8"`.
+impl serde::Serialize for CpuSet {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.to_list_string())
+    }
+}
+
 impl FromStr for CpuSet {
     type Err = String;
 
@@ -568,6 +600,16 @@ mod tests {
         assert_eq!(ByteSize(16 << 30).qemu_spelling(), "16G");
         assert_eq!(ByteSize(540672).qemu_spelling(), "528K");
         assert_eq!(ByteSize(1000).qemu_spelling(), "1000");
+    }
+
+    #[test]
+    fn cpu_sets_become_the_kernels_hex_masks() {
+        let mask = |text: &str| text.parse::<CpuSet>().unwrap().to_mask_string();
+        assert_eq!(mask("0-1"), "3");
+        assert_eq!(mask("0,8-15"), "ff01");
+        assert_eq!(mask("0-9,20-29"), "3ff003ff");
+        assert_eq!(mask("0,33"), "2,00000001");
+        assert_eq!(mask("32-39"), "ff,00000000");
     }
 
     #[test]

@@ -58,6 +58,9 @@ pub struct Machine {
     pub iothreads: u32,
     /// Guest S3 (suspend to RAM) and S4 (hibernate); off, a passed GPU rarely survives them.
     pub suspend: bool,
+    /// The host NUMA node guest RAM (hugepages) comes from: the node of the pinned vCPUs on a
+    /// host with several nodes. Never written in a profile; the plan resolves it.
+    pub numa_node: Option<usize>,
 }
 
 impl Validator {
@@ -142,6 +145,7 @@ impl Validator {
             accel,
             iothreads: iothreads.unwrap_or(u32::from(pinned_iothreads)),
             suspend: m.suspend.as_ref().is_none_or(|f| *f.get_ref()),
+            numa_node: None,
         }
     }
 }

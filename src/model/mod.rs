@@ -11,6 +11,7 @@ pub mod disk;
 pub mod display;
 pub mod hooks;
 pub mod input;
+pub mod isolation;
 pub mod leaves;
 pub mod looking_glass;
 pub mod machine;
@@ -42,6 +43,7 @@ pub use disk::{CacheMode, Disk, DiskBus, DiskFormat, Media};
 pub use display::{Display, Gui, Listen, Remote, RemoteProtocol, SerialConsole, VgaModel};
 pub use hooks::Hooks;
 pub use input::Input;
+pub use isolation::{HostCpus, Isolation};
 pub use leaves::{
     ByteSize, CpuSet, MacAddress, PciAddress, Resolution, UsbDevice, UsbId, UsbPort, VmName,
 };
@@ -67,6 +69,7 @@ pub struct RawProfile {
     pub machine: Option<Spanned<machine::RawMachine>>,
     pub cpu: Option<Spanned<cpu::RawCpu>>,
     pub pinning: Option<Spanned<pinning::RawPinning>>,
+    pub isolation: Option<Spanned<isolation::RawIsolation>>,
     pub firmware: Option<Spanned<boot::RawFirmware>>,
     #[serde(default)]
     pub disk: Vec<Spanned<disk::RawDisk>>,
@@ -98,6 +101,7 @@ pub fn keys_of_table(path: &[String]) -> &'static [&'static str] {
         (_, "machine") => parse::field_names::<machine::RawMachine>(),
         (_, "cpu") => parse::field_names::<cpu::RawCpu>(),
         (_, "pinning") => parse::field_names::<pinning::RawPinning>(),
+        (_, "isolation") => parse::field_names::<isolation::RawIsolation>(),
         (_, "firmware") => parse::field_names::<boot::RawFirmware>(),
         (_, "disk") => parse::field_names::<disk::RawDisk>(),
         (_, "network") => parse::field_names::<network::RawNetwork>(),
@@ -126,6 +130,7 @@ pub struct VmConfig {
     pub machine: Machine,
     pub cpu: Cpu,
     pub pinning: Option<Pinning>,
+    pub isolation: Option<Isolation>,
     pub firmware: Firmware,
     pub disks: Vec<Disk>,
     pub network: Network,
@@ -176,6 +181,7 @@ impl Validator {
         let machine = self.machine(raw);
         let cpu = self.cpu(raw, machine.accel);
         let pinning = self.pinning(raw, &cpu, &machine);
+        let isolation = self.isolation(raw, pinning.as_ref());
         let firmware = self.firmware(raw);
         let disks = self.disks(raw);
         let network = self.network(raw, &name);
@@ -199,6 +205,7 @@ impl Validator {
             machine,
             cpu,
             pinning,
+            isolation,
             firmware,
             disks,
             network,

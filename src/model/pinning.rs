@@ -11,11 +11,45 @@ use super::*;
 
 #[derive(Clone, Debug, Default, Deserialize)]
 pub struct RawPinning {
-    pub vcpus: Option<Spanned<Vec<Int>>>,
+    pub vcpus: Option<Spanned<RawVcpus>>,
     pub emulator: Option<Text>,
     pub iothreads: Option<Text>,
     pub scheduler: Option<Text>,
     pub priority: Option<Int>,
+}
+
+/// `vcpus = [2, 8, 3, 9]` or `vcpus = "auto"`. Read by hand rather than as an untagged enum:
+/// serde buffers untagged content, which would lose every entry's position.
+#[derive(Clone, Debug)]
+pub enum RawVcpus {
+    List(Vec<Int>),
+    Word(String),
+}
+
+impl<'de> Deserialize<'de> for RawVcpus {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = RawVcpus;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a list of host CPU numbers or \"auto\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<RawVcpus, E> {
+                Ok(RawVcpus::Word(text.to_string()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<RawVcpus, A::Error> {
+                let mut list = Vec::new();
+                while let Some(entry) = seq.next_element::<Int>()? {
+                    list.push(entry);
+                }
+                Ok(RawVcpus::List(list))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,8 +75,10 @@ impl Scheduler {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Pinning {
-    /// `vcpus[i]` is the host CPU of vCPU i.
+    /// `vcpus[i]` is the host CPU of vCPU i. Empty while `auto` waits for the plan to choose.
     pub vcpus: Vec<usize>,
+    /// `vcpus = "auto"`: the plan picks whole host cores from the host's topology.
+    pub auto: bool,
     /// QEMU's other threads; `None` means every online host CPU not in `vcpus`.
     pub emulator: Option<CpuSet>,
     pub iothreads: Option<CpuSet>,
@@ -61,12 +97,26 @@ impl Validator {
         let section_raw = raw.pinning.as_ref()?;
         let p = section_raw.get_ref();
         let vcpu_count = cpu.topology.vcpus() as usize;
-        let vcpus: Vec<usize> = match &p.vcpus {
-            Some(list) => {
-                let entries = list.get_ref();
+        let mut auto = false;
+        let vcpus: Vec<usize> = match p.vcpus.as_ref().map(|v| (v.span(), v.get_ref())) {
+            Some((span, RawVcpus::Word(word))) => {
+                if word == "auto" {
+                    auto = true;
+                } else {
+                    self.error(
+                        span,
+                        "pinning.vcpus",
+                        format!(
+                            "`{word}` is not \"auto\"; give \"auto\" or one host CPU per vCPU ({vcpu_count} entries)"
+                        ),
+                    );
+                }
+                Vec::new()
+            }
+            Some((span, RawVcpus::List(entries))) => {
                 if entries.len() != vcpu_count {
                     self.error(
-                        list.span(),
+                        span,
                         "pinning.vcpus",
                         format!(
                             "has {} entries but the VM has {vcpu_count} vCPUs (cpu.sockets * cpu.cores * \
@@ -105,7 +155,7 @@ impl Validator {
                     section_raw.span(),
                     "pinning.vcpus",
                     format!(
-                        "[pinning] needs `vcpus`, one host CPU per vCPU ({vcpu_count} entries)"
+                        "[pinning] needs `vcpus`: \"auto\", or one host CPU per vCPU ({vcpu_count} entries)"
                     ),
                 );
                 Vec::new()
@@ -167,6 +217,7 @@ impl Validator {
         };
         Some(Pinning {
             vcpus,
+            auto,
             emulator,
             iothreads,
             scheduler,

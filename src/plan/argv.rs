@@ -257,6 +257,13 @@ fn memory(argv: &mut Argv, config: &VmConfig) {
                 .set("hugetlb", "on")
                 .set("hugetlbsize", ByteSize(pages.bytes()).qemu_spelling())
                 .set("prealloc", "on")
+                // The pages were reserved on that node: take them from there only.
+                .set_if(
+                    config.machine.numa_node.is_some(),
+                    "host-nodes",
+                    config.machine.numa_node.unwrap_or(0).to_string(),
+                )
+                .set_if(config.machine.numa_node.is_some(), "policy", "bind")
                 .build(),
         );
     }

@@ -3,6 +3,7 @@
 
 pub mod argv;
 pub mod paths;
+pub mod topology;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -13,8 +14,8 @@ use crate::firmware::{
     self, FirmwareError, FirmwareImage, FirmwareQuery, ImageFormat, ResolvedFirmware,
 };
 use crate::model::{
-    smbios::smbios_problem, AudioBackend, CpuSet, Firmware, Listen, RemoteProtocol, VmConfig,
-    SMBIOS_FIELDS,
+    smbios::smbios_problem, AudioBackend, CpuSet, Firmware, HostCpus, Listen, RemoteProtocol,
+    VmConfig, SMBIOS_FIELDS,
 };
 
 pub use argv::BootFirmware;
@@ -26,6 +27,14 @@ pub enum PlanError {
     Firmware(#[from] FirmwareError),
     #[error(transparent)]
     Paths(#[from] PathsError),
+    #[error(transparent)]
+    Auto(#[from] topology::AutoError),
+    #[error("isolation.host_cpus = \"auto\" needs this host's online CPUs, and /sys/devices/system/cpu/online cannot be read")]
+    NoOnlineCpus,
+    #[error("isolation.host_cpus = \"auto\": the vCPUs take every online CPU and leave none to the host; pin fewer vCPUs")]
+    NoHostCpus,
+    #[error("isolation.host_cpus includes CPUs {shared} that pinning.vcpus = \"auto\" chose; use host_cpus = \"auto\" or other CPUs")]
+    HostCpusOverlap { shared: CpuSet },
 }
 
 /// Finds the firmware the profile asks for: its explicit files, or QEMU's descriptors.
@@ -77,6 +86,11 @@ pub struct HostFacts {
     /// The desktop user whose sound server the guest uses: `audio.user`, else the user who
     /// ran `sudo`, else vmrun's own user when that is not root.
     pub desktop_user: Option<DesktopUser>,
+    pub topology: Option<topology::HostTopology>,
+    /// Why `topology` is missing, for the error `auto` gives.
+    pub topology_problem: Option<String>,
+    /// The VMs running now with real-time vCPUs: (name, their host CPUs).
+    pub running_realtime: Vec<(String, CpuSet)>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -211,6 +225,81 @@ pub struct Resolved {
     pub audio: Option<AudioServer>,
 }
 
+/// Makes the profile's host-dependent choices concrete: `pinning.vcpus = "auto"` becomes the
+/// host CPU of each vCPU, and the guest's `threads` (unless the profile sets them) the host
+/// cores' thread count. Every later stage sees an explicit mapping.
+pub fn resolve(config: VmConfig, facts: &HostFacts) -> Result<VmConfig, PlanError> {
+    let mut config = resolve_auto_pinning(config, facts)?;
+    config.machine.numa_node = hugepages_node(&config, facts);
+    if let (Some(isolation), Some(pinning)) = (config.isolation.as_mut(), &config.pinning) {
+        if isolation.host_cpus == HostCpus::Auto {
+            let online = facts.online_cpus.as_ref().ok_or(PlanError::NoOnlineCpus)?;
+            let rest = CpuSet::from_cpus(online.iter().filter(|c| !pinning.vcpus.contains(c)));
+            if rest.is_empty() {
+                return Err(PlanError::NoHostCpus);
+            }
+            isolation.host_cpus = HostCpus::List(rest);
+        }
+        if let HostCpus::List(host) = &isolation.host_cpus {
+            let shared =
+                CpuSet::from_cpus(pinning.vcpus.iter().copied().filter(|c| host.contains(*c)));
+            if !shared.is_empty() {
+                return Err(PlanError::HostCpusOverlap { shared });
+            }
+        }
+    }
+    Ok(config)
+}
+
+/// On a host with several NUMA nodes, the node all pinned vCPUs sit on: hugepages are
+/// reserved there and guest RAM bound to it, so the vCPUs never reach across to another
+/// node's memory. None on one-node hosts, without hugepages, or with vCPUs on several nodes.
+fn hugepages_node(config: &VmConfig, facts: &HostFacts) -> Option<usize> {
+    config.machine.hugepages?;
+    let topology = facts.topology.as_ref()?;
+    if topology.nodes.len() < 2 {
+        return None;
+    }
+    let pinning = config.pinning.as_ref()?;
+    let mut nodes = pinning.vcpus.iter().map(|cpu| topology.node_of(*cpu));
+    let first = nodes.next()??;
+    nodes.all(|node| node == Some(first)).then_some(first)
+}
+
+fn resolve_auto_pinning(mut config: VmConfig, facts: &HostFacts) -> Result<VmConfig, PlanError> {
+    let Some(pinning) = config.pinning.as_mut().filter(|p| p.auto) else {
+        return Ok(config);
+    };
+    let host = facts.topology.as_ref().ok_or_else(|| {
+        topology::AutoError::NoTopology(
+            facts
+                .topology_problem
+                .clone()
+                .unwrap_or_else(|| "not read".to_string()),
+        )
+    })?;
+    let guest = config.cpu.topology;
+    let placement = topology::auto(
+        host,
+        topology::AutoRequest {
+            cores: (guest.sockets * guest.cores) as usize,
+            threads: config.cpu.threads_given.then_some(guest.threads as usize),
+        },
+    )?;
+    pinning.vcpus = placement.vcpus;
+    config.cpu.topology.threads = placement.threads as u32;
+    Ok(config)
+}
+
+/// The resolved placement, as `show --json` prints it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PinningView {
+    /// The host CPU of each vCPU, in vCPU order.
+    pub vcpus: Vec<usize>,
+    /// The CPUs of QEMU's other threads, as a CPU list (null when the online CPUs are unknown).
+    pub emulator: Option<String>,
+}
+
 /// Everything `run` needs, computed without touching the host.
 #[derive(Clone, Debug, Serialize)]
 pub struct Plan {
@@ -232,6 +321,8 @@ pub struct Plan {
     /// iothreads move to their own CPUs afterwards. None without `[pinning]`.
     #[serde(skip)]
     pub emulator_cpus: Option<CpuSet>,
+    /// Where the vCPUs and the emulator run; None without `[pinning]`.
+    pub pinning: Option<PinningView>,
 }
 
 impl Plan {
@@ -268,16 +359,24 @@ impl Plan {
             ),
             BootFirmware::SeaBios => (None, None),
         };
+        let emulator_cpus = facts
+            .online_cpus
+            .as_ref()
+            .and_then(|online| emulator_cpus(config, online));
         Ok(Plan {
+            pinning: config.pinning.as_ref().map(|p| PinningView {
+                vcpus: p.vcpus.clone(),
+                emulator: emulator_cpus
+                    .as_ref()
+                    .or(p.emulator.as_ref())
+                    .map(CpuSet::to_string),
+            }),
             name: config.name.to_string(),
             profile: config.profile_path.clone(),
             accel: config.machine.accel.as_str(),
             firmware,
             vars,
-            emulator_cpus: facts
-                .online_cpus
-                .as_ref()
-                .and_then(|online| emulator_cpus(config, online)),
+            emulator_cpus,
             remote: RemoteAccess::of(config, &paths),
             paths,
             argv,

@@ -79,6 +79,8 @@ pub struct VmPaths {
     pub run_state: PathBuf,
     /// Left by `vmrun stop` for the supervisor.
     pub stop_request: PathBuf,
+    /// The supervisor's samples of each vCPU's run delay, for `status`.
+    pub sched_samples: PathBuf,
     pub console_log: PathBuf,
     pub log: PathBuf,
     pub qemu_log: PathBuf,
@@ -136,6 +138,7 @@ impl VmPaths {
             lock: runtime_dir.join("lock"),
             run_state: runtime_dir.join("state.json"),
             stop_request: runtime_dir.join("stop-request.json"),
+            sched_samples: runtime_dir.join("sched.json"),
             qmp_socket,
             state_dir,
             runtime_dir,
@@ -155,8 +158,9 @@ impl VmPaths {
     }
 
     /// What a run keeps in the runtime directory besides the lock (whose holder removes it).
-    pub fn runtime_files(&self) -> [&PathBuf; 7] {
+    pub fn runtime_files(&self) -> [&PathBuf; 8] {
         [
+            &self.sched_samples,
             &self.qmp_socket,
             &self.ctl_socket,
             &self.pidfile,

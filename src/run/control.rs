@@ -9,6 +9,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::state::{self, LastRun, RunState, StopRequest};
+use super::{latency, threads};
 use crate::plan::VmPaths;
 use crate::qmp::{Qmp, QmpError};
 
@@ -40,6 +41,16 @@ pub struct VcpuStatus {
     pub affinity: String,
     pub policy: String,
     pub priority: u32,
+    /// Total time the thread waited, runnable, for its CPU (the kernel's run delay), in ms.
+    pub run_delay_ms: Option<f64>,
+    /// Run delay in milliseconds per second, since the supervisor's first sample (the vCPUs
+    /// pinned).
+    pub run_delay_ms_per_s: Option<f64>,
+    /// The same over the last few seconds (`recent_seconds`).
+    pub recent_run_delay_ms_per_s: Option<f64>,
+    pub recent_seconds: Option<f64>,
+    /// Times the thread was preempted.
+    pub involuntary_switches: Option<u64>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -93,15 +104,33 @@ pub fn status(paths: &VmPaths, name: &str) -> Status {
         }
         Err(_) => (None, None),
     };
+    let samples: Option<latency::Samples> = state::read_json(&paths.sched_samples);
+    let now = latency::unix_ms();
     let vcpus = super::pin::vcpu_report(run.qemu_pid, cpus.as_ref())
         .unwrap_or_default()
         .into_iter()
-        .map(|(index, info)| VcpuStatus {
-            index,
-            thread_id: info.tid,
-            affinity: info.affinity,
-            policy: info.policy,
-            priority: info.priority,
+        .map(|(index, info)| {
+            let counters = threads::sched_counters(run.qemu_pid, info.tid);
+            let current = latency::Sample {
+                unix_ms: now,
+                vcpus: counters.iter().map(|c| (index, *c)).collect(),
+            };
+            let rate =
+                |earlier: &latency::Sample| latency::delay_ms_per_second(earlier, &current, index);
+            VcpuStatus {
+                index,
+                thread_id: info.tid,
+                affinity: info.affinity,
+                policy: info.policy,
+                priority: info.priority,
+                run_delay_ms: counters.map(|c| c.wait_ns as f64 / 1e6),
+                run_delay_ms_per_s: samples.as_ref().and_then(|s| rate(&s.first)),
+                recent_run_delay_ms_per_s: samples.as_ref().and_then(|s| rate(&s.recent)),
+                recent_seconds: samples
+                    .as_ref()
+                    .map(|s| now.saturating_sub(s.recent.unix_ms) as f64 / 1000.0),
+                involuntary_switches: counters.map(|c| c.involuntary_switches),
+            }
         })
         .collect();
     Status {

@@ -8,6 +8,7 @@
 
 pub mod connect;
 pub mod control;
+pub mod latency;
 pub mod pin;
 pub mod spawn;
 pub mod state;

@@ -94,6 +94,9 @@ pub struct RunState {
     /// How to connect to the remote display (`spice+unix:///...`).
     #[serde(default)]
     pub display: Option<String>,
+    /// The host CPUs of its real-time (SCHED_RR/FIFO) vCPUs: another VM must not share them.
+    #[serde(default)]
+    pub realtime_cpus: Vec<usize>,
 }
 
 /// How the last run ended, for `stop` (which waits for the supervisor) and for people.

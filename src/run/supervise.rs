@@ -236,6 +236,12 @@ pub(super) fn supervise_child(
             .and_then(|_| std::fs::read_to_string(&plan.paths.swtpm_pidfile).ok())
             .and_then(|text| text.trim().parse().ok()),
         display: plan.remote.as_ref().map(|remote| remote.uri.clone()),
+        realtime_cpus: config
+            .pinning
+            .as_ref()
+            .filter(|p| p.scheduler.is_realtime())
+            .map(|p| p.vcpus.clone())
+            .unwrap_or_default(),
     };
     // Written while QEMU starts up: `status` and `stop` find the VM from here on.
     state::write_json(&plan.paths.run_state, &run_state)?;
@@ -260,6 +266,7 @@ pub(super) fn supervise_child(
     if let Some(ready) = options.on_ready {
         ready(&run_state);
     }
+    let mut sampler = super::latency::Sampler::new(&plan.paths.sched_samples);
     let devices = config.pci.len() as u32;
     let mut supervisor = Supervisor {
         log,
@@ -338,6 +345,9 @@ pub(super) fn supervise_child(
         }
         if let (Some(pinned), Some(set)) = (pinned.as_mut(), emulator) {
             pinned.sweep(supervisor.child.id(), set, log);
+        }
+        if supervisor.stage.is_none() {
+            sampler.tick(supervisor.child.id());
         }
         let timeout = supervisor
             .stage

@@ -106,6 +106,37 @@ pub fn thread_info(pid: u32, tid: i32) -> Result<ThreadInfo, ThreadError> {
     })
 }
 
+/// How long a thread ran and waited to run, from the kernel's per-thread scheduler counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct SchedCounters {
+    /// Time on a CPU (`schedstat` field 1), in nanoseconds.
+    pub run_ns: u64,
+    /// Time runnable but waiting for a CPU (`schedstat` field 2: the run delay), in nanoseconds.
+    pub wait_ns: u64,
+    /// Times the thread was preempted (`nonvoluntary_ctxt_switches`).
+    pub involuntary_switches: u64,
+}
+
+/// `/proc/PID/task/TID/schedstat` and the thread's involuntary context switches; None when the
+/// thread is gone or the kernel keeps no such counters (CONFIG_SCHED_INFO off).
+pub fn sched_counters(pid: u32, tid: i32) -> Option<SchedCounters> {
+    let dir = PathBuf::from(format!("/proc/{pid}/task/{tid}"));
+    let schedstat = std::fs::read_to_string(dir.join("schedstat")).ok()?;
+    let mut fields = schedstat.split_whitespace().map(|f| f.parse::<u64>().ok());
+    let run_ns = fields.next()??;
+    let wait_ns = fields.next()??;
+    let status = std::fs::read_to_string(dir.join("status")).ok()?;
+    let involuntary_switches = status
+        .lines()
+        .find_map(|line| line.strip_prefix("nonvoluntary_ctxt_switches:"))
+        .and_then(|value| value.trim().parse().ok())?;
+    Some(SchedCounters {
+        run_ns,
+        wait_ns,
+        involuntary_switches,
+    })
+}
+
 /// Every thread of a process, in thread-id order.
 pub fn threads_of(pid: u32) -> Result<Vec<ThreadInfo>, ThreadError> {
     let dir = PathBuf::from(format!("/proc/{pid}/task"));
@@ -208,6 +239,23 @@ mod tests {
         assert_eq!(main.policy, "other");
         assert_eq!(main.priority, 0);
         assert!(!main.affinity.is_empty());
+    }
+
+    #[test]
+    fn a_busy_thread_has_run_time_in_its_counters() {
+        let pid = std::process::id();
+        let tid = nix::unistd::gettid().as_raw();
+        let before = sched_counters(pid, tid).unwrap();
+        let start = std::time::Instant::now();
+        while start.elapsed() < std::time::Duration::from_millis(30) {
+            std::hint::black_box(0u64);
+        }
+        let after = sched_counters(pid, tid).unwrap();
+        assert!(
+            after.run_ns >= before.run_ns + 10_000_000,
+            "{before:?} → {after:?}"
+        );
+        assert!(after.wait_ns >= before.wait_ns);
     }
 
     #[test]

@@ -31,6 +31,9 @@ pub struct Options {
     pub hugepages_2m: (u32, u32),
     /// A process holding the GPU: (pid, comm, device node).
     pub gpu_user: Option<(u32, &'static str, &'static str)>,
+    /// A CPU topology fixture (tests/fixtures/topology), with what isolation touches: IRQ
+    /// affinities, the workqueue cpumask, cgroup v2 with cpuset, cpufreq governors.
+    pub topology: Option<&'static str>,
 }
 
 impl Options {
@@ -185,6 +188,7 @@ impl FakeHost {
             &pages.join("free_hugepages"),
             &format!("{}\n", options.hugepages_2m.1),
         );
+        write(&root.join("proc/sys/vm/compact_memory"), "");
         write(
             &root.join("sys/kernel/mm/hugepages/hugepages-1048576kB/nr_hugepages"),
             "0\n",
@@ -197,10 +201,39 @@ impl FakeHost {
             write(&root.join(format!("proc/{pid}/comm")), &format!("{comm}\n"));
             symlink(node, &root.join(format!("proc/{pid}/fd/7")));
         }
+        if let Some(fixture) = options.topology {
+            crate::fake_topology::write_topology(&root, fixture);
+            let online =
+                std::fs::read_to_string(root.join("sys/devices/system/cpu/online")).unwrap();
+            let all: vmrun::model::CpuSet = online.trim().parse().unwrap();
+            for irq in [0, 1, 8, 9, 16, 24, 120] {
+                write(
+                    &root.join(format!("proc/irq/{irq}/smp_affinity_list")),
+                    &format!("{all}\n"),
+                );
+            }
+            write(
+                &root.join("proc/irq/default_smp_affinity"),
+                &format!("{}\n", all.to_mask_string()),
+            );
+            write(
+                &root.join("sys/devices/virtual/workqueue/cpumask"),
+                &format!("{}\n", all.to_mask_string()),
+            );
+            write(
+                &root.join("sys/fs/cgroup/cgroup.controllers"),
+                "cpuset cpu io memory hugetlb pids rdma misc\n",
+            );
+            std::fs::create_dir_all(root.join(".fake/properties")).unwrap();
+        }
         write(&root.join(".fake/calls.log"), "");
         std::fs::create_dir_all(root.join("dev/shm")).unwrap();
         std::fs::create_dir_all(&bin).unwrap();
-        for (name, script) in [("systemctl", SYSTEMCTL), ("modprobe", MODPROBE)] {
+        for (name, script) in [
+            ("systemctl", SYSTEMCTL),
+            ("modprobe", MODPROBE),
+            ("systemd-inhibit", SYSTEMD_INHIBIT),
+        ] {
             std::fs::write(bin.join(name), script).unwrap();
             std::fs::set_permissions(bin.join(name), std::fs::Permissions::from_mode(0o755))
                 .unwrap();
@@ -490,6 +523,25 @@ fn pci_remove_and_rescan(root: &Path, refuse: &[String]) {
     }
 }
 
+/// A hugepage pool directory, read like a `DirEntry`.
+struct Pool(PathBuf);
+
+impl Pool {
+    fn path(&self) -> PathBuf {
+        self.0.clone()
+    }
+}
+
+fn append_kernel_log(root: &Path, line: &str) {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(root.join(".fake/kernel.log"))
+        .unwrap();
+    writeln!(file, "{line}").unwrap();
+}
+
 fn tick(root: &Path, refuse: &[String], pages: &mut HashMap<PathBuf, i64>) {
     let drivers = root.join("sys/bus/pci/drivers");
     if let Ok(list) = std::fs::read_dir(&drivers) {
@@ -544,8 +596,24 @@ fn tick(root: &Path, refuse: &[String], pages: &mut HashMap<PathBuf, i64>) {
             }
         }
     }
+    if take(&root.join("proc/sys/vm/compact_memory")).is_some() {
+        let _ = std::fs::remove_file(root.join(".fake/fragmented"));
+        append_kernel_log(root, "compact_memory");
+    }
+    // The global pools and each NUMA node's.
+    let mut pools: Vec<PathBuf> = Vec::new();
+    if let Ok(nodes) = std::fs::read_dir(root.join("sys/devices/system/node")) {
+        for node in nodes.filter_map(Result::ok) {
+            if let Ok(list) = std::fs::read_dir(node.path().join("hugepages")) {
+                pools.extend(list.filter_map(Result::ok).map(|e| e.path()));
+            }
+        }
+    }
     if let Ok(list) = std::fs::read_dir(root.join("sys/kernel/mm/hugepages")) {
-        for entry in list.filter_map(Result::ok) {
+        pools.extend(list.filter_map(Result::ok).map(|e| e.path()));
+    }
+    {
+        for entry in pools.iter().map(|path| Pool(path.clone())) {
             let read = |name: &str| -> Option<i64> {
                 std::fs::read_to_string(entry.path().join(name))
                     .ok()
@@ -557,9 +625,20 @@ fn tick(root: &Path, refuse: &[String], pages: &mut HashMap<PathBuf, i64>) {
             };
             let last = *pages.entry(entry.path()).or_insert(total);
             if total != last {
-                let free = read("free_hugepages").unwrap_or(0) + total - last;
+                // Fragmented memory: a growing pool gets only half of what was asked, and
+                // nr_hugepages reads back what it got, as the kernel does.
+                let granted = if total > last && root.join(".fake/fragmented").exists() {
+                    last + (total - last) / 2
+                } else {
+                    total
+                };
+                if granted != total {
+                    let _ =
+                        std::fs::write(entry.path().join("nr_hugepages"), format!("{granted}\n"));
+                }
+                let free = read("free_hugepages").unwrap_or(0) + granted - last;
                 let _ = std::fs::write(entry.path().join("free_hugepages"), format!("{free}\n"));
-                pages.insert(entry.path(), total);
+                pages.insert(entry.path(), granted);
             }
         }
     }
@@ -572,12 +651,39 @@ echo "systemctl $*" >> "$fake/calls.log"
 action=$1; unit=$2
 state=$(cat "$fake/services/$unit" 2>/dev/null || echo inactive)
 case "$action" in
+    show)
+        # systemctl show --property AllowedCPUs --value UNIT
+        for unit; do :; done
+        cat "$fake/properties/$unit.AllowedCPUs" 2>/dev/null || echo ""
+        ;;
+    set-property)
+        # systemctl set-property --runtime UNIT AllowedCPUs=LIST (empty: every CPU again)
+        [ "$2" = --runtime ] || { echo "stub systemctl: only --runtime" >&2; exit 1; }
+        value=${4#AllowedCPUs=}
+        if [ -z "$value" ]; then rm -f "$fake/properties/$3.AllowedCPUs"; else echo "$value" > "$fake/properties/$3.AllowedCPUs"; fi
+        ;;
     is-active) echo "$state"; [ "$state" = active ] ;;
     stop) echo inactive > "$fake/services/$unit" ;;
     start) echo active > "$fake/services/$unit" ;;
     *) echo "stub systemctl: $action not supported" >&2; exit 1 ;;
 esac
 "#;
+
+const SYSTEMD_INHIBIT: &str = r#"#!/bin/sh
+# Stub systemd-inhibit: records the call and its pid, then runs the command (vmrun's `cat`)
+# the way the real one holds the lock until its command exits.
+echo "systemd-inhibit $* pid=$$" >> "$VMRUN_SYSROOT/.fake/calls.log"
+while [ $# -gt 0 ] && [ "${1#--}" != "$1" ]; do shift; done
+exec "$@"
+"#;
+
+/// The pid of the stub `systemd-inhibit` a run started, from the call log.
+pub fn inhibitor_pid(calls: &[String]) -> Option<i32> {
+    calls
+        .iter()
+        .find(|c| c.starts_with("systemd-inhibit "))
+        .and_then(|c| c.rsplit_once("pid=")?.1.parse().ok())
+}
 
 const MODPROBE: &str = r#"#!/bin/sh
 # Stub modprobe: records the call, keeps /proc/modules, and (un)binds the module's devices

@@ -241,3 +241,111 @@ fn hugepages_are_counted_before_the_start() {
     );
     assert!(check(&enough).starts_with("PASS"), "{}", check(&enough));
 }
+
+fn findings(host: &FakeHost, profile: &str) -> Vec<(String, String, String)> {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("vm.toml"), profile).unwrap();
+    let (_, stdout, stderr) = run(crate::common::vmrun(dir.path())
+        .env("VMRUN_SYSROOT", &host.root)
+        .args(["check", "vm.toml", "--json", "--runtime-dir"])
+        .arg(dir.path().join("run")));
+    let json: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stderr}"));
+    json["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["check"].as_str().unwrap().to_string(),
+                f["status"].as_str().unwrap().to_string(),
+                f["message"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn about<'a>(
+    all: &'a [(String, String, String)],
+    check: &str,
+) -> Vec<&'a (String, String, String)> {
+    all.iter().filter(|f| f.0 == check).collect()
+}
+
+#[test]
+fn interrupt_remapping_ignore_msrs_and_msi_are_judged() {
+    let host = FakeHost::new("intel-shared-rootport.tsv", Options::default());
+    let write = |path: &str, text: &str| {
+        let path = host.root.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    };
+    let gpu = "[machine]\naccel = \"tcg\"\n[firmware]\ntype = \"seabios\"\n[[pci]]\naddress = \"01:00.0\"\n[[pci]]\naddress = \"01:00.1\"\n";
+    write(
+        "proc/interrupts",
+        "           CPU0\n  0:   30   IO-APIC    2-edge      timer\n 24:    0   PCI-MSI 327680-edge   xhci_hcd\n",
+    );
+    let all = findings(&host, gpu);
+    let irq = about(&all, "interrupts");
+    assert!(
+        irq.len() == 1
+            && irq[0].1 == "warn"
+            && irq[0]
+                .2
+                .contains("allow_unsafe_interrupts=1 works around it at a price"),
+        "{all:#?}"
+    );
+    write(
+        "sys/module/vfio_iommu_type1/parameters/allow_unsafe_interrupts",
+        "Y\n",
+    );
+    let all = findings(&host, gpu);
+    assert!(
+        about(&all, "interrupts")[0].2.contains("MSI injection"),
+        "{all:#?}"
+    );
+    write(
+        "proc/interrupts",
+        "           CPU0\n  0:   30   IR-IO-APIC    2-edge      timer\n 24:    0   IR-PCI-MSI 327680-edge   xhci_hcd\n",
+    );
+    let all = findings(&host, gpu);
+    assert_eq!(about(&all, "interrupts")[0].1, "pass", "{all:#?}");
+    // Config space: the GPU lists MSI, its audio function only power management.
+    let mut space = vec![0u8; 256];
+    space[0x06] = 0x10;
+    space[0x34] = 0x60;
+    space[0x60] = 0x01;
+    space[0x61] = 0x68;
+    space[0x68] = 0x05;
+    std::fs::write(
+        host.root.join("sys/bus/pci/devices/0000:01:00.0/config"),
+        &space,
+    )
+    .unwrap();
+    space[0x68] = 0x10;
+    std::fs::write(
+        host.root.join("sys/bus/pci/devices/0000:01:00.1/config"),
+        &space,
+    )
+    .unwrap();
+    let all = findings(&host, gpu);
+    let legacy: Vec<_> = about(&all, "interrupts")
+        .into_iter()
+        .filter(|f| f.2.contains("neither MSI nor MSI-X"))
+        .collect();
+    assert_eq!(legacy.len(), 1, "{all:#?}");
+    assert!(legacy[0].2.starts_with("0000:01:00.1 "), "{legacy:?}");
+    // A Windows guest (Hyper-V enlightenments) under KVM with ignore_msrs off.
+    write("sys/module/kvm/parameters/ignore_msrs", "N\n");
+    let windows = "[cpu]\nhyperv = true\n[firmware]\ntype = \"seabios\"\n";
+    let all = findings(&host, windows);
+    assert!(
+        about(&all, "msrs")
+            .first()
+            .is_some_and(|f| f.1 == "warn" && f.2.contains("kvm.ignore_msrs=1")),
+        "{all:#?}"
+    );
+    let linux = "[firmware]\ntype = \"seabios\"\n";
+    assert!(about(&findings(&host, linux), "msrs").is_empty());
+    write("sys/module/kvm/parameters/ignore_msrs", "Y\n");
+    assert!(about(&findings(&host, windows), "msrs").is_empty());
+}

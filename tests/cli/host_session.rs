@@ -441,6 +441,7 @@ fn rescan_removes_the_device_and_rescans_before_binding_and_comes_back_after() {
     assert_eq!(
         kinds,
         [
+            "release_boot_framebuffer",
             "load_vfio_pci",
             "rescan_pci_device",
             "bind_vfio",
@@ -503,4 +504,144 @@ fn a_device_left_removed_by_a_crash_comes_back_with_recover() {
         diff(&before, &host.snapshot()).join("\n")
     );
     assert!(!journal.exists());
+}
+
+#[test]
+fn hugepages_short_on_fragmented_memory_are_compacted_and_asked_for_again() {
+    let host = FakeHost::new("intel-shared-rootport.tsv", Options::default()).with_kernel();
+    std::fs::write(host.root.join(".fake/fragmented"), "").unwrap();
+    let mut before = host.snapshot();
+    let dir = tempfile::tempdir().unwrap();
+    let text = "[machine]\nmemory = \"64M\"\naccel = \"tcg\"\nhugepages = \"2M\"\n[firmware]\ntype = \"seabios\"\n";
+    let config = validate_text(dir.path(), "pages", text).unwrap().0;
+    let rig = Rig::new(&host);
+    let session = rig.prep(&config, &dir.path().join("journal"));
+    session.prepare(&log()).unwrap();
+    let pages = "sys/kernel/mm/hugepages/hugepages-2048kB";
+    assert_eq!(host.read(&format!("{pages}/free_hugepages")), "32");
+    assert_eq!(host.read(&format!("{pages}/nr_hugepages")), "32");
+    assert_eq!(host.kernel_log(), ["compact_memory"], "compacted once");
+    session.restore(&log());
+    // The fake kernel answers the release a tick later.
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while host.read(&format!("{pages}/free_hugepages")) != "0" {
+        assert!(std::time::Instant::now() < deadline, "pages not released");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut after = host.snapshot();
+    // The fake kernel's fragmentation marker, gone with the compaction: not host state.
+    before.remove(".fake/fragmented");
+    after.remove(".fake/fragmented");
+    assert!(
+        diff(&before, &after).is_empty(),
+        "{:?}",
+        diff(&before, &after)
+    );
+}
+
+fn dual_gpu(boot_vga: &'static str) -> FakeHost {
+    FakeHost::new(
+        "intel-shared-rootport.tsv",
+        Options {
+            boot_vga: vec![boot_vga],
+            console: true,
+            services: vec![("display-manager.service", true)],
+            ..Options::default()
+        },
+    )
+    .with_kernel()
+}
+
+const DUAL_GPU: &str = "[machine]\naccel = \"tcg\"\n[firmware]\ntype = \"seabios\"\n\
+                        [[pci]]\naddress = \"01:00.0\"\n[[pci]]\naddress = \"01:00.1\"\n";
+
+#[test]
+fn a_passed_boot_gpu_loses_its_framebuffer_and_consoles_but_the_display_manager_runs_on() {
+    let host = dual_gpu("0000:01:00.0");
+    let before = host.snapshot();
+    let dir = tempfile::tempdir().unwrap();
+    let config = validate_text(dir.path(), "dual", DUAL_GPU).unwrap().0;
+    let rig = Rig::new(&host);
+    let session = rig.prep(&config, &dir.path().join("journal"));
+    session.prepare(&log()).unwrap();
+    assert_eq!(host.read("sys/class/vtconsole/vtcon1/bind"), "0");
+    assert!(host
+        .root
+        .join("sys/bus/platform/devices/efi-framebuffer.0/driver")
+        .symlink_metadata()
+        .is_err());
+    assert_eq!(host.driver("0000:01:00.0").as_deref(), Some("vfio-pci"));
+    assert!(
+        !host.calls().iter().any(|c| c.contains("display-manager")),
+        "{:?}",
+        host.calls()
+    );
+    session.restore(&log());
+    assert!(diff(&before, &host.snapshot()).is_empty());
+}
+
+#[test]
+fn a_passed_gpu_that_is_not_the_boot_gpu_leaves_the_framebuffer_alone() {
+    let host = dual_gpu("0000:00:02.0");
+    let dir = tempfile::tempdir().unwrap();
+    let config = validate_text(dir.path(), "dual", DUAL_GPU).unwrap().0;
+    let rig = Rig::new(&host);
+    let session = rig.prep(&config, &dir.path().join("journal"));
+    session.prepare(&log()).unwrap();
+    assert_eq!(host.read("sys/class/vtconsole/vtcon1/bind"), "1");
+    assert!(host
+        .root
+        .join("sys/bus/platform/devices/efi-framebuffer.0/driver")
+        .symlink_metadata()
+        .is_ok());
+    session.restore(&log());
+}
+
+#[test]
+fn hugepages_are_reserved_on_the_node_of_the_pinned_vcpus_and_released_there() {
+    let host = FakeHost::new(
+        "intel-shared-rootport.tsv",
+        Options {
+            topology: Some("xeon-e5-2660v2-2s.lscpu"),
+            ..Options::default()
+        },
+    )
+    .with_kernel();
+    let before = host.snapshot();
+    let dir = tempfile::tempdir().unwrap();
+    let text =
+        "[machine]\nmemory = \"64M\"\naccel = \"tcg\"\nhugepages = \"2M\"\n[cpu]\ncores = 2\n\
+                [pinning]\nvcpus = \"auto\"\n[firmware]\ntype = \"seabios\"\n";
+    let config = validate_text(dir.path(), "numa", text).unwrap().0;
+    let root = Sysroot::new(&host.root);
+    let facts = vmrun::plan::HostFacts {
+        online_cpus: vmrun::host::online_cpus(&root),
+        topology: Some(vmrun::host::topology::read_topology(&root).unwrap()),
+        ..Default::default()
+    };
+    let config = vmrun::plan::resolve(config, &facts).unwrap();
+    let rig = Rig::new(&host);
+    let session = rig.prep(&config, &dir.path().join("journal"));
+    session.prepare(&log()).unwrap();
+    let node1 = "sys/devices/system/node/node1/hugepages/hugepages-2048kB";
+    assert_eq!(host.read(&format!("{node1}/nr_hugepages")), "32");
+    assert_eq!(
+        host.read("sys/devices/system/node/node0/hugepages/hugepages-2048kB/nr_hugepages"),
+        "0"
+    );
+    assert_eq!(
+        host.read("sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages"),
+        "0"
+    );
+    session.restore(&log());
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while host.read(&format!("{node1}/free_hugepages")) != "0" {
+        assert!(std::time::Instant::now() < deadline, "pages not released");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        diff(&before, &host.snapshot()).is_empty(),
+        "{:?}",
+        diff(&before, &host.snapshot())
+    );
 }

@@ -541,3 +541,150 @@ fn stale_sockets_and_a_dead_run_do_not_confuse_start_status_or_stop() {
         vm.runtime_leftovers()
     );
 }
+
+/// A guest whose one vCPU spins forever: a boot sector that jumps to itself.
+fn spinning_vm(name: &str) -> Vm {
+    let accel = if kvm_usable() { "kvm" } else { "tcg" };
+    let model = if accel == "kvm" { "host" } else { "max" };
+    eprintln!("[{name}] accelerator: {accel} (spinning boot sector)");
+    let vm = Vm::new(
+        name,
+        &format!(
+            "[machine]\nmemory = \"64M\"\naccel = \"{accel}\"\n[cpu]\nmodel = \"{model}\"\ncores = 1\n\
+             [pinning]\nvcpus = [1]\nemulator = \"0\"\nscheduler = \"other\"\n\
+             [firmware]\ntype = \"seabios\"\n[network]\nmode = \"none\"\n[display]\nvga = \"none\"\n\
+             [[disk]]\npath = \"spin.img\"\nformat = \"raw\"\nbus = \"sata\"\n[shutdown]\ntimeout = 1\n"
+        ),
+    );
+    // SeaBIOS does not boot a disk of one sector; 1 MiB it does.
+    let mut image = vec![0u8; 1 << 20];
+    image[..2].copy_from_slice(&[0xEB, 0xFE]); // jmp $
+    image[510..512].copy_from_slice(&[0x55, 0xAA]);
+    std::fs::write(vm.dir.path().join("spin.img"), image).unwrap();
+    vm
+}
+
+/// Runs `vm` for a few seconds and returns its vCPU 0 as `status --json` reports it.
+fn measured_vcpu(vm: &Vm) -> Value {
+    let (code, stderr) = vm.detach(&[]);
+    assert_eq!(code, 0, "{stderr}");
+    vm.wait_running();
+    std::thread::sleep(Duration::from_secs(4));
+    let status = vm.status();
+    assert_eq!(vm.stop(), 5, "SeaBIOS ignores ACPI; --force quits QEMU");
+    let vcpu = status["vcpus"][0].clone();
+    eprintln!("[{}] vCPU 0: {vcpu}", vm.name);
+    vcpu
+}
+
+/// Busy processes, killed however the test ends.
+struct Hogs(Vec<Child>);
+
+impl Drop for Hogs {
+    fn drop(&mut self) {
+        for hog in &mut self.0 {
+            let _ = hog.kill();
+            let _ = hog.wait();
+        }
+    }
+}
+
+#[test]
+fn status_shows_a_vcpu_sharing_its_cpu_with_busy_threads_waiting_longer_than_one_alone() {
+    // The same CPU, one run after the other: whatever else this machine runs weighs on both.
+    let alone = measured_vcpu(&spinning_vm("e2e-alone"));
+    // Busy processes in sessions of their own: with autogroup scheduling each session gets an
+    // equal share of the CPU, so four of them leave the vCPU (in vmrun's session) a fifth.
+    let hogs = Hogs(
+        (0..4)
+            .map(|_| {
+                Command::new("setsid")
+                    .args(["taskset", "-c", "1", "sh", "-c", "while :; do :; done"])
+                    .spawn()
+                    .unwrap()
+            })
+            .collect(),
+    );
+    let shared = measured_vcpu(&spinning_vm("e2e-shared"));
+    drop(hogs);
+    let rate = |vcpu: &Value, key: &str| {
+        vcpu[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("no {key} in {vcpu}"))
+    };
+    for vcpu in [&alone, &shared] {
+        assert_eq!(vcpu["affinity"], "1");
+        assert!(rate(vcpu, "recent_seconds") >= 2.0, "{vcpu}");
+        assert!(rate(vcpu, "run_delay_ms") >= 0.0);
+        assert!(vcpu["involuntary_switches"].is_u64(), "{vcpu}");
+    }
+    // The shared vCPU waits about 800 ms every second; the one alone only as long as
+    // whatever else this machine runs keeps its CPU.
+    assert!(
+        rate(&shared, "run_delay_ms_per_s") > 500.0,
+        "shared: {shared}"
+    );
+    assert!(
+        rate(&shared, "run_delay_ms_per_s") > rate(&alone, "run_delay_ms_per_s"),
+        "alone: {alone}\nshared: {shared}"
+    );
+    assert!(
+        rate(&shared, "recent_run_delay_ms_per_s") > rate(&alone, "recent_run_delay_ms_per_s"),
+        "alone: {alone}\nshared: {shared}"
+    );
+    assert!(
+        shared["involuntary_switches"].as_u64() > alone["involuntary_switches"].as_u64(),
+        "alone: {alone}\nshared: {shared}"
+    );
+}
+
+#[test]
+fn check_refuses_real_time_vcpus_on_the_cpu_of_another_running_vms_real_time_vcpu() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, cpu: usize| {
+        let path = dir.path().join(format!("{name}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                "[machine]\nmemory = \"64M\"\naccel = \"tcg\"\n[cpu]\ncores = 1\n[pinning]\nvcpus = [{cpu}]\n\
+                 emulator = \"{}\"\n[firmware]\ntype = \"seabios\"\n[network]\nmode = \"none\"\n\
+                 [display]\nvga = \"none\"\n[shutdown]\ntimeout = 1\n",
+                1 - cpu
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let first = write("e2e-rt-first", 1);
+    let same_cpu = write("e2e-rt-same", 1);
+    let other_cpu = write("e2e-rt-other", 0);
+    let vmrun = || {
+        let mut command = crate::common::vmrun(&repo_root());
+        command
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .arg("--runtime-dir")
+            .arg(dir.path().join("run"));
+        command
+    };
+    let (code, _, stderr) = run(vmrun().arg("run").arg(&first).arg("--detach"));
+    assert_eq!(code, 0, "{stderr}");
+    let (code, stdout, _) = run(vmrun().arg("check").arg(&same_cpu));
+    let (other_code, other_stdout, _) = run(vmrun().arg("check").arg(&other_cpu));
+    let (own_code, own_stdout, _) = run(vmrun().arg("check").arg(&first));
+    run(vmrun().args(["stop", "e2e-rt-first", "--force"]));
+    assert_eq!(code, 3, "{stdout}");
+    assert!(
+        stdout.contains("share CPUs 1 with the real-time vCPUs of the running VM e2e-rt-first"),
+        "{stdout}"
+    );
+    assert!(
+        !other_stdout.contains("running VM"),
+        "{other_code}: {other_stdout}"
+    );
+    assert!(
+        !own_stdout.contains("running VM"),
+        "a VM does not collide with itself: {own_code}: {own_stdout}"
+    );
+}

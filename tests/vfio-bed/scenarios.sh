@@ -1,4 +1,4 @@
-# The four scenarios, run by /init inside the outer guest against the real kernel.
+# The scenarios, run by /init inside the outer guest against the real kernel.
 # Each prints CHECK lines and one "SCENARIO name: PASS|FAIL" line.
 # They move real devices between drivers: never on a real machine, only in the bed's guest,
 # whose initramfs alone carries the marker run.sh writes.
@@ -168,4 +168,63 @@ check "vmrun run exits 3 (got $rc)" [ "$rc" = 3 ]
 check "the refusal names the other NIC $OTHER" grep -q "$OTHER" /tmp/pair.out
 check "both NICs stay on e1000e" [ "$(driver "$PAIR")" = e1000e -a "$(driver "$OTHER")" = e1000e ]
 check "no host change was journaled" [ ! -e /var/lib/vmrun/pair/journal ]
+end
+
+# --- isolation: the real kernel's IRQ affinities and workqueue cpumask go to CPU 0 while the
+#     inner guest runs on CPU 1, and come back exactly: after stop, and after kill -9 + recover ---
+begin isolation
+# AllowedCPUs needs cgroup v2 with cpuset (the stub systemctl only records it here).
+grep -q " /sys/fs/cgroup cgroup2 " /proc/mounts || mount -t cgroup2 none /sys/fs/cgroup
+cat > /bed/iso.toml <<EOT
+name = "iso"
+[machine]
+memory = "64M"
+accel = "tcg"
+[cpu]
+cores = 1
+[pinning]
+vcpus = [1]
+emulator = "0"
+scheduler = "other"
+[firmware]
+type = "seabios"
+[network]
+mode = "none"
+[display]
+vga = "none"
+[shutdown]
+timeout = 1
+[isolation]
+host_cpus = "0"
+EOT
+WQ=/sys/devices/virtual/workqueue/cpumask
+irqs() { for f in /proc/irq/*/smp_affinity_list; do echo "$f $(cat "$f")"; done; }
+host_state() { irqs; echo "default $(cat /proc/irq/default_smp_affinity)"; echo "workqueue $(cat $WQ)"; }
+mask_value() { printf '%d' "0x$(tr -d ',' < "$1")"; }
+host_state > /tmp/iso.before
+check "the kernel has $(irqs | wc -l) IRQs with an affinity list and a workqueue cpumask" [ -e $WQ -a "$(irqs | wc -l)" -gt 0 ]
+$V run /bed/iso.toml --detach; rc=$?
+check "vmrun run --detach exits 0 (got $rc)" [ "$rc" = 0 ]
+check "the workqueue cpumask is CPU 0 only (now: $(cat $WQ))" [ "$(mask_value $WQ)" = 1 ]
+check "default_smp_affinity is CPU 0 only (now: $(cat /proc/irq/default_smp_affinity))" [ "$(mask_value /proc/irq/default_smp_affinity)" = 1 ]
+on_cpu0=$(irqs | awk '$2 == "0"' | wc -l)
+check "$on_cpu0 IRQs moved to CPU 0" [ "$on_cpu0" -gt 0 ]
+check "system.slice was restricted to CPU 0" grep -q "set-property --runtime system.slice AllowedCPUs=0" /run/systemctl.log
+$V stop iso; rc=$?
+check "vmrun stop exits 5 (got $rc)" [ "$rc" = 5 ]
+host_state > /tmp/iso.after
+check "IRQ affinities, default_smp_affinity and the workqueue cpumask are as before" cmp -s /tmp/iso.before /tmp/iso.after
+$V run /bed/iso.toml --detach; rc=$?
+check "a second run starts (got $rc)" [ "$rc" = 0 ]
+$V status iso --json > /tmp/status.json
+supervisor=$(json_number vmrun_pid /tmp/status.json)
+qemu=$(json_number pid /tmp/status.json)
+check "the vCPU's run delay is reported" grep -q '"run_delay_ms_per_s"' /tmp/status.json
+kill -9 "$supervisor"
+check "QEMU ($qemu) dies with its supervisor ($supervisor)" wait_gone "$qemu"
+check "the workqueue cpumask is still CPU 0 only after the crash" [ "$(mask_value $WQ)" = 1 ]
+$V recover iso; rc=$?
+check "vmrun recover iso exits 0 (got $rc)" [ "$rc" = 0 ]
+host_state > /tmp/iso.after
+check "after kill -9 and recover: everything as before" cmp -s /tmp/iso.before /tmp/iso.after
 end

@@ -9,11 +9,17 @@ use crate::host::finding::Finding;
 use crate::log::Log;
 use crate::model::{ByteSize, VmConfig};
 
+const COMPACT: &str = "/proc/sys/vm/compact_memory";
+/// How many times memory is compacted before giving up.
+const COMPACTIONS: u32 = 3;
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ReserveHugepages {
     pub page_size: ByteSize,
     /// Guest RAM in pages of `page_size`.
     pub pages: u64,
+    /// The NUMA node to reserve them on (that of the pinned vCPUs); None: the kernel spreads them.
+    pub node: Option<usize>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,15 +34,25 @@ impl ReserveHugepages {
         Some(ReserveHugepages {
             page_size: ByteSize(page.bytes()),
             pages: config.machine.memory.bytes() / page.bytes(),
+            node: config.machine.numa_node,
         })
     }
 
     /// The kernel's directory for pages of this size.
     fn dir(&self) -> String {
-        format!(
-            "/sys/kernel/mm/hugepages/hugepages-{}kB",
-            self.page_size.0 / 1024
-        )
+        let size = self.page_size.0 / 1024;
+        match self.node {
+            Some(node) => {
+                format!("/sys/devices/system/node/node{node}/hugepages/hugepages-{size}kB")
+            }
+            None => format!("/sys/kernel/mm/hugepages/hugepages-{size}kB"),
+        }
+    }
+
+    fn on_node(&self) -> String {
+        self.node
+            .map(|n| format!(" on NUMA node {n}"))
+            .unwrap_or_default()
     }
 
     fn count(&self, host: &HostContext, name: &str) -> Option<u64> {
@@ -48,8 +64,10 @@ impl ReserveHugepages {
 impl Step for ReserveHugepages {
     fn describe(&self) -> String {
         format!(
-            "make {} free {} hugepages available, allocating the missing ones",
-            self.pages, self.page_size
+            "make {} free {} hugepages available{}, allocating the missing ones",
+            self.pages,
+            self.page_size,
+            self.on_node()
         )
     }
 
@@ -103,16 +121,32 @@ impl Step for ReserveHugepages {
                 count: total,
             },
             || {
+                let enough = || self.count(host, "free_hugepages").unwrap_or(0) >= needed;
                 host.write(&attribute, &wanted.to_string())?;
-                let label = format!("compacting memory for {needed} free {size} pages");
-                if host.wait_until_shown(&label, log, || {
-                    self.count(host, "free_hugepages").unwrap_or(0) >= needed
-                }) {
+                let label = format!("waiting for {needed} free {size} pages");
+                // Short because memory is fragmented: compact it and ask again, a bounded
+                // number of times.
+                for attempt in 1..=COMPACTIONS {
+                    if host.wait_until_shown(&label, log, enough) {
+                        return Ok(());
+                    }
+                    log.info(&format!(
+                        "{} of {needed} {size} pages free: compacting memory and asking again ({attempt}/{COMPACTIONS})",
+                        self.count(host, "free_hugepages").unwrap_or(0)
+                    ));
+                    if host.write(COMPACT, "1").is_err() {
+                        log.debug(&format!("no {COMPACT}: the kernel cannot compact"));
+                        break;
+                    }
+                    host.write(&attribute, &wanted.to_string())?;
+                }
+                if host.wait_until_shown(&label, log, enough) {
                     Ok(())
                 } else {
                     Err(StepError::Other(format!(
-                        "only {} of {needed} {size} pages are free after asking for {wanted}: memory is too fragmented; \
-                         reserve them at boot (hugepages= on the kernel command line) or use smaller pages",
+                        "only {} of {needed} {size} pages are free after asking for {wanted} and compacting memory: \
+                         memory is too fragmented; reserve them at boot (hugepages= on the kernel command line) or use \
+                         smaller pages",
                         self.count(host, "free_hugepages").unwrap_or(0),
                     )))
                 }

@@ -7,16 +7,21 @@
 //! its preflight, its apply, and the undo records it journals. Adding a kind means writing
 //! that module and naming it in the two lists below.
 
+pub mod boot_framebuffer;
 pub mod consoles;
+pub mod cpu_slices;
 pub mod display_manager;
 pub mod framebuffers;
+pub mod governor;
 pub mod hooks;
 pub mod hugepages;
+pub mod irq_affinity;
 pub mod modules;
 pub mod rescan;
 pub mod shm_file;
 pub mod swtpm;
 pub mod vfio;
+pub mod workqueue;
 
 use serde::{Deserialize, Serialize};
 
@@ -124,12 +129,17 @@ step_kinds! {
     StopDisplayManager(display_manager::StopDisplayManager),
     UnbindVtconsoles(consoles::UnbindVtconsoles),
     UnbindFramebuffers(framebuffers::UnbindFramebuffers),
+    ReleaseBootFramebuffer(boot_framebuffer::ReleaseBootFramebuffer),
     UnloadModule(modules::UnloadModule),
     LoadVfioPci(vfio::LoadVfioPci),
     RescanPciDevice(rescan::RescanPciDevice),
     BindVfio(vfio::BindVfio),
     ReserveHugepages(hugepages::ReserveHugepages),
     CreateShmFile(shm_file::CreateShmFile),
+    RestrictSlices(cpu_slices::RestrictSlices),
+    RestrictWorkqueues(workqueue::RestrictWorkqueues),
+    MoveIrqs(irq_affinity::MoveIrqs),
+    SetGovernor(governor::SetGovernor),
     StartedHooks(hooks::StartedHooks),
     StartSwtpm(swtpm::StartSwtpm),
 }
@@ -147,6 +157,10 @@ undo_kinds! {
     SetHugepages(hugepages::SetHugepages),
     RemoveFile(shm_file::RemoveFile),
     StopSwtpm(swtpm::StopSwtpm),
+    RestoreAllowedCpus(cpu_slices::RestoreAllowedCpus),
+    RestoreWorkqueueMask(workqueue::RestoreWorkqueueMask),
+    RestoreIrqAffinity(irq_affinity::RestoreIrqAffinity),
+    RestoreGovernors(governor::RestoreGovernors),
 }
 
 impl HostStep {
@@ -222,11 +236,19 @@ pub fn plan(config: &VmConfig, paths: &VmPaths) -> Vec<HostStep> {
             })
         }));
     }
+    steps.extend(
+        boot_framebuffer::ReleaseBootFramebuffer::plan(config)
+            .map(HostStep::ReleaseBootFramebuffer),
+    );
     steps.extend(vfio::LoadVfioPci::plan(config).map(HostStep::LoadVfioPci));
     steps.extend(rescan::RescanPciDevice::plan(config).map(HostStep::RescanPciDevice));
     steps.extend(vfio::BindVfio::plan(config).map(HostStep::BindVfio));
     steps.extend(hugepages::ReserveHugepages::plan(config).map(HostStep::ReserveHugepages));
     steps.extend(shm_file::CreateShmFile::plan(config).map(HostStep::CreateShmFile));
+    steps.extend(cpu_slices::RestrictSlices::plan(config).map(HostStep::RestrictSlices));
+    steps.extend(workqueue::RestrictWorkqueues::plan(config).map(HostStep::RestrictWorkqueues));
+    steps.extend(irq_affinity::MoveIrqs::plan(config).map(HostStep::MoveIrqs));
+    steps.extend(governor::SetGovernor::plan(config).map(HostStep::SetGovernor));
     steps.extend(hooks::StartedHooks::plan(config).map(HostStep::StartedHooks));
     // Last, so that it is stopped first, right after QEMU, before the host is given back.
     steps.extend(swtpm::StartSwtpm::plan(config, paths).map(HostStep::StartSwtpm));

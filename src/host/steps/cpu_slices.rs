@@ -1,0 +1,174 @@
+//! `[isolation]`: systemd's slices (`system.slice`, `user.slice`, `init.scope`) are restricted to
+//! the host's CPUs with `AllowedCPUs`, at runtime only (`--runtime`: a reboot forgets it), so
+//! services and the desktop stay off the vCPUs' CPUs while the VM runs. Each unit's previous
+//! value is journaled and set back after.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Recorder, Step, Undoable};
+use crate::host::context::{HostContext, StepError};
+use crate::host::finding::Finding;
+use crate::log::Log;
+use crate::model::{CpuSet, HostCpus, VmConfig};
+
+/// The units every process of the host lives under, QEMU's and vmrun's own excepted (they
+/// must be started outside them: see the preflight).
+pub const HOST_UNITS: &[&str] = &["system.slice", "user.slice", "init.scope"];
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RestrictSlices {
+    pub host_cpus: CpuSet,
+    pub units: Vec<String>,
+    /// The vCPUs' CPUs, which vmrun's own cgroup must still allow.
+    #[serde(skip)]
+    pub vcpus: CpuSet,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreAllowedCpus {
+    pub unit: String,
+    /// What `systemctl show` said before; empty means every CPU.
+    pub value: String,
+}
+
+impl RestrictSlices {
+    pub fn plan(config: &VmConfig) -> Option<Self> {
+        let isolation = config.isolation.as_ref()?;
+        let HostCpus::List(host_cpus) = &isolation.host_cpus else {
+            return None;
+        };
+        Some(RestrictSlices {
+            host_cpus: host_cpus.clone(),
+            units: HOST_UNITS.iter().map(|u| u.to_string()).collect(),
+            vcpus: CpuSet::from_cpus(config.pinning.iter().flat_map(|p| p.vcpus.iter().copied())),
+        })
+    }
+}
+
+fn allowed_cpus(host: &HostContext, unit: &str, log: &Log) -> Result<String, StepError> {
+    let output = host.run_checked(
+        &[
+            "systemctl",
+            "show",
+            "--property",
+            "AllowedCPUs",
+            "--value",
+            unit,
+        ],
+        log,
+    )?;
+    Ok(output.stdout.trim().to_string())
+}
+
+fn set_allowed_cpus(
+    host: &HostContext,
+    unit: &str,
+    value: &str,
+    log: &Log,
+) -> Result<(), StepError> {
+    host.run_checked(
+        &[
+            "systemctl",
+            "set-property",
+            "--runtime",
+            unit,
+            &format!("AllowedCPUs={value}"),
+        ],
+        log,
+    )
+    .map(|_| ())
+}
+
+impl Step for RestrictSlices {
+    fn describe(&self) -> String {
+        format!(
+            "keep {} on CPUs {} (systemd AllowedCPUs, runtime only)",
+            self.units.join(", "),
+            self.host_cpus
+        )
+    }
+
+    /// AllowedCPUs needs cgroup v2 with the cpuset controller; and vmrun must not run inside a
+    /// unit it restricts, or QEMU (its child) could not be pinned to the vCPUs' CPUs:
+    /// sched_setaffinity fails with EINVAL outside the cgroup's cpuset (vfio-isolate's issues).
+    fn preflight(&self, host: &HostContext) -> Vec<Finding> {
+        let mut findings = Vec::new();
+        match host.read("/sys/fs/cgroup/cgroup.controllers") {
+            None => findings.push(Finding::fail(
+                "isolation",
+                "isolation needs cgroup v2 (the unified hierarchy: /sys/fs/cgroup/cgroup.controllers is \
+                 missing); boot with systemd.unified_cgroup_hierarchy=1",
+            )),
+            Some(controllers) if !controllers.split_whitespace().any(|c| c == "cpuset") => {
+                findings.push(Finding::fail(
+                    "isolation",
+                    format!(
+                        "the cgroup v2 cpuset controller is not available (cgroup.controllers: {controllers}); \
+                         systemd's AllowedCPUs needs it: a kernel with CONFIG_CPUSETS, and no cgroup v1 \
+                         cpuset mount holding it"
+                    ),
+                ))
+            }
+            Some(_) => findings.push(Finding::pass(
+                "isolation",
+                format!(
+                    "cgroup v2 with the cpuset controller: {} can be kept on CPUs {}",
+                    self.units.join(", "),
+                    self.host_cpus
+                ),
+            )),
+        }
+        if let Some(own) = crate::host::own_cgroup(&host.root) {
+            let inside = self
+                .units
+                .iter()
+                .find(|unit| own.starts_with(&format!("/{unit}")));
+            if let Some(unit) = inside {
+                findings.push(Finding::fail(
+                    "isolation",
+                    format!(
+                        "vmrun runs in {own}, inside {unit}, which isolation keeps on CPUs {}: QEMU could not \
+                         be pinned to the vCPUs' CPUs {}. Start vmrun outside the host's slices, e.g. \
+                         `systemd-run --scope --slice=machine.slice vmrun run PROFILE`",
+                        self.host_cpus, self.vcpus
+                    ),
+                ));
+            }
+        }
+        findings
+    }
+
+    fn apply(&self, host: &HostContext, record: &Recorder, log: &Log) -> Result<(), StepError> {
+        for unit in &self.units {
+            let value = allowed_cpus(host, unit, log)?;
+            log.info(&format!(
+                "{unit}: AllowedCPUs {} → {}",
+                if value.is_empty() { "(all)" } else { &value },
+                self.host_cpus
+            ));
+            record.change(
+                RestoreAllowedCpus {
+                    unit: unit.clone(),
+                    value,
+                },
+                || set_allowed_cpus(host, unit, &self.host_cpus.to_string(), log),
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl Undoable for RestoreAllowedCpus {
+    fn undo(&self, host: &HostContext, log: &Log) -> Result<(), StepError> {
+        log.info(&format!(
+            "{}: AllowedCPUs back to {}",
+            self.unit,
+            if self.value.is_empty() {
+                "(all)"
+            } else {
+                &self.value
+            }
+        ));
+        set_allowed_cpus(host, &self.unit, &self.value, log)
+    }
+}

@@ -1,0 +1,112 @@
+//! `[isolation]`: the vCPUs' CPUs run with the profile's cpufreq governor (`performance` by
+//! default) while the VM runs; each CPU's previous governor is journaled and set back.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Recorder, Step, Undoable};
+use crate::host::context::{HostContext, StepError};
+use crate::host::finding::Finding;
+use crate::log::Log;
+use crate::model::{CpuSet, VmConfig};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SetGovernor {
+    pub cpus: CpuSet,
+    pub governor: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreGovernors {
+    /// (CPU, its governor before).
+    pub cpus: Vec<(usize, String)>,
+}
+
+fn governor_path(cpu: usize) -> String {
+    format!("/sys/devices/system/cpu/cpu{cpu}/cpufreq/scaling_governor")
+}
+
+impl SetGovernor {
+    pub fn plan(config: &VmConfig) -> Option<Self> {
+        let governor = config.isolation.as_ref()?.governor.clone()?;
+        let pinning = config.pinning.as_ref()?;
+        Some(SetGovernor {
+            cpus: CpuSet::from_cpus(pinning.vcpus.iter().copied()),
+            governor,
+        })
+    }
+}
+
+impl Step for SetGovernor {
+    fn describe(&self) -> String {
+        format!(
+            "set the cpufreq governor of CPUs {} to {}",
+            self.cpus, self.governor
+        )
+    }
+
+    fn preflight(&self, host: &HostContext) -> Vec<Finding> {
+        let Some(first) = self.cpus.iter().next() else {
+            return Vec::new();
+        };
+        let available =
+            format!("/sys/devices/system/cpu/cpu{first}/cpufreq/scaling_available_governors");
+        if host.read(&governor_path(first)).is_none() {
+            return vec![Finding::warn(
+                "isolation",
+                format!(
+                    "CPU {first} has no cpufreq (no {}): the governor stays as it is",
+                    governor_path(first)
+                ),
+            )];
+        }
+        match host.read(&available) {
+            Some(list) if !list.split_whitespace().any(|g| g == self.governor) => {
+                vec![Finding::fail(
+                    "isolation",
+                    format!(
+                    "isolation.governor = \"{}\" is not offered by this kernel (available: {list})",
+                    self.governor
+                ),
+                )]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    fn apply(&self, host: &HostContext, record: &Recorder, log: &Log) -> Result<(), StepError> {
+        let before: Vec<(usize, String)> = self
+            .cpus
+            .iter()
+            .filter_map(|cpu| Some((cpu, host.read(&governor_path(cpu))?)))
+            .collect();
+        if before.is_empty() {
+            log.info("no cpufreq on the vCPUs' CPUs: governor left alone");
+            return Ok(());
+        }
+        log.info(&format!(
+            "governor of CPUs {} → {}",
+            self.cpus, self.governor
+        ));
+        record.change(
+            RestoreGovernors {
+                cpus: before.clone(),
+            },
+            || {
+                for (cpu, _) in &before {
+                    host.write(&governor_path(*cpu), &self.governor)?;
+                }
+                Ok(())
+            },
+        )
+    }
+}
+
+impl Undoable for RestoreGovernors {
+    fn undo(&self, host: &HostContext, log: &Log) -> Result<(), StepError> {
+        for (cpu, governor) in &self.cpus {
+            log.info(&format!("CPU {cpu}: governor back to {governor}"));
+            host.write(&governor_path(*cpu), governor)?;
+        }
+        Ok(())
+    }
+}

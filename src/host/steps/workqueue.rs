@@ -1,0 +1,71 @@
+//! `[isolation]`: the kernel's unbound workqueues run only on the host's CPUs while the VM runs
+//! (`/sys/devices/virtual/workqueue/cpumask`); the previous mask is journaled and written back.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Recorder, Step, Undoable};
+use crate::host::context::{HostContext, StepError};
+use crate::host::finding::Finding;
+use crate::log::Log;
+use crate::model::{CpuSet, HostCpus, VmConfig};
+
+const CPUMASK: &str = "/sys/devices/virtual/workqueue/cpumask";
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RestrictWorkqueues {
+    pub host_cpus: CpuSet,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreWorkqueueMask {
+    pub mask: String,
+}
+
+impl RestrictWorkqueues {
+    pub fn plan(config: &VmConfig) -> Option<Self> {
+        match &config.isolation.as_ref()?.host_cpus {
+            HostCpus::List(host_cpus) => Some(RestrictWorkqueues {
+                host_cpus: host_cpus.clone(),
+            }),
+            HostCpus::Auto => None,
+        }
+    }
+}
+
+impl Step for RestrictWorkqueues {
+    fn describe(&self) -> String {
+        format!(
+            "run the kernel's unbound workqueues on CPUs {} only",
+            self.host_cpus
+        )
+    }
+
+    fn preflight(&self, host: &HostContext) -> Vec<Finding> {
+        if host.read(CPUMASK).is_none() {
+            return vec![Finding::warn(
+                "isolation",
+                format!("this kernel has no {CPUMASK}: its workqueues stay on every CPU"),
+            )];
+        }
+        Vec::new()
+    }
+
+    fn apply(&self, host: &HostContext, record: &Recorder, log: &Log) -> Result<(), StepError> {
+        let Some(mask) = host.read(CPUMASK) else {
+            log.info(&format!("no {CPUMASK}: workqueues left alone"));
+            return Ok(());
+        };
+        let wanted = self.host_cpus.to_mask_string();
+        log.info(&format!("workqueue cpumask {mask} → {wanted}"));
+        record.change(RestoreWorkqueueMask { mask }, || {
+            host.write(CPUMASK, &wanted)
+        })
+    }
+}
+
+impl Undoable for RestoreWorkqueueMask {
+    fn undo(&self, host: &HostContext, log: &Log) -> Result<(), StepError> {
+        log.info(&format!("workqueue cpumask back to {}", self.mask));
+        host.write(CPUMASK, &self.mask)
+    }
+}
