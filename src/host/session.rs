@@ -31,6 +31,11 @@ impl<'a> HostSession<'a> {
         &self.steps
     }
 
+    /// The host the steps work on (for their preflight).
+    pub fn host(&self) -> &HostContext<'a> {
+        &self.host
+    }
+
     /// What a previous run left in the journal.
     pub fn leftovers(&self) -> Result<Vec<JournalEntry>, JournalError> {
         self.journal.entries()

@@ -67,6 +67,17 @@ impl Argv {
     }
 }
 
+/// The tap device vmrun makes for a bridged VM: derived from the VM's name alone (at most 15
+/// bytes, as interface names must be), so that the argv and the host step agree and a crashed
+/// run's tap is found again.
+pub fn tap_name(vm: &crate::model::VmName) -> String {
+    // FNV-1a: stable across builds, unlike the standard library's hasher.
+    let hash = vm.as_str().bytes().fold(0x811c_9dc5_u32, |hash, byte| {
+        (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
+    });
+    format!("vmrun{hash:08x}")
+}
+
 /// The file descriptor QEMU finds the supervisor's listening QMP socket on.
 pub const QMP_FD: i32 = 3;
 /// The file descriptor of the second monitor's listening socket (`status`, `stop`, `qmp`).
@@ -147,6 +158,15 @@ pub fn build(
                 .build(),
         );
         argv.push("-device", "isa-serial,chardev=console");
+    }
+    if config.qemu.sandbox {
+        // QEMU may not start programs, change its privileges, or use obsolete or
+        // resource-control system calls: what vmrun needs done (a bridge's tap, pinning,
+        // priorities) vmrun does itself.
+        argv.push(
+            "-sandbox",
+            "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
+        );
     }
     argv.0.extend(config.qemu.extra_args.iter().cloned());
     argv.0
@@ -507,9 +527,13 @@ fn network(argv: &mut Argv, config: &VmConfig, vhost_net: bool) {
     let netdev = match &config.network.mode {
         NetworkMode::None => return,
         NetworkMode::User => Opts::new("user").set("id", "net0"),
-        NetworkMode::Bridge(bridge) => Opts::new("bridge")
+        // vmrun makes the tap and puts it on the bridge (a host step): QEMU's bridge helper
+        // would be a program QEMU spawns, which its sandbox forbids.
+        NetworkMode::Bridge(_) => Opts::new("tap")
             .set("id", "net0")
-            .set("br", escape(bridge))
+            .set("ifname", tap_name(&config.name))
+            .set("script", "no")
+            .set("downscript", "no")
             .set_if(vhost, "vhost", "on"),
         NetworkMode::Tap(tap) => Opts::new("tap")
             .set("id", "net0")

@@ -69,6 +69,7 @@ fn show_json_lists_the_host_steps_in_order_with_their_parameters() {
             "bind_vfio",
             "reserve_hugepages",
             "create_shm_file",
+            "add_bridge_tap",
         ]
     );
     for step in steps {

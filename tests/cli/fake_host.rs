@@ -233,6 +233,7 @@ impl FakeHost {
             ("systemctl", SYSTEMCTL),
             ("modprobe", MODPROBE),
             ("systemd-inhibit", SYSTEMD_INHIBIT),
+            ("ip", IP),
         ] {
             std::fs::write(bin.join(name), script).unwrap();
             std::fs::set_permissions(bin.join(name), std::fs::Permissions::from_mode(0o755))
@@ -684,6 +685,25 @@ pub fn inhibitor_pid(calls: &[String]) -> Option<i32> {
         .find(|c| c.starts_with("systemd-inhibit "))
         .and_then(|c| c.rsplit_once("pid=")?.1.parse().ok())
 }
+
+const IP: &str = r#"#!/bin/sh
+# Stub ip: records the call; interfaces are directories under $VMRUN_SYSROOT/sys/class/net.
+net="$VMRUN_SYSROOT/sys/class/net"
+echo "ip $*" >> "$VMRUN_SYSROOT/.fake/calls.log"
+case "$1 $2" in
+    "tuntap add") mkdir -p "$net/$4" ;;
+    "link set")
+        [ -d "$net/$4" ] || { echo "Cannot find device \"$4\"" >&2; exit 1; }
+        if [ "$5" = master ]; then
+            [ -d "$net/$6/bridge" ] || { echo "$6 is not a bridge" >&2; exit 1; }
+            echo "$6" > "$net/$4/master"
+        else
+            echo up > "$net/$4/operstate"
+        fi ;;
+    "link del") rm -rf "$net/$4" ;;
+    *) echo "stub ip: $* not supported" >&2; exit 1 ;;
+esac
+"#;
 
 const MODPROBE: &str = r#"#!/bin/sh
 # Stub modprobe: records the call, keeps /proc/modules, and (un)binds the module's devices

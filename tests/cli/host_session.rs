@@ -645,3 +645,61 @@ fn hugepages_are_reserved_on_the_node_of_the_pinned_vcpus_and_released_there() {
         diff(&before, &host.snapshot())
     );
 }
+
+#[test]
+fn a_bridged_vm_gets_a_tap_vmrun_makes_and_deletes() {
+    let host = FakeHost::new("b550-ryzen5800x.tsv", Options::default()).with_kernel();
+    std::fs::create_dir_all(host.root.join("sys/class/net/br0/bridge")).unwrap();
+    let before = host.snapshot();
+    let dir = tempfile::tempdir().unwrap();
+    let config = validate_text(
+        dir.path(),
+        "bridged",
+        "[network]\nmode = \"bridge\"\nbridge = \"br0\"\n",
+    )
+    .unwrap()
+    .0;
+    let rig = Rig::new(&host);
+    let prep = rig.prep(&config, &dir.path().join("journal"));
+    let tap = vmrun::plan::argv::tap_name(&config.name);
+    assert!(tap.len() <= 15, "{tap} is too long for an interface name");
+    prep.apply(&log()).unwrap();
+    assert_eq!(
+        host.calls(),
+        [
+            format!("ip tuntap add dev {tap} mode tap"),
+            format!("ip link set dev {tap} master br0"),
+            format!("ip link set dev {tap} up"),
+        ]
+    );
+    assert_eq!(host.read(&format!("sys/class/net/{tap}/master")), "br0");
+    prep.undo_all(&log()).unwrap();
+    assert_eq!(
+        host.calls().last().unwrap(),
+        &format!("ip link del dev {tap}")
+    );
+    assert!(diff(&before, &host.snapshot()).is_empty());
+
+    // Without the bridge, the preflight says so before anything changes.
+    let missing = validate_text(
+        dir.path(),
+        "nobridge",
+        "[network]\nmode = \"bridge\"\nbridge = \"br9\"\n",
+    )
+    .unwrap()
+    .0;
+    let prep = rig.prep(&missing, &dir.path().join("journal2"));
+    let ctx_findings: Vec<String> = prep
+        .steps()
+        .iter()
+        .flat_map(|step| step.preflight(prep.host()))
+        .filter(|f| f.status == vmrun::check::Status::Fail)
+        .map(|f| f.message)
+        .collect();
+    assert!(
+        ctx_findings
+            .iter()
+            .any(|m| m.contains("br9 is not a bridge")),
+        "{ctx_findings:?}"
+    );
+}

@@ -632,10 +632,9 @@ fn status_shows_a_vcpu_sharing_its_cpu_with_busy_threads_waiting_longer_than_one
         rate(&shared, "recent_run_delay_ms_per_s") > rate(&alone, "recent_run_delay_ms_per_s"),
         "alone: {alone}\nshared: {shared}"
     );
-    assert!(
-        shared["involuntary_switches"].as_u64() > alone["involuntary_switches"].as_u64(),
-        "alone: {alone}\nshared: {shared}"
-    );
+    // Involuntary switches are reported but not compared: their count depends on how the
+    // scheduler slices the CPU among the busy processes (longer slices, fewer switches), not on
+    // how long the vCPU waited.
 }
 
 #[test]
@@ -687,4 +686,35 @@ fn check_refuses_real_time_vcpus_on_the_cpu_of_another_running_vms_real_time_vcp
         !own_stdout.contains("running VM"),
         "a VM does not collide with itself: {own_code}: {own_stdout}"
     );
+}
+
+fn seccomp_mode(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Seccomp:"))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn qemu_runs_in_its_seccomp_sandbox_unless_the_profile_opts_out() {
+    for (name, extra, mode) in [
+        ("e2e-sandbox", "", "2"),
+        ("e2e-nosandbox", "[qemu]\nsandbox = false\n", "0"),
+    ] {
+        let vm = Vm::seabios(name, "", extra);
+        let (code, stderr) = vm.detach(&[]);
+        assert_eq!(code, 0, "{stderr}");
+        let pid = vm.wait_running()["pid"].as_u64().unwrap() as u32;
+        assert_eq!(
+            seccomp_mode(pid),
+            mode,
+            "{name}: /proc/{pid}/status Seccomp (2 = filter)"
+        );
+        // The guest still runs and is stopped from outside: the filter spares what QEMU needs.
+        assert_eq!(vm.status()["run_state"], "running");
+        assert_eq!(vm.stop(), 5);
+    }
 }

@@ -8,6 +8,7 @@
 //! that module and naming it in the two lists below.
 
 pub mod boot_framebuffer;
+pub mod bridge_tap;
 pub mod consoles;
 pub mod cpu_slices;
 pub mod display_manager;
@@ -140,6 +141,7 @@ step_kinds! {
     RestrictWorkqueues(workqueue::RestrictWorkqueues),
     MoveIrqs(irq_affinity::MoveIrqs),
     SetGovernor(governor::SetGovernor),
+    AddBridgeTap(bridge_tap::AddBridgeTap),
     StartedHooks(hooks::StartedHooks),
     StartSwtpm(swtpm::StartSwtpm),
 }
@@ -157,6 +159,7 @@ undo_kinds! {
     SetHugepages(hugepages::SetHugepages),
     RemoveFile(shm_file::RemoveFile),
     StopSwtpm(swtpm::StopSwtpm),
+    DeleteTap(bridge_tap::DeleteTap),
     RestoreAllowedCpus(cpu_slices::RestoreAllowedCpus),
     RestoreWorkqueueMask(workqueue::RestoreWorkqueueMask),
     RestoreIrqAffinity(irq_affinity::RestoreIrqAffinity),
@@ -249,6 +252,7 @@ pub fn plan(config: &VmConfig, paths: &VmPaths) -> Vec<HostStep> {
     steps.extend(workqueue::RestrictWorkqueues::plan(config).map(HostStep::RestrictWorkqueues));
     steps.extend(irq_affinity::MoveIrqs::plan(config).map(HostStep::MoveIrqs));
     steps.extend(governor::SetGovernor::plan(config).map(HostStep::SetGovernor));
+    steps.extend(bridge_tap::AddBridgeTap::plan(config).map(HostStep::AddBridgeTap));
     steps.extend(hooks::StartedHooks::plan(config).map(HostStep::StartedHooks));
     // Last, so that it is stopped first, right after QEMU, before the host is given back.
     steps.extend(swtpm::StartSwtpm::plan(config, paths).map(HostStep::StartSwtpm));
