@@ -418,20 +418,21 @@ impl App {
             _ => None,
         });
         let running_hooks = std::cell::RefCell::new(None);
+        let inhibitor = std::cell::RefCell::new(None);
         let mut options = options;
-        if let Some(hooks) = started_hooks {
-            let told = options.on_ready.take();
-            options.on_ready = Some(Box::new(|state: &state::RunState| {
-                // The waiting parent of --detach first: the hooks add nothing to the start.
-                if let Some(told) = told {
-                    told(state);
-                }
+        let told = options.on_ready.take();
+        options.on_ready = Some(Box::new(|state: &state::RunState| {
+            // The waiting parent of --detach first: nothing below adds to the start.
+            if let Some(told) = told {
+                told(state);
+            }
+            *inhibitor.borrow_mut() =
+                crate::host::inhibit::SleepInhibitor::hold(recipe.config.name.as_str(), log);
+            if let Some(hooks) = started_hooks {
                 *running_hooks.borrow_mut() =
                     Some(hooks.start(&host, state.qemu_pid, &paths.hooks_log, log));
-            }));
-        }
-        let inhibitor =
-            crate::host::inhibit::SleepInhibitor::hold(recipe.config.name.as_str(), log);
+            }
+        }));
         let result = run::run_qemu(&recipe.config, &recipe.plan, &mut signals, options, log);
         drop(inhibitor);
         // Before the host is given back: a Looking Glass client must let go of the shared

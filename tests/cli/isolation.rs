@@ -108,6 +108,10 @@ fn isolation_holds_while_the_vm_runs_and_everything_is_restored_after() {
     let (code, _, stderr) = run(s.vmrun().arg("run").arg(&s.profile).arg("--detach"));
     assert_eq!(code, 0, "{stderr}");
     s.assert_isolated();
+    // Taken once the guest runs, after --detach has already returned.
+    wait_for("the inhibitor", Duration::from_secs(5), || {
+        inhibitor_pid(&s.host.calls()).is_some()
+    });
     let calls = s.host.calls();
     let inhibitor = inhibitor_pid(&calls).unwrap_or_else(|| panic!("no inhibitor: {calls:#?}"));
     assert!(
@@ -197,6 +201,10 @@ fn kill_9_of_an_isolated_run_then_recover_restores_the_host() {
         run(s.vmrun().args(["status", "iso"])).0 == 0
     });
     s.assert_isolated();
+    // Taken once the guest runs, a moment after `status` first sees the VM.
+    wait_for("the inhibitor", Duration::from_secs(5), || {
+        inhibitor_pid(&s.host.calls()).is_some()
+    });
     let inhibitor = inhibitor_pid(&s.host.calls()).unwrap();
     kill(Pid::from_raw(vmrun.id() as i32), Signal::SIGKILL).unwrap();
     let _ = vmrun.wait();
