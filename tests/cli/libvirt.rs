@@ -137,7 +137,14 @@ fn on_off(value: &str) -> String {
 
 /// The facts of a QEMU argv the issue asks to compare: memory, vCPUs, CPU model and flags
 /// (Hyper-V vendor id among them), host PCI addresses and ROM files, firmware, evdev,
-/// shared memory, SMBIOS, hugepages, TPM.
+/// shared memory, SMBIOS, hugepages, TPM; and the clock, guest suspend, the audio backend and
+/// the remote display.
+///
+/// Not facts, because libvirt cannot say them the same way: the remote display's socket path
+/// (libvirt makes its own socket in its own directory; the kind, a socket, is compared), and
+/// the PulseAudio cookie (vmrun passes it in QEMU's environment, PULSE_COOKIE; libvirt has no
+/// setting for it). vmrun's pvpanic is libvirt's <panic model='isa'/>: the same `pvpanic`
+/// device, compared with the other devices.
 fn facts(argv: &[String]) -> BTreeSet<String> {
     let mut facts = BTreeSet::new();
     let mut index = 1;
@@ -147,8 +154,68 @@ fn facts(argv: &[String]) -> BTreeSet<String> {
         if !option.starts_with('-') {
             continue;
         }
+        if option == "-no-hpet" {
+            facts.insert("hpet=off".to_string());
+            continue;
+        }
         let (head, map) = option_map(value);
         match option {
+            "-rtc" => {
+                // base=utc is QEMU's default, which vmrun leaves unsaid and libvirt says.
+                for part in value.split(',') {
+                    if part != "base=utc" {
+                        facts.insert(format!("rtc.{part}"));
+                    }
+                }
+            }
+            "-global"
+                if value.starts_with("kvm-pit.lost_tick_policy=")
+                    || value.starts_with("ICH9-LPC.disable_s") =>
+            {
+                facts.insert(value.to_string());
+            }
+            "-machine" => {
+                if map.get("hpet").is_some_and(|v| on_off(v) == "off") {
+                    facts.insert("hpet=off".to_string());
+                }
+            }
+            "-audiodev" => {
+                // libvirt adds a `none` backend to every domain, sound card or not: only a
+                // backend that plays somewhere is a fact.
+                let driver = map.get("driver").cloned().unwrap_or(head.clone());
+                if driver != "none" {
+                    facts.insert(format!("audiodev={driver}"));
+                }
+            }
+            "-spice" => {
+                let listen = if value
+                    .split(',')
+                    .any(|part| matches!(part, "unix" | "unix=on"))
+                {
+                    "socket".to_string()
+                } else {
+                    format!(
+                        "{}:{}",
+                        map.get("addr").cloned().unwrap_or_default(),
+                        map.get("port").cloned().unwrap_or_default()
+                    )
+                };
+                facts.insert(format!("spice={listen}"));
+                if map
+                    .get("disable-ticketing")
+                    .is_some_and(|v| on_off(v) == "on")
+                {
+                    facts.insert("spice.password=none".to_string());
+                }
+            }
+            "-vnc" => {
+                let listen = if head.starts_with("unix:") {
+                    "socket".to_string()
+                } else {
+                    head.clone()
+                };
+                facts.insert(format!("vnc={listen}"));
+            }
             "-m" => {
                 facts.insert(format!("memory={}", size_bytes(value)));
             }
