@@ -174,10 +174,8 @@ fn facts(argv: &[String]) -> BTreeSet<String> {
             {
                 facts.insert(value.to_string());
             }
-            "-machine" => {
-                if map.get("hpet").is_some_and(|v| on_off(v) == "off") {
-                    facts.insert("hpet=off".to_string());
-                }
+            "-machine" if map.get("hpet").is_some_and(|v| on_off(v) == "off") => {
+                facts.insert("hpet=off".to_string());
             }
             "-audiodev" => {
                 // libvirt adds a `none` backend to every domain, sound card or not: only a
