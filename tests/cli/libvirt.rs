@@ -1020,3 +1020,48 @@ fn exported_guest_addresses_are_the_ones_qemu_assigns_under_vmrun() {
     }
     assert_eq!(exported.len(), 7, "{exported:?}");
 }
+
+/// The keys no shipped profile has survive the round trip too: host steps through
+/// `<metadata>`, a VNC display on an address with a password file, USB audio playing nowhere,
+/// the PIT's delay policy with the HPET on, a USB port.
+#[test]
+fn keys_outside_the_shipped_profiles_survive_export_then_import() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("vnc.pass"), "secret\n").unwrap();
+    let profile = "[machine]\nmemory = \"1G\"\nsuspend = false\n[cpu]\ncores = 2\nthreads = 1\n\
+                   [pinning]\nvcpus = [0, 1]\n[isolation]\nhost_cpus = \"2-3\"\ngovernor = \"keep\"\n\
+                   [firmware]\ntype = \"seabios\"\n[[pci]]\naddress = \"03:00.0\"\nrescan = true\n\
+                   [[usb]]\nport = \"1-4.2\"\n[[usb]]\ndevice = \"046d:c52b\"\n\
+                   [display]\nvga = \"std\"\nremote = \"vnc\"\nlisten = \"127.0.0.1:5901\"\npassword_file = \"vnc.pass\"\n\
+                   [audio]\nbackend = \"none\"\ndevice = \"usb\"\n\
+                   [clock]\nbase = \"utc\"\nrtc_driftfix = false\nhpet = true\npit_lost_ticks = \"delay\"\n\
+                   [hooks]\nstarted = [\"/usr/local/bin/looking-glass-host\"]\n\
+                   [qemu]\nuser = \"qemu\"\ngroup = \"kvm\"\nsandbox = false\n";
+    let path = dir.path().join("keys.toml");
+    std::fs::write(&path, profile).unwrap();
+    let xml = export(dir.path(), &path);
+    for element in [
+        "<graphics type='vnc' port='5901' autoport='no'>",
+        "<sound model='usb'>",
+        "<audio id='1' type='none'/>",
+        "<timer name='pit' tickpolicy='delay'/>",
+        "<timer name='hpet' present='yes'/>",
+        "<suspend-to-mem enabled='no'/>",
+        "hostbus=1,hostport=4.2",
+        "<vmrun:isolation host-cpus='2-3' governor='keep'/>",
+        "<vmrun:pci address='0000:03:00.0' rescan='yes'/>",
+        "<vmrun:qemu user='qemu' group='kvm' sandbox='no'/>",
+    ] {
+        assert!(xml.contains(element), "{element} missing:\n{xml}");
+    }
+    let xml_path = dir.path().join("keys.xml");
+    std::fs::write(&xml_path, &xml).unwrap();
+    let (imported, _) = import(dir.path(), &xml_path);
+    let source = ProfileSource::read(&path).unwrap();
+    let raw = vmrun::model::parse(&source).unwrap();
+    let (mut original, _) = vmrun::model::validate(&source, &raw).unwrap();
+    let (mut round_trip, _) = validate_text(dir.path(), "keys", &imported).unwrap();
+    original.profile_path = PathBuf::new();
+    round_trip.profile_path = PathBuf::new();
+    assert_eq!(round_trip, original, "{imported}");
+}
