@@ -632,9 +632,12 @@ impl App {
 
     /// A profile as a libvirt domain for the same VM, and the profile's warnings.
     pub fn export_libvirt(&self, profile: &str) -> Result<(String, Vec<Diagnostic>), AppError> {
-        let recipe = self.recipe(self.load(profile)?)?;
+        let loaded = self.load(profile)?;
+        let written = loaded.config.clone();
+        let recipe = self.recipe(loaded)?;
         let xml = crate::libvirt::export(&crate::libvirt::ExportInput {
             config: &recipe.config,
+            profile: &written,
             firmware: &recipe.firmware,
             paths: &recipe.plan.paths,
             emulator: absolute_program(&recipe.config.qemu.binary),

@@ -9,13 +9,18 @@ use std::path::{Path, PathBuf};
 
 use super::xml::Element;
 use super::{QEMU_NAMESPACE, VMRUN_NAMESPACE};
+use crate::model::smbios::SMBIOS_FIELDS;
 use crate::model::*;
 use crate::plan::argv::escape;
 use crate::plan::{BootFirmware, VmPaths};
 
 /// What `export` needs besides the model: what `vmrun show` resolves.
 pub struct ExportInput<'a> {
+    /// The VM with the host's choices made (`pinning.vcpus = "auto"` resolved).
     pub config: &'a VmConfig,
+    /// The VM as the profile wrote it: what travels in `<metadata>` keeps the profile's words
+    /// ("auto") rather than this host's answer.
+    pub profile: &'a VmConfig,
     pub firmware: &'a BootFirmware,
     pub paths: &'a VmPaths,
     /// The QEMU binary as an absolute path (libvirt wants one), found on PATH by the caller.
@@ -191,6 +196,9 @@ impl Exporter<'_> {
         if let Some(cputune) = self.cputune(&mut domain) {
             domain.push(cputune);
         }
+        if let Some(sysinfo) = self.sysinfo() {
+            domain.push(sysinfo);
+        }
         domain.push(self.os(&extra));
         domain.push(self.features(&extra));
         domain.push(self.cpu());
@@ -198,13 +206,18 @@ impl Exporter<'_> {
         domain.push(Element::new("on_poweroff").text("destroy"));
         domain.push(Element::new("on_reboot").text("restart"));
         domain.push(Element::new("on_crash").text("destroy"));
-        if extra.disable_s3.is_some() || extra.disable_s4.is_some() {
+        // machine.suspend = false is vmrun's disable_s3/disable_s4; extra_args come later on
+        // vmrun's command line, so theirs win.
+        let suspend_off = (!config.machine.suspend).then_some(true);
+        let disable_s3 = extra.disable_s3.or(suspend_off);
+        let disable_s4 = extra.disable_s4.or(suspend_off);
+        if disable_s3.is_some() || disable_s4.is_some() {
             let mut pm = Element::new("pm");
             let enabled = |disabled: bool| if disabled { "no" } else { "yes" };
-            if let Some(disabled) = extra.disable_s3 {
+            if let Some(disabled) = disable_s3 {
                 pm.push(Element::new("suspend-to-mem").attr("enabled", enabled(disabled)));
             }
-            if let Some(disabled) = extra.disable_s4 {
+            if let Some(disabled) = disable_s4 {
                 pm.push(Element::new("suspend-to-disk").attr("enabled", enabled(disabled)));
             }
             domain.push(pm);
@@ -239,6 +252,18 @@ impl Exporter<'_> {
 
     fn cputune(&mut self, domain: &mut Element) -> Option<Element> {
         let pinning = self.config.pinning.as_ref()?;
+        if pinning.auto {
+            domain.comment(
+                "vmrun picks the vCPUs' host CPUs (whole cores) from the host's topology at every start \
+                 (pinning.vcpus = \"auto\"); the <vcpupin> entries below are this host's choice at export",
+            );
+            self.metadata
+                .push(Element::new("vmrun:pinning").attr("vcpus", "auto").attr_if(
+                    !self.input.profile.cpu.threads_given,
+                    "threads",
+                    "host",
+                ));
+        }
         let mut cputune = Element::new("cputune");
         for (vcpu, cpu) in pinning.vcpus.iter().enumerate() {
             cputune.push(
@@ -284,6 +309,32 @@ impl Exporter<'_> {
         Some(cputune)
     }
 
+    /// `[smbios]` fields as libvirt's `<sysinfo>`: its entry names are QEMU's.
+    fn sysinfo(&mut self) -> Option<Element> {
+        let smbios = self
+            .config
+            .smbios
+            .as_ref()
+            .filter(|s| !s.fields.is_empty())?;
+        let mut sysinfo = Element::new("sysinfo").attr("type", "smbios");
+        for (table, name) in [(0, "bios"), (1, "system"), (2, "baseBoard"), (3, "chassis")] {
+            let mut element = Element::new(name);
+            for field in SMBIOS_FIELDS.iter().filter(|f| f.table == table) {
+                if let Some(value) = smbios.fields.get(field.key) {
+                    element.push(
+                        Element::new("entry")
+                            .attr("name", field.qemu)
+                            .text(value.clone()),
+                    );
+                }
+            }
+            if element.has_children() {
+                sysinfo.push(element);
+            }
+        }
+        Some(sysinfo)
+    }
+
     fn os(&mut self, extra: &KnownExtraArgs) -> Element {
         let mut os = Element::new("os").child(
             Element::new("type")
@@ -314,6 +365,23 @@ impl Exporter<'_> {
         }
         if extra.boot_menu {
             os.push(Element::new("bootmenu").attr("enable", "yes"));
+        }
+        match &self.config.smbios {
+            Some(smbios) if smbios.from_host => {
+                os.push(Element::new("smbios").attr("mode", "host"));
+                if !smbios.fields.is_empty() {
+                    // libvirt's host mode copies the host's BIOS and system tables and
+                    // ignores <sysinfo>; vmrun lays the profile's fields over the host's.
+                    os.comment(
+                        "vmrun writes the <sysinfo> fields over the host's values; libvirt's mode='host' \
+                         ignores <sysinfo>: for both, write the host's values into <sysinfo> and use mode='sysinfo'",
+                    );
+                }
+            }
+            Some(smbios) if !smbios.fields.is_empty() => {
+                os.push(Element::new("smbios").attr("mode", "sysinfo"));
+            }
+            _ => {}
         }
         if extra
             .rest
@@ -450,8 +518,35 @@ impl Exporter<'_> {
     }
 
     fn clock(&mut self, extra: &KnownExtraArgs) -> Element {
+        let localtime = match &self.config.clock {
+            Some(clock) => clock.base == ClockBase::Localtime || extra.localtime,
+            None => extra.localtime,
+        };
         let mut clock =
-            Element::new("clock").attr("offset", if extra.localtime { "localtime" } else { "utc" });
+            Element::new("clock").attr("offset", if localtime { "localtime" } else { "utc" });
+        if let Some(settings) = &self.config.clock {
+            // libvirt's rtc catchup is QEMU's driftfix=slew.
+            if settings.rtc_driftfix {
+                clock.push(
+                    Element::new("timer")
+                        .attr("name", "rtc")
+                        .attr("tickpolicy", "catchup"),
+                );
+            }
+            // vmrun sets the in-kernel PIT's policy under KVM only (TCG has no kvm-pit).
+            if self.config.machine.accel == Accel::Kvm {
+                clock.push(
+                    Element::new("timer")
+                        .attr("name", "pit")
+                        .attr("tickpolicy", settings.pit_lost_ticks.as_str()),
+                );
+            }
+            clock.push(
+                Element::new("timer")
+                    .attr("name", "hpet")
+                    .attr("present", if settings.hpet { "yes" } else { "no" }),
+            );
+        }
         if self.config.cpu.hyperv.iter().any(|p| p == "hv-time") {
             clock.push(
                 Element::new("timer")
@@ -489,16 +584,70 @@ impl Exporter<'_> {
         };
         match config.display.gui {
             Gui::Sdl => devices.push(Element::new("graphics").attr("type", "sdl")),
-            Gui::Gtk => self
-                .metadata
-                .push(Element::new("vmrun:display").attr("gui", "gtk")),
-            Gui::None => {}
+            Gui::Gtk | Gui::None => {}
         }
+        self.remote_display(&mut devices);
         devices.push(video);
+        if config
+            .display
+            .remote
+            .as_ref()
+            .is_some_and(|r| r.protocol == RemoteProtocol::Spice)
+        {
+            // The SPICE agent's port: vmrun's virtio-serial-pci comes right after the video.
+            let slot = self.take_slot();
+            devices.push(
+                Element::new("controller")
+                    .attr("type", "virtio-serial")
+                    .attr("index", "0")
+                    .child(pci_address(0, slot, 0)),
+            );
+            devices.push(
+                Element::new("channel")
+                    .attr("type", "spicevmc")
+                    .child(
+                        Element::new("target")
+                            .attr("type", "virtio")
+                            .attr("name", "com.redhat.spice.0"),
+                    )
+                    .child(
+                        Element::new("address")
+                            .attr("type", "virtio-serial")
+                            .attr("controller", "0")
+                            .attr("bus", "0")
+                            .attr("port", "1"),
+                    ),
+            );
+        }
+        if config.tpm.is_some() {
+            // vmrun's swtpm keeps its state in the VM's state directory, libvirt's in
+            // /var/lib/libvirt/swtpm/<uuid>: copy it over to keep BitLocker's keys.
+            devices.comment(format!(
+                "vmrun's TPM state is in {}; libvirt starts its own swtpm with its state in \
+                 /var/lib/libvirt/swtpm/<uuid>/tpm2: copy it there before the first start to keep BitLocker and Windows Hello",
+                self.input.paths.tpm_state.display()
+            ));
+            devices.push(
+                Element::new("tpm").attr("model", "tpm-crb").child(
+                    Element::new("backend")
+                        .attr("type", "emulator")
+                        .attr("version", "2.0"),
+                ),
+            );
+        }
         self.disks(&mut devices);
         self.network(&mut devices);
         self.passthrough(&mut devices);
         self.usb(&mut devices);
+        if config.display.remote.is_some() && config.display.vga != VgaModel::None {
+            // vmrun's absolute pointer for a remote display, on the xHCI controller.
+            devices.push(
+                Element::new("input")
+                    .attr("type", "tablet")
+                    .attr("bus", "usb"),
+            );
+        }
+        self.sound(&mut devices);
         self.input(&mut devices);
         self.looking_glass(&mut devices);
         if config.serial == SerialConsole::Log {
@@ -521,6 +670,116 @@ impl Exporter<'_> {
         // vmrun gives every VM a pvpanic device, so that a guest panic ends the run.
         devices.push(Element::new("panic").attr("model", "isa"));
         devices
+    }
+
+    /// `[display] remote`: libvirt's `<graphics>`. vmrun's own socket path stays vmrun's: a
+    /// socket `<listen>` without a path makes libvirt put one in its own directory.
+    fn remote_display(&mut self, devices: &mut Element) {
+        let display = &self.config.display;
+        let mut metadata = Element::new("vmrun:display");
+        if display.gui == Gui::Gtk {
+            metadata = metadata.attr("gui", "gtk");
+        }
+        if let Some(remote) = &display.remote {
+            let mut graphics = Element::new("graphics").attr("type", remote.protocol.as_str());
+            match &remote.listen {
+                Listen::Unix => {
+                    let socket = match remote.protocol {
+                        RemoteProtocol::Spice => &self.input.paths.spice_socket,
+                        RemoteProtocol::Vnc => &self.input.paths.vnc_socket,
+                    };
+                    devices.comment(format!(
+                        "vmrun's {} socket is {}; libvirt makes its own (`virsh domdisplay` names it)",
+                        remote.protocol.as_str(),
+                        socket.display()
+                    ));
+                    graphics.push(Element::new("listen").attr("type", "socket"));
+                }
+                Listen::Tcp { addr, port } => {
+                    graphics = graphics
+                        .attr("port", port.to_string())
+                        .attr("autoport", "no");
+                    graphics.push(
+                        Element::new("listen")
+                            .attr("type", "address")
+                            .attr("address", addr.to_string()),
+                    );
+                }
+            }
+            if let Some(file) = &remote.password_file {
+                // libvirt takes the password itself (passwd=), never a file: it is not copied
+                // into a document that is shown and shared.
+                devices.comment(format!(
+                    "vmrun reads the {} password from {}; libvirt needs it as passwd='...' on <graphics>",
+                    remote.protocol.as_str(),
+                    file.display()
+                ));
+                metadata = metadata.attr("password-file", path_text(file));
+            }
+            devices.push(graphics);
+        }
+        if !metadata.attributes.is_empty() {
+            self.metadata.push(metadata);
+        }
+    }
+
+    /// `[audio]`: `<sound>` with the `<audio>` backend it plays through.
+    fn sound(&mut self, devices: &mut Element) {
+        let Some(audio) = &self.config.audio else {
+            return;
+        };
+        let mut sound = Element::new("sound")
+            .attr(
+                "model",
+                match audio.device {
+                    AudioDevice::Ich9 => "ich9",
+                    AudioDevice::Usb => "usb",
+                },
+            )
+            .child(Element::new("audio").attr("id", "1"));
+        // ich9-intel-hda is a PCI device, after vmrun's xHCI; usb-audio sits on the xHCI.
+        if audio.device == AudioDevice::Ich9 {
+            let slot = self.take_slot();
+            sound.push(pci_address(0, slot, 0));
+        }
+        devices.push(sound);
+        let backend = match &audio.backend {
+            AudioBackend::PulseAudio {
+                server,
+                cookie,
+                user,
+            } => {
+                let mut metadata = Element::new("vmrun:audio");
+                if let Some(user) = user {
+                    metadata = metadata.attr("user", user.clone());
+                }
+                if let Some(cookie) = cookie {
+                    metadata = metadata.attr("cookie", path_text(cookie));
+                }
+                if !metadata.attributes.is_empty() {
+                    self.metadata.push(metadata);
+                }
+                devices.comment(format!(
+                    "vmrun plays through the PulseAudio server of {} with that user's cookie ({}); \
+                     libvirt's QEMU runs as its own user and has no cookie setting: it needs serverName \
+                     and qemu.conf's user set to the desktop user",
+                    user.as_deref().unwrap_or("the user who ran sudo"),
+                    cookie
+                        .as_ref()
+                        .map(|c| c.display().to_string())
+                        .unwrap_or_else(|| "~/.config/pulse/cookie".to_string())
+                ));
+                let mut element = Element::new("audio")
+                    .attr("id", "1")
+                    .attr("type", "pulseaudio");
+                if let Some(server) = server {
+                    element = element.attr("serverName", format!("unix:{}", server.display()));
+                }
+                element
+            }
+            AudioBackend::None => Element::new("audio").attr("id", "1").attr("type", "none"),
+        };
+        devices.push(backend);
     }
 
     fn disks(&mut self, devices: &mut Element) {
@@ -939,6 +1198,82 @@ impl Exporter<'_> {
             .push(Element::new("vmrun:shutdown").attr("timeout", timeout.to_string()));
         if config.display.gui == Gui::Gtk {
             domain.comment("vmrun opens a GTK window; libvirt has no GTK display (virt-viewer with <graphics type='spice'/> is the nearest)");
+        }
+        if let Some(isolation) = &self.input.profile.isolation {
+            let host_cpus = match &isolation.host_cpus {
+                HostCpus::Auto => "auto".to_string(),
+                HostCpus::List(set) => set.to_list_string(),
+            };
+            let resolved = match config.isolation.as_ref().map(|i| &i.host_cpus) {
+                Some(HostCpus::List(set)) => set.to_list_string(),
+                _ => host_cpus.clone(),
+            };
+            domain.comment(format!(
+                "vmrun keeps the host's own work (systemd slices, workqueues, IRQs) on CPUs {resolved} and sets the \
+                 vCPUs' CPUs to the {} governor while the VM runs: libvirt needs {} (systemctl set-property \
+                 system.slice user.slice init.scope AllowedCPUs={resolved}) and the reverse on `{name} release end`",
+                isolation.governor.as_deref().unwrap_or("unchanged"),
+                hook("prepare begin")
+            ));
+            self.metadata.push(
+                Element::new("vmrun:isolation")
+                    .attr("host-cpus", host_cpus)
+                    .attr(
+                        "governor",
+                        isolation
+                            .governor
+                            .clone()
+                            .unwrap_or_else(|| "keep".to_string()),
+                    ),
+            );
+        }
+        for device in config.pci.iter().filter(|d| d.rescan) {
+            domain.comment(format!(
+                "vmrun removes {} and rescans the PCI bus before binding it to vfio-pci: libvirt needs {} \
+                 writing 1 to /sys/bus/pci/devices/{}/remove and /sys/bus/pci/rescan",
+                device.address,
+                hook("prepare begin"),
+                device.address
+            ));
+            self.metadata.push(
+                Element::new("vmrun:pci")
+                    .attr("address", device.address.to_string())
+                    .attr("rescan", "yes"),
+            );
+        }
+        let qemu = &config.qemu;
+        let user = match &qemu.user {
+            QemuUser::Invoker => None,
+            QemuUser::Named(name) => Some(name.clone()),
+            QemuUser::Root => Some("root".to_string()),
+        };
+        if user.is_some() || qemu.group.is_some() || !qemu.sandbox {
+            // libvirt has these once for all domains, in qemu.conf, not per domain.
+            domain.comment(format!(
+                "vmrun runs QEMU as {}{}{}: libvirt sets these for every domain in /etc/libvirt/qemu.conf \
+                 (user=, group=, seccomp_sandbox=)",
+                user.as_deref().unwrap_or("the user who ran sudo"),
+                qemu.group
+                    .as_deref()
+                    .map(|g| format!(", group {g}"))
+                    .unwrap_or_default(),
+                if qemu.sandbox {
+                    ""
+                } else {
+                    ", without QEMU's seccomp sandbox"
+                }
+            ));
+            let mut element = Element::new("vmrun:qemu");
+            if let Some(user) = user {
+                element = element.attr("user", user);
+            }
+            if let Some(group) = &qemu.group {
+                element = element.attr("group", group.clone());
+            }
+            if !qemu.sandbox {
+                element = element.attr("sandbox", "no");
+            }
+            self.metadata.push(element);
         }
     }
 }

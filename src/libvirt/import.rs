@@ -8,6 +8,7 @@ use roxmltree::Node;
 
 use super::{Note, NoteKind, QEMU_NAMESPACE, VMRUN_NAMESPACE};
 use crate::model::cpu::HYPERV_KNOWN;
+use crate::model::smbios::{smbios_problem, SMBIOS_FIELDS};
 use crate::model::{ByteSize, CpuSet, PciAddress, VmName};
 
 #[derive(Debug, thiserror::Error)]
@@ -66,9 +67,33 @@ struct Importer {
     qemu_objects: BTreeMap<String, BTreeMap<String, String>>,
     qemu_drives: BTreeMap<String, BTreeMap<String, String>>,
     smbios_enabled: bool,
-    sysinfo: Option<Vec<String>>,
+    /// `<smbios mode='host'/>`: vmrun's `smbios.from_host`.
+    smbios_host: bool,
+    /// `<sysinfo>` tables: SMBIOS type, the table's element, its entries (name, value).
+    sysinfo: Option<Vec<SysinfoTable>>,
     boot_devs: Vec<String>,
     vcpus_current: Option<u32>,
+}
+
+struct SysinfoTable {
+    kind: u8,
+    element: String,
+    entries: Vec<(String, String)>,
+}
+
+/// `[clock]` as read from `<clock>`'s timers.
+struct ClockDraft {
+    localtime: bool,
+    rtc_driftfix: bool,
+    hpet: bool,
+    pit_lost_ticks: &'static str,
+}
+
+/// `[display] remote`, from `<graphics type='spice'|'vnc'>`.
+struct RemoteDraft {
+    protocol: &'static str,
+    /// "unix" or ADDRESS:PORT.
+    listen: String,
 }
 
 /// The profile being built: the keys vmrun has, as they will be written.
@@ -98,7 +123,8 @@ struct Draft {
     disks: Vec<DiskDraft>,
     network: Option<NetworkDraft>,
     pci: Vec<PciDraft>,
-    usb: Vec<String>,
+    /// `(key, value)`: `device` (vendor:product) or `port` (bus-port path).
+    usb: Vec<(&'static str, String)>,
     evdev: Vec<String>,
     grab_toggle: Option<String>,
     vga: Option<&'static str>,
@@ -110,6 +136,26 @@ struct Draft {
     shutdown_timeout: Option<u64>,
     binary: Option<String>,
     extra_args: Vec<String>,
+    suspend_off: bool,
+    clock: Option<ClockDraft>,
+    tpm: bool,
+    smbios_fields: BTreeMap<&'static str, String>,
+    smbios_from_host: bool,
+    /// backend, device, server socket.
+    audio: Option<(&'static str, &'static str, Option<String>)>,
+    audio_user: Option<String>,
+    audio_cookie: Option<String>,
+    remote: Option<RemoteDraft>,
+    password_file: Option<String>,
+    pinning_auto: bool,
+    threads_from_host: bool,
+    /// host_cpus, governor.
+    isolation: Option<(String, String)>,
+    /// Host addresses of `[[pci]]` entries with `rescan = true`.
+    rescan: BTreeSet<String>,
+    qemu_user: Option<String>,
+    qemu_group: Option<String>,
+    sandbox_off: bool,
 }
 
 #[derive(Default, Clone)]
@@ -597,7 +643,7 @@ impl Importer {
             self.untranslated(node, "only SMBIOS sysinfo has a QEMU equivalent");
             return;
         }
-        let mut args = Vec::new();
+        let mut tables = Vec::new();
         for table in elements(node) {
             let kind = match table.tag_name().name() {
                 "bios" => 0,
@@ -610,32 +656,79 @@ impl Importer {
                     continue;
                 }
             };
-            let mut value = format!("type={kind}");
-            for entry in elements(table).filter(|e| e.tag_name().name() == "entry") {
-                let key = entry.attribute("name").unwrap_or("value");
-                let _ = write!(value, ",{key}={}", text_of(entry).replace(',', ",,"));
-            }
-            args.extend(["-smbios".to_string(), value]);
+            let entries = elements(table)
+                .filter(|e| e.tag_name().name() == "entry")
+                .map(|entry| {
+                    (
+                        entry.attribute("name").unwrap_or("value").to_string(),
+                        text_of(entry),
+                    )
+                })
+                .collect();
+            tables.push(SysinfoTable {
+                kind,
+                element: describe(table),
+                entries,
+            });
         }
-        self.sysinfo = Some(args);
+        self.sysinfo = Some(tables);
     }
 
+    /// Tables whose every entry is a `[smbios]` key become those keys; a table with an entry
+    /// vmrun has no key for (baseBoard's location, OEM strings) stays whole as `-smbios`.
     fn apply_sysinfo(&mut self) {
-        match (self.sysinfo.take(), self.smbios_enabled) {
-            (Some(args), true) => {
-                self.note(
-                    "<sysinfo type='smbios'>",
-                    NoteKind::Changed,
-                    "written as QEMU -smbios arguments in qemu.extra_args",
-                );
-                self.draft.extra_args.extend(args);
-            }
-            (Some(_), false) => self.note(
+        self.draft.smbios_from_host = self.smbios_host;
+        let Some(tables) = self.sysinfo.take() else {
+            return;
+        };
+        if !self.smbios_enabled && !self.smbios_host {
+            self.note(
                 "<sysinfo type='smbios'>",
                 NoteKind::Untranslated,
                 "not used by the domain either: its <os> has no <smbios mode='sysinfo'/>",
-            ),
-            (None, _) => {}
+            );
+            return;
+        }
+        if self.smbios_host {
+            self.note(
+                "<sysinfo type='smbios'>",
+                NoteKind::Changed,
+                "libvirt ignores it under <smbios mode='host'/>; vmrun writes its fields over the host's \
+                 (smbios.from_host with explicit fields)",
+            );
+        }
+        let mut as_args = Vec::new();
+        for table in tables {
+            let keys: Option<Vec<(&'static str, String)>> = table
+                .entries
+                .iter()
+                .map(|(name, value)| {
+                    let field = SMBIOS_FIELDS
+                        .iter()
+                        .find(|f| f.table == table.kind && f.qemu == name)?;
+                    smbios_problem(field.key, value)
+                        .is_none()
+                        .then(|| (field.key, value.clone()))
+                })
+                .collect();
+            match keys {
+                Some(keys) if table.kind <= 3 => self.draft.smbios_fields.extend(keys),
+                _ => {
+                    let mut value = format!("type={}", table.kind);
+                    for (key, text) in &table.entries {
+                        let _ = write!(value, ",{key}={}", text.replace(',', ",,"));
+                    }
+                    as_args.push(table.element);
+                    self.draft.extra_args.extend(["-smbios".to_string(), value]);
+                }
+            }
+        }
+        if !as_args.is_empty() {
+            self.note(
+                as_args.join(" "),
+                NoteKind::Changed,
+                "has entries [smbios] has no key for: written as QEMU -smbios arguments in qemu.extra_args",
+            );
         }
     }
 
@@ -693,13 +786,11 @@ impl Importer {
                             .extend(["-boot".to_string(), "menu=on".to_string()]);
                     }
                 }
-                "smbios" => {
-                    if item.attribute("mode") == Some("sysinfo") {
-                        self.smbios_enabled = true;
-                    } else {
-                        self.untranslated(item, "vmrun uses QEMU's own SMBIOS tables");
-                    }
-                }
+                "smbios" => match item.attribute("mode") {
+                    Some("sysinfo") => self.smbios_enabled = true,
+                    Some("host") => self.smbios_host = true,
+                    _ => {}
+                },
                 _ => self.untranslated(item, "vmrun has no key for this boot setting"),
             }
         }
@@ -1185,26 +1276,70 @@ impl Importer {
         }
     }
 
+    /// Without rtc, pit or hpet timers the offset alone is `-rtc base=localtime` (QEMU's other
+    /// defaults stay, as libvirt leaves them); with any of them it is `[clock]`, whose every
+    /// key is then written out.
     fn clock(&mut self, node: Node) {
-        match node.attribute("offset").unwrap_or("utc") {
-            "utc" => {}
-            "localtime" => self
-                .draft
-                .extra_args
-                .extend(["-rtc".to_string(), "base=localtime".to_string()]),
-            _ => self.untranslated(node, "vmrun keeps the guest clock in UTC"),
-        }
+        let localtime = match node.attribute("offset").unwrap_or("utc") {
+            "utc" => false,
+            "localtime" => true,
+            _ => {
+                self.untranslated(node, "vmrun keeps the guest clock in UTC or local time");
+                false
+            }
+        };
+        // QEMU's defaults, which libvirt keeps unless a timer says otherwise.
+        let mut clock = ClockDraft {
+            localtime,
+            rtc_driftfix: false,
+            hpet: true,
+            pit_lost_ticks: "delay",
+        };
+        let mut timers = false;
         for timer in elements(node) {
-            match (timer.attribute("name"), timer.attribute("present")) {
-                (Some("hypervclock"), Some("yes") | None) => {
+            let present = timer.attribute("present");
+            let policy = timer.attribute("tickpolicy");
+            match (timer.attribute("name"), present, policy) {
+                (Some("hypervclock"), Some("yes") | None, _) => {
                     self.hyperv.insert("time".into());
                 }
-                _ => self.untranslated(timer, "vmrun keeps QEMU's default for this timer"),
+                (Some("rtc"), Some("yes") | None, Some("catchup")) => {
+                    clock.rtc_driftfix = true;
+                    timers = true;
+                }
+                (Some("rtc"), Some("yes") | None, None | Some("delay")) => timers = true,
+                (Some("pit"), Some("yes") | None, Some(policy @ ("discard" | "delay"))) => {
+                    clock.pit_lost_ticks = if policy == "discard" {
+                        "discard"
+                    } else {
+                        "delay"
+                    };
+                    timers = true;
+                }
+                (Some("pit"), Some("yes") | None, None) => timers = true,
+                (Some("hpet"), Some(present), None) => {
+                    clock.hpet = present == "yes";
+                    timers = true;
+                }
+                (Some("kvmclock" | "tsc"), Some("yes") | None, None) => {}
+                _ => self.untranslated(
+                    timer,
+                    "vmrun's [clock] has the RTC drift fix, the PIT's lost-tick policy and the HPET",
+                ),
             }
+        }
+        if timers {
+            self.draft.clock = Some(clock);
+        } else if localtime {
+            self.draft
+                .extra_args
+                .extend(["-rtc".to_string(), "base=localtime".to_string()]);
         }
     }
 
+    /// Both suspend states off is `machine.suspend = false`; one alone stays QEMU's global.
     fn pm(&mut self, node: Node) {
+        let mut disabled = BTreeMap::new();
         for item in elements(node) {
             let state = match item.tag_name().name() {
                 "suspend-to-mem" => "disable_s3",
@@ -1214,14 +1349,16 @@ impl Importer {
                     continue;
                 }
             };
-            let disabled = if item.attribute("enabled") == Some("no") {
-                1
-            } else {
-                0
-            };
+            disabled.insert(state, item.attribute("enabled") == Some("no"));
+        }
+        if disabled.get("disable_s3") == Some(&true) && disabled.get("disable_s4") == Some(&true) {
+            self.draft.suspend_off = true;
+            return;
+        }
+        for (state, off) in disabled {
             self.draft.extra_args.extend([
                 "-global".to_string(),
-                format!("ICH9-LPC.{state}={disabled}"),
+                format!("ICH9-LPC.{state}={}", u8::from(off)),
             ]);
         }
     }
@@ -1239,7 +1376,36 @@ impl Importer {
                         self.firmware_from_descriptors =
                             setting.attribute("selection") == Some("descriptors")
                     }
-                    "display" => self.draft.gui = attribute("gui"),
+                    "display" => {
+                        self.draft.gui = attribute("gui");
+                        self.draft.password_file = attribute("password-file");
+                    }
+                    "pinning" => {
+                        self.draft.pinning_auto = setting.attribute("vcpus") == Some("auto");
+                        self.draft.threads_from_host = setting.attribute("threads") == Some("host");
+                    }
+                    "isolation" => {
+                        self.draft.isolation = Some((
+                            attribute("host-cpus").unwrap_or_else(|| "auto".into()),
+                            attribute("governor").unwrap_or_else(|| "performance".into()),
+                        ))
+                    }
+                    "pci" => {
+                        if let (Some(address), Some("yes")) =
+                            (attribute("address"), setting.attribute("rescan"))
+                        {
+                            self.draft.rescan.insert(address);
+                        }
+                    }
+                    "qemu" => {
+                        self.draft.qemu_user = attribute("user");
+                        self.draft.qemu_group = attribute("group");
+                        self.draft.sandbox_off = setting.attribute("sandbox") == Some("no");
+                    }
+                    "audio" => {
+                        self.draft.audio_user = attribute("user");
+                        self.draft.audio_cookie = attribute("cookie");
+                    }
                     "looking-glass" => {
                         let lg = self
                             .draft
@@ -1365,6 +1531,20 @@ impl Importer {
                         None => passed_on.extend([option.clone()].into_iter().chain(value.clone())),
                     }
                 }
+                // vmrun's export of a `[[usb]] port`: libvirt names USB devices by
+                // vendor:product or by bus and device number, never by port.
+                ("-device", "usb-host")
+                    if props.contains_key("hostbus") && props.contains_key("hostport") =>
+                {
+                    let port = format!("{}-{}", props["hostbus"], props["hostport"]);
+                    let position = props
+                        .get("id")
+                        .and_then(|id| id.strip_prefix("ua-vmrun-usb"))
+                        .and_then(|n| n.parse::<usize>().ok())
+                        .unwrap_or(usize::MAX)
+                        .min(self.draft.usb.len());
+                    self.draft.usb.insert(position, ("port", port));
+                }
                 ("-set", _) => self.note(
                     format!(
                         "<qemu:arg value='-set'> <qemu:arg value='{}'>",
@@ -1451,6 +1631,12 @@ impl Importer {
 
     fn devices(&mut self, node: Node) -> Result<(), ImportError> {
         let mut controllers_noted = false;
+        let remote = |kind: &str| {
+            elements(node)
+                .any(|d| d.tag_name().name() == "graphics" && d.attribute("type") == Some(kind))
+        };
+        let remote_spice = remote("spice");
+        let remote_display = remote_spice || remote("vnc");
         let mut videos = 0;
         let mut graphics_seen = false;
         let mut serial_seen = false;
@@ -1468,7 +1654,9 @@ impl Importer {
                     let model = device.attribute("model").unwrap_or("");
                     let infrastructure = matches!(model, "pci-root" | "pcie-root")
                         || device.attribute("type") == Some("usb")
-                            && matches!(model, "none" | "qemu-xhci");
+                            && matches!(model, "none" | "qemu-xhci")
+                        // The SPICE agent's port, which vmrun adds with SPICE.
+                        || device.attribute("type") == Some("virtio-serial") && remote_spice;
                     if !infrastructure && !controllers_noted {
                         controllers_noted = true;
                         self.changed(
@@ -1494,6 +1682,8 @@ impl Importer {
                 "input" => match (device.attribute("type"), device.attribute("bus")) {
                     (Some("evdev"), _) => self.evdev(device),
                     (Some("mouse" | "keyboard"), Some("ps2") | None) => {}
+                    // vmrun gives a remote display with an emulated adapter a USB tablet.
+                    (Some("tablet"), Some("usb")) if remote_display => {}
                     _ => self.untranslated(
                         device,
                         "vmrun has PS/2 keyboard and mouse, evdev devices and USB passthrough",
@@ -1503,11 +1693,27 @@ impl Importer {
                     graphics_seen = true;
                     match device.attribute("type") {
                         Some("sdl") => self.draft.gui = Some("sdl".into()),
+                        Some("spice") if self.draft.remote.is_none() => {
+                            self.graphics(device, "spice")
+                        }
+                        Some("vnc") if self.draft.remote.is_none() => self.graphics(device, "vnc"),
                         _ => self.untranslated(
                             device,
-                            "vmrun shows the guest in a local window (display.gui) or not at all; \
-                             Looking Glass or the passed GPU's own outputs replace remote displays",
+                            "vmrun has a local window (display.gui) and one remote display (SPICE or VNC)",
                         ),
+                    }
+                }
+                "channel" => {
+                    let agent = device.attribute("type") == Some("spicevmc")
+                        && child(device, "target").is_none_or(|t| {
+                            t.attribute("name")
+                                .is_none_or(|n| n == "com.redhat.spice.0")
+                        });
+                    if !agent || !remote_spice {
+                        self.untranslated(
+                            device,
+                            "vmrun's one channel is the SPICE agent's, which comes with display.remote = \"spice\"",
+                        );
                     }
                 }
                 "video" => {
@@ -1572,21 +1778,11 @@ impl Importer {
                         self.untranslated(device, "vmrun adds no memory balloon");
                     }
                 }
-                "audio" => {
-                    if device.attribute("type") != Some("none") {
-                        self.untranslated(device, "vmrun has no audio backend");
-                    }
-                }
+                // Read with the <sound> that plays through it.
+                "audio" => {}
                 "shmem" => self.shmem(device),
-                "sound" => self.untranslated(
-                    device,
-                    "vmrun has no emulated sound card; the passed GPU's HDMI audio or a USB headset work",
-                ),
-                "tpm" => self.untranslated(
-                    device,
-                    "vmrun has no TPM (it would need swtpm running); add it with qemu.extra_args \
-                     if swtpm is started by a pre_start hook",
-                ),
+                "sound" => self.sound(node, device),
+                "tpm" => self.tpm(device),
                 _ => self.untranslated(device, "vmrun has no device of this kind"),
             }
         }
@@ -1594,6 +1790,149 @@ impl Importer {
             self.draft.vga = Some(if graphics_seen { "std" } else { "none" });
         }
         Ok(())
+    }
+
+    /// `<graphics type='spice'|'vnc'>`: a socket listen is vmrun's `listen = "unix"` (in
+    /// vmrun's runtime directory), an address with a fixed port is `ADDRESS:PORT`.
+    fn graphics(&mut self, node: Node, protocol: &'static str) {
+        let listen_node = child(node, "listen");
+        let kind = listen_node.and_then(|l| l.attribute("type"));
+        let address = listen_node
+            .and_then(|l| l.attribute("address"))
+            .or_else(|| node.attribute("listen"));
+        let port = node
+            .attribute("port")
+            .and_then(|p| p.parse::<u16>().ok())
+            .filter(|p| *p > 0 && node.attribute("autoport") != Some("yes"));
+        let listen = match (kind, address, port) {
+            (Some("socket"), _, _) => {
+                if listen_node.and_then(|l| l.attribute("socket")).is_some() {
+                    self.changed(
+                        node,
+                        "vmrun puts the socket in the VM's runtime directory; `vmrun status` names it",
+                    );
+                }
+                "unix".to_string()
+            }
+            (_, Some(address), Some(port)) => {
+                let host = if address.contains(':') {
+                    format!("[{address}]")
+                } else {
+                    address.to_string()
+                };
+                format!("{host}:{port}")
+            }
+            _ => {
+                self.changed(
+                    node,
+                    "no fixed address and port (autoport, or listening on a network): vmrun listens on a \
+                     Unix socket in the VM's runtime directory; set display.listen = \"ADDRESS:PORT\" for TCP",
+                );
+                "unix".to_string()
+            }
+        };
+        if node.attribute("passwd").is_some() {
+            self.untranslated(
+                node,
+                "vmrun reads the password from a file (display.password_file); it is not copied into the profile",
+            );
+        }
+        for item in elements(node) {
+            match item.tag_name().name() {
+                "listen" => {}
+                _ => {
+                    self.untranslated(item, "vmrun keeps QEMU's defaults for this display setting")
+                }
+            }
+        }
+        self.draft.remote = Some(RemoteDraft { protocol, listen });
+    }
+
+    /// `<sound>` and the `<audio>` backend it names (or the first one).
+    fn sound<'a, 'input>(&mut self, devices: Node<'a, 'input>, node: Node<'a, 'input>) {
+        if self.draft.audio.is_some() {
+            self.untranslated(node, "vmrun has one sound card");
+            return;
+        }
+        let device = match node.attribute("model") {
+            Some("ich9") => "ich9",
+            Some("usb") => "usb",
+            Some(model @ ("ich6" | "ich7" | "hda")) => {
+                self.changed(
+                    node,
+                    format!("vmrun's HD Audio controller is ich9, not `{model}`: the same drivers"),
+                );
+                "ich9"
+            }
+            _ => {
+                self.untranslated(
+                    node,
+                    "vmrun's sound cards are Intel HD Audio (ich9) and USB audio",
+                );
+                return;
+            }
+        };
+        for item in elements(node) {
+            match item.tag_name().name() {
+                "audio" | "address" | "alias" => {}
+                "codec" if item.attribute("type") == Some("duplex") => {}
+                _ => self.untranslated(item, "vmrun's HD Audio has the one duplex codec"),
+            }
+        }
+        let id = child(node, "audio").and_then(|a| a.attribute("id"));
+        let backend_node = elements(devices)
+            .find(|d| d.tag_name().name() == "audio" && (id.is_none() || d.attribute("id") == id));
+        let (backend, server) = match backend_node.and_then(|b| b.attribute("type").map(|t| (b, t)))
+        {
+            Some((b, "pulseaudio")) => {
+                let server = b
+                    .attribute("serverName")
+                    .map(|s| s.strip_prefix("unix:").unwrap_or(s).to_string());
+                if let Some(name) = server.as_ref().filter(|s| !s.starts_with('/')) {
+                    self.changed(
+                        b,
+                        format!("vmrun reaches PulseAudio on a Unix socket, not `{name}`: the desktop user's server"),
+                    );
+                    ("pulseaudio", None)
+                } else {
+                    ("pulseaudio", server)
+                }
+            }
+            Some((_, "none")) | None => ("none", None),
+            Some((b, other)) => {
+                self.changed(
+                    b,
+                    format!("vmrun plays through PulseAudio (PipeWire too) or nowhere, not `{other}`: the profile says none"),
+                );
+                ("none", None)
+            }
+        };
+        self.draft.audio = Some((backend, device, server));
+    }
+
+    fn tpm(&mut self, node: Node) {
+        let backend = child(node, "backend");
+        let emulator = backend.and_then(|b| b.attribute("type")) == Some("emulator");
+        let version = backend
+            .and_then(|b| b.attribute("version"))
+            .unwrap_or("2.0");
+        if !emulator || version != "2.0" {
+            self.untranslated(
+                node,
+                "vmrun's TPM is a TPM 2.0 emulated by swtpm (a host TPM is not passed through)",
+            );
+            return;
+        }
+        if node.attribute("model").is_some_and(|m| m != "tpm-crb") {
+            self.changed(node, "vmrun's TPM is tpm-crb (what Windows 11 expects)");
+        }
+        self.note(
+            describe(node),
+            NoteKind::Changed,
+            "vmrun keeps the TPM state in the VM's state directory: to keep BitLocker's keys, copy \
+             libvirt's /var/lib/libvirt/swtpm/<uuid>/tpm2 there (the `tpm` directory) before the first run",
+        );
+        self.draft.tpm = true;
     }
 
     fn disk(&mut self, node: Node) {
@@ -1796,7 +2135,9 @@ impl Importer {
                 };
                 match (id("vendor"), id("product")) {
                     (Some(vendor), Some(product)) => {
-                        self.draft.usb.push(format!("{vendor:04x}:{product:04x}"));
+                        self.draft
+                            .usb
+                            .push(("device", format!("{vendor:04x}:{product:04x}")));
                     }
                     _ => self.untranslated(
                         node,
@@ -1987,13 +2328,17 @@ impl Draft {
         if self.iothreads > 0 {
             let _ = writeln!(out, "iothreads = {}", self.iothreads);
         }
+        if self.suspend_off {
+            let _ = writeln!(out, "suspend = false");
+        }
 
         let (sockets, cores, threads) = self.topology.unwrap_or((self.vcpus, 1, 1));
         let _ = writeln!(out, "\n[cpu]");
-        let _ = writeln!(
-            out,
-            "sockets = {sockets}\ncores = {cores}\nthreads = {threads}"
-        );
+        let _ = writeln!(out, "sockets = {sockets}\ncores = {cores}");
+        // With vcpus = "auto" and no threads in the profile, the host's cores decide them.
+        if !(self.pinning_auto && self.threads_from_host) {
+            let _ = writeln!(out, "threads = {threads}");
+        }
         if let Some(model) = &self.model {
             let _ = writeln!(out, "model = {}", quote(model));
         }
@@ -2021,7 +2366,12 @@ impl Draft {
                 .filter_map(|cpus| cpus.first().map(ToString::to_string))
                 .collect();
             let _ = writeln!(out, "\n[pinning]");
-            let _ = writeln!(out, "vcpus = [{}]", vcpus.join(", "));
+            if self.pinning_auto {
+                // The <vcpupin> entries are one host's answer to "auto"; the profile asks again.
+                let _ = writeln!(out, "vcpus = \"auto\"");
+            } else {
+                let _ = writeln!(out, "vcpus = [{}]", vcpus.join(", "));
+            }
             if let Some(emulator) = &self.emulatorpin {
                 let _ = writeln!(out, "emulator = {}", quote(emulator));
             }
@@ -2038,6 +2388,15 @@ impl Draft {
                     let _ = writeln!(out, "scheduler = \"other\"");
                 }
             }
+        }
+
+        if let Some((host_cpus, governor)) = &self.isolation {
+            let _ = writeln!(
+                out,
+                "\n[isolation]\nhost_cpus = {}\ngovernor = {}",
+                quote(host_cpus),
+                quote(governor)
+            );
         }
 
         let _ = writeln!(out, "\n[firmware]");
@@ -2117,9 +2476,12 @@ impl Draft {
             if let Some(order) = device.boot_order {
                 let _ = writeln!(out, "boot_order = {order}");
             }
+            if self.rescan.contains(&device.address.to_string()) {
+                let _ = writeln!(out, "rescan = true");
+            }
         }
-        for usb in &self.usb {
-            let _ = writeln!(out, "\n[[usb]]\ndevice = {}", quote(usb));
+        for (key, value) in &self.usb {
+            let _ = writeln!(out, "\n[[usb]]\n{key} = {}", quote(value));
         }
 
         if !self.evdev.is_empty() {
@@ -2133,6 +2495,56 @@ impl Draft {
         let _ = writeln!(out, "vga = {}", quote(self.vga.unwrap_or("none")));
         if let Some(gui) = &self.gui {
             let _ = writeln!(out, "gui = {}", quote(gui));
+        }
+        if let Some(remote) = &self.remote {
+            let _ = writeln!(out, "remote = {}", quote(remote.protocol));
+            let _ = writeln!(out, "listen = {}", quote(&remote.listen));
+            if let Some(file) = &self.password_file {
+                let _ = writeln!(out, "password_file = {}", quote(file));
+            }
+        }
+        if let Some((backend, device, server)) = &self.audio {
+            let _ = writeln!(
+                out,
+                "\n[audio]\nbackend = {}\ndevice = {}",
+                quote(backend),
+                quote(device)
+            );
+            if *backend == "pulseaudio" {
+                for (key, value) in [
+                    ("server", server),
+                    ("cookie", &self.audio_cookie),
+                    ("user", &self.audio_user),
+                ] {
+                    if let Some(value) = value {
+                        let _ = writeln!(out, "{key} = {}", quote(value));
+                    }
+                }
+            }
+        }
+        if self.tpm {
+            let _ = writeln!(out, "\n[tpm]\nversion = \"2.0\"");
+        }
+        if self.smbios_from_host || !self.smbios_fields.is_empty() {
+            let _ = writeln!(out, "\n[smbios]");
+            if self.smbios_from_host {
+                let _ = writeln!(out, "from_host = true");
+            }
+            for field in SMBIOS_FIELDS {
+                if let Some(value) = self.smbios_fields.get(field.key) {
+                    let _ = writeln!(out, "{} = {}", field.key, quote(value));
+                }
+            }
+        }
+        if let Some(clock) = &self.clock {
+            let _ = writeln!(
+                out,
+                "\n[clock]\nbase = {}\nrtc_driftfix = {}\nhpet = {}\npit_lost_ticks = {}",
+                quote(if clock.localtime { "localtime" } else { "utc" }),
+                clock.rtc_driftfix,
+                clock.hpet,
+                quote(clock.pit_lost_ticks)
+            );
         }
         if self.serial_log {
             let _ = writeln!(out, "\n[console]\nserial = \"log\"");
@@ -2179,10 +2591,23 @@ impl Draft {
         if let Some(timeout) = self.shutdown_timeout {
             let _ = writeln!(out, "\n[shutdown]\ntimeout = {timeout}");
         }
-        if self.binary.is_some() || !self.extra_args.is_empty() {
+        if self.binary.is_some()
+            || !self.extra_args.is_empty()
+            || self.qemu_user.is_some()
+            || self.qemu_group.is_some()
+            || self.sandbox_off
+        {
             let _ = writeln!(out, "\n[qemu]");
             if let Some(binary) = &self.binary {
                 let _ = writeln!(out, "binary = {}", quote(binary));
+            }
+            for (key, value) in [("user", &self.qemu_user), ("group", &self.qemu_group)] {
+                if let Some(value) = value {
+                    let _ = writeln!(out, "{key} = {}", quote(value));
+                }
+            }
+            if self.sandbox_off {
+                let _ = writeln!(out, "sandbox = false");
             }
             if !self.extra_args.is_empty() {
                 let _ = writeln!(out, "extra_args = {}", quote_list(&self.extra_args));

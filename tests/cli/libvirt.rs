@@ -137,7 +137,14 @@ fn on_off(value: &str) -> String {
 
 /// The facts of a QEMU argv the issue asks to compare: memory, vCPUs, CPU model and flags
 /// (Hyper-V vendor id among them), host PCI addresses and ROM files, firmware, evdev,
-/// shared memory, SMBIOS, hugepages, TPM.
+/// shared memory, SMBIOS, hugepages, TPM; and the clock, guest suspend, the audio backend and
+/// the remote display.
+///
+/// Not facts, because libvirt cannot say them the same way: the remote display's socket path
+/// (libvirt makes its own socket in its own directory; the kind, a socket, is compared), and
+/// the PulseAudio cookie (vmrun passes it in QEMU's environment, PULSE_COOKIE; libvirt has no
+/// setting for it). vmrun's pvpanic is libvirt's <panic model='isa'/>: the same `pvpanic`
+/// device, compared with the other devices.
 fn facts(argv: &[String]) -> BTreeSet<String> {
     let mut facts = BTreeSet::new();
     let mut index = 1;
@@ -147,8 +154,66 @@ fn facts(argv: &[String]) -> BTreeSet<String> {
         if !option.starts_with('-') {
             continue;
         }
+        if option == "-no-hpet" {
+            facts.insert("hpet=off".to_string());
+            continue;
+        }
         let (head, map) = option_map(value);
         match option {
+            "-rtc" => {
+                // base=utc is QEMU's default, which vmrun leaves unsaid and libvirt says.
+                for part in value.split(',') {
+                    if part != "base=utc" {
+                        facts.insert(format!("rtc.{part}"));
+                    }
+                }
+            }
+            "-global"
+                if value.starts_with("kvm-pit.lost_tick_policy=")
+                    || value.starts_with("ICH9-LPC.disable_s") =>
+            {
+                facts.insert(value.to_string());
+            }
+            "-machine" if map.get("hpet").is_some_and(|v| on_off(v) == "off") => {
+                facts.insert("hpet=off".to_string());
+            }
+            "-audiodev" => {
+                // libvirt adds a `none` backend to every domain, sound card or not: only a
+                // backend that plays somewhere is a fact.
+                let driver = map.get("driver").cloned().unwrap_or(head.clone());
+                if driver != "none" {
+                    facts.insert(format!("audiodev={driver}"));
+                }
+            }
+            "-spice" => {
+                let listen = if value
+                    .split(',')
+                    .any(|part| matches!(part, "unix" | "unix=on"))
+                {
+                    "socket".to_string()
+                } else {
+                    format!(
+                        "{}:{}",
+                        map.get("addr").cloned().unwrap_or_default(),
+                        map.get("port").cloned().unwrap_or_default()
+                    )
+                };
+                facts.insert(format!("spice={listen}"));
+                if map
+                    .get("disable-ticketing")
+                    .is_some_and(|v| on_off(v) == "on")
+                {
+                    facts.insert("spice.password=none".to_string());
+                }
+            }
+            "-vnc" => {
+                let listen = if head.starts_with("unix:") {
+                    "socket".to_string()
+                } else {
+                    head.clone()
+                };
+                facts.insert(format!("vnc={listen}"));
+            }
             "-m" => {
                 facts.insert(format!("memory={}", size_bytes(value)));
             }
@@ -432,14 +497,25 @@ fn import_translates_what_the_desktops_rely_on() {
     assert!(notes
         .iter()
         .any(|n| n.contains("[4, 5, 6, 7]") && n.contains("host CPU 0")));
-    // cafreo: Looking Glass <shmem>, secure boot from the loader, spice and sound left out.
+    // cafreo: Looking Glass <shmem>, secure boot from the loader; SPICE on a port libvirt
+    // picks becomes vmrun's socket, the ich9 card stays and plays nowhere, as with libvirt's
+    // audio type='spice' without a client: both with a note.
     let (profile, notes) = import(dir.path(), &desktops.join("cafreo-looking-glass-win10.xml"));
     assert!(profile.contains("[looking_glass]\nsize = \"32M\"\npath = \"/dev/shm/looking-glass\""));
     assert!(profile.contains("secure_boot = true"));
     assert!(profile.contains("model = \"Skylake-Client-noTSX-IBRS\""));
+    assert!(
+        profile.contains("remote = \"spice\"\nlisten = \"unix\""),
+        "{profile}"
+    );
+    assert!(
+        profile.contains("[audio]\nbackend = \"none\"\ndevice = \"ich9\""),
+        "{profile}"
+    );
     for element in [
         "<graphics type='spice'",
-        "<sound model='ich9'>",
+        "<audio id='1' type='spice'>",
+        "<image compression='off'>",
         "<watchdog",
     ] {
         assert!(
@@ -708,6 +784,15 @@ impl Drop for PrivateLibvirt {
     }
 }
 
+/// A shipped profile as shown from another directory: its ROM files, relative to
+/// vm-profiles/, are made absolute as the export made them.
+fn profile_text(profile: &Path) -> String {
+    std::fs::read_to_string(profile).unwrap().replace(
+        "\"roms/",
+        &format!("\"{}/", repo_root().join("vm-profiles/roms").display()),
+    )
+}
+
 /// Removes every element `<tag ...>...</tag>` whose opening tag contains `marker`.
 fn without_elements(xml: &str, tag: &str, marker: &str) -> String {
     let mut out = String::new();
@@ -761,23 +846,37 @@ fn libvirt_accepts_the_exported_domains_and_would_run_the_same_vm() {
         // NIC and the USB ids are in the exported XML checked above.
         let convertible = without_elements(&xml, "interface", "type=");
         let convertible = without_elements(&convertible, "hostdev", "type='usb'");
+        // SMBIOS from the host: libvirt's <smbios mode='host'/> reads the host's tables with
+        // dmidecode at every start and lays no field over them (libvirt cannot express
+        // smbios.from_host together with explicit fields); vmrun reads /sys/class/dmi/id and
+        // lays the profile's fields over it. What the host says depends on the machine (a
+        // container has no tables, and libvirt then refuses to convert), so both sides are
+        // compared with the profile's own fields only: mode='sysinfo' for libvirt,
+        // from_host = false for vmrun.
+        let from_host = convertible.contains("<smbios mode='host'/>");
+        if from_host {
+            assert!(
+                profile_text(&profile).contains("from_host = true"),
+                "{name}: <smbios mode='host'/> without smbios.from_host"
+            );
+        }
+        let own_fields = if convertible.contains("<sysinfo") {
+            "<smbios mode='sysinfo'/>"
+        } else {
+            ""
+        };
+        let convertible = convertible.replace("<smbios mode='host'/>", own_fields);
         let path = libvirt.file(&format!("{name}-native.xml"), &convertible);
         let (code, native, stderr) =
             libvirt.virsh(&["domxml-to-native", "qemu-argv", path.to_str().unwrap()]);
         assert_eq!(code, 0, "{name}: domxml-to-native: {stderr}\n{convertible}");
         let theirs = facts(&libvirt_argv(&native));
 
-        let profile_text = std::fs::read_to_string(&profile).unwrap();
-        let ours = facts(&show_argv(
-            dir.path(),
-            &name,
-            &profile_text.replace(
-                "roms/gtx970.rom",
-                &repo_root()
-                    .join("vm-profiles/roms/gtx970.rom")
-                    .to_string_lossy(),
-            ),
-        ));
+        let mut profile_text = profile_text(&profile);
+        if from_host {
+            profile_text = profile_text.replace("from_host = true", "from_host = false");
+        }
+        let ours = facts(&show_argv(dir.path(), &name, &profile_text));
         assert_eq!(
             theirs, ours,
             "{name}: libvirt's argv differs from vmrun's\nlibvirt: {native}"
@@ -797,16 +896,7 @@ fn libvirt_accepts_the_exported_domains_and_would_run_the_same_vm() {
                 .collect()
         };
         let native_argv = libvirt_argv(&native);
-        let show = show_argv(
-            dir.path(),
-            &name,
-            &profile_text.replace(
-                "roms/gtx970.rom",
-                &repo_root()
-                    .join("vm-profiles/roms/gtx970.rom")
-                    .to_string_lossy(),
-            ),
-        );
+        let show = show_argv(dir.path(), &name, &profile_text);
         assert_eq!(
             devices(&native_argv),
             devices(&show),
@@ -929,4 +1019,49 @@ fn exported_guest_addresses_are_the_ones_qemu_assigns_under_vmrun() {
         );
     }
     assert_eq!(exported.len(), 7, "{exported:?}");
+}
+
+/// The keys no shipped profile has survive the round trip too: host steps through
+/// `<metadata>`, a VNC display on an address with a password file, USB audio playing nowhere,
+/// the PIT's delay policy with the HPET on, a USB port.
+#[test]
+fn keys_outside_the_shipped_profiles_survive_export_then_import() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("vnc.pass"), "secret\n").unwrap();
+    let profile = "[machine]\nmemory = \"1G\"\nsuspend = false\n[cpu]\ncores = 2\nthreads = 1\n\
+                   [pinning]\nvcpus = [0, 1]\n[isolation]\nhost_cpus = \"2-3\"\ngovernor = \"keep\"\n\
+                   [firmware]\ntype = \"seabios\"\n[[pci]]\naddress = \"03:00.0\"\nrescan = true\n\
+                   [[usb]]\nport = \"1-4.2\"\n[[usb]]\ndevice = \"046d:c52b\"\n\
+                   [display]\nvga = \"std\"\nremote = \"vnc\"\nlisten = \"127.0.0.1:5901\"\npassword_file = \"vnc.pass\"\n\
+                   [audio]\nbackend = \"none\"\ndevice = \"usb\"\n\
+                   [clock]\nbase = \"utc\"\nrtc_driftfix = false\nhpet = true\npit_lost_ticks = \"delay\"\n\
+                   [hooks]\nstarted = [\"/usr/local/bin/looking-glass-host\"]\n\
+                   [qemu]\nuser = \"qemu\"\ngroup = \"kvm\"\nsandbox = false\n";
+    let path = dir.path().join("keys.toml");
+    std::fs::write(&path, profile).unwrap();
+    let xml = export(dir.path(), &path);
+    for element in [
+        "<graphics type='vnc' port='5901' autoport='no'>",
+        "<sound model='usb'>",
+        "<audio id='1' type='none'/>",
+        "<timer name='pit' tickpolicy='delay'/>",
+        "<timer name='hpet' present='yes'/>",
+        "<suspend-to-mem enabled='no'/>",
+        "hostbus=1,hostport=4.2",
+        "<vmrun:isolation host-cpus='2-3' governor='keep'/>",
+        "<vmrun:pci address='0000:03:00.0' rescan='yes'/>",
+        "<vmrun:qemu user='qemu' group='kvm' sandbox='no'/>",
+    ] {
+        assert!(xml.contains(element), "{element} missing:\n{xml}");
+    }
+    let xml_path = dir.path().join("keys.xml");
+    std::fs::write(&xml_path, &xml).unwrap();
+    let (imported, _) = import(dir.path(), &xml_path);
+    let source = ProfileSource::read(&path).unwrap();
+    let raw = vmrun::model::parse(&source).unwrap();
+    let (mut original, _) = vmrun::model::validate(&source, &raw).unwrap();
+    let (mut round_trip, _) = validate_text(dir.path(), "keys", &imported).unwrap();
+    original.profile_path = PathBuf::new();
+    round_trip.profile_path = PathBuf::new();
+    assert_eq!(round_trip, original, "{imported}");
 }
