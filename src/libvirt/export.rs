@@ -1241,39 +1241,15 @@ impl Exporter<'_> {
                     .attr("rescan", "yes"),
             );
         }
-        let qemu = &config.qemu;
-        let user = match &qemu.user {
-            QemuUser::Invoker => None,
-            QemuUser::Named(name) => Some(name.clone()),
-            QemuUser::Root => Some("root".to_string()),
-        };
-        if user.is_some() || qemu.group.is_some() || !qemu.sandbox {
-            // libvirt has these once for all domains, in qemu.conf, not per domain.
-            domain.comment(format!(
-                "vmrun runs QEMU as {}{}{}: libvirt sets these for every domain in /etc/libvirt/qemu.conf \
-                 (user=, group=, seccomp_sandbox=)",
-                user.as_deref().unwrap_or("the user who ran sudo"),
-                qemu.group
-                    .as_deref()
-                    .map(|g| format!(", group {g}"))
-                    .unwrap_or_default(),
-                if qemu.sandbox {
-                    ""
-                } else {
-                    ", without QEMU's seccomp sandbox"
-                }
-            ));
-            let mut element = Element::new("vmrun:qemu");
-            if let Some(user) = user {
-                element = element.attr("user", user);
-            }
-            if let Some(group) = &qemu.group {
-                element = element.attr("group", group.clone());
-            }
-            if !qemu.sandbox {
-                element = element.attr("sandbox", "no");
-            }
-            self.metadata.push(element);
+        if !config.qemu.sandbox {
+            // libvirt has this once for all domains, in qemu.conf, not per domain.
+            domain.comment(
+                "vmrun runs this VM's QEMU without its seccomp sandbox: libvirt sets that for every domain in \
+                 /etc/libvirt/qemu.conf (seccomp_sandbox = 0)"
+                    .to_string(),
+            );
+            self.metadata
+                .push(Element::new("vmrun:qemu").attr("sandbox", "no"));
         }
     }
 }

@@ -153,8 +153,6 @@ struct Draft {
     isolation: Option<(String, String)>,
     /// Host addresses of `[[pci]]` entries with `rescan = true`.
     rescan: BTreeSet<String>,
-    qemu_user: Option<String>,
-    qemu_group: Option<String>,
     sandbox_off: bool,
 }
 
@@ -1398,8 +1396,6 @@ impl Importer {
                         }
                     }
                     "qemu" => {
-                        self.draft.qemu_user = attribute("user");
-                        self.draft.qemu_group = attribute("group");
                         self.draft.sandbox_off = setting.attribute("sandbox") == Some("no");
                     }
                     "audio" => {
@@ -2591,20 +2587,10 @@ impl Draft {
         if let Some(timeout) = self.shutdown_timeout {
             let _ = writeln!(out, "\n[shutdown]\ntimeout = {timeout}");
         }
-        if self.binary.is_some()
-            || !self.extra_args.is_empty()
-            || self.qemu_user.is_some()
-            || self.qemu_group.is_some()
-            || self.sandbox_off
-        {
+        if self.binary.is_some() || !self.extra_args.is_empty() || self.sandbox_off {
             let _ = writeln!(out, "\n[qemu]");
             if let Some(binary) = &self.binary {
                 let _ = writeln!(out, "binary = {}", quote(binary));
-            }
-            for (key, value) in [("user", &self.qemu_user), ("group", &self.qemu_group)] {
-                if let Some(value) = value {
-                    let _ = writeln!(out, "{key} = {}", quote(value));
-                }
             }
             if self.sandbox_off {
                 let _ = writeln!(out, "sandbox = false");
