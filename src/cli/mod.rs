@@ -227,7 +227,7 @@ enum Command {
         action: usb_commands::UsbAction,
     },
     /// Print the shell completion script (completes commands, options, profile names and
-    /// running VMs). See the README for where to put it.
+    /// running VMs). docs/commands.md says where to put it.
     Completions {
         #[arg(value_enum)]
         shell: shell_commands::Shell,

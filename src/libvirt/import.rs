@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use roxmltree::Node;
 
 use super::{Note, NoteKind, QEMU_NAMESPACE, VMRUN_NAMESPACE};
-use crate::model::cpu::HYPERV_KNOWN;
+use crate::model::cpu::{HYPERV_KNOWN, HYPERV_KVM_DEFAULT};
 use crate::model::smbios::{smbios_problem, SMBIOS_FIELDS};
 use crate::model::{ByteSize, CpuSet, PciAddress, VmName};
 
@@ -1180,21 +1180,7 @@ impl Importer {
             .filter(|name| self.hyperv.contains(**name))
             .map(|name| name.to_string())
             .collect();
-        let kvm_default = [
-            "relaxed",
-            "vapic",
-            "spinlocks",
-            "vpindex",
-            "runtime",
-            "synic",
-            "stimer",
-            "reset",
-            "frequencies",
-            "time",
-            "tlbflush",
-            "ipi",
-        ];
-        self.draft.hyperv_default = !self.draft.tcg && ordered == kvm_default;
+        self.draft.hyperv_default = !self.draft.tcg && ordered == HYPERV_KVM_DEFAULT;
         self.draft.hyperv = ordered;
     }
 

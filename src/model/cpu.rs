@@ -55,7 +55,8 @@ pub struct Cpu {
     pub features: Vec<String>,
 }
 
-const HYPERV_KVM_DEFAULT: &[&str] = &[
+/// What `hyperv = true` means under KVM, in the order vmrun writes them.
+pub const HYPERV_KVM_DEFAULT: &[&str] = &[
     "relaxed",
     "vapic",
     "spinlocks",
