@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Installs what vmrun needs to boot VMs on Debian/Ubuntu, and what its tests run against: QEMU and
-# OVMF; swtpm + swtpm-tools for [tpm]; QEMU's PulseAudio module (qemu-system-gui) for [audio];
-# PulseAudio with pactl, which the audio test starts for a throwaway user; and libvirt for the
-# tests that check `vmrun export libvirt` with libvirt itself (a private session daemon; the
-# system daemon is never used). Does nothing when all are present. Needs root (uses sudo when
-# not root).
+# Installs what vmrun needs to boot VMs on Debian/Ubuntu: QEMU and OVMF (what the quick start
+# needs). With --tests also what the test suite runs against: swtpm + swtpm-tools for [tpm];
+# QEMU's PulseAudio module (qemu-system-gui) for [audio]; PulseAudio with pactl, which the audio
+# test starts for a throwaway user; and libvirt for the tests that check `vmrun export libvirt`
+# with libvirt itself (a private session daemon; the system daemon is never used). Does nothing
+# when all are present. Needs root (uses sudo when not root).
 set -euo pipefail
+
+tests=false
+[ "${1:-}" = --tests ] && tests=true
 
 missing=()
 command -v qemu-system-x86_64 >/dev/null 2>&1 || missing+=(qemu-system-x86)
@@ -13,6 +16,7 @@ command -v qemu-system-x86_64 >/dev/null 2>&1 || missing+=(qemu-system-x86)
 command -v qemu-img >/dev/null 2>&1 || missing+=(qemu-utils)
 [ -e /usr/lib/ipxe/qemu/efi-e1000e.rom ] || missing+=(ipxe-qemu)
 [ -e /usr/share/seabios/vgabios-stdvga.bin ] || missing+=(seabios)
+if $tests; then
 command -v libvirtd >/dev/null 2>&1 || [ -x /usr/sbin/libvirtd ] || missing+=(libvirt-daemon)
 [ -e /usr/lib/x86_64-linux-gnu/libvirt/connection-driver/libvirt_driver_qemu.so ] \
     || missing+=(libvirt-daemon-driver-qemu)
@@ -24,6 +28,7 @@ command -v swtpm_setup >/dev/null 2>&1 || missing+=(swtpm-tools)
 compgen -G '/usr/lib/*/qemu/audio-pa.so' >/dev/null || missing+=(qemu-system-gui)
 command -v pulseaudio >/dev/null 2>&1 || missing+=(pulseaudio)
 command -v pactl >/dev/null 2>&1 || missing+=(pulseaudio-utils)
+fi
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0
 fi

@@ -4,7 +4,7 @@
 # real-kernel VFIO test bed (tests/vfio-bed/run.sh: Debian's kernel under QEMU with an IOMMU).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-./scripts/install-deps.sh
+./scripts/install-deps.sh --tests
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
 log=$(mktemp)
