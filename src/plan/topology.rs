@@ -82,17 +82,18 @@ impl HostTopology {
         let hybrid = cpus.iter().any(|c| c.kind != CoreKind::Uniform);
         let mut packages: Vec<Package> = Vec::new();
         for cpu in &cpus {
-            let package = match packages.iter_mut().position(|p| p.id == cpu.package) {
-                Some(index) => &mut packages[index],
+            let index = match packages.iter().position(|p| p.id == cpu.package) {
+                Some(index) => index,
                 None => {
                     packages.push(Package {
                         id: cpu.package,
                         dies: Vec::new(),
                         l3_domains: Vec::new(),
                     });
-                    packages.last_mut().expect("just pushed")
+                    packages.len() - 1
                 }
             };
+            let package = &mut packages[index];
             if !package.dies.contains(&cpu.die) {
                 package.dies.push(cpu.die);
             }
@@ -104,20 +105,21 @@ impl HostTopology {
                         .map(|c| c.cpu),
                 )
             });
-            let domain = match package
+            let index = match package
                 .l3_domains
-                .iter_mut()
+                .iter()
                 .position(|d| d.cpus == domain_cpus)
             {
-                Some(index) => &mut package.l3_domains[index],
+                Some(index) => index,
                 None => {
                     package.l3_domains.push(CacheDomain {
                         cpus: domain_cpus,
                         cores: Vec::new(),
                     });
-                    package.l3_domains.last_mut().expect("just pushed")
+                    package.l3_domains.len() - 1
                 }
             };
+            let domain = &mut package.l3_domains[index];
             let threads: Vec<usize> = cpu
                 .siblings
                 .iter()
