@@ -735,10 +735,10 @@ pub fn accel_probe(argv: &[String]) -> Finding {
             Finding::fail(
                 "accel",
                 format!(
-                    "QEMU aborts under KVM with this CPU ({}): {}; {}",
+                    "QEMU fails under KVM with this CPU ({}): {}; {}",
                     describe_exit(&output.status),
                     last_lines(&stderr, 3),
-                    crate::qemu_advice::KVM_REMEDIES
+                    crate::qemu_advice::remedies_for(&stderr)
                 ),
             )
         }

@@ -124,7 +124,7 @@ pub(super) fn refused(qemu_log: &Path, status: ExitStatus) -> RunError {
     let mut message = tail(qemu_log, 20);
     if crate::qemu_advice::is_kvm_refusal(&message) {
         message.push('\n');
-        message.push_str(crate::qemu_advice::KVM_REMEDIES);
+        message.push_str(crate::qemu_advice::remedies_for(&message));
     }
     RunError::QemuRefused {
         status: describe_status(status),
