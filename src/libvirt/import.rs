@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use roxmltree::Node;
 
 use super::{Note, NoteKind, QEMU_NAMESPACE, VMRUN_NAMESPACE};
-use crate::model::cpu::{HYPERV_KNOWN, HYPERV_KVM_DEFAULT};
+use crate::model::cpu::{HYPERV_KNOWN, HYPERV_KVM_DEFAULT, HYPERV_REQUIRES};
 use crate::model::smbios::{smbios_problem, SMBIOS_FIELDS};
 use crate::model::{ByteSize, CpuSet, PciAddress, VmName};
 
@@ -1120,14 +1120,6 @@ impl Importer {
             }
             return;
         }
-        let needs: &[(&str, &[&str])] = &[
-            ("synic", &["vpindex"]),
-            ("stimer", &["synic", "time"]),
-            ("stimer-direct", &["stimer"]),
-            ("tlbflush", &["vpindex"]),
-            ("ipi", &["vpindex"]),
-            ("evmcs", &["vapic"]),
-        ];
         if self.draft.tcg {
             let refused: Vec<String> = [
                 "vpindex",
@@ -1154,7 +1146,7 @@ impl Importer {
         }
         loop {
             let mut added = Vec::new();
-            for (feature, required) in needs {
+            for (feature, required) in HYPERV_REQUIRES {
                 if self.hyperv.contains(*feature) {
                     for need in *required {
                         if !self.hyperv.contains(*need) {

@@ -71,6 +71,15 @@ pub const HYPERV_KVM_DEFAULT: &[&str] = &[
     "ipi",
 ];
 /// Measured with QEMU 7.2: under TCG every enlightenment that needs VP_INDEX is refused.
+/// Which enlightenments each one needs (QEMU refuses one without the others).
+pub const HYPERV_REQUIRES: &[(&str, &[&str])] = &[
+    ("synic", &["vpindex"]),
+    ("stimer", &["synic", "time"]),
+    ("stimer-direct", &["stimer"]),
+    ("tlbflush", &["vpindex"]),
+    ("ipi", &["vpindex"]),
+    ("evmcs", &["vapic"]),
+];
 const HYPERV_NEEDS_VPINDEX: &[&str] = &["vpindex", "synic", "stimer", "tlbflush", "ipi"];
 /// Every enlightenment vmrun knows, in the order it writes them.
 pub const HYPERV_KNOWN: &[&str] = &[
@@ -251,15 +260,7 @@ impl Validator {
                 );
             }
         }
-        let requires: &[(&str, &[&str])] = &[
-            ("synic", &["vpindex"]),
-            ("stimer", &["synic", "time"]),
-            ("stimer-direct", &["stimer"]),
-            ("tlbflush", &["vpindex"]),
-            ("ipi", &["vpindex"]),
-            ("evmcs", &["vapic"]),
-        ];
-        for (feature, needs) in requires {
+        for (feature, needs) in HYPERV_REQUIRES {
             if names.iter().any(|n| n == feature) {
                 for need in *needs {
                     if !names.iter().any(|n| n == need) {
