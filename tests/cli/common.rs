@@ -93,3 +93,15 @@ pub fn qemu_command(argv: &[String], dir: &Path) -> Command {
         .unwrap();
     command
 }
+
+/// Polls `done` until it holds; fails the test naming `what` after `within`.
+pub fn wait_for(what: &str, within: std::time::Duration, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + within;
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}

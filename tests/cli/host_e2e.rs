@@ -5,12 +5,12 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::common::{repo_root, run};
+use crate::common::{repo_root, run, wait_for};
 use crate::fake_host::{diff, FakeHost, Options};
 
 const QEMU_WITHOUT_VFIO: &str = r#"#!/bin/bash
@@ -77,14 +77,6 @@ impl Setup {
         std::fs::read_to_string(self.journal())
             .map(|t| t.lines().count())
             .unwrap_or(0)
-    }
-}
-
-fn wait_for(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(1));
     }
 }
 

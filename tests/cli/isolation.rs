@@ -5,13 +5,13 @@
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
 
-use crate::common::{repo_root, run};
+use crate::common::{repo_root, run, wait_for};
 use crate::fake_host::{diff, inhibitor_pid, FakeHost, Options};
 
 fn alive(pid: i32) -> bool {
@@ -175,14 +175,6 @@ fn a_slice_with_its_own_allowed_cpus_gets_that_value_back() {
         .host
         .calls()
         .contains(&"systemctl set-property --runtime system.slice AllowedCPUs=0-1".to_string()));
-}
-
-fn wait_for(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
 
 #[test]
