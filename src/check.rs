@@ -736,7 +736,7 @@ pub fn accel_probe(argv: &[String]) -> Finding {
                 "accel",
                 format!(
                     "QEMU fails under KVM with this CPU ({}): {}; {}",
-                    describe_exit(&output.status),
+                    crate::process::describe_exit(&output.status),
                     last_lines(&stderr, 3),
                     crate::qemu_advice::remedies_for(&stderr)
                 ),
@@ -793,15 +793,6 @@ fn option_value<'a>(argv: &'a [String], option: &str) -> Option<&'a str> {
 
 fn cpu_model(cpu: &str) -> &str {
     cpu.split(',').next().unwrap_or(cpu)
-}
-
-fn describe_exit(status: &std::process::ExitStatus) -> String {
-    use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (Some(code), _) => format!("exit status {code}"),
-        (None, Some(signal)) => format!("killed by signal {signal}"),
-        _ => status.to_string(),
-    }
 }
 
 fn last_lines(text: &str, count: usize) -> String {

@@ -27,6 +27,16 @@ pub fn set_parent_death_signal(command: &mut Command, signal: Signal) {
     }
 }
 
+/// How a process ended, for people: `exit status 1`, `killed by signal 6`.
+pub fn describe_exit(status: &std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit status {code}"),
+        (None, Some(signal)) => format!("killed by signal {signal}"),
+        _ => status.to_string(),
+    }
+}
+
 /// How a bounded command ended.
 #[derive(Debug)]
 pub enum Bounded {

@@ -109,15 +109,6 @@ pub(super) fn tail(path: &Path, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-pub(super) fn describe_status(status: ExitStatus) -> String {
-    use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (Some(code), _) => format!("exit status {code}"),
-        (None, Some(signal)) => format!("killed by signal {signal}"),
-        _ => status.to_string(),
-    }
-}
-
 /// QEMU ended before the guest ran: its own last words, plus what to do when KVM refused the
 /// CPU (the same remedies `check` gives).
 pub(super) fn refused(qemu_log: &Path, status: ExitStatus) -> RunError {
@@ -127,7 +118,7 @@ pub(super) fn refused(qemu_log: &Path, status: ExitStatus) -> RunError {
         message.push_str(crate::qemu_advice::remedies_for(&message));
     }
     RunError::QemuRefused {
-        status: describe_status(status),
+        status: crate::process::describe_exit(&status),
         message,
     }
 }

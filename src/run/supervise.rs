@@ -13,12 +13,13 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
 
-use super::spawn::{describe_status, setup_error, tail};
+use super::spawn::{setup_error, tail};
 use super::state::{self, RunState, StopRequest};
 use super::{connect, pin, Outcome, RunError, RunOptions};
 use crate::log::Log;
 use crate::model::VmConfig;
 use crate::plan::Plan;
+use crate::process::describe_exit;
 use crate::qmp::Qmp;
 
 /// Seconds of patience per passed-through device when forcing QEMU down (as libvirt gives).
@@ -206,7 +207,7 @@ impl Supervisor<'_> {
             }
             (true, _) => Outcome::GuestPoweredOff,
             (false, _) => Outcome::QemuFailed {
-                detail: describe_status(status),
+                detail: describe_exit(&status),
             },
         }
     }
@@ -284,7 +285,7 @@ pub(super) fn supervise_child(
         if let Some(status) = supervisor.child.try_wait().map_err(setup_error(qemu_log))? {
             supervisor.read_events();
             log.phase("QEMU exited");
-            log.info(&format!("QEMU exited ({})", describe_status(status)));
+            log.info(&format!("QEMU exited ({})", describe_exit(&status)));
             if !status.success() {
                 let last = tail(qemu_log, 5);
                 if !last.is_empty() {

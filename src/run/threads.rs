@@ -177,15 +177,6 @@ pub fn set_affinity(tid: i32, cpus: &CpuSet) -> Result<(), ThreadError> {
     })
 }
 
-/// The calling thread's affinity, to restore after spawning QEMU with another one.
-pub fn own_affinity() -> Result<nix::sched::CpuSet, nix::errno::Errno> {
-    nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0))
-}
-
-pub fn restore_own_affinity(set: &nix::sched::CpuSet) -> Result<(), nix::errno::Errno> {
-    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), set)
-}
-
 /// `sched_setscheduler(2)`, which nix does not wrap.
 fn sched_setscheduler(tid: i32, policy: i32, priority: i32) -> std::io::Result<()> {
     let param = libc::sched_param {
