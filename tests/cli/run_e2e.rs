@@ -60,6 +60,30 @@ impl Vm {
         )
     }
 
+    /// An OVMF guest under TCG whose UEFI shell runs `script` from a `startup.nsh` on a FAT
+    /// disk, with `sections` added to its profile. The directory behind that disk is returned:
+    /// keep it as long as the VM runs.
+    pub(crate) fn ovmf_with_startup(
+        name: &str,
+        script: &str,
+        sections: &str,
+    ) -> (Self, tempfile::TempDir) {
+        let esp = tempfile::tempdir().unwrap();
+        std::fs::write(esp.path().join("startup.nsh"), script).unwrap();
+        eprintln!("[{name}] accelerator: tcg (OVMF guest)");
+        let vm = Self::new(
+            name,
+            &format!(
+                "[machine]\nmemory = \"256M\"\naccel = \"tcg\"\n[cpu]\ncores = 1\n\
+                 [firmware]\ntype = \"ovmf\"\n[network]\nmode = \"none\"\n{sections}\n[qemu]\n\
+                 extra_args = [\"-blockdev\", \"driver=vvfat,node-name=esp,dir={},label=ESP,read-only=on\", \
+                 \"-device\", \"virtio-blk-pci,drive=esp\"]\n",
+                esp.path().display()
+            ),
+        );
+        (vm, esp)
+    }
+
     pub(crate) fn new(name: &str, text: &str) -> Self {
         require_root();
         let dir = tempfile::tempdir().unwrap();
@@ -360,18 +384,10 @@ fn a_qemu_that_refuses_its_argv_is_reported_with_its_own_message() {
 #[test]
 fn a_guest_that_powers_itself_off_ends_the_run_with_exit_0() {
     // OVMF's shell runs startup.nsh from a FAT disk; `reset -s` is an ACPI power-off by the guest.
-    let esp = tempfile::tempdir().unwrap();
-    std::fs::write(esp.path().join("startup.nsh"), "reset -s\r\n").unwrap();
-    eprintln!("[e2e-poweroff] accelerator: tcg (OVMF guest)");
-    let vm = Vm::new(
+    let (vm, _esp) = Vm::ovmf_with_startup(
         "e2e-poweroff",
-        &format!(
-            "[machine]\nmemory = \"256M\"\naccel = \"tcg\"\n[cpu]\ncores = 1\n[pinning]\nvcpus = [1]\nemulator = \"0\"\n\
-             [firmware]\ntype = \"ovmf\"\n[network]\nmode = \"none\"\n[console]\nserial = \"log\"\n[qemu]\n\
-             extra_args = [\"-blockdev\", \"driver=vvfat,node-name=esp,dir={},label=ESP,read-only=on\", \
-             \"-device\", \"virtio-blk-pci,drive=esp\"]\n",
-            esp.path().display()
-        ),
+        "reset -s\r\n",
+        "[pinning]\nvcpus = [1]\nemulator = \"0\"\n[console]\nserial = \"log\"\n",
     );
     let started = Instant::now();
     let (code, _, stderr) = run(vm.vmrun().arg("run").arg(&vm.profile));
@@ -392,18 +408,10 @@ fn a_guest_that_powers_itself_off_ends_the_run_with_exit_0() {
 fn a_guest_panic_reaches_vmrun_through_pvpanic_and_gives_exit_6() {
     // The OVMF shell writes the pvpanic port (0x505) the way a guest kernel's panic notifier
     // does; QEMU reports GUEST_PANICKED.
-    let esp = tempfile::tempdir().unwrap();
-    std::fs::write(esp.path().join("startup.nsh"), "mm 505 1 -w 1 -IO -n\r\n").unwrap();
-    eprintln!("[e2e-panic] accelerator: tcg (OVMF guest)");
-    let vm = Vm::new(
+    let (vm, _esp) = Vm::ovmf_with_startup(
         "e2e-panic",
-        &format!(
-            "[machine]\nmemory = \"256M\"\naccel = \"tcg\"\n[cpu]\ncores = 1\n[pinning]\nvcpus = [1]\nemulator = \"0\"\n\
-             [firmware]\ntype = \"ovmf\"\n[network]\nmode = \"none\"\n[console]\nserial = \"log\"\n[qemu]\n\
-             extra_args = [\"-blockdev\", \"driver=vvfat,node-name=esp,dir={},label=ESP,read-only=on\", \
-             \"-device\", \"virtio-blk-pci,drive=esp\"]\n",
-            esp.path().display()
-        ),
+        "mm 505 1 -w 1 -IO -n\r\n",
+        "[pinning]\nvcpus = [1]\nemulator = \"0\"\n[console]\nserial = \"log\"\n",
     );
     let (code, _, stderr) = run(vm.vmrun().arg("run").arg(&vm.profile));
     assert_eq!(code, 6, "{stderr}");

@@ -20,22 +20,13 @@ fn digest(path: &Path) -> Vec<u8> {
     std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
+/// An OVMF guest with a TPM whose UEFI shell runs `script`.
 fn ovmf_with_startup(name: &str, script: &str, extra: &str) -> (Vm, tempfile::TempDir) {
-    let esp = tempfile::tempdir().unwrap();
-    std::fs::write(esp.path().join("startup.nsh"), script).unwrap();
-    eprintln!("[{name}] accelerator: tcg (OVMF guest)");
-    let vm = Vm::new(
+    Vm::ovmf_with_startup(
         name,
-        &format!(
-            "[machine]\nmemory = \"256M\"\naccel = \"tcg\"\n[cpu]\ncores = 1\n\
-             [firmware]\ntype = \"ovmf\"\n[network]\nmode = \"none\"\n[shutdown]\ntimeout = 2\n\
-             [tpm]\nversion = \"2.0\"\n{extra}\n[qemu]\n\
-             extra_args = [\"-blockdev\", \"driver=vvfat,node-name=esp,dir={},label=ESP,read-only=on\", \
-             \"-device\", \"virtio-blk-pci,drive=esp\"]\n",
-            esp.path().display()
-        ),
-    );
-    (vm, esp)
+        script,
+        &format!("[shutdown]\ntimeout = 2\n[tpm]\nversion = \"2.0\"\n{extra}"),
+    )
 }
 
 fn seabios(name: &str, extra: &str) -> Vm {
