@@ -18,7 +18,9 @@ use crate::host::steps::{self, HostStep};
 use crate::host::{RealSysfs, Sysroot};
 use crate::log::Log;
 use crate::model::{self, VmConfig, VmName};
-use crate::plan::{self, BaseDirs, BootFirmware, HostFacts, Plan, PlanError, VmPaths};
+use crate::plan::{
+    self, BaseDirs, BootFirmware, HostFacts, Plan, PlanError, QemuUserFact, VmPaths,
+};
 use crate::profile::{self, Diagnostic, ProfileError, ProfileSource, SearchPath};
 use crate::run::{self, control, state, Outcome, RunError, RunOptions, SignalWatch};
 
@@ -177,6 +179,13 @@ impl App {
             topology,
             topology_problem,
             running_realtime: self.running_realtime(),
+            qemu_user: match crate::host::identity::qemu_identity(config, &self.sysroot, |var| {
+                std::env::var(var).ok()
+            }) {
+                Ok(Some(identity)) => QemuUserFact::User(identity),
+                Ok(None) => QemuUserFact::Root,
+                Err(problem) => QemuUserFact::Problem(problem),
+            },
         }
     }
 

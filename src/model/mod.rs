@@ -53,7 +53,7 @@ pub use network::{Network, NetworkMode, NicModel};
 pub use parse::parse;
 pub use pci::PciDevice;
 pub use pinning::{Pinning, Scheduler};
-pub use qemu::Qemu;
+pub use qemu::{Qemu, QemuIdentity, QemuUser};
 pub use shutdown::Shutdown;
 pub use single_gpu::SingleGpu;
 pub use smbios::{Smbios, SmbiosField, SMBIOS_FIELDS};

@@ -2,7 +2,9 @@
 //! and the VM's paths. QEMU is executed directly with this vector, never through a shell.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
 
 use crate::firmware::ResolvedFirmware;
 use crate::model::*;
@@ -82,14 +84,98 @@ pub fn tap_name(vm: &crate::model::VmName) -> String {
 pub const QMP_FD: i32 = 3;
 /// The file descriptor of the second monitor's listening socket (`status`, `stop`, `qmp`).
 pub const CTL_FD: i32 = 4;
+/// The first descriptor of the files vmrun opens for QEMU.
+const FIRST_PASSED_FD: i32 = 5;
+
+/// How vmrun opens a file it hands to QEMU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OpenAs {
+    Read,
+    ReadWrite,
+    /// Created or emptied, written only (the serial console's log).
+    Create,
+    /// A connection to a Unix socket another program listens on (swtpm).
+    Connect,
+}
+
+/// A file vmrun opens as root and QEMU receives on `fd`: QEMU, running unprivileged, needs no
+/// access to the file's path, and nothing about the file's owner or mode changes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PassedFile {
+    pub fd: i32,
+    pub path: PathBuf,
+    pub open: OpenAs,
+}
+
+/// QEMU's argv and the files it is given with it.
+pub struct QemuCommand {
+    pub argv: Vec<String>,
+    pub files: Vec<PassedFile>,
+}
+
+/// Hands out descriptor numbers and fd sets in argv order, so the same model always gives
+/// the same argv.
+struct PassedFiles {
+    files: Vec<PassedFile>,
+    sets: u32,
+}
+
+impl PassedFiles {
+    fn fd(&mut self, path: &Path, open: OpenAs) -> i32 {
+        let fd = FIRST_PASSED_FD + self.files.len() as i32;
+        self.files.push(PassedFile {
+            fd,
+            path: path.to_path_buf(),
+            open,
+        });
+        fd
+    }
+
+    /// An fd set QEMU opens as `/dev/fdset/N`, one descriptor per access mode: QEMU picks the
+    /// one whose mode matches what it opens the file for.
+    fn fdset(&mut self, argv: &mut Argv, path: &Path, modes: &[OpenAs], label: &str) -> String {
+        self.sets += 1;
+        let set = self.sets;
+        for open in modes {
+            let fd = self.fd(path, *open);
+            let mode = match open {
+                OpenAs::Read => "ro",
+                _ => "rw",
+            };
+            argv.push(
+                "-add-fd",
+                Opts::new(format!("fd={fd}"))
+                    .set("set", set.to_string())
+                    .set("opaque", format!("{label}-{mode}"))
+                    .build(),
+            );
+        }
+        format!("/dev/fdset/{set}")
+    }
+
+    /// A file QEMU reads and (unless `read_only`) writes.
+    fn image(&mut self, argv: &mut Argv, path: &Path, read_only: bool, label: &str) -> String {
+        let modes: &[OpenAs] = if read_only {
+            &[OpenAs::Read]
+        } else {
+            &[OpenAs::ReadWrite, OpenAs::Read]
+        };
+        self.fdset(argv, path, modes, label)
+    }
+}
 
 pub fn build(
     config: &VmConfig,
     firmware: &BootFirmware,
     paths: &VmPaths,
     resolved: &Resolved,
-) -> Vec<String> {
+) -> QemuCommand {
     let mut argv = Argv(vec![config.qemu.binary.clone()]);
+    let mut files = PassedFiles {
+        files: Vec::new(),
+        sets: 0,
+    };
     argv.push(
         "-name",
         Opts::new(format!("guest={}", config.name))
@@ -132,16 +218,15 @@ pub fn build(
         );
         argv.push("-mon", format!("chardev={id},mode=control"));
     }
-    argv.push("-pidfile", paths.pidfile.to_string_lossy());
     display(&mut argv, config, paths);
     if let BootFirmware::Ovmf(resolved) = firmware {
-        pflash(&mut argv, resolved, paths);
+        pflash(&mut argv, &mut files, resolved, paths);
     }
-    tpm(&mut argv, config, paths);
+    tpm(&mut argv, &mut files, config, paths);
     for index in 0..config.machine.iothreads {
         argv.push("-object", format!("iothread,id=iothread{index}"));
     }
-    disks(&mut argv, config);
+    disks(&mut argv, &mut files, config);
     network(&mut argv, config, resolved.vhost_net);
     passthrough(&mut argv, config, firmware);
     usb(&mut argv, config);
@@ -150,11 +235,12 @@ pub fn build(
     input(&mut argv, config);
     looking_glass(&mut argv, config);
     if config.serial == SerialConsole::Log {
+        let console = files.fdset(&mut argv, &paths.console_log, &[OpenAs::Create], "console");
         argv.push(
             "-chardev",
             Opts::new("file")
                 .set("id", "console")
-                .set("path", escape_path(&paths.console_log))
+                .set("path", console)
                 .build(),
         );
         argv.push("-device", "isa-serial,chardev=console");
@@ -169,7 +255,10 @@ pub fn build(
         );
     }
     argv.0.extend(config.qemu.extra_args.iter().cloned());
-    argv.0
+    QemuCommand {
+        argv: argv.0,
+        files: files.files,
+    }
 }
 
 fn machine(argv: &mut Argv, config: &VmConfig, firmware: &BootFirmware) {
@@ -234,15 +323,17 @@ fn smbios(argv: &mut Argv, resolved: &Resolved) {
     }
 }
 
-fn tpm(argv: &mut Argv, config: &VmConfig, paths: &VmPaths) {
+fn tpm(argv: &mut Argv, files: &mut PassedFiles, config: &VmConfig, paths: &VmPaths) {
     if config.tpm.is_none() {
         return;
     }
+    // Connected by vmrun: QEMU needs no way into the runtime directory to reach swtpm.
+    let fd = files.fd(&paths.swtpm_socket, OpenAs::Connect);
     argv.push(
         "-chardev",
         Opts::new("socket")
             .set("id", "tpm-chr")
-            .set("path", escape_path(&paths.swtpm_socket))
+            .set("fd", fd.to_string())
             .build(),
     );
     argv.push("-tpmdev", "emulator,id=tpm0,chardev=tpm-chr");
@@ -396,7 +487,7 @@ fn audio(argv: &mut Argv, config: &VmConfig, resolved: &Resolved) {
     }
 }
 
-fn pflash(argv: &mut Argv, firmware: &ResolvedFirmware, paths: &VmPaths) {
+fn pflash(argv: &mut Argv, files: &mut PassedFiles, firmware: &ResolvedFirmware, paths: &VmPaths) {
     let nodes = [
         ("ovmf-code", &firmware.code.path, firmware.code.format, true),
         (
@@ -407,11 +498,12 @@ fn pflash(argv: &mut Argv, firmware: &ResolvedFirmware, paths: &VmPaths) {
         ),
     ];
     for (node, path, format, read_only) in nodes {
+        let filename = files.image(argv, path, read_only, node);
         argv.push(
             "-blockdev",
             Opts::new("driver=file")
                 .set("node-name", format!("{node}-file"))
-                .set("filename", escape_path(path))
+                .set("filename", filename)
                 .set_if(read_only, "read-only", "on")
                 .build(),
         );
@@ -426,7 +518,7 @@ fn pflash(argv: &mut Argv, firmware: &ResolvedFirmware, paths: &VmPaths) {
     }
 }
 
-fn disks(argv: &mut Argv, config: &VmConfig) {
+fn disks(argv: &mut Argv, files: &mut PassedFiles, config: &VmConfig) {
     let iothreads = config.machine.iothreads;
     let mut next_iothread = 0;
     let mut iothread_for = |wanted: bool| -> Option<String> {
@@ -456,12 +548,13 @@ fn disks(argv: &mut Argv, config: &VmConfig) {
                 .set_if(no_flush, "cache.no-flush", "on")
                 .set_if(disk.discard, "discard", "unmap")
         };
+        let filename = files.image(argv, &disk.path, disk.readonly, &node);
         argv.push(
             "-blockdev",
             common(
                 Opts::new("driver=file")
                     .set("node-name", format!("{node}-file"))
-                    .set("filename", escape_path(&disk.path)),
+                    .set("filename", filename),
             )
             .build(),
         );

@@ -14,8 +14,8 @@ use crate::firmware::{
     self, FirmwareError, FirmwareImage, FirmwareQuery, ImageFormat, ResolvedFirmware,
 };
 use crate::model::{
-    smbios::smbios_problem, AudioBackend, CpuSet, Firmware, HostCpus, Listen, RemoteProtocol,
-    VmConfig, SMBIOS_FIELDS,
+    smbios::smbios_problem, AudioBackend, CpuSet, Firmware, HostCpus, Listen, QemuIdentity,
+    QemuUser, RemoteProtocol, VmConfig, SMBIOS_FIELDS,
 };
 
 pub use argv::BootFirmware;
@@ -33,6 +33,8 @@ pub enum PlanError {
     NoOnlineCpus,
     #[error("isolation.host_cpus = \"auto\": the vCPUs take every online CPU and leave none to the host; pin fewer vCPUs")]
     NoHostCpus,
+    #[error("{0}")]
+    QemuUser(String),
     #[error("isolation.host_cpus includes CPUs {shared} that pinning.vcpus = \"auto\" chose; use host_cpus = \"auto\" or other CPUs")]
     HostCpusOverlap { shared: CpuSet },
 }
@@ -89,8 +91,22 @@ pub struct HostFacts {
     pub topology: Option<topology::HostTopology>,
     /// Why `topology` is missing, for the error `auto` gives.
     pub topology_problem: Option<String>,
+    /// Who QEMU runs as on this host.
+    pub qemu_user: QemuUserFact,
     /// The VMs running now with real-time vCPUs: (name, their host CPUs).
     pub running_realtime: Vec<(String, CpuSet)>,
+}
+
+/// The QEMU user as the host layer resolved it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum QemuUserFact {
+    /// Not looked up (pure tests): the profile's value stays as it is.
+    #[default]
+    NotLooked,
+    Root,
+    User(QemuIdentity),
+    /// Why the profile's user cannot be used here.
+    Problem(String),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -230,6 +246,12 @@ pub struct Resolved {
 /// cores' thread count. Every later stage sees an explicit mapping.
 pub fn resolve(config: VmConfig, facts: &HostFacts) -> Result<VmConfig, PlanError> {
     let mut config = resolve_auto_pinning(config, facts)?;
+    config.qemu.user = match (&config.qemu.user, &facts.qemu_user) {
+        (QemuUser::Root, _) | (_, QemuUserFact::Root) => QemuUser::Root,
+        (_, QemuUserFact::User(identity)) => QemuUser::Resolved(identity.clone()),
+        (_, QemuUserFact::Problem(problem)) => return Err(PlanError::QemuUser(problem.clone())),
+        (user, QemuUserFact::NotLooked) => user.clone(),
+    };
     config.machine.numa_node = hugepages_node(&config, facts);
     if let (Some(isolation), Some(pinning)) = (config.isolation.as_mut(), &config.pinning) {
         if isolation.host_cpus == HostCpus::Auto {
@@ -311,6 +333,12 @@ pub struct Plan {
     /// The VM's own VARS copy (OVMF only).
     pub vars: Option<PathBuf>,
     pub argv: Vec<String>,
+    /// What vmrun opens and hands to QEMU on the descriptors its argv names.
+    pub passed_files: Vec<argv::PassedFile>,
+    /// Who QEMU runs as; None for root (`qemu.user = "root"`).
+    pub qemu_user: Option<QemuIdentity>,
+    /// QEMU's locked-memory limit: VFIO pins all guest RAM (plus the devices' own mappings).
+    pub memlock_bytes: Option<u64>,
     /// Added to QEMU's environment (`PULSE_COOKIE`).
     pub env: Vec<(String, String)>,
     /// What the guest's SMBIOS tables will say.
@@ -338,7 +366,7 @@ impl Plan {
             vhost_net: facts.vhost_net,
             audio: audio_server(config, facts),
         };
-        let argv = argv::build(config, firmware, &paths, &resolved);
+        let argv::QemuCommand { argv, files } = argv::build(config, firmware, &paths, &resolved);
         // libpulse reads the cookie named here: QEMU as root gets "Access denied" from a
         // user's server without it (measured with Debian's PulseAudio 16 and QEMU 7.2).
         let env = resolved
@@ -380,11 +408,21 @@ impl Plan {
             remote: RemoteAccess::of(config, &paths),
             paths,
             argv,
+            passed_files: files,
+            qemu_user: config.qemu.user.identity().cloned(),
+            memlock_bytes: memlock_bytes(config),
             env,
             smbios: resolved.smbios,
             audio: resolved.audio,
         })
     }
+}
+
+/// What an unprivileged QEMU may lock: with a VFIO device all guest RAM is pinned, plus 1 GiB
+/// for the devices' own mappings (libvirt's allowance). Root QEMU is not limited.
+fn memlock_bytes(config: &VmConfig) -> Option<u64> {
+    (!config.pci.is_empty() && config.qemu.user.identity().is_some())
+        .then(|| config.machine.memory.bytes() + (1 << 30))
 }
 
 /// The CPUs QEMU's non-vCPU threads run on: the profile's emulator set, else every online CPU

@@ -97,6 +97,9 @@ pub struct VmPaths {
     /// step's undo, not with the other runtime files, so a crashed run's swtpm is still found.
     pub swtpm_socket: PathBuf,
     pub swtpm_pidfile: PathBuf,
+    /// The one directory QEMU may write to (owned by the QEMU user during a run): QEMU creates
+    /// the remote display's socket itself.
+    pub qemu_dir: PathBuf,
     /// The remote display's socket (`listen = "unix"`).
     pub spice_socket: PathBuf,
     pub vnc_socket: PathBuf,
@@ -131,8 +134,9 @@ impl VmPaths {
             swtpm_log: state_dir.join("swtpm.log"),
             swtpm_socket: runtime_dir.join("swtpm.sock"),
             swtpm_pidfile: runtime_dir.join("swtpm.pid"),
-            spice_socket: runtime_dir.join("spice.sock"),
-            vnc_socket: runtime_dir.join("vnc.sock"),
+            qemu_dir: runtime_dir.join("qemu"),
+            spice_socket: runtime_dir.join("qemu/spice.sock"),
+            vnc_socket: runtime_dir.join("qemu/vnc.sock"),
             ctl_socket: runtime_dir.join("ctl.sock"),
             pidfile: runtime_dir.join("qemu.pid"),
             lock: runtime_dir.join("lock"),

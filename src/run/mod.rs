@@ -39,6 +39,11 @@ pub enum RunError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot open {} for QEMU: {source}", .path.display())]
+    Open {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot start {binary}: {source}")]
     Spawn {
         binary: String,
@@ -164,10 +169,35 @@ pub fn run_qemu(
     if let Some(set) = &plan.emulator_cpus {
         log.debug(&format!("QEMU starts on the emulator CPUs {set}"));
     }
+    spawn::prepare_runtime_dir(&plan.paths, plan.qemu_user.as_ref())?;
+    let memlock = match spawn::grantable_memlock(plan.memlock_bytes) {
+        Ok(memlock) => memlock,
+        Err((wanted, hard)) => {
+            log.warn(&format!(
+                "QEMU may lock only {} MiB of memory and vmrun cannot raise that (no \
+                 CAP_SYS_RESOURCE); VFIO needs {} MiB and may fail to map the guest's RAM",
+                hard >> 20,
+                wanted >> 20
+            ));
+            None
+        }
+    };
     let monitors = spawn::bind_monitors(&plan.paths)?;
-    let (mut child, qmp_stream) = spawn::spawn_qemu(plan, plan.emulator_cpus.as_ref(), monitors)?;
+    let (mut child, qmp_stream) =
+        spawn::spawn_qemu(plan, plan.emulator_cpus.as_ref(), memlock, monitors)?;
     log.phase("spawn");
-    log.info(&format!("QEMU started paused, pid {}", child.id()));
+    // For scripts; vmrun itself finds QEMU through its run state.
+    let _ = std::fs::write(&plan.paths.pidfile, format!("{}\n", child.id()));
+    match &plan.qemu_user {
+        Some(user) => log.info(&format!(
+            "QEMU started paused, pid {}, as {} (uid {}, gid {})",
+            child.id(),
+            user.name,
+            user.uid,
+            user.gid
+        )),
+        None => log.info(&format!("QEMU started paused, pid {}, as root", child.id())),
+    }
     let outcome =
         supervise::supervise_child(config, plan, &mut child, qmp_stream, signals, options, log);
     if child.try_wait().ok().flatten().is_none() {

@@ -2,7 +2,9 @@
 //! with a parent-death signal, its output in `qemu.log` and its two QMP monitors as listening
 //! sockets vmrun bound; and QEMU's own words when it refuses to start.
 
+use std::fs::OpenOptions;
 use std::os::fd::OwnedFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -13,8 +15,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use nix::sys::signal::Signal;
 
 use super::{threads, RunError};
-use crate::model::CpuSet;
-use crate::plan::argv::{CTL_FD, QMP_FD};
+use crate::model::{CpuSet, QemuIdentity};
+use crate::plan::argv::{OpenAs, PassedFile, CTL_FD, QMP_FD};
 use crate::plan::{Plan, VmPaths};
 
 pub(super) fn setup_error(path: &Path) -> impl FnOnce(std::io::Error) -> RunError + '_ {
@@ -56,6 +58,7 @@ pub(super) fn bind_monitors(paths: &VmPaths) -> Result<Monitors, RunError> {
 pub(super) fn spawn_qemu(
     plan: &Plan,
     emulator: Option<&CpuSet>,
+    memlock_bytes: Option<u64>,
     monitors: Monitors,
 ) -> Result<(Child, UnixStream), RunError> {
     let qemu_log = &plan.paths.qemu_log;
@@ -73,22 +76,43 @@ pub(super) fn spawn_qemu(
         .stdin(Stdio::null())
         .stdout(log_file)
         .stderr(log_err)
+        // Root's working directory may be one the QEMU user cannot enter.
+        .current_dir("/")
         .process_group(0);
+    let highest_fd = plan
+        .passed_files
+        .iter()
+        .map(|file| file.fd)
+        .chain([QMP_FD, CTL_FD])
+        .max()
+        .unwrap_or(CTL_FD);
+    let mut mappings = vec![
+        FdMapping {
+            parent_fd: OwnedFd::from(qmp),
+            child_fd: QMP_FD,
+        },
+        FdMapping {
+            parent_fd: OwnedFd::from(ctl),
+            child_fd: CTL_FD,
+        },
+    ];
+    for file in &plan.passed_files {
+        mappings.push(FdMapping {
+            parent_fd: open_for_qemu(file)?,
+            child_fd: file.fd,
+        });
+    }
     command
-        .fd_mappings(vec![
-            FdMapping {
-                parent_fd: OwnedFd::from(qmp),
-                child_fd: QMP_FD,
-            },
-            FdMapping {
-                parent_fd: OwnedFd::from(ctl),
-                child_fd: CTL_FD,
-            },
-        ])
+        .fd_mappings(mappings)
         .map_err(|error| RunError::Spawn {
             binary: plan.argv[0].clone(),
             source: std::io::Error::other(error.to_string()),
         })?;
+    close_unnamed_fds(&mut command, highest_fd);
+    if let Some(identity) = &plan.qemu_user {
+        run_as(&mut command, identity, memlock_bytes);
+    }
+    // After the change of user, which clears it.
     crate::process::set_parent_death_signal(&mut command, Signal::SIGTERM);
     if let Some(set) = emulator {
         threads::set_affinity(0, set)?;
@@ -101,6 +125,76 @@ pub(super) fn spawn_qemu(
     // the supervisor's connection breaks at once if QEMU dies before accepting it.
     drop(command);
     Ok((child, supervisor))
+}
+
+/// Opens one of QEMU's files as vmrun (root): QEMU gets the descriptor, never the path.
+fn open_for_qemu(file: &PassedFile) -> Result<OwnedFd, RunError> {
+    let path = &file.path;
+    let failed = |source| RunError::Open {
+        path: path.clone(),
+        source,
+    };
+    let mut options = OpenOptions::new();
+    match file.open {
+        OpenAs::Read => options.read(true),
+        OpenAs::ReadWrite => options.read(true).write(true),
+        OpenAs::Create => options.write(true).create(true).truncate(true).mode(0o600),
+        OpenAs::Connect => {
+            return UnixStream::connect(path).map(OwnedFd::from).map_err(failed);
+        }
+    };
+    options.open(path).map(OwnedFd::from).map_err(failed)
+}
+
+/// QEMU holds exactly the descriptors its argv names: whatever vmrun inherited (a cron
+/// pipe, a terminal, a caller's descriptor) is closed at exec. Marked close-on-exec rather
+/// than closed, so the standard library's own pipe still reports a failed exec.
+fn close_unnamed_fds(command: &mut Command, highest_fd: i32) {
+    let first = highest_fd as libc::c_uint + 1;
+    // SAFETY: the closure runs in the forked child before exec (after the fd mappings were
+    // made) and makes one system call, close_range, which no crate wraps; it touches no
+    // memory and changes only the child's own descriptor flags.
+    unsafe {
+        command.pre_exec(move || {
+            // Kernels before 5.11 lack the flag (EINVAL): QEMU then inherits as before.
+            libc::syscall(
+                libc::SYS_close_range,
+                first,
+                libc::c_uint::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            );
+            Ok(())
+        });
+    }
+}
+
+/// QEMU becomes `identity` in the child before exec: its groups, gid and uid (which clears
+/// every capability), no way back through set-uid programs, and a locked-memory limit for
+/// VFIO raised while it still may be.
+fn run_as(command: &mut Command, identity: &QemuIdentity, memlock_bytes: Option<u64>) {
+    use nix::sys::resource::{setrlimit, Resource};
+    use nix::unistd::{setgroups, setresgid, setresuid, Gid, Uid};
+    let uid = Uid::from_raw(identity.uid);
+    let gid = Gid::from_raw(identity.gid);
+    let groups: Vec<Gid> = identity.groups.iter().map(|g| Gid::from_raw(*g)).collect();
+    let privileged = nix::unistd::geteuid().is_root();
+    // SAFETY: the closure runs in the forked child before exec and only makes system calls
+    // (setrlimit, setgroups, setresgid, setresuid, prctl) on data prepared before the fork;
+    // it allocates nothing and takes no locks.
+    unsafe {
+        command.pre_exec(move || {
+            if privileged {
+                if let Some(bytes) = memlock_bytes {
+                    setrlimit(Resource::RLIMIT_MEMLOCK, bytes, bytes)?;
+                }
+                setgroups(&groups)?;
+                setresgid(gid, gid, gid)?;
+                setresuid(uid, uid, uid)?;
+            }
+            nix::sys::prctl::set_no_new_privs()?;
+            Ok(())
+        });
+    }
 }
 
 pub(super) fn tail(path: &Path, lines: usize) -> String {
@@ -121,4 +215,59 @@ pub(super) fn refused(qemu_log: &Path, status: ExitStatus) -> RunError {
         status: crate::process::describe_exit(&status),
         message,
     }
+}
+
+/// The locked-memory limit QEMU can be given: raising it needs CAP_SYS_RESOURCE (a container's
+/// root may lack it), else only up to the current hard limit. None: leave the limit alone.
+pub(super) fn grantable_memlock(wanted: Option<u64>) -> Result<Option<u64>, (u64, u64)> {
+    use nix::sys::resource::{getrlimit, Resource};
+    let Some(wanted) = wanted else {
+        return Ok(None);
+    };
+    let (_, hard) = getrlimit(Resource::RLIMIT_MEMLOCK).unwrap_or((0, 0));
+    let may_raise = caps::has_cap(
+        None,
+        caps::CapSet::Effective,
+        caps::Capability::CAP_SYS_RESOURCE,
+    )
+    .unwrap_or(false);
+    if hard >= wanted || may_raise {
+        Ok(Some(wanted))
+    } else {
+        Err((wanted, hard))
+    }
+}
+
+/// The VM's runtime directory: root's alone when QEMU runs as root; for an unprivileged QEMU
+/// readable by QEMU's group too, with one subdirectory QEMU owns for the sockets it creates
+/// itself (the remote display's). Everything else there (monitors, lock, run state) stays
+/// root's.
+pub(super) fn prepare_runtime_dir(
+    paths: &VmPaths,
+    identity: Option<&QemuIdentity>,
+) -> Result<(), RunError> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    let dir = &paths.runtime_dir;
+    let (group, mode) = identity.map_or((0, 0o700), |user| (user.gid, 0o750));
+    // QEMU passes through the base directory to its own: searchable, not listable.
+    if let (Some(_), Some(base)) = (identity, dir.parent()) {
+        let current = std::fs::metadata(base).map_err(setup_error(base))?.mode() & 0o7777;
+        if current & 0o011 != 0o011 {
+            std::fs::set_permissions(base, std::fs::Permissions::from_mode(current | 0o011))
+                .map_err(setup_error(base))?;
+        }
+    }
+    std::os::unix::fs::chown(dir, None, Some(group)).map_err(setup_error(dir))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+        .map_err(setup_error(dir))?;
+    let own = &paths.qemu_dir;
+    let _ = std::fs::remove_dir_all(own);
+    let Some(user) = identity else {
+        return Ok(());
+    };
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(own)
+        .map_err(setup_error(own))?;
+    std::os::unix::fs::chown(own, Some(user.uid), Some(user.gid)).map_err(setup_error(own))
 }

@@ -168,4 +168,6 @@ pub fn remove_runtime_files(paths: &VmPaths) {
     for path in paths.runtime_files() {
         let _ = std::fs::remove_file(path);
     }
+    // QEMU's own directory: whatever an unprivileged QEMU left there goes too.
+    let _ = std::fs::remove_dir_all(&paths.qemu_dir);
 }

@@ -26,7 +26,7 @@ struct Rig {
 
 impl Rig {
     fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = crate::common::tempdir();
         let bin = dir.path().join("bin");
         std::fs::create_dir_all(&bin).unwrap();
         let wrapper = bin.join("qemu-system-x86_64");

@@ -20,7 +20,7 @@ fn show_json(dir: &Path, profile: &str) -> serde_json::Value {
 
 #[test]
 fn show_json_works_for_the_gpu_profile_on_a_machine_without_the_gpu() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::common::tempdir();
     let value = show_json(dir.path(), "vm-profiles/win10.toml");
     let argv: Vec<&str> = value["argv"]
         .as_array()
@@ -49,7 +49,7 @@ fn show_json_works_for_the_gpu_profile_on_a_machine_without_the_gpu() {
 
 #[test]
 fn show_json_lists_the_host_steps_in_order_with_their_parameters() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::common::tempdir();
     let value = show_json(dir.path(), "vm-profiles/win10.toml");
     let steps = value["host_steps"].as_array().unwrap();
     let kinds: Vec<&str> = steps.iter().map(|s| s["step"].as_str().unwrap()).collect();
@@ -90,7 +90,7 @@ fn show_json_lists_the_host_steps_in_order_with_their_parameters() {
 
 #[test]
 fn show_text_pastes_into_a_shell_as_the_same_argv() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::common::tempdir();
     let profile = repo_root().join("tests/fixtures/profiles/legacy-bios.toml");
     let expected = show_json(dir.path(), profile.to_str().unwrap());
     let (code, text, _) = run(vmrun(&repo_root())
@@ -135,7 +135,7 @@ fn show_text_pastes_into_a_shell_as_the_same_argv() {
 
 #[test]
 fn an_invalid_profile_exits_2_naming_file_line_and_key() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::common::tempdir();
     let path = dir.path().join("bad.toml");
     std::fs::write(
         &path,
@@ -160,7 +160,7 @@ fn an_invalid_profile_exits_2_naming_file_line_and_key() {
 
 #[test]
 fn a_semantically_invalid_profile_lists_every_problem() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::common::tempdir();
     std::fs::write(
         dir.path().join("bad.toml"),
         "[cpu]\ncores = 0\n[pinning]\nvcpus = [1]\nscheduler = \"batch\"\n",
@@ -180,7 +180,7 @@ fn a_semantically_invalid_profile_lists_every_problem() {
 
 #[test]
 fn profiles_are_found_by_name_along_the_search_path() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::common::tempdir();
     let extra = dir.path().join("extra");
     std::fs::create_dir(&extra).unwrap();
     std::fs::write(extra.join("mine.toml"), "[machine]\naccel = \"tcg\"\n").unwrap();
@@ -214,7 +214,7 @@ fn profiles_are_found_by_name_along_the_search_path() {
 
 #[test]
 fn check_fails_with_exit_3_when_a_named_file_is_missing() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::common::tempdir();
     std::fs::write(
         dir.path().join("gpu.toml"),
         "[machine]\naccel = \"tcg\"\n[firmware]\ntype = \"seabios\"\n[[pci]]\naddress = \"01:00.0\"\nromfile = \"gone.rom\"\n",
@@ -235,7 +235,7 @@ fn check_fails_with_exit_3_when_a_named_file_is_missing() {
 
 #[test]
 fn check_json_agrees_with_the_exit_code() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::common::tempdir();
     let (code, stdout, _) = run(vmrun(&repo_root())
         .args(["check", "demo", "--json", "--state-dir"])
         .arg(dir.path())
@@ -263,7 +263,7 @@ fn check_json_agrees_with_the_exit_code() {
 
 #[test]
 fn usage_errors_exit_2_and_help_exits_0() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::common::tempdir();
     assert_eq!(run(vmrun(dir.path()).args(["show"])).0, 2);
     assert_eq!(run(vmrun(dir.path()).args(["show", "x", "--bogus"])).0, 2);
     let (code, stdout, _) = run(vmrun(dir.path()).arg("--help"));

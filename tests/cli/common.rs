@@ -70,27 +70,49 @@ pub fn sized_file(path: &Path, len: u64) {
     file.set_len(len).unwrap();
 }
 
-/// vmrun's QEMU argv as a command, with the two listening monitor sockets its `-chardev
-/// socket,fd=3/4` options expect, as vmrun passes them (bound under `dir`).
-pub fn qemu_command(argv: &[String], dir: &Path) -> Command {
+/// vmrun's QEMU as `show --json` describes it, as a command: its argv, the two listening
+/// monitor sockets its `-chardev socket,fd=3/4` options expect (bound under `dir`), and the
+/// files vmrun opens for it on the descriptors its `-add-fd` options name.
+pub fn qemu_command(shown: &serde_json::Value, dir: &Path) -> Command {
     use command_fds::{CommandFdExt, FdMapping};
     use std::os::fd::OwnedFd;
     use std::os::unix::net::UnixListener;
+    let argv: Vec<String> = shown["argv"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect();
     let listener = |name: &str| OwnedFd::from(UnixListener::bind(dir.join(name)).unwrap());
+    let mut mappings = vec![
+        FdMapping {
+            parent_fd: listener("test-qmp.sock"),
+            child_fd: vmrun::plan::argv::QMP_FD,
+        },
+        FdMapping {
+            parent_fd: listener("test-ctl.sock"),
+            child_fd: vmrun::plan::argv::CTL_FD,
+        },
+    ];
+    for file in shown["passed_files"].as_array().unwrap() {
+        let path = file["path"].as_str().unwrap();
+        let opened = match file["open"].as_str().unwrap() {
+            "read" => std::fs::File::open(path),
+            "read_write" => std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(path),
+            "create" => std::fs::File::create(path),
+            other => panic!("cannot open {path} as {other} for a test"),
+        };
+        mappings.push(FdMapping {
+            parent_fd: OwnedFd::from(opened.unwrap_or_else(|e| panic!("{path}: {e}"))),
+            child_fd: file["fd"].as_i64().unwrap() as i32,
+        });
+    }
     let mut command = Command::new(&argv[0]);
     command.args(&argv[1..]);
-    command
-        .fd_mappings(vec![
-            FdMapping {
-                parent_fd: listener("test-qmp.sock"),
-                child_fd: vmrun::plan::argv::QMP_FD,
-            },
-            FdMapping {
-                parent_fd: listener("test-ctl.sock"),
-                child_fd: vmrun::plan::argv::CTL_FD,
-            },
-        ])
-        .unwrap();
+    command.fd_mappings(mappings).unwrap();
     command
 }
 
@@ -104,4 +126,14 @@ pub fn wait_for(what: &str, within: std::time::Duration, mut done: impl FnMut() 
         );
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
+}
+
+/// A temporary directory others may pass through (mode 0711): QEMU runs as an unprivileged
+/// user and must reach what vmrun gives it there (the wrapper it is started as, its own
+/// runtime subdirectory), as it would under /run and /var/lib.
+pub fn tempdir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    dir
 }

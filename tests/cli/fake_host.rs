@@ -66,7 +66,7 @@ pub fn module_of(driver: &str) -> String {
 
 impl FakeHost {
     pub fn new(fixture: &str, options: Options) -> Self {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = crate::common::tempdir();
         let root = dir.path().join("root");
         let bin = dir.path().join("bin");
         let text = std::fs::read_to_string(repo_root().join("tests/fixtures/hosts").join(fixture))

@@ -18,7 +18,7 @@ struct Tree {
 
 impl Tree {
     fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = crate::common::tempdir();
         let root = dir.path().to_path_buf();
         for sub in [
             "home/qemu/firmware",
@@ -207,7 +207,7 @@ fn qcow2_images_keep_their_format_and_virtual_size() {
         state: "/s".into(),
         runtime: "/r".into(),
     };
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::common::tempdir();
     let (config, _) = crate::common::validate_text(dir.path(), "fedora", "").unwrap();
     let plan = vmrun::plan::Plan::new(
         &config,

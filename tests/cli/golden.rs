@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use vmrun::firmware::{FirmwareImage, ImageFormat, ResolvedFirmware};
+use vmrun::plan::argv::OpenAs;
 use vmrun::plan::{self, BaseDirs, BootFirmware, Plan};
 use vmrun::profile::ProfileSource;
 
@@ -36,7 +37,7 @@ fn debian_ovmf(secure_boot: bool) -> ResolvedFirmware {
     }
 }
 
-fn argv_of(profile_path: &Path) -> Vec<String> {
+fn plan_of(profile_path: &Path) -> Plan {
     let source = ProfileSource::read(profile_path).unwrap();
     let raw = vmrun::model::parse(&source).unwrap_or_else(|e| panic!("{e:#?}"));
     let (config, _warnings) =
@@ -60,14 +61,30 @@ fn argv_of(profile_path: &Path) -> Vec<String> {
         }),
         ..Default::default()
     };
-    Plan::new(&config, &firmware, &base, &facts).unwrap().argv
+    Plan::new(&config, &firmware, &base, &facts).unwrap()
+}
+
+fn argv_of(profile_path: &Path) -> Vec<String> {
+    plan_of(profile_path).argv
 }
 
 fn check_golden(profile_path: &Path, golden_name: &str) {
     let root = repo_root();
-    let argv = argv_of(profile_path);
-    let text: String = argv
+    let plan = plan_of(profile_path);
+    // The files behind the descriptors the argv names, after the argv, as comment lines.
+    let files = plan.passed_files.iter().map(|file| {
+        format!(
+            "# fd {} = {} ({:?})",
+            file.fd,
+            file.path.display(),
+            file.open
+        )
+    });
+    let text: String = plan
+        .argv
         .iter()
+        .cloned()
+        .chain(files)
         .map(|arg| arg.replace(root.to_str().unwrap(), "@REPO@") + "\n")
         .collect();
     let golden = root
@@ -149,15 +166,53 @@ fn argv_invariants_hold_for_the_reference_profile() {
         vfio[0]
     );
     assert!(!vfio[0].contains("x-vga"), "x-vga only with SeaBIOS");
+    let plan = plan_of(&repo_root().join("vm-profiles/win10.toml"));
     let vars = after("-blockdev")
         .into_iter()
         .find(|b| b.contains("ovmf-vars-file,filename="))
         .unwrap();
-    assert!(
-        vars.contains("filename=/var/lib/vmrun/win10/OVMF_VARS.fd"),
-        "{vars}"
-    );
     assert!(!vars.contains("read-only"), "the VARS copy is writable");
+    // QEMU gets the VARS copy as an fd set: a read-write and a read-only descriptor of the
+    // VM's own file, announced by -add-fd before the blockdev that opens the set.
+    let set = vars
+        .split(',')
+        .find_map(|part| part.strip_prefix("filename=/dev/fdset/"))
+        .unwrap_or_else(|| panic!("VARS not passed as an fd set: {vars}"));
+    let fds: Vec<i32> = after("-add-fd")
+        .into_iter()
+        .filter(|opts| opts.contains(&format!(",set={set},")))
+        .map(|opts| {
+            opts.split(',').next().unwrap()["fd=".len()..]
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    let opened: Vec<(String, OpenAs)> = fds
+        .iter()
+        .map(|fd| {
+            let file = plan.passed_files.iter().find(|f| f.fd == *fd).unwrap();
+            (file.path.display().to_string(), file.open)
+        })
+        .collect();
+    assert_eq!(
+        opened,
+        [
+            (
+                "/var/lib/vmrun/win10/OVMF_VARS.fd".to_string(),
+                OpenAs::ReadWrite
+            ),
+            (
+                "/var/lib/vmrun/win10/OVMF_VARS.fd".to_string(),
+                OpenAs::Read
+            )
+        ]
+    );
+    let numbers: Vec<i32> = plan.passed_files.iter().map(|f| f.fd).collect();
+    let expected: Vec<i32> = (5..5 + numbers.len() as i32).collect();
+    assert_eq!(
+        numbers, expected,
+        "descriptors follow the monitors' 3 and 4"
+    );
     assert_eq!(
         argv.last().unwrap(),
         "base=localtime",

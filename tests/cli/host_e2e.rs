@@ -36,7 +36,7 @@ fn setup() -> Setup {
     );
     let host =
         FakeHost::new("intel-shared-rootport.tsv", Options::single_gpu_desktop()).with_kernel();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::common::tempdir();
     let wrapper = dir.path().join("qemu-without-vfio");
     std::fs::write(&wrapper, QEMU_WITHOUT_VFIO).unwrap();
     std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -154,15 +154,15 @@ fn kill_vmrun_at(s: &Setup, stage: Option<usize>) {
     kill(Pid::from_raw(vmrun.id() as i32), Signal::SIGKILL).unwrap();
     let _ = vmrun.wait();
     // QEMU dies with its supervisor (parent-death signal); recover refuses while it runs.
+    let pidfile = s.dir.path().join("run/sgpu/qemu.pid");
+    let Some(qemu) = std::fs::read_to_string(&pidfile)
+        .ok()
+        .and_then(|text| text.trim().parse::<u32>().ok())
+    else {
+        return; // killed before QEMU was started
+    };
     wait_for("QEMU to go", Duration::from_secs(10), || {
-        !std::fs::read_dir("/proc")
-            .unwrap()
-            .filter_map(Result::ok)
-            .any(|p| {
-                std::fs::read_to_string(p.path().join("cmdline")).is_ok_and(|c| {
-                    c.contains(&*s.dir.path().to_string_lossy()) && c.contains("qemu")
-                })
-            })
+        !vmrun::run::state::process_alive(qemu, "qemu")
     });
 }
 
@@ -246,7 +246,7 @@ fn the_next_run_undoes_what_a_killed_run_left() {
 fn a_run_with_a_non_viable_group_is_refused_before_anything_changes() {
     let host = FakeHost::new("b550-ryzen5800x.tsv", Options::default()).with_kernel();
     let before = host.snapshot();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::common::tempdir();
     let profile = dir.path().join("rx550.toml");
     std::fs::write(
         &profile,

@@ -6,7 +6,7 @@ use crate::common::run;
 use crate::fake_host::{FakeHost, Options};
 
 fn check(host: &FakeHost, pci: &[&str], extra: &str) -> (i32, Vec<String>) {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::common::tempdir();
     let devices: String = pci
         .iter()
         .map(|a| format!("[[pci]]\naddress = \"{a}\"\n"))
@@ -86,7 +86,7 @@ fn iommu_lists_every_group_with_its_devices() {
 
 #[test]
 fn without_iommu_groups_iommu_says_how_to_enable_them() {
-    let empty = tempfile::tempdir().unwrap();
+    let empty = crate::common::tempdir();
     let (code, stdout, stderr) = run(crate::common::vmrun(empty.path())
         .env("VMRUN_SYSROOT", empty.path())
         .arg("iommu"));
@@ -208,7 +208,7 @@ fn hugepages_are_counted_before_the_start() {
             ..Options::default()
         },
     );
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::common::tempdir();
     std::fs::write(
         dir.path().join("vm.toml"),
         "[machine]\naccel = \"tcg\"\nmemory = \"1G\"\nhugepages = \"2M\"\n",
@@ -243,7 +243,7 @@ fn hugepages_are_counted_before_the_start() {
 }
 
 fn findings(host: &FakeHost, profile: &str) -> Vec<(String, String, String)> {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::common::tempdir();
     std::fs::write(dir.path().join("vm.toml"), profile).unwrap();
     let (_, stdout, stderr) = run(crate::common::vmrun(dir.path())
         .env("VMRUN_SYSROOT", &host.root)

@@ -130,7 +130,7 @@ fn log() -> Log {
 #[test]
 fn a_single_gpu_session_is_prepared_in_order_and_restored_exactly() {
     let host = single_gpu_host();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::common::tempdir();
     let config = profile(dir.path(), "");
     let before = host.snapshot();
     let rig = Rig::new(&host);
@@ -260,7 +260,7 @@ fn a_single_gpu_session_is_prepared_in_order_and_restored_exactly() {
 }
 
 fn failing_prepare(host: &FakeHost, extra: &str) -> (String, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::common::tempdir();
     let config = profile(dir.path(), extra);
     let rig = Rig::new(host);
     let prep = rig.prep(&config, &dir.path().join("journal"));
@@ -320,7 +320,7 @@ fn a_bind_that_times_out_restores_everything_already_changed() {
 fn a_failing_pre_start_hook_aborts_before_any_host_change() {
     let host = single_gpu_host();
     let before = host.snapshot();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::common::tempdir();
     let text = "name = \"hooked\"\n[[pci]]\naddress = \"01:00.0\"\n[[pci]]\naddress = \"01:00.1\"\n[single_gpu]\nmodules = [\"nvidia\"]\n\
                 [hooks]\npre_start = [\"/bin/sh\", \"-c\", \"echo no GPU today >&2; exit 3\"]\n";
     let config = validate_text(dir.path(), "hooked", text).unwrap().0;
@@ -343,7 +343,7 @@ fn a_failing_pre_start_hook_aborts_before_any_host_change() {
 fn a_device_already_on_vfio_is_left_alone() {
     let host = FakeHost::new("b550-ryzen5800x.tsv", Options::default()).with_kernel();
     let before = host.snapshot();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::common::tempdir();
     let config = validate_text(
         dir.path(),
         "gtx",
@@ -367,7 +367,7 @@ fn a_device_already_on_vfio_is_left_alone() {
 fn a_hanging_pre_start_hook_is_killed_at_its_timeout_and_the_host_is_restored() {
     let host = single_gpu_host();
     let before = host.snapshot();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::common::tempdir();
     let hooks_log = dir.path().join("hooks.log");
     let text = format!(
         "name = \"hung\"\n[[pci]]\naddress = \"01:00.0\"\n[[pci]]\naddress = \"01:00.1\"\n[single_gpu]\nmodules = [\"nvidia\"]\n\
@@ -403,7 +403,7 @@ fn a_hanging_pre_start_hook_is_killed_at_its_timeout_and_the_host_is_restored() 
 fn a_hanging_post_stop_hook_is_killed_and_stays_journaled_for_recover() {
     let host = single_gpu_host();
     let before = host.snapshot();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::common::tempdir();
     let text = "name = \"slowstop\"\n[[pci]]\naddress = \"01:00.0\"\n[[pci]]\naddress = \"01:00.1\"\n\
                 [single_gpu]\nmodules = [\"nvidia\"]\n[hooks]\ntimeout = 1\npost_stop = [\"/bin/sleep\", \"60\"]\n";
     let config = validate_text(dir.path(), "slowstop", text).unwrap().0;
@@ -427,7 +427,7 @@ fn a_hanging_post_stop_hook_is_killed_and_stays_journaled_for_recover() {
 fn rescan_removes_the_device_and_rescans_before_binding_and_comes_back_after() {
     let host = FakeHost::new("intel-shared-rootport.tsv", Options::default()).with_kernel();
     let before = host.snapshot();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::common::tempdir();
     let config = validate_text(
         dir.path(),
         "bar",
@@ -466,7 +466,7 @@ fn rescan_removes_the_device_and_rescans_before_binding_and_comes_back_after() {
 fn a_device_left_removed_by_a_crash_comes_back_with_recover() {
     let host = FakeHost::new("intel-shared-rootport.tsv", Options::default()).with_kernel();
     let before = host.snapshot();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::common::tempdir();
     let config = validate_text(
         dir.path(),
         "bar",
@@ -511,7 +511,7 @@ fn hugepages_short_on_fragmented_memory_are_compacted_and_asked_for_again() {
     let host = FakeHost::new("intel-shared-rootport.tsv", Options::default()).with_kernel();
     std::fs::write(host.root.join(".fake/fragmented"), "").unwrap();
     let mut before = host.snapshot();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::common::tempdir();
     let text = "[machine]\nmemory = \"64M\"\naccel = \"tcg\"\nhugepages = \"2M\"\n[firmware]\ntype = \"seabios\"\n";
     let config = validate_text(dir.path(), "pages", text).unwrap().0;
     let rig = Rig::new(&host);
@@ -559,7 +559,7 @@ const DUAL_GPU: &str = "[machine]\naccel = \"tcg\"\n[firmware]\ntype = \"seabios
 fn a_passed_boot_gpu_loses_its_framebuffer_and_consoles_but_the_display_manager_runs_on() {
     let host = dual_gpu("0000:01:00.0");
     let before = host.snapshot();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::common::tempdir();
     let config = validate_text(dir.path(), "dual", DUAL_GPU).unwrap().0;
     let rig = Rig::new(&host);
     let session = rig.prep(&config, &dir.path().join("journal"));
@@ -583,7 +583,7 @@ fn a_passed_boot_gpu_loses_its_framebuffer_and_consoles_but_the_display_manager_
 #[test]
 fn a_passed_gpu_that_is_not_the_boot_gpu_leaves_the_framebuffer_alone() {
     let host = dual_gpu("0000:00:02.0");
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::common::tempdir();
     let config = validate_text(dir.path(), "dual", DUAL_GPU).unwrap().0;
     let rig = Rig::new(&host);
     let session = rig.prep(&config, &dir.path().join("journal"));
@@ -608,7 +608,7 @@ fn hugepages_are_reserved_on_the_node_of_the_pinned_vcpus_and_released_there() {
     )
     .with_kernel();
     let before = host.snapshot();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::common::tempdir();
     let text =
         "[machine]\nmemory = \"64M\"\naccel = \"tcg\"\nhugepages = \"2M\"\n[cpu]\ncores = 2\n\
                 [pinning]\nvcpus = \"auto\"\n[firmware]\ntype = \"seabios\"\n";
@@ -651,7 +651,7 @@ fn a_bridged_vm_gets_a_tap_vmrun_makes_and_deletes() {
     let host = FakeHost::new("b550-ryzen5800x.tsv", Options::default()).with_kernel();
     std::fs::create_dir_all(host.root.join("sys/class/net/br0/bridge")).unwrap();
     let before = host.snapshot();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::common::tempdir();
     let config = validate_text(
         dir.path(),
         "bridged",

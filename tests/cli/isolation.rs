@@ -40,7 +40,7 @@ fn setup(isolation: &str) -> Setup {
             ..Options::default()
         },
     );
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::common::tempdir();
     let profile = dir.path().join("iso.toml");
     std::fs::write(
         &profile,
@@ -306,7 +306,7 @@ fn show_lists_the_isolation_steps_and_the_profile_rules_hold() {
     );
     assert_eq!(json["host_steps"][0]["host_cpus"], "0");
     assert_eq!(json["host_steps"][3]["governor"], "performance");
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::common::tempdir();
     let text = "[machine]\naccel = \"tcg\"\n[isolation]\nhost_cpus = \"0\"\n";
     let errors = crate::common::validate_text(dir.path(), "nopin", text).unwrap_err();
     assert!(

@@ -28,8 +28,8 @@ fn import(dir: &Path, xml: &Path) -> (String, Vec<String>) {
     (stdout, notes)
 }
 
-/// `vmrun show --json` of a profile text, written as `dir/NAME.toml`: the argv.
-fn show_argv(dir: &Path, name: &str, profile: &str) -> Vec<String> {
+/// `vmrun show --json` of a profile text, written as `dir/NAME.toml`.
+fn show_json(dir: &Path, name: &str, profile: &str) -> serde_json::Value {
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(&path, profile).unwrap();
     let (code, stdout, stderr) = run(vmrun(dir)
@@ -43,13 +43,58 @@ fn show_argv(dir: &Path, name: &str, profile: &str) -> Vec<String> {
         code, 0,
         "show of the imported {name} failed: {stderr}\n{profile}"
     );
-    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
-    json["argv"]
+    serde_json::from_str(&stdout).unwrap()
+}
+
+/// The argv of `show_json`, with each file QEMU gets as a descriptor named by its path
+/// instead (libvirt's argv names paths): what the two say about the VM can be compared.
+fn show_argv(dir: &Path, name: &str, profile: &str) -> Vec<String> {
+    let json = show_json(dir, name, profile);
+    let path_of_fd: BTreeMap<String, String> = json["passed_files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            let path = f["path"].as_str().unwrap().replace(',', ",,");
+            (f["fd"].to_string(), path)
+        })
+        .collect();
+    let argv: Vec<String> = json["argv"]
         .as_array()
         .unwrap()
         .iter()
         .map(|a| a.as_str().unwrap().to_string())
-        .collect()
+        .collect();
+    let mut path_of_set = BTreeMap::new();
+    let mut resolved = Vec::new();
+    let mut words = argv.into_iter();
+    while let Some(word) = words.next() {
+        if word == "-add-fd" {
+            let opts = words.next().unwrap();
+            let field = |key: &str| {
+                opts.split(',')
+                    .find_map(|part| part.strip_prefix(key))
+                    .unwrap()
+                    .to_string()
+            };
+            path_of_set.insert(field("set="), path_of_fd[&field("fd=")].clone());
+            continue;
+        }
+        let word = match word.split_once("/dev/fdset/") {
+            Some((head, tail)) => {
+                let (set, rest) = tail.split_once(',').unwrap_or((tail, ""));
+                let rest = if rest.is_empty() {
+                    String::new()
+                } else {
+                    format!(",{rest}")
+                };
+                format!("{head}{}{rest}", path_of_set[set])
+            }
+            None => word,
+        };
+        resolved.push(word);
+    }
+    resolved
 }
 
 /// An argv from a libvirt `.args` file or `domxml-to-native`: environment first, then QEMU.
@@ -321,7 +366,7 @@ fn libvirt_test_suite_domains_keep_their_facts() {
         "tpm-emulator",
         "firmware-manual-efi-nvram-template",
     ];
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::common::tempdir();
     for case in cases {
         let (profile, notes) = import(dir.path(), &fixtures().join(format!("{case}.xml")));
         let ours = facts(&show_argv(dir.path(), case, &profile));
@@ -431,7 +476,7 @@ fn published_desktops_and_seed_004_import_into_valid_profiles() {
     files.push(fixtures().join("seed-004-x99-windows.xml"));
     files.sort();
     assert!(files.len() >= 6, "{files:?}");
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::common::tempdir();
     for file in files {
         let xml = std::fs::read_to_string(&file).unwrap();
         let expected = domain_facts(&xml);
@@ -478,7 +523,7 @@ fn published_desktops_and_seed_004_import_into_valid_profiles() {
 
 #[test]
 fn import_translates_what_the_desktops_rely_on() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::common::tempdir();
     let desktops = fixtures().join("desktops");
     // Zile995: ROM file, USB devices, topoext, a bridge, unpinned vCPUs placed on emulatorpin.
     let (profile, notes) = import(dir.path(), &desktops.join("zile995-polaris-win10.xml"));
@@ -544,7 +589,7 @@ fn import_translates_what_the_desktops_rely_on() {
 
 #[test]
 fn import_reads_stdin_and_refuses_to_overwrite_without_force() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::common::tempdir();
     let xml = std::fs::read_to_string(fixtures().join("hostdev-vfio.xml")).unwrap();
     let mut child = vmrun(dir.path())
         .args(["import", "libvirt", "-"])
@@ -613,7 +658,7 @@ fn export(dir: &Path, profile: &Path) -> String {
 /// import(export(p)) is the same VM as p for every profile the project ships.
 #[test]
 fn every_shipped_profile_survives_export_then_import() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::common::tempdir();
     for profile in vm_profiles() {
         let name = profile.file_stem().unwrap().to_string_lossy().into_owned();
         let xml_path = dir.path().join(format!("{name}.xml"));
@@ -631,7 +676,7 @@ fn every_shipped_profile_survives_export_then_import() {
 
 #[test]
 fn new_profile_keys_reach_the_argv_and_are_checked() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::common::tempdir();
     let profile = "[cpu]\nfeatures = [\"+topoext\", \"-hypervisor\"]\n\
                    [[disk]]\npath = \"/d.img\"\nboot_order = 2\n\
                    [[pci]]\naddress = \"04:00.0\"\nboot_order = 1\n";
@@ -706,7 +751,7 @@ impl PrivateLibvirt {
             eprintln!("SKIPPED: libvirt is not installed (missing {missing:?})");
             return None;
         }
-        let dir = tempfile::tempdir().unwrap();
+        let dir = crate::common::tempdir();
         let as_nobody = nix::unistd::geteuid().is_root();
         for sub in ["run", "config", "cache", "home"] {
             std::fs::create_dir(dir.path().join(sub)).unwrap();
@@ -821,7 +866,7 @@ fn libvirt_accepts_the_exported_domains_and_would_run_the_same_vm() {
     let Some(libvirt) = PrivateLibvirt::start() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::common::tempdir();
     for profile in vm_profiles() {
         let name = profile.file_stem().unwrap().to_string_lossy().into_owned();
         let xml = export(dir.path(), &profile);
@@ -915,7 +960,7 @@ fn exported_guest_addresses_are_the_ones_qemu_assigns_under_vmrun() {
         eprintln!("SKIPPED: qemu-system-x86_64 is not installed");
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::common::tempdir();
     for image in ["a.img", "b.img", "c.img"] {
         crate::common::sized_file(&dir.path().join(image), 1 << 20);
     }
@@ -929,7 +974,7 @@ fn exported_guest_addresses_are_the_ones_qemu_assigns_under_vmrun() {
          [looking_glass]\nsize = \"1M\"\npath = \"{shm}\"\n",
         d = dir.path().display()
     );
-    let argv = show_argv(dir.path(), "addresses", &profile);
+    let shown = show_json(dir.path(), "addresses", &profile);
     let profile_path = dir.path().join("addresses.toml");
     let (code, xml, stderr) = run(vmrun(dir.path())
         .arg("--state-dir")
@@ -940,7 +985,7 @@ fn exported_guest_addresses_are_the_ones_qemu_assigns_under_vmrun() {
     for sub in ["state/addresses", "run/addresses"] {
         std::fs::create_dir_all(dir.path().join(sub)).unwrap();
     }
-    let mut qemu = crate::common::qemu_command(&argv, dir.path())
+    let mut qemu = crate::common::qemu_command(&shown, dir.path())
         .args(["-monitor", "stdio"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -1026,7 +1071,7 @@ fn exported_guest_addresses_are_the_ones_qemu_assigns_under_vmrun() {
 /// the PIT's delay policy with the HPET on, a USB port.
 #[test]
 fn keys_outside_the_shipped_profiles_survive_export_then_import() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::common::tempdir();
     std::fs::write(dir.path().join("vnc.pass"), "secret\n").unwrap();
     let profile = "[machine]\nmemory = \"1G\"\nsuspend = false\n[cpu]\ncores = 2\nthreads = 1\n\
                    [pinning]\nvcpus = [0, 1]\n[isolation]\nhost_cpus = \"2-3\"\ngovernor = \"keep\"\n\

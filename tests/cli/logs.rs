@@ -36,7 +36,7 @@ fn next_line(lines: &mpsc::Receiver<String>) -> String {
 
 #[test]
 fn each_flag_prints_its_own_file_and_a_missing_log_says_why() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::common::tempdir();
     let vm = dir.path().join("desk");
     std::fs::create_dir_all(&vm).unwrap();
     std::fs::write(
@@ -66,7 +66,7 @@ fn each_flag_prints_its_own_file_and_a_missing_log_says_why() {
 
 #[test]
 fn follow_prints_a_growing_console_across_a_restart() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::common::tempdir();
     let console = dir.path().join("desk/console.log");
     let mut child = logs_command(dir.path())
         .args(["desk", "-f", "--console"])

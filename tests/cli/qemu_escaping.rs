@@ -1,4 +1,5 @@
-//! A path with commas reaches real QEMU intact: vmrun doubles the commas, QEMU opens the file.
+//! A path with commas reaches real QEMU intact: a path QEMU opens itself has its commas
+//! doubled, a file vmrun opens for QEMU is handed over as a descriptor.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
@@ -43,9 +44,9 @@ fn wait_for_open(child: &mut Child, wanted: &Path) -> Result<(), String> {
     Err("QEMU neither opened the disk nor exited within 20 s".into())
 }
 
-fn spawn(argv: &[String]) -> Child {
-    let dir = tempfile::tempdir().unwrap();
-    crate::common::qemu_command(argv, dir.path())
+fn spawn(shown: &serde_json::Value) -> Child {
+    let dir = crate::common::tempdir();
+    crate::common::qemu_command(shown, dir.path())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -58,7 +59,7 @@ fn a_disk_path_with_commas_reaches_real_qemu_intact() {
     if !qemu_available() {
         panic!("qemu-system-x86_64 is not installed; .ci/run installs it (apt-get install qemu-system-x86)");
     }
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::common::tempdir();
     let vm_dir = dir.path().join("my,vms");
     std::fs::create_dir(&vm_dir).unwrap();
     let disk = vm_dir.join("disk,1.raw");
@@ -66,10 +67,15 @@ fn a_disk_path_with_commas_reaches_real_qemu_intact() {
         .unwrap()
         .set_len(1 << 20)
         .unwrap();
+    let shm = vm_dir.join("lg,shm");
     std::fs::write(
         vm_dir.join("comma.toml"),
-        "[machine]\nmemory = \"64M\"\naccel = \"tcg\"\n[cpu]\ncores = 1\n[firmware]\ntype = \"seabios\"\n\
-         [network]\nmode = \"none\"\n[[disk]]\npath = \"disk,1.raw\"\nformat = \"raw\"\n",
+        format!(
+            "[machine]\nmemory = \"64M\"\naccel = \"tcg\"\n[cpu]\ncores = 1\n[firmware]\ntype = \"seabios\"\n\
+             [network]\nmode = \"none\"\n[[disk]]\npath = \"disk,1.raw\"\nformat = \"raw\"\n\
+             [looking_glass]\nsize = \"1M\"\npath = \"{}\"\n",
+            shm.display()
+        ),
     )
     .unwrap();
     let (state, runtime) = (dir.path().join("state"), dir.path().join("run"));
@@ -83,42 +89,53 @@ fn a_disk_path_with_commas_reaches_real_qemu_intact() {
         .arg("--runtime-dir")
         .arg(&runtime));
     assert_eq!(code, 0, "{stderr}");
-    let value: serde_json::Value = serde_json::from_str(&stdout).unwrap();
-    let argv: Vec<String> = value["argv"]
+    let shown: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let argv: Vec<String> = shown["argv"]
         .as_array()
         .unwrap()
         .iter()
         .map(|a| a.as_str().unwrap().to_string())
         .collect();
+    // The disk is vmrun's to open: its path is in no option QEMU parses.
     let disk_arg = argv
         .iter()
         .find(|a| a.contains("node-name=disk0-file"))
+        .unwrap();
+    assert!(disk_arg.contains("filename=/dev/fdset/"), "{disk_arg}");
+    assert!(shown["passed_files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f["path"] == disk.to_str().unwrap()));
+    // The shared-memory file is QEMU's to open: its commas are doubled.
+    let shm_arg = argv
+        .iter()
+        .find(|a| a.starts_with("memory-backend-file"))
         .unwrap()
         .clone();
-    assert!(disk_arg.contains("my,,vms/disk,,1.raw"), "{disk_arg}");
+    assert!(shm_arg.contains("my,,vms/lg,,shm"), "{shm_arg}");
     eprintln!(
         "accelerator: tcg (the profile asks for it; no guest code runs, QEMU stays paused by -S)"
     );
 
-    let mut qemu = spawn(&argv);
-    let outcome = wait_for_open(&mut qemu, &disk);
+    let mut qemu = spawn(&shown);
+    let disk_outcome = wait_for_open(&mut qemu, &disk);
+    let shm_outcome = wait_for_open(&mut qemu, &shm);
     let _ = qemu.kill();
     let _ = qemu.wait();
-    outcome.unwrap();
+    disk_outcome.unwrap();
+    shm_outcome.unwrap();
+    let _ = std::fs::remove_file(&shm);
 
     // The control: the same argv with single commas is not the same file to QEMU.
-    let naive: Vec<String> = argv
-        .iter()
-        .map(|a| {
-            if *a == disk_arg {
-                a.replace(",,", ",")
-            } else {
-                a.clone()
-            }
-        })
-        .collect();
+    let mut naive = shown.clone();
+    for arg in naive["argv"].as_array_mut().unwrap() {
+        if *arg == shm_arg.as_str() {
+            *arg = shm_arg.replace(",,", ",").into();
+        }
+    }
     let mut qemu = spawn(&naive);
-    let outcome = wait_for_open(&mut qemu, &disk);
+    let outcome = wait_for_open(&mut qemu, &shm);
     let _ = qemu.kill();
     let _ = qemu.wait();
     let error = outcome.unwrap_err();

@@ -309,7 +309,7 @@ fn several_images_are_walked_to_the_last() {
 
 #[test]
 fn a_dump_header_is_reported_and_strip_writes_a_copy() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::common::tempdir();
     let mut data = b"NVFLASH DUMP HEADER".to_vec();
     data.resize(0x190, 0xee);
     data.extend(gpu_rom());
@@ -467,7 +467,7 @@ fn an_npde_that_goes_on_after_the_x86_image_leads_to_nvidia_extended_images() {
     );
     assert!(!report.has_efi, "an x86-only laptop ROM");
 
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::common::tempdir();
     std::fs::write(dir.path().join("laptop.rom"), &data).unwrap();
     let (code, stdout, stderr) = run(vmrun(dir.path()).args(["rom", "laptop.rom", "--json"]));
     assert_eq!(code, 0, "{stdout}{stderr}");
@@ -486,7 +486,7 @@ fn an_npde_that_goes_on_after_the_x86_image_leads_to_nvidia_extended_images() {
 
 #[test]
 fn a_dumped_nvidia_rom_has_only_its_header_as_problem_and_none_once_stripped() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::common::tempdir();
     let dumped = with_nvflash_header(&desktop_nvidia_rom());
     std::fs::write(dir.path().join("gt640.rom"), &dumped).unwrap();
     let report = rom::parse(&dumped);
@@ -538,7 +538,7 @@ fn efi_images_whose_bytes_do_not_sum_to_zero_are_not_called_bad() {
     );
     assert!(report.problems.is_empty(), "{:?}", report.problems);
 
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::common::tempdir();
     std::fs::write(dir.path().join("rx580.rom"), &data).unwrap();
     let (code, stdout, _) = run(vmrun(dir.path()).args(["rom", "rx580.rom"]));
     assert_eq!(code, 0, "{stdout}");
@@ -644,7 +644,7 @@ fn the_image_limit_is_a_problem_only_when_images_go_on_past_it() {
 
 /// A fake host with one device, for `--device` and the preflight.
 fn fake_sysroot(vendor: &str, device: &str) -> tempfile::TempDir {
-    let root = tempfile::tempdir().unwrap();
+    let root = crate::common::tempdir();
     let dir = root.path().join("sys/bus/pci/devices/0000:01:00.0");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("vendor"), format!("0x{vendor}\n")).unwrap();
@@ -654,7 +654,7 @@ fn fake_sysroot(vendor: &str, device: &str) -> tempfile::TempDir {
 
 #[test]
 fn device_ids_are_compared_through_the_host_layer() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::common::tempdir();
     std::fs::write(dir.path().join("gpu.rom"), gpu_rom()).unwrap();
     let matching = fake_sysroot("10de", "1c02");
     let (code, stdout, stderr) = run(vmrun(dir.path())
@@ -673,7 +673,7 @@ fn device_ids_are_compared_through_the_host_layer() {
 }
 
 fn check_with_rom(rom_bytes: &[u8], firmware: &str, sysroot: &Path) -> (i32, String) {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::common::tempdir();
     std::fs::write(dir.path().join("card.rom"), rom_bytes).unwrap();
     std::fs::write(
         dir.path().join("gpu.toml"),

@@ -68,7 +68,10 @@ impl Vm {
         script: &str,
         sections: &str,
     ) -> (Self, tempfile::TempDir) {
-        let esp = tempfile::tempdir().unwrap();
+        let esp = crate::common::tempdir();
+        // QEMU, unprivileged, reads this directory itself (vvfat): readable by all.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(esp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         std::fs::write(esp.path().join("startup.nsh"), script).unwrap();
         eprintln!("[{name}] accelerator: tcg (OVMF guest)");
         let vm = Self::new(
@@ -86,7 +89,7 @@ impl Vm {
 
     pub(crate) fn new(name: &str, text: &str) -> Self {
         require_root();
-        let dir = tempfile::tempdir().unwrap();
+        let dir = crate::common::tempdir();
         let profile = dir.path().join(format!("{name}.toml"));
         std::fs::write(&profile, text).unwrap();
         Vm {
@@ -648,7 +651,7 @@ fn status_shows_a_vcpu_sharing_its_cpu_with_busy_threads_waiting_longer_than_one
 #[test]
 fn check_refuses_real_time_vcpus_on_the_cpu_of_another_running_vms_real_time_vcpu() {
     require_root();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::common::tempdir();
     let write = |name: &str, cpu: usize| {
         let path = dir.path().join(format!("{name}.toml"));
         std::fs::write(

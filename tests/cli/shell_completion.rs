@@ -53,7 +53,7 @@ fn complete_in_bash(script: &Path, words: &[&str], profile_dir: &Path) -> Vec<St
 
 #[test]
 fn bash_completion_is_valid_and_completes_profiles_and_commands() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::common::tempdir();
     let profiles = dir.path().join("profiles");
     std::fs::create_dir(&profiles).unwrap();
     std::fs::write(
@@ -110,7 +110,7 @@ fn zsh_and_fish_scripts_call_vmrun_for_completions() {
 
 #[test]
 fn the_man_page_renders_with_man_and_documents_every_command() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::common::tempdir();
     let (code, roff, stderr) = run(vmrun(&repo_root()).arg("man"));
     assert_eq!(code, 0, "{stderr}");
     assert!(

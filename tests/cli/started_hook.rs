@@ -54,7 +54,7 @@ fn write_hook(dir: &Path, ignore_term: bool) -> std::path::PathBuf {
 
 #[test]
 fn the_started_hook_sees_pinned_vcpus_and_is_ended_before_post_stop() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::common::tempdir();
     let out = dir.path().join("seen");
     let script = write_hook(dir.path(), false);
     let after = dir.path().join("post-stop");
@@ -121,7 +121,7 @@ fn the_started_hook_sees_pinned_vcpus_and_is_ended_before_post_stop() {
 
 #[test]
 fn a_started_hook_that_ignores_sigterm_is_killed_after_hooks_timeout() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::common::tempdir();
     let out = dir.path().join("seen");
     let script = write_hook(dir.path(), true);
     let vm = Vm::seabios(

@@ -107,7 +107,7 @@ fn show_json(root: &Path, profile: &Path) -> Result<Value, String> {
 /// Checks the properties `auto` promises and returns the vCPU → host CPU list.
 fn assert_auto_properties(fixture: &str, cores: usize) -> Vec<usize> {
     let (root, t) = host(fixture);
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::common::tempdir();
     let path = profile(
         dir.path(),
         "auto",
@@ -247,7 +247,7 @@ fn auto_fails_clearly_when_the_vm_wants_more_than_the_host_can_give() {
         ),
     ] {
         let (root, _) = host(fixture);
-        let dir = tempfile::tempdir().unwrap();
+        let dir = crate::common::tempdir();
         let path = profile(
             dir.path(),
             "big",
@@ -258,7 +258,7 @@ fn auto_fails_clearly_when_the_vm_wants_more_than_the_host_can_give() {
         assert!(error.contains(needle), "{fixture}: {error}");
     }
     let (root, _) = host("ryzen7-5800x");
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::common::tempdir();
     let path = profile(
         dir.path(),
         "t1",
@@ -283,7 +283,7 @@ fn auto_fails_clearly_when_the_vm_wants_more_than_the_host_can_give() {
 #[test]
 fn show_json_prints_the_mapping_of_explicit_pinning_too() {
     let (root, _) = host("ryzen7-5800x");
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::common::tempdir();
     let path = profile(dir.path(), "explicit", "cores = 2", "vcpus = [3, 11]");
     let json = show_json(root.path(), &path).unwrap();
     assert_eq!(
@@ -322,7 +322,7 @@ fn golden(name: &str, text: &str) {
 fn topology_pictures_match_their_goldens() {
     for fixture in FIXTURES {
         let (root, _) = host(fixture);
-        let dir = tempfile::tempdir().unwrap();
+        let dir = crate::common::tempdir();
         let (code, stdout, stderr) = run(vmrun_on(root.path(), dir.path()).arg("topology"));
         assert_eq!(code, 0, "{stderr}");
         golden(&format!("topology-{fixture}"), &stdout);
@@ -333,7 +333,7 @@ fn topology_pictures_match_their_goldens() {
         ("xeon-e5-2660v2-2s", 4),
     ] {
         let (root, _) = host(fixture);
-        let dir = tempfile::tempdir().unwrap();
+        let dir = crate::common::tempdir();
         let path = profile(
             dir.path(),
             "game",
@@ -350,7 +350,7 @@ fn topology_pictures_match_their_goldens() {
 #[test]
 fn topology_json_has_the_host_and_the_vm() {
     let (root, _) = host("ryzen9-5950x");
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::common::tempdir();
     let path = profile(dir.path(), "game", "cores = 2", "vcpus = \"auto\"");
     let (code, stdout, stderr) = run(vmrun_on(root.path(), dir.path())
         .args(["topology", "--json"])
@@ -369,7 +369,7 @@ fn topology_json_has_the_host_and_the_vm() {
 #[test]
 fn hugepages_come_from_the_numa_node_of_the_pinned_vcpus() {
     let (root, _) = host("xeon-e5-2660v2-2s");
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::common::tempdir();
     let backend = |json: &Value| -> String {
         let argv = json["argv"].as_array().unwrap();
         argv.iter()

@@ -85,7 +85,7 @@ const XHCI: &str = "/machine/peripheral/xhci/xhci.0";
 
 #[test]
 fn attach_by_ids_and_by_port_detach_and_nothing_comes_back_on_the_next_start() {
-    let sysroot = tempfile::tempdir().unwrap();
+    let sysroot = crate::common::tempdir();
     fake_usb_tree(
         sysroot.path(),
         &[
@@ -208,7 +208,7 @@ fn attach_by_ids_and_by_port_detach_and_nothing_comes_back_on_the_next_start() {
 
 #[test]
 fn attach_refuses_a_stopped_vm_a_bad_device_and_an_ambiguous_id() {
-    let sysroot = tempfile::tempdir().unwrap();
+    let sysroot = crate::common::tempdir();
     fake_usb_tree(
         sysroot.path(),
         &[
@@ -254,7 +254,7 @@ fn attach_refuses_a_stopped_vm_a_bad_device_and_an_ambiguous_id() {
 
 #[test]
 fn usb_entries_take_a_device_or_a_port() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::common::tempdir();
     let (config, _) = validate_text(
         dir.path(),
         "ok",

@@ -5,7 +5,7 @@ use crate::common::{line_of, sized_file, validate_text};
 use vmrun::profile::{Diagnostic, Kind, Severity};
 
 fn diagnostics(text: &str) -> Vec<Diagnostic> {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::common::tempdir();
     match validate_text(dir.path(), "t", text) {
         Ok((_, warnings)) => warnings,
         Err(errors) => errors,
@@ -33,7 +33,7 @@ fn expect(text: &str, key: &str, says: &str, severity: Severity) {
 
 #[test]
 fn an_empty_profile_is_valid_with_documented_defaults() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::common::tempdir();
     let (config, warnings) = validate_text(dir.path(), "plain", "").unwrap();
     assert!(warnings.is_empty(), "{warnings:#?}");
     assert_eq!(config.name.as_str(), "plain");
@@ -225,7 +225,7 @@ fn a_missing_romfile_is_reported_as_a_missing_file() {
 
 #[test]
 fn firmware_code_and_vars_must_come_from_one_build() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::common::tempdir();
     sized_file(&dir.path().join("CODE_4M.fd"), 3_653_632);
     sized_file(&dir.path().join("VARS_2M.fd"), 131_072);
     sized_file(&dir.path().join("VARS_4M.fd"), 540_672);

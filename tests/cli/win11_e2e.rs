@@ -290,14 +290,25 @@ fn a_users_pulseaudio_server_sees_qemu_as_a_client_with_the_handed_over_cookie()
     vm.wait_running();
     let clients = pulse.clients();
     assert!(clients.contains("qemu-system-x86_64"), "{clients}");
+    let qemu: u32 = std::fs::read_to_string(vm.dir.path().join("run/w11-audio/qemu.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{qemu}/status")).unwrap();
+    assert!(
+        status.contains(&format!("Uid:\t{0}\t{0}\t{0}\t{0}", pulse.uid)),
+        "QEMU runs as the audio user: {status}"
+    );
     assert_eq!(vm.stop(), 5);
     assert!(!pulse.clients().contains("qemu-system-x86_64"));
 
-    // Without the user's cookie, QEMU as root is refused: the handover is what makes it work.
+    // QEMU ran as that user, whose server needs no cookie from its own user. As root (the
+    // opt-out) without the user's cookie, QEMU is refused: the handover is what makes root work.
     let refused = seabios(
         "w11-nocookie",
         &format!(
-            "[audio]\nuser = \"{}\"\ncookie = \"/nonexistent/cookie\"\n",
+            "[audio]\nuser = \"{}\"\ncookie = \"/nonexistent/cookie\"\n[qemu]\nuser = \"root\"\n",
             pulse.name
         ),
     );
@@ -335,7 +346,7 @@ fn the_remote_display_sockets_answer_vnc_and_spice_and_status_says_how_to_connec
     let (code, stderr) = vnc.detach(&[]);
     assert_eq!(code, 0, "{stderr}");
     vnc.wait_running();
-    let socket = vnc.runtime_dir().join("w11-vnc/vnc.sock");
+    let socket = vnc.runtime_dir().join("w11-vnc/qemu/vnc.sock");
     let mut stream = UnixStream::connect(&socket).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -355,7 +366,7 @@ fn the_remote_display_sockets_answer_vnc_and_spice_and_status_says_how_to_connec
     let (code, stderr) = spice.detach(&[]);
     assert_eq!(code, 0, "{stderr}");
     let status = spice.wait_running();
-    let socket = spice.runtime_dir().join("w11-spice/spice.sock");
+    let socket = spice.runtime_dir().join("w11-spice/qemu/spice.sock");
     assert_eq!(
         status["display"],
         format!("spice+unix://{}", socket.display()),
@@ -442,7 +453,7 @@ fn a_vnc_display_on_an_address_with_a_password_file_asks_for_the_password() {
     let port = (5990..6190)
         .find(|port| std::net::TcpListener::bind(("127.0.0.1", *port)).is_ok())
         .expect("a free port from 5990");
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::common::tempdir();
     let password = dir.path().join("vnc-password");
     std::fs::write(&password, "s3cret").unwrap();
     let vm = seabios(

@@ -10,7 +10,7 @@ use vmrun::profile::Severity;
 
 /// Asserts an error for `key` on the line marked `#<`, saying `says`, shown as FILE:LINE: KEY.
 fn expect_error(text: &str, key: &str, says: &str) {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::common::tempdir();
     let line = line_of(text, "#<");
     let found = match validate_text(dir.path(), "t", text) {
         Ok((_, warnings)) => warnings,
@@ -112,7 +112,7 @@ fn the_new_tables_report_bad_keys_and_values_with_file_line_and_key() {
 
 #[test]
 fn a_loopback_or_unix_listener_needs_no_password_and_spice_brings_qxl() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::common::tempdir();
     let (config, _) = validate_text(
         dir.path(),
         "r",
@@ -143,7 +143,7 @@ fn write_dmi(root: &Path, values: &[(&str, &str)]) {
 
 #[test]
 fn smbios_from_host_copies_dmi_through_the_host_root_and_show_prints_it() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::common::tempdir();
     let root = dir.path().join("root");
     write_dmi(
         &root,
@@ -223,7 +223,7 @@ fn smbios_from_host_copies_dmi_through_the_host_root_and_show_prints_it() {
 
 #[test]
 fn vhost_is_used_for_virtio_on_tap_and_bridge_only_when_the_host_has_vhost_net() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::common::tempdir();
     let netdev = |text: &str, vhost_net: bool| -> String {
         let (config, _) = validate_text(dir.path(), "n", text).unwrap();
         let facts = vmrun::plan::HostFacts {
@@ -291,7 +291,7 @@ const SEABIOS_TCG: &str = "[machine]\naccel = \"tcg\"\n[firmware]\ntype = \"seab
 
 #[test]
 fn check_names_a_missing_or_old_swtpm_and_the_package_to_install() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::common::tempdir();
     let bin = dir.path().join("bin");
     std::fs::create_dir(&bin).unwrap();
     let qemu = vmrun::check::find_program("qemu-system-x86_64").unwrap();
@@ -342,7 +342,7 @@ fn check_names_a_missing_or_old_swtpm_and_the_package_to_install() {
 
 #[test]
 fn check_reports_the_sound_server_and_the_remote_display() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::common::tempdir();
     let profile = format!(
         "{SEABIOS_TCG}[audio]\nserver = \"{0}/no-server\"\ncookie = \"{0}/no-cookie\"\n\
          [display]\nremote = \"spice\"\n",
@@ -370,7 +370,7 @@ fn check_reports_the_sound_server_and_the_remote_display() {
         "qemu-system-gui is installed here: {lines:#?}"
     );
     let (_, lines) = check_lines(dir.path(), &profile, &path, "display");
-    let socket = dir.path().join("run/vm/spice.sock");
+    let socket = dir.path().join("run/vm/qemu/spice.sock");
     assert!(
         lines.iter().any(|l| l.starts_with("PASS")
             && l.contains(&format!("remote-viewer spice+unix://{}", socket.display()))),

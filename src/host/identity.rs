@@ -1,0 +1,115 @@
+//! Who QEMU runs as: `qemu.user`, else the desktop user who ran vmrun through sudo or pkexec,
+//! else `nobody`; its groups from the host's user database, plus the group owning `/dev/kvm`.
+
+use std::os::unix::fs::MetadataExt;
+
+use nix::unistd::{Gid, Group, Uid, User};
+
+use super::Sysroot;
+use crate::model::{Accel, AudioBackend, QemuIdentity, QemuUser, VmConfig};
+
+/// The fallback when no desktop user is known (cron, a root shell): an account that owns no
+/// files. A dedicated account (`qemu.user`) is better: `nobody` may be shared with daemons.
+const FALLBACK_USER: &str = "nobody";
+const FALLBACK_ID: u32 = 65534;
+
+fn audio_user(config: &VmConfig) -> Option<String> {
+    match &config.audio.as_ref()?.backend {
+        AudioBackend::PulseAudio { user, .. } => user.clone(),
+        _ => None,
+    }
+}
+
+/// Resolves the profile's `[qemu] user`/`group` against this host. `env` reads the
+/// environment (`SUDO_UID`, `PKEXEC_UID`). `Ok(None)` means root (the opt-out).
+pub fn qemu_identity(
+    config: &VmConfig,
+    root: &Sysroot,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Option<QemuIdentity>, String> {
+    let invoking = |var: &str| {
+        env(var)
+            .and_then(|value| value.trim().parse::<u32>().ok())
+            .filter(|uid| *uid != 0)
+    };
+    let (word, source) = match &config.qemu.user {
+        QemuUser::Root => return Ok(None),
+        QemuUser::Resolved(identity) => return Ok(Some(identity.clone())),
+        QemuUser::Named(word) => (word.clone(), "profile"),
+        // The user whose sound server the guest plays on comes first: QEMU as that user
+        // reaches it without any cookie.
+        QemuUser::Default => match (
+            audio_user(config),
+            invoking("SUDO_UID"),
+            invoking("PKEXEC_UID"),
+        ) {
+            (Some(user), _, _) => (user, "audio.user"),
+            (None, Some(uid), _) => (uid.to_string(), "sudo"),
+            (None, None, Some(uid)) => (uid.to_string(), "pkexec"),
+            (None, None, None) if !nix::unistd::geteuid().is_root() => {
+                (nix::unistd::geteuid().to_string(), "vmrun's user")
+            }
+            (None, None, None) => (FALLBACK_USER.to_string(), "fallback"),
+        },
+    };
+    let user = match word.parse::<u32>() {
+        Ok(uid) => User::from_uid(Uid::from_raw(uid)).ok().flatten(),
+        Err(_) => User::from_name(&word).ok().flatten(),
+    };
+    let (name, uid, primary) = match (&user, word.parse::<u32>()) {
+        (Some(user), _) => (user.name.clone(), user.uid.as_raw(), user.gid.as_raw()),
+        // A number the user database does not know (a minimal host, a container): its own
+        // number as its group unless `qemu.group` says otherwise.
+        (None, Ok(uid)) => (uid.to_string(), uid, uid),
+        (None, Err(_)) if word == FALLBACK_USER => {
+            (FALLBACK_USER.to_string(), FALLBACK_ID, FALLBACK_ID)
+        }
+        (None, Err(_)) => {
+            return Err(format!(
+                "qemu.user = \"{word}\": this host has no such user; create it (useradd \
+                 --system {word}) or give a uid"
+            ))
+        }
+    };
+    if uid == 0 {
+        return Err(format!(
+            "qemu.user = \"{word}\" is root; write qemu.user = \"root\" to run QEMU as root on purpose"
+        ));
+    }
+    let gid = match &config.qemu.group {
+        None => primary,
+        Some(group) => match group.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => Group::from_name(group)
+                .ok()
+                .flatten()
+                .map(|g| g.gid.as_raw())
+                .ok_or_else(|| format!("qemu.group = \"{group}\": this host has no such group"))?,
+        },
+    };
+    let mut groups: Vec<u32> = match (&user, std::ffi::CString::new(name.clone())) {
+        (Some(_), Ok(cname)) => nix::unistd::getgrouplist(&cname, Gid::from_raw(gid))
+            .map(|list| list.into_iter().map(|g| g.as_raw()).collect())
+            .unwrap_or_else(|_| vec![gid]),
+        _ => vec![gid],
+    };
+    // QEMU needs /dev/kvm and nothing else of its group: granted for the run instead of
+    // asking every user to join `kvm`.
+    if config.machine.accel == Accel::Kvm {
+        if let Ok(meta) = std::fs::metadata(root.path("/dev/kvm")) {
+            if meta.gid() != 0 {
+                groups.push(meta.gid());
+            }
+        }
+    }
+    groups.retain(|g| *g != 0);
+    groups.sort_unstable();
+    groups.dedup();
+    Ok(Some(QemuIdentity {
+        name,
+        uid,
+        gid,
+        groups,
+        source,
+    }))
+}
