@@ -13,6 +13,7 @@ mod host_e2e;
 mod host_preflight;
 mod host_session;
 mod isolation;
+mod least_privilege;
 mod libvirt;
 mod loader_props;
 mod logs;
