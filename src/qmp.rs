@@ -3,8 +3,13 @@
 //! QMP sends one JSON object per line: a greeting, then replies (`return` / `error`, carrying the
 //! `id` we sent) and asynchronous events. An event can arrive before the reply of the command
 //! that caused it, so events read while waiting for a reply are queued for the caller.
+//!
+//! Commands can be pipelined: `submit` writes one and `reply` claims its answer later, so
+//! several round trips to QEMU's main loop become one. QEMU reads its input only after it sent
+//! the greeting and runs commands one at a time, in order, so even `qmp_capabilities` and the
+//! commands after it may be written before the greeting arrives (`Qmp::begin`).
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io::{BufRead, BufReader, ErrorKind, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -50,7 +55,22 @@ pub struct Qmp {
     next_id: u64,
     events: VecDeque<Event>,
     timeout: Duration,
+    /// The greeting was read: every later message is a reply or an event.
+    greeted: bool,
+    /// Commands written whose replies nobody has claimed yet.
+    awaited: BTreeSet<u64>,
+    /// Replies read while an earlier command's reply was being waited for.
+    stashed: BTreeMap<u64, Reply>,
 }
+
+/// A command written to QEMU whose reply is still to be claimed with `Qmp::reply`.
+#[must_use = "claim the reply with Qmp::reply"]
+pub struct Pending {
+    id: u64,
+    command: String,
+}
+
+type Reply = Result<Value, (String, String)>;
 
 /// One message from QEMU.
 enum Message {
@@ -103,39 +123,59 @@ fn classify(value: Value) -> Result<Message, QmpError> {
     )))
 }
 
+fn answer(command: &str, reply: Reply) -> Result<Value, QmpError> {
+    reply.map_err(|(class, desc)| QmpError::Command {
+        command: command.to_string(),
+        class,
+        desc,
+    })
+}
+
 impl Qmp {
     /// Connects to a running VM's monitor (vmrun binds it before QEMU starts, so a refused
-    /// connection means nothing listens), then reads the greeting and leaves capabilities
-    /// negotiation mode.
+    /// connection means nothing listens), then leaves capabilities negotiation mode, asked for
+    /// before the greeting is read (one round trip instead of two).
     pub fn connect(path: &Path, timeout: Duration) -> Result<Self, QmpError> {
         let stream = UnixStream::connect(path).map_err(|source| QmpError::Connect {
             path: path.to_path_buf(),
             source,
         })?;
-        Self::handshake(stream, timeout)
+        let (mut qmp, capabilities) = Self::begin(stream, timeout)?;
+        qmp.reply(capabilities)?;
+        Ok(qmp)
     }
 
-    /// Takes over a connected stream: greeting, then `qmp_capabilities`.
+    /// Takes over a connected stream: greeting, then `qmp_capabilities`, one after the other
+    /// (as a minimal client does; vmrun itself pipelines with `begin`).
     pub fn handshake(stream: UnixStream, timeout: Duration) -> Result<Self, QmpError> {
+        let mut qmp = Self::new(stream, timeout)?;
+        qmp.read_greeting(Instant::now() + timeout)?;
+        qmp.execute("qmp_capabilities", None)?;
+        Ok(qmp)
+    }
+
+    /// Takes over a connected stream and writes `qmp_capabilities` at once, without waiting
+    /// for the greeting: commands `submit`ted next wait in the socket too, and QEMU answers
+    /// them all as soon as it accepts. Claiming the returned reply reads the greeting first.
+    pub fn begin(stream: UnixStream, timeout: Duration) -> Result<(Self, Pending), QmpError> {
+        let mut qmp = Self::new(stream, timeout)?;
+        let capabilities = qmp.submit("qmp_capabilities", None)?;
+        Ok((qmp, capabilities))
+    }
+
+    fn new(stream: UnixStream, timeout: Duration) -> Result<Self, QmpError> {
         let writer = stream.try_clone()?;
-        let mut qmp = Qmp {
+        Ok(Qmp {
             reader: BufReader::new(stream),
             writer,
             partial: Vec::new(),
             next_id: 1,
             events: VecDeque::new(),
             timeout,
-        };
-        match qmp.read_message(Instant::now() + timeout, "the QMP greeting")? {
-            Message::Greeting => {}
-            _ => {
-                return Err(QmpError::Protocol(
-                    "the first message was not a QMP greeting".into(),
-                ))
-            }
-        }
-        qmp.execute("qmp_capabilities", None)?;
-        Ok(qmp)
+            greeted: false,
+            awaited: BTreeSet::new(),
+            stashed: BTreeMap::new(),
+        })
     }
 
     pub fn set_timeout(&mut self, timeout: Duration) {
@@ -180,7 +220,37 @@ impl Qmp {
         }
     }
 
-    fn send(&mut self, command: &str, arguments: Option<Value>) -> Result<u64, QmpError> {
+    fn read_greeting(&mut self, deadline: Instant) -> Result<(), QmpError> {
+        match self.read_message(deadline, "the QMP greeting")? {
+            Message::Greeting => {
+                self.greeted = true;
+                Ok(())
+            }
+            _ => Err(QmpError::Protocol(
+                "the first message was not a QMP greeting".into(),
+            )),
+        }
+    }
+
+    /// The next reply or event, the greeting read first while it is still to come; what
+    /// follows the greeting gets the whole timeout again, as when it was read on its own.
+    fn next_message(
+        &mut self,
+        deadline: &mut Instant,
+        waiting_for: &str,
+    ) -> Result<Message, QmpError> {
+        if !self.greeted {
+            self.read_greeting(*deadline)?;
+            *deadline = Instant::now() + self.timeout;
+        }
+        match self.read_message(*deadline, waiting_for)? {
+            Message::Greeting => Err(QmpError::Protocol("a second greeting mid-session".into())),
+            other => Ok(other),
+        }
+    }
+
+    /// Writes one command without waiting for its reply; claim that with `reply`.
+    pub fn submit(&mut self, command: &str, arguments: Option<Value>) -> Result<Pending, QmpError> {
         let id = self.next_id;
         self.next_id += 1;
         let mut message = json!({ "execute": command, "id": id });
@@ -190,7 +260,13 @@ impl Qmp {
         let mut line = message.to_string();
         line.push('\n');
         match self.writer.write_all(line.as_bytes()) {
-            Ok(()) => Ok(id),
+            Ok(()) => {
+                self.awaited.insert(id);
+                Ok(Pending {
+                    id,
+                    command: command.to_string(),
+                })
+            }
             Err(error)
                 if matches!(
                     error.kind(),
@@ -203,36 +279,54 @@ impl Qmp {
         }
     }
 
-    /// Runs one command and returns its `return` value. Events that arrive meanwhile are queued.
-    pub fn execute(&mut self, command: &str, arguments: Option<Value>) -> Result<Value, QmpError> {
-        let id = self.send(command, arguments)?;
-        let deadline = Instant::now() + self.timeout;
+    /// The `return` value of a submitted command. Events that arrive meanwhile are queued, and
+    /// replies to other submitted commands are kept until they are claimed.
+    pub fn reply(&mut self, pending: Pending) -> Result<Value, QmpError> {
+        let Pending { id, command } = pending;
+        if let Some(reply) = self.stashed.remove(&id) {
+            return answer(&command, reply);
+        }
+        let mut deadline = Instant::now() + self.timeout;
         let waiting_for = format!("the reply to `{command}`");
         loop {
-            match self.read_message(deadline, &waiting_for)? {
-                Message::Event(event) => self.events.push_back(event),
-                Message::Return {
-                    id: reply_id,
-                    value,
-                } if reply_id == Some(json!(id)) => return Ok(value),
-                Message::Error {
-                    id: reply_id,
-                    class,
-                    desc,
-                } if reply_id == Some(json!(id)) => {
-                    return Err(QmpError::Command {
-                        command: command.to_string(),
-                        class,
-                        desc,
-                    })
+            let (reply_id, reply) = match self.next_message(&mut deadline, &waiting_for) {
+                Ok(Message::Event(event)) => {
+                    self.events.push_back(event);
+                    continue;
                 }
-                // A reply to a command we gave up on (timed out) earlier.
-                Message::Return { .. } | Message::Error { .. } => continue,
-                Message::Greeting => {
-                    return Err(QmpError::Protocol("a second greeting mid-session".into()));
+                Ok(Message::Return { id, value }) => (id, Ok(value)),
+                Ok(Message::Error { id, class, desc }) => (id, Err((class, desc))),
+                Ok(Message::Greeting) => {
+                    return Err(QmpError::Protocol("a second greeting mid-session".into()))
                 }
+                Err(error) => {
+                    // A reply that comes after all belongs to nobody.
+                    self.awaited.remove(&id);
+                    return Err(error);
+                }
+            };
+            if reply_id.as_ref().and_then(Value::as_u64) == Some(id) {
+                self.awaited.remove(&id);
+                return answer(&command, reply);
+            }
+            self.keep(reply_id, reply);
+        }
+    }
+
+    /// Keeps the reply to a submitted command until it is claimed; drops one to a command
+    /// given up on (timed out) earlier.
+    fn keep(&mut self, id: Option<Value>, reply: Reply) {
+        if let Some(id) = id.as_ref().and_then(Value::as_u64) {
+            if self.awaited.remove(&id) {
+                self.stashed.insert(id, reply);
             }
         }
+    }
+
+    /// Runs one command and returns its `return` value. Events that arrive meanwhile are queued.
+    pub fn execute(&mut self, command: &str, arguments: Option<Value>) -> Result<Value, QmpError> {
+        let pending = self.submit(command, arguments)?;
+        self.reply(pending)
     }
 
     /// `quit`: QEMU may close the socket before or after replying; both are success.
@@ -251,7 +345,9 @@ impl Qmp {
         loop {
             match self.read_message(deadline, "an event") {
                 Ok(Message::Event(event)) => return Ok(Some(event)),
-                Ok(_) => continue,
+                Ok(Message::Return { id, value }) => self.keep(id, Ok(value)),
+                Ok(Message::Error { id, class, desc }) => self.keep(id, Err((class, desc))),
+                Ok(Message::Greeting) => continue,
                 Err(QmpError::Timeout(..)) => return Ok(None),
                 Err(error) => return Err(error),
             }
@@ -405,6 +501,68 @@ mod tests {
                 .unwrap(),
             None
         );
+    }
+
+    #[test]
+    fn pipelined_replies_may_be_claimed_in_any_order() {
+        let (stream, handle) = peer(vec![
+            ("qmp_capabilities", vec![ok()]),
+            (
+                "query-status",
+                vec![
+                    r#"{"event": "RESUME", "data": {}, "timestamp": {"seconds": 1, "microseconds": 2}}"#.into(),
+                    r#"{"return": {"status": "running"}, "id": $ID}"#.into(),
+                ],
+            ),
+            ("query-cpus-fast", vec![r#"{"return": [], "id": $ID}"#.into()]),
+            ("cont", vec![r#"{"error": {"class": "GenericError", "desc": "no"}, "id": $ID}"#.into()]),
+        ]);
+        let (mut qmp, capabilities) = Qmp::begin(stream, Duration::from_secs(5)).unwrap();
+        let status = qmp.submit("query-status", None).unwrap();
+        let cpus = qmp.submit("query-cpus-fast", None).unwrap();
+        let cont = qmp.submit("cont", None).unwrap();
+        assert_eq!(qmp.reply(cpus).unwrap(), json!([]));
+        qmp.reply(capabilities).unwrap();
+        assert!(matches!(qmp.reply(cont), Err(QmpError::Command { .. })));
+        assert_eq!(qmp.reply(status).unwrap()["status"], "running");
+        assert_eq!(qmp.take_events().len(), 1);
+        drop(qmp);
+        assert_eq!(handle.join().unwrap().len(), 4);
+    }
+
+    #[test]
+    fn commands_may_be_written_before_the_greeting_arrives() {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let peer = std::thread::spawn(move || {
+            let mut reader = BufReader::new(theirs.try_clone().unwrap());
+            let mut writer = theirs;
+            let mut ids = Vec::new();
+            for _ in 0..2 {
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                let value: Value = serde_json::from_str(&line).unwrap();
+                ids.push(value["id"].clone());
+            }
+            writeln!(writer, "{GREETING}").unwrap();
+            for id in ids {
+                writeln!(writer, r#"{{"return": {{}}, "id": {id}}}"#).unwrap();
+            }
+        });
+        let (mut qmp, capabilities) = Qmp::begin(ours, Duration::from_secs(5)).unwrap();
+        let status = qmp.submit("query-status", None).unwrap();
+        qmp.reply(capabilities).unwrap();
+        qmp.reply(status).unwrap();
+        peer.join().unwrap();
+    }
+
+    #[test]
+    fn a_pipelined_peer_without_a_greeting_is_refused() {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let mut writer = theirs.try_clone().unwrap();
+        writeln!(writer, r#"{{"return": {{}}, "id": 1}}"#).unwrap();
+        let (mut qmp, capabilities) = Qmp::begin(ours, Duration::from_secs(1)).unwrap();
+        let error = qmp.reply(capabilities).err().unwrap();
+        assert!(matches!(error, QmpError::Protocol(_)), "{error}");
     }
 
     #[test]

@@ -83,6 +83,9 @@ pub struct Recipe {
     pub firmware: BootFirmware,
     pub plan: Plan,
     pub host_steps: Vec<HostStep>,
+    /// The host as the plan saw it: the preflight judges the same facts instead of reading
+    /// the topology and the running VMs a second time on the start path.
+    pub facts: HostFacts,
 }
 
 /// A VM addressed by name or by profile, as `status`, `stop`, `qmp` and `recover` take it.
@@ -224,6 +227,7 @@ impl App {
             warnings: loaded.warnings,
             firmware,
             plan,
+            facts,
         })
     }
 
@@ -325,7 +329,7 @@ impl App {
             &recipe.config,
             &recipe.host_steps,
             &host,
-            &self.facts(&recipe.config),
+            &recipe.facts,
             Depth::Run,
         ));
         findings.extend(check::plan_findings(

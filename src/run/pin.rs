@@ -8,7 +8,7 @@ use serde_json::Value;
 use super::threads::{self, ThreadError, ThreadInfo};
 use crate::log::Log;
 use crate::model::{CpuSet, Pinning};
-use crate::qmp::{Qmp, QmpError};
+use crate::qmp::{Pending, Qmp, QmpError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PinError {
@@ -29,9 +29,22 @@ pub enum PinError {
     Verify(String),
 }
 
+/// The two queries pinning needs, written right behind `qmp_capabilities` so that QEMU
+/// answers them in the same wake-up as the handshake.
+pub struct Queries {
+    cpus: Pending,
+    iothreads: Pending,
+}
+
+pub fn submit_queries(qmp: &mut Qmp) -> Result<Queries, QmpError> {
+    Ok(Queries {
+        cpus: qmp.submit("query-cpus-fast", None)?,
+        iothreads: qmp.submit("query-iothreads", None)?,
+    })
+}
+
 /// `(vCPU index, thread id)` from `query-cpus-fast`.
-fn vcpu_threads(qmp: &mut Qmp) -> Result<Vec<(usize, i32)>, PinError> {
-    let reply = qmp.execute("query-cpus-fast", None)?;
+fn vcpu_threads(reply: Value) -> Result<Vec<(usize, i32)>, PinError> {
     let list = reply
         .as_array()
         .ok_or_else(|| PinError::Malformed(format!("query-cpus-fast returned {reply}")))?;
@@ -52,9 +65,8 @@ fn vcpu_threads(qmp: &mut Qmp) -> Result<Vec<(usize, i32)>, PinError> {
     Ok(threads)
 }
 
-fn iothread_ids(qmp: &mut Qmp) -> Result<Vec<i32>, PinError> {
-    let reply = qmp.execute("query-iothreads", None)?;
-    Ok(reply
+fn iothread_ids(reply: Value) -> Vec<i32> {
+    reply
         .as_array()
         .map(|list| {
             list.iter()
@@ -62,7 +74,7 @@ fn iothread_ids(qmp: &mut Qmp) -> Result<Vec<i32>, PinError> {
                 .map(|t| t as i32)
                 .collect()
         })
-        .unwrap_or_default())
+        .unwrap_or_default()
 }
 
 /// The threads vmrun placed; every other QEMU thread belongs on the emulator CPUs.
@@ -100,7 +112,13 @@ impl Pinned {
 }
 
 /// Pins every vCPU (and iothread) of the paused QEMU `pid`, then verifies from /proc.
-pub fn pin_all(qmp: &mut Qmp, pid: u32, pinning: &Pinning, log: &Log) -> Result<Pinned, PinError> {
+pub fn pin_all(
+    qmp: &mut Qmp,
+    queries: Queries,
+    pid: u32,
+    pinning: &Pinning,
+    log: &Log,
+) -> Result<Pinned, PinError> {
     if pinning.scheduler.is_realtime()
         && !caps::has_cap(
             None,
@@ -111,7 +129,7 @@ pub fn pin_all(qmp: &mut Qmp, pid: u32, pinning: &Pinning, log: &Log) -> Result<
     {
         return Err(PinError::NoCapability(pinning.scheduler.as_str().into()));
     }
-    let vcpus = vcpu_threads(qmp)?;
+    let vcpus = vcpu_threads(qmp.reply(queries.cpus)?)?;
     if vcpus.len() != pinning.vcpus.len() {
         return Err(PinError::VcpuCount {
             found: vcpus.len(),
@@ -128,7 +146,7 @@ pub fn pin_all(qmp: &mut Qmp, pid: u32, pinning: &Pinning, log: &Log) -> Result<
             pinning.priority
         ));
     }
-    let iothreads = iothread_ids(qmp)?;
+    let iothreads = iothread_ids(qmp.reply(queries.iothreads)?);
     if let Some(set) = &pinning.iothreads {
         for tid in &iothreads {
             threads::set_affinity(*tid, set)?;

@@ -246,16 +246,22 @@ pub(super) fn supervise_child(
     };
     // Written while QEMU starts up: `status` and `stop` find the VM from here on.
     state::write_json(&plan.paths.run_state, &run_state)?;
-    let mut qmp = connect::handshake(child, plan, qmp_stream)?;
+    let (mut qmp, queries) = connect::handshake(child, plan, qmp_stream, |qmp| {
+        config
+            .pinning
+            .as_ref()
+            .map(|_| pin::submit_queries(qmp))
+            .transpose()
+    })?;
     log.phase("QMP ready");
-    let mut pinned = match &config.pinning {
-        Some(pinning) => {
-            let pinned = pin::pin_all(&mut qmp, child.id(), pinning, log)?;
+    let mut pinned = match (&config.pinning, queries) {
+        (Some(pinning), Some(queries)) => {
+            let pinned = pin::pin_all(&mut qmp, queries, child.id(), pinning, log)?;
             log.phase("pinned");
             log.info(&pinned.summary);
             Some(pinned)
         }
-        None => None,
+        _ => None,
     };
     if options.paused {
         log.info("vCPUs left paused (--paused): resume with `vmrun qmp NAME cont`");
