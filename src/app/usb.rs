@@ -2,9 +2,14 @@
 //! `vendor:product` is looked up among the host's devices (sysfs) so that it is plugged by its
 //! port, and two identical devices are told apart instead of QEMU picking one.
 
+use std::path::{Path, PathBuf};
+
 use serde::Serialize;
 
 use super::{App, AppError};
+use crate::host::journal::{Journal, JournalEntry};
+use crate::host::steps::device_access::{self, RestoreOwner};
+use crate::host::steps::Undo;
 use crate::host::usb::{self as host_usb, HostUsbDevice};
 use crate::model::UsbDevice;
 use crate::run::control::ControlError;
@@ -108,7 +113,19 @@ impl App {
                 target.name, already.id
             )));
         }
-        run_usb::attach(&target.paths, &target.name, &plug)?;
+        // QEMU opens the node itself on device_add, as its unprivileged user: hand it over
+        // first, journaled with the VM's other changes so that teardown and `recover` give
+        // it back.
+        let handed = match present.as_ref().and_then(|d| d.node.as_deref()) {
+            Some(node) => self.hand_usb_node(&target, node)?,
+            None => None,
+        };
+        if let Err(error) = run_usb::attach(&target.paths, &target.name, &plug) {
+            if let Some(was) = handed {
+                let _ = self.give_usb_node_back(&target, &was.path);
+            }
+            return Err(error.into());
+        }
         Ok(Attached {
             id: plug.id,
             host: present,
@@ -144,6 +161,14 @@ impl App {
             ))),
             [one] => {
                 run_usb::detach(&target.paths, &target.name, &one.id)?;
+                // QEMU no longer needs the node: its owner gets it back now, not at teardown.
+                let node = host
+                    .iter()
+                    .find(|h| one.port.as_deref() == Some(h.port.as_str()))
+                    .and_then(|h| h.node.as_deref());
+                if let Some(node) = node {
+                    self.give_usb_node_back(&target, Path::new(node))?;
+                }
                 Ok(one.id.clone())
             }
             several => {
@@ -156,6 +181,62 @@ impl App {
                 )))
             }
         }
+    }
+
+    /// Gives a USB node to the user the VM's QEMU runs as, journaling its owner first. None
+    /// when nothing changed (QEMU runs as root, or the user owns the node already).
+    fn hand_usb_node(
+        &self,
+        target: &super::Target,
+        node: &str,
+    ) -> Result<Option<RestoreOwner>, AppError> {
+        let Some((uid, gid)) = state::running(&target.paths).and_then(|run| qemu_ids(run.qemu_pid))
+        else {
+            return Ok(None);
+        };
+        if uid == 0 {
+            return Ok(None);
+        }
+        let node = device_access::resolve(&self.sysroot, Path::new(node)).map_err(|source| {
+            AppError::Host(format!(
+                "{node}: {source}; the device may have been unplugged just now"
+            ))
+        })?;
+        let host_error = |e: crate::host::context::StepError| AppError::Host(e.to_string());
+        let Some(was) =
+            device_access::current_owner(&self.sysroot, &node, uid, gid).map_err(host_error)?
+        else {
+            return Ok(None);
+        };
+        Journal::at(&target.paths.journal).append(&JournalEntry {
+            step: None,
+            undo: Undo::from(was.clone()),
+        })?;
+        device_access::hand_over(&self.sysroot, &was, uid, gid).map_err(host_error)?;
+        Ok(Some(was))
+    }
+
+    /// Gives `node` back to the owner the journal remembers for it (from `attach` or the
+    /// start) and drops that entry; nothing when the journal has none.
+    fn give_usb_node_back(&self, target: &super::Target, node: &Path) -> Result<(), AppError> {
+        let node: PathBuf =
+            device_access::resolve(&self.sysroot, node).unwrap_or_else(|_| node.to_path_buf());
+        let journal = Journal::at(&target.paths.journal);
+        let entries = journal.entries()?;
+        let mine = |entry: &JournalEntry| matches!(&entry.undo, Undo::RestoreOwner(was) if was.path == node);
+        let Some(was) = entries.iter().rev().find_map(|entry| match &entry.undo {
+            Undo::RestoreOwner(was) if was.path == node => Some(was.clone()),
+            _ => None,
+        }) else {
+            return Ok(());
+        };
+        if self.sysroot.path(&node.to_string_lossy()).exists() {
+            device_access::give_back(&self.sysroot, &was)
+                .map_err(|e| AppError::Host(e.to_string()))?;
+        }
+        let rest: Vec<JournalEntry> = entries.into_iter().filter(|e| !mine(e)).collect();
+        journal.replace(&rest)?;
+        Ok(())
     }
 
     /// The guest's USB devices (empty when it is not running) and the host's.
@@ -174,4 +255,20 @@ impl App {
             host,
         })
     }
+}
+
+/// The effective uid and gid of process `pid` (QEMU), from its `/proc/PID/status`: who QEMU
+/// runs as after it dropped root. QEMU is a real process even over a fake host root.
+fn qemu_ids(pid: u32) -> Option<(u32, u32)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let effective = |key: &str| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(key))?
+            .split_whitespace()
+            .nth(1)?
+            .parse::<u32>()
+            .ok()
+    };
+    Some((effective("Uid:")?, effective("Gid:")?))
 }

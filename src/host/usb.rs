@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use super::Sysroot;
-use crate::model::{UsbId, UsbPort};
+use crate::model::{UsbDevice, UsbId, UsbPort};
 
 /// One USB device plugged into this host.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -19,6 +19,9 @@ pub struct HostUsbDevice {
     pub usb_id: UsbId,
     #[serde(skip)]
     pub usb_port: UsbPort,
+    /// Its node, `/dev/bus/usb/BBB/DDD` from sysfs' busnum and devnum: what QEMU opens.
+    #[serde(skip)]
+    pub node: Option<String>,
 }
 
 fn read_hex(text: Option<String>) -> Option<u16> {
@@ -54,7 +57,12 @@ pub fn devices(root: &Sysroot) -> Vec<HostUsbDevice> {
             };
             let usb_port: UsbPort = port.parse().ok()?;
             let usb_id = UsbId { vendor, product };
+            let number = |file: &str| attribute(file)?.parse::<u32>().ok();
+            let node = number("busnum")
+                .zip(number("devnum"))
+                .map(|(bus, dev)| format!("/dev/bus/usb/{bus:03}/{dev:03}"));
             Some(HostUsbDevice {
+                node,
                 port: usb_port.to_string(),
                 id: usb_id.to_string(),
                 manufacturer: attribute("manufacturer"),
@@ -68,6 +76,18 @@ pub fn devices(root: &Sysroot) -> Vec<HostUsbDevice> {
         (a.usb_port.bus, &a.usb_port.ports).cmp(&(b.usb_port.bus, &b.usb_port.ports))
     });
     devices
+}
+
+/// The host devices a `[[usb]]` entry means: the one at its port, or every one with its ids
+/// (QEMU takes whichever it finds first).
+pub fn matching<'a>(
+    devices: &'a [HostUsbDevice],
+    wanted: &'a UsbDevice,
+) -> impl Iterator<Item = &'a HostUsbDevice> + 'a {
+    devices.iter().filter(move |device| match wanted {
+        UsbDevice::Id(id) => device.usb_id == *id,
+        UsbDevice::Port(port) => device.usb_port == *port,
+    })
 }
 
 impl HostUsbDevice {
@@ -105,6 +125,7 @@ mod tests {
                 ("idProduct", "c52b"),
                 ("busnum", "1"),
                 ("devpath", "4.2"),
+                ("devnum", "5"),
                 ("manufacturer", "Logitech"),
                 ("product", "USB Receiver"),
             ],
@@ -126,5 +147,7 @@ mod tests {
                 ("3-1".into(), "1532:0084".into(), String::new()),
             ]
         );
+        assert_eq!(found[0].node.as_deref(), Some("/dev/bus/usb/001/005"));
+        assert_eq!(found[1].node, None, "no busnum/devnum, no node");
     }
 }

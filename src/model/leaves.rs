@@ -81,7 +81,7 @@ macro_rules! serialize_as_text {
     )*};
 }
 
-serialize_as_text!(PciAddress, ByteSize);
+serialize_as_text!(PciAddress, ByteSize, UsbDevice);
 
 /// A number of bytes written with a binary suffix: `512M`, `16G`, `1T`, `4096` (bytes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

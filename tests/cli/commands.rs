@@ -70,6 +70,7 @@ fn show_json_lists_the_host_steps_in_order_with_their_parameters() {
             "reserve_hugepages",
             "create_shm_file",
             "add_bridge_tap",
+            "grant_device_access",
         ]
     );
     for step in steps {
@@ -80,6 +81,13 @@ fn show_json_lists_the_host_steps_in_order_with_their_parameters() {
     assert_eq!(steps[11]["page_size"], "1G");
     assert_eq!(steps[11]["pages"], 16);
     assert_eq!(steps[12]["mode"], "0660");
+    // Root without SUDO_UID: QEMU runs as nobody, who gets the nodes QEMU opens by path.
+    assert_eq!(steps[14]["user"], "nobody");
+    assert_eq!(steps[14]["uid"], 65534);
+    assert_eq!(
+        steps[14]["pci"],
+        serde_json::json!(["0000:01:00.0", "0000:01:00.1"])
+    );
     let demo = show_json(dir.path(), "vm-profiles/demo.toml");
     assert_eq!(
         demo["host_steps"],

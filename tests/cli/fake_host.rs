@@ -128,6 +128,12 @@ impl FakeHost {
                 }
             }
         }
+        std::fs::create_dir_all(root.join("dev/vfio")).unwrap();
+        if let Ok(list) = std::fs::read_dir(root.join("sys/bus/pci/devices")) {
+            for entry in list.filter_map(Result::ok) {
+                sync_vfio_node(&root, &entry.file_name().to_string_lossy());
+            }
+        }
         for driver in [
             "vfio-pci",
             "nvidia",
@@ -228,6 +234,8 @@ impl FakeHost {
         }
         write(&root.join(".fake/calls.log"), "");
         std::fs::create_dir_all(root.join("dev/shm")).unwrap();
+        // Where the (fake) kernel puts the IOMMU groups' nodes.
+        std::fs::create_dir_all(root.join("dev/vfio")).unwrap();
         std::fs::create_dir_all(&bin).unwrap();
         for (name, script) in [
             ("systemctl", SYSTEMCTL),
@@ -317,6 +325,34 @@ impl FakeHost {
         .map(|t| t.file_name().unwrap().to_string_lossy().into_owned())
     }
 
+    /// `uid:gid mode` of a file under the root, None when it does not exist.
+    pub fn owner(&self, path: &str) -> Option<(u32, u32, u32)> {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(self.root.join(path))
+            .ok()
+            .map(|m| (m.uid(), m.gid(), m.mode() & 0o7777))
+    }
+
+    /// A fake evdev node (a character device like /dev/null's, never opened) with a by-id
+    /// link to it, root's with mode 0660 as udev leaves them: returns the link's host path.
+    pub fn add_evdev(&self, event: &str, by_id: &str) -> String {
+        let node = self.root.join("dev/input").join(event);
+        std::fs::create_dir_all(self.root.join("dev/input/by-id")).unwrap();
+        nix::sys::stat::mknod(
+            &node,
+            nix::sys::stat::SFlag::S_IFCHR,
+            nix::sys::stat::Mode::from_bits_truncate(0o660),
+            nix::sys::stat::makedev(1, 3),
+        )
+        .unwrap();
+        std::fs::set_permissions(&node, std::fs::Permissions::from_mode(0o660)).unwrap();
+        symlink(
+            &format!("../{event}"),
+            &self.root.join("dev/input/by-id").join(by_id),
+        );
+        format!("/dev/input/by-id/{by_id}")
+    }
+
     pub fn read(&self, path: &str) -> String {
         std::fs::read_to_string(self.root.join(path))
             .unwrap_or_default()
@@ -362,6 +398,10 @@ impl FakeHost {
                         let mut lines: Vec<&str> = text.lines().collect();
                         lines.sort();
                         lines.join(",")
+                    } else if key.starts_with("dev/") {
+                        // Device nodes: who owns them matters, not what they hold.
+                        use std::os::unix::fs::MetadataExt;
+                        format!("{}:{} {:04o}", meta.uid(), meta.gid(), meta.mode() & 0o7777)
                     } else {
                         text.trim().to_string()
                     };
@@ -462,6 +502,42 @@ fn pci_bind(root: &Path, address: &str, driver: &str, refuse: &[String]) {
         format!("../../devices/{address}"),
         drivers.join(driver).join(address),
     );
+    sync_vfio_node(root, address);
+}
+
+/// `/dev/vfio/<group>` as the kernel keeps it: created (root's, 0600) when the first device of
+/// the group binds to vfio-pci, removed when the last one leaves it.
+fn sync_vfio_node(root: &Path, address: &str) {
+    let dev = root.join("sys/bus/pci/devices").join(address);
+    let Some(group) = link_name(&dev.join("iommu_group")) else {
+        return;
+    };
+    let members = root
+        .join("sys/kernel/iommu_groups")
+        .join(&group)
+        .join("devices");
+    let on_vfio = std::fs::read_dir(&members)
+        .into_iter()
+        .flatten()
+        .any(|member| {
+            member.ok().is_some_and(|m| {
+                link_name(
+                    &root
+                        .join("sys/bus/pci/devices")
+                        .join(m.file_name())
+                        .join("driver"),
+                )
+                .as_deref()
+                    == Some("vfio-pci")
+            })
+        });
+    let node = root.join("dev/vfio").join(&group);
+    if on_vfio && !node.exists() {
+        std::fs::write(&node, "").unwrap();
+        std::fs::set_permissions(&node, std::fs::Permissions::from_mode(0o600)).unwrap();
+    } else if !on_vfio && node.exists() {
+        let _ = std::fs::remove_file(&node);
+    }
 }
 
 /// Which driver a probe of `address` picks: driver_override, else the device's own driver.
@@ -503,6 +579,7 @@ fn pci_remove_and_rescan(root: &Path, refuse: &[String]) {
                 let _ = std::fs::remove_file(
                     root.join("sys/bus/pci/drivers").join(driver).join(&address),
                 );
+                sync_vfio_node(root, &address);
             }
             std::fs::create_dir_all(&removed).unwrap();
             std::fs::rename(entry.path(), removed.join(&address)).unwrap();
@@ -553,6 +630,7 @@ fn tick(root: &Path, refuse: &[String], pages: &mut HashMap<PathBuf, i64>) {
                 if link_name(&dev.join("driver")).as_deref() == Some(driver.as_str()) {
                     let _ = std::fs::remove_file(dev.join("driver"));
                     let _ = std::fs::remove_file(entry.path().join(&address));
+                    sync_vfio_node(root, &address);
                 }
             }
             if let Some(address) = take(&entry.path().join("bind")) {

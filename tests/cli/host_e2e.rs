@@ -1,6 +1,8 @@
 //! The real vmrun binary against a fake host: a full single-GPU run and stop, and `kill -9` of
 //! vmrun at every stage followed by `vmrun recover`. QEMU is real; a wrapper drops the vfio-pci
-//! devices from its argv because no real device stands behind the fake sysfs.
+//! devices (and the evdev inputs) from its argv because no real device stands behind the fake
+//! sysfs. QEMU runs as `nobody` (root without SUDO_UID): the device nodes it would open are
+//! handed to it for the run and given back.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
@@ -14,10 +16,12 @@ use crate::common::{repo_root, run, wait_for};
 use crate::fake_host::{diff, FakeHost, Options};
 
 const QEMU_WITHOUT_VFIO: &str = r#"#!/bin/bash
-# Real QEMU without -device vfio-pci,...: the test host's devices exist only in a fake sysfs.
+# Real QEMU without -device vfio-pci,... and -object input-linux,...: the test host's devices
+# exist only in a fake sysfs and /dev.
 args=()
 while [ $# -gt 0 ]; do
     if [ "$1" = "-device" ] && [[ "$2" == vfio-pci,* ]]; then shift 2; continue; fi
+    if [ "$1" = "-object" ] && [[ "$2" == input-linux,* ]]; then shift 2; continue; fi
     args+=("$1"); shift
 done
 exec qemu-system-x86_64 "${args[@]}"
@@ -29,6 +33,21 @@ struct Setup {
     profile: PathBuf,
 }
 
+/// `nobody`, whom QEMU runs as here, and its group.
+const NOBODY: (u32, u32) = (65534, 65534);
+/// The fake evdev node and the by-id link the profile names.
+const EVENT: &str = "dev/input/event5";
+const EVENT_LINK: &str = "usb-Fake_Keyboard-event-kbd";
+/// The IOMMU group node of 01:00.0 and 01:00.1 in the fixture.
+const VFIO_GROUP: &str = "dev/vfio/1";
+
+fn wrapper(dir: &std::path::Path) -> PathBuf {
+    let wrapper = dir.join("qemu-without-vfio");
+    std::fs::write(&wrapper, QEMU_WITHOUT_VFIO).unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    wrapper
+}
+
 fn setup() -> Setup {
     assert!(
         nix::unistd::geteuid().is_root(),
@@ -36,10 +55,9 @@ fn setup() -> Setup {
     );
     let host =
         FakeHost::new("intel-shared-rootport.tsv", Options::single_gpu_desktop()).with_kernel();
+    let evdev = host.add_evdev("event5", EVENT_LINK);
     let dir = crate::common::tempdir();
-    let wrapper = dir.path().join("qemu-without-vfio");
-    std::fs::write(&wrapper, QEMU_WITHOUT_VFIO).unwrap();
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let wrapper = wrapper(dir.path());
     let profile = dir.path().join("sgpu.toml");
     std::fs::write(
         &profile,
@@ -48,6 +66,7 @@ fn setup() -> Setup {
              [firmware]\ntype = \"seabios\"\n[network]\nmode = \"none\"\n[display]\nvga = \"none\"\n\
              [[pci]]\naddress = \"01:00.0\"\n[[pci]]\naddress = \"01:00.1\"\n\
              [single_gpu]\nmodules = [\"nvidia_drm\", \"nvidia_modeset\", \"nvidia_uvm\", \"nvidia\"]\n\
+             [input]\nevdev = [\"{evdev}\"]\n\
              [shutdown]\ntimeout = 1\n[qemu]\nbinary = \"{}\"\n",
             wrapper.display()
         ),
@@ -94,7 +113,18 @@ fn a_single_gpu_run_takes_the_gpu_and_stop_gives_everything_back() {
     );
     assert_eq!(s.host.read("sys/class/vtconsole/vtcon1/bind"), "0");
     assert!(!s.host.read("proc/modules").contains("nvidia"));
-    assert_eq!(s.journal_entries(), 11, "every change journaled");
+    let (uid, gid) = NOBODY;
+    assert_eq!(
+        s.host.owner(VFIO_GROUP),
+        Some((uid, gid, 0o600)),
+        "the group's node, made root's by the (fake) kernel, is QEMU's for the run"
+    );
+    assert_eq!(
+        s.host.owner(EVENT),
+        Some((uid, gid, 0o660)),
+        "the evdev node behind the by-id link is QEMU's"
+    );
+    assert_eq!(s.journal_entries(), 13, "every change journaled");
     let (code, stdout, _) = run(s.vmrun().args(["status", "sgpu"]));
     assert_eq!(code, 0, "{stdout}");
     let (code, _, stderr) = run(s.vmrun().args(["stop", "sgpu"]));
@@ -107,6 +137,12 @@ fn a_single_gpu_run_takes_the_gpu_and_stop_gives_everything_back() {
         diff(&before, &after).is_empty(),
         "not restored:\n{}",
         diff(&before, &after).join("\n")
+    );
+    assert_eq!(s.host.owner(EVENT), Some((0, 0, 0o660)), "root's again");
+    assert_eq!(
+        s.host.owner(VFIO_GROUP),
+        None,
+        "the group left vfio-pci, so its node is gone"
     );
     assert!(!s.journal().exists());
     let calls = s.host.calls();
@@ -186,7 +222,7 @@ fn crash_and_recover(stage: Option<usize>) {
 
 #[test]
 fn kill_9_at_every_stage_then_recover_restores_the_host() {
-    for stage in 1..=11 {
+    for stage in 1..=13 {
         crash_and_recover(Some(stage));
     }
 }
@@ -210,6 +246,7 @@ fn recover_by_name_after_kill_9_of_a_vm_started_from_a_path() {
     let before = s.host.snapshot();
     kill_vmrun_at(&s, None);
     assert_eq!(s.host.driver("0000:01:00.0").as_deref(), Some("vfio-pci"));
+    assert_eq!(s.host.owner(EVENT).map(|o| o.0), Some(NOBODY.0));
     let (code, _, stderr) = run(s.vmrun().args(["recover", "sgpu"]));
     assert_eq!(code, 0, "recover by name: {stderr}");
     assert!(
@@ -237,7 +274,7 @@ fn the_next_run_undoes_what_a_killed_run_left() {
     assert_eq!(code, 0, "{stderr}");
     let log = std::fs::read_to_string(s.dir.path().join("state/sgpu/vmrun.log")).unwrap();
     assert!(log.contains("left host changes behind"), "{log}");
-    assert_eq!(s.journal_entries(), 11, "one fresh set of changes, not two");
+    assert_eq!(s.journal_entries(), 13, "one fresh set of changes, not two");
     assert_eq!(run(s.vmrun().args(["stop", "sgpu"])).0, 5);
     assert!(diff(&before, &s.host.snapshot()).is_empty());
 }
@@ -270,4 +307,92 @@ fn a_run_with_a_non_viable_group_is_refused_before_anything_changes() {
     assert!(host.calls().is_empty());
     assert!(diff(&before, &host.snapshot()).is_empty());
     assert!(!dir.path().join("state/rx550/journal").exists());
+}
+
+/// A GPU left on vfio-pci by the host (its `/dev/vfio/16` exists before and after the run):
+/// the node is QEMU's only while the VM runs; `stop`, and `recover` after `kill -9`, give it
+/// back to root with its mode.
+#[test]
+fn a_group_already_on_vfio_pci_is_root_s_again_after_stop_and_after_recover() {
+    let host = FakeHost::new("b550-ryzen5800x.tsv", Options::default()).with_kernel();
+    let dir = crate::common::tempdir();
+    let profile = dir.path().join("vfio.toml");
+    std::fs::write(
+        &profile,
+        format!(
+            "[machine]\nmemory = \"128M\"\naccel = \"tcg\"\n[firmware]\ntype = \"seabios\"\n\
+             [network]\nmode = \"none\"\n[display]\nvga = \"none\"\n[shutdown]\ntimeout = 1\n\
+             [[pci]]\naddress = \"08:00.0\"\n[[pci]]\naddress = \"08:00.1\"\n\
+             [qemu]\nbinary = \"{}\"\n",
+            wrapper(dir.path()).display()
+        ),
+    )
+    .unwrap();
+    let vmrun = || {
+        let mut command = crate::common::vmrun(&repo_root());
+        command
+            .env("VMRUN_SYSROOT", &host.root)
+            .env("PATH", host.path_env())
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .arg("--runtime-dir")
+            .arg(dir.path().join("run"));
+        command
+    };
+    let node = "dev/vfio/16";
+    assert_eq!(host.owner(node), Some((0, 0, 0o600)), "made by the kernel");
+    let before = host.snapshot();
+
+    let (code, _, stderr) = run(vmrun().arg("run").arg(&profile).arg("--detach"));
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(host.owner(node), Some((NOBODY.0, NOBODY.1, 0o600)));
+    let journal = std::fs::read_to_string(dir.path().join("state/vfio/journal")).unwrap();
+    assert!(
+        journal.contains(r#""undo":"restore_owner""#)
+            && journal.contains(r#""path":"/dev/vfio/16""#),
+        "{journal}"
+    );
+    assert_eq!(run(vmrun().args(["stop", "vfio"])).0, 5);
+    assert_eq!(
+        host.owner(node),
+        Some((0, 0, 0o600)),
+        "root's again after stop"
+    );
+    assert!(diff(&before, &host.snapshot()).is_empty());
+
+    // kill -9 of vmrun while the guest runs, then recover.
+    let mut child = vmrun()
+        .arg("run")
+        .arg(&profile)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the VM to run", Duration::from_secs(20), || {
+        run(vmrun().args(["status", "vfio"])).0 == 0
+    });
+    assert_eq!(host.owner(node).map(|o| o.0), Some(NOBODY.0));
+    let qemu: u32 = std::fs::read_to_string(dir.path().join("run/vfio/qemu.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).unwrap();
+    let _ = child.wait();
+    wait_for("QEMU to go", Duration::from_secs(10), || {
+        !vmrun::run::state::process_alive(qemu, "qemu")
+    });
+    assert_eq!(
+        host.owner(node).map(|o| o.0),
+        Some(NOBODY.0),
+        "still QEMU's after the crash"
+    );
+    let (code, _, stderr) = run(vmrun().arg("recover").arg("vfio"));
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        host.owner(node),
+        Some((0, 0, 0o600)),
+        "root's again after recover"
+    );
+    assert!(diff(&before, &host.snapshot()).is_empty());
 }

@@ -703,3 +703,108 @@ fn a_bridged_vm_gets_a_tap_vmrun_makes_and_deletes() {
         "{ctx_findings:?}"
     );
 }
+
+/// The profile's config with QEMU resolved to `nobody`, as `plan::resolve` gives it for root
+/// without SUDO_UID.
+fn as_nobody(mut config: VmConfig) -> VmConfig {
+    config.qemu.user = vmrun::model::QemuUser::Resolved(vmrun::model::QemuIdentity {
+        name: "nobody".into(),
+        uid: 65534,
+        gid: 65534,
+        groups: vec![65534],
+        source: "fallback",
+    });
+    config
+}
+
+#[test]
+fn device_nodes_go_to_the_qemu_user_for_the_session_and_back() {
+    let host = single_gpu_host();
+    let evdev = host.add_evdev("event3", "usb-Fake_Mouse-event-mouse");
+    let dir = crate::common::tempdir();
+    let config = as_nobody(profile(
+        dir.path(),
+        &format!("[input]\nevdev = [\"{evdev}\"]\n"),
+    ));
+    let before = host.snapshot();
+    let rig = Rig::new(&host);
+    let prep = rig.prep(&config, &dir.path().join("journal"));
+    let kinds: Vec<String> = prep.steps().iter().map(HostStep::kind).collect();
+    let grant = kinds
+        .iter()
+        .position(|k| k == "grant_device_access")
+        .expect("planned for an unprivileged QEMU");
+    let last_bind = kinds.iter().rposition(|k| k == "bind_vfio").unwrap();
+    assert!(grant > last_bind, "after the devices are bound: {kinds:?}");
+    let shown = serde_json::to_value(&prep.steps()[grant]).unwrap();
+    assert_eq!(shown["user"], "nobody");
+    assert_eq!(shown["uid"], 65534);
+    assert_eq!(
+        shown["pci"],
+        serde_json::json!(["0000:01:00.0", "0000:01:00.1"])
+    );
+    assert_eq!(shown["evdev"], serde_json::json!([evdev]));
+
+    prep.apply(&log()).unwrap();
+    assert_eq!(host.owner("dev/vfio/1"), Some((65534, 65534, 0o600)));
+    assert_eq!(host.owner("dev/input/event3"), Some((65534, 65534, 0o660)));
+    let journal = std::fs::read_to_string(dir.path().join("journal")).unwrap();
+    assert!(
+        journal.contains(
+            r#""undo":"restore_owner","path":"/dev/input/event3","uid":0,"gid":0,"mode":432"#
+        ),
+        "the resolved node, its owner and mode are journaled: {journal}"
+    );
+
+    prep.undo_all(&log()).unwrap();
+    assert_eq!(host.owner("dev/input/event3"), Some((0, 0, 0o660)));
+    assert_eq!(
+        host.owner("dev/vfio/1"),
+        None,
+        "gone with the group's binding"
+    );
+    let after = host.snapshot();
+    assert!(
+        diff(&before, &after).is_empty(),
+        "not restored:\n{}",
+        diff(&before, &after).join("\n")
+    );
+}
+
+#[test]
+fn a_missing_vfio_node_stops_the_session_with_what_to_do() {
+    let host = single_gpu_host();
+    let dir = crate::common::tempdir();
+    let rig = Rig::new(&host);
+    // Only the grant, so 01:00.0 stays on nvidia and its group has no /dev/vfio node.
+    let step = HostStep::GrantDeviceAccess(steps::device_access::GrantDeviceAccess {
+        user: "nobody".into(),
+        uid: 65534,
+        gid: 65534,
+        pci: vec!["01:00.0".parse().unwrap()],
+        evdev: Vec::new(),
+        usb: Vec::new(),
+    });
+    let session = HostSession::new(
+        HostContext {
+            root: rig.root.clone(),
+            sysfs: &rig.sysfs,
+            runner: &rig.runner,
+            timing: quick(),
+            vm: VmIdentity {
+                name: "sgpu".into(),
+                profile: dir.path().join("sgpu.toml"),
+            },
+        },
+        vec![step],
+        &dir.path().join("journal"),
+    );
+    let error = session.apply(&log()).unwrap_err().to_string();
+    assert!(
+        error.contains("/dev/vfio/1")
+            && error.contains("0000:01:00.0 is not bound to vfio-pci")
+            && error.contains("nvidia"),
+        "{error}"
+    );
+    assert!(!dir.path().join("journal").exists(), "nothing changed");
+}

@@ -286,3 +286,85 @@ fn usb_entries_take_a_device_or_a_port() {
         "{stdout}"
     );
 }
+
+/// A fake `/dev/bus/usb/BBB/DDD` node for a device of `fake_usb_tree`, with its devnum in
+/// sysfs: root's with mode 0664, as udev leaves them.
+fn fake_usb_node(root: &Path, port: &str, bus: u32, devnum: u32) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(
+        root.join("sys/bus/usb/devices").join(port).join("devnum"),
+        format!("{devnum}\n"),
+    )
+    .unwrap();
+    let node = format!("dev/bus/usb/{bus:03}/{devnum:03}");
+    std::fs::create_dir_all(root.join(&node).parent().unwrap()).unwrap();
+    std::fs::write(root.join(&node), "").unwrap();
+    std::fs::set_permissions(root.join(&node), std::fs::Permissions::from_mode(0o664)).unwrap();
+    node
+}
+
+fn owner(path: &Path) -> (u32, u32, u32) {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).unwrap();
+    (meta.uid(), meta.gid(), meta.mode() & 0o7777)
+}
+
+/// QEMU runs as `nobody` and opens a hot-plugged device's node itself: `attach` hands the
+/// node over (journaled with the VM's changes), `detach` gives it back, and so does the end
+/// of the VM for a device still attached. The VM runs over the same fake root as the
+/// commands, so that teardown finds the same node.
+#[test]
+fn attach_gives_the_node_to_the_qemu_user_and_detach_and_stop_give_it_back() {
+    let sysroot = crate::common::tempdir();
+    fake_usb_tree(
+        sysroot.path(),
+        &[("1-4.2", "046d", "c52b", "Logitech", "USB Receiver")],
+    );
+    let node = sysroot
+        .path()
+        .join(fake_usb_node(sysroot.path(), "1-4.2", 1, 7));
+    std::fs::create_dir_all(sysroot.path().join("dev/shm")).unwrap();
+    let vm = Vm::new(
+        "usb-own",
+        "[machine]\nmemory = \"64M\"\naccel = \"tcg\"\n[cpu]\ncores = 1\n[firmware]\ntype = \"seabios\"\n\
+         [network]\nmode = \"none\"\n[shutdown]\ntimeout = 1\n",
+    );
+    let (code, _, stderr) = run(vm
+        .vmrun()
+        .env("VMRUN_SYSROOT", sysroot.path())
+        .arg("run")
+        .arg(&vm.profile)
+        .arg("--detach"));
+    assert_eq!(code, 0, "{stderr}");
+    vm.wait_running();
+    let journal = vm.state_dir().join("usb-own/journal");
+
+    let (code, _, stderr) = usb(&vm, sysroot.path(), &["attach", "046d:c52b"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(owner(&node), (65534, 65534, 0o664), "QEMU's while attached");
+    let text = std::fs::read_to_string(&journal).unwrap();
+    assert!(
+        text.contains(r#""undo":"restore_owner","path":"/dev/bus/usb/001/007","uid":0,"gid":0"#),
+        "{text}"
+    );
+
+    let (code, _, stderr) = usb(&vm, sysroot.path(), &["detach", "1-4.2"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(owner(&node), (0, 0, 0o664), "root's again after detach");
+    assert!(!journal.exists(), "nothing left to give back");
+
+    let (code, _, stderr) = usb(&vm, sysroot.path(), &["attach", "1-4.2"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(owner(&node).0, 65534);
+    let (code, _, stderr) = run(vm
+        .vmrun()
+        .env("VMRUN_SYSROOT", sysroot.path())
+        .args(["stop", "usb-own"]));
+    assert_eq!(code, 5, "{stderr}");
+    assert_eq!(
+        owner(&node),
+        (0, 0, 0o664),
+        "root's again after the VM ended"
+    );
+    assert!(!journal.exists());
+}

@@ -100,4 +100,4 @@ if ! grep -q '^BED DONE' "$serial"; then
     failed=$((failed + 1))
 fi
 echo "vfio-bed: $passed passed, $failed failed"
-[ "$failed" -eq 0 ] && [ "$passed" -eq 6 ]
+[ "$failed" -eq 0 ] && [ "$passed" -eq 7 ]

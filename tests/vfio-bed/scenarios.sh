@@ -228,3 +228,53 @@ check "vmrun recover iso exits 0 (got $rc)" [ "$rc" = 0 ]
 host_state > /tmp/iso.after
 check "after kill -9 and recover: everything as before" cmp -s /tmp/iso.before /tmp/iso.after
 end
+
+# --- unprivileged: QEMU runs as uid 1000 (numeric: the bed has no user database), and the
+#     NIC's /dev/vfio/N is 1000's only while the VM runs: after stop, and after kill -9 +
+#     recover, it is root's again with its mode. The NIC is put on vfio-pci first, as a host
+#     that keeps a device there does, so that the node outlives the run and can be checked ---
+begin unprivileged
+profile unpriv "$NIC" '[qemu]
+user = "1000"'
+modprobe vfio-pci
+echo vfio-pci > "/sys/bus/pci/devices/$NIC/driver_override"
+[ -n "$(driver $NIC)" ] && echo "$NIC" > "/sys/bus/pci/drivers/$(driver $NIC)/unbind"
+echo "$NIC" > /sys/bus/pci/drivers_probe
+group=$(basename "$(readlink /sys/bus/pci/devices/$NIC/iommu_group)")
+node=/dev/vfio/$group
+owner() { stat -c %u "$node" 2>/dev/null; }
+mode=$(stat -c %a "$node" 2>/dev/null)
+check "$NIC is on vfio-pci before the run (now: $(driver $NIC))" [ "$(driver $NIC)" = vfio-pci ]
+check "$node is root's (uid $(owner), mode $mode)" [ "$(owner)" = 0 ]
+$V run /bed/unpriv.toml --detach; rc=$?
+check "vmrun run --detach exits 0 (got $rc)" [ "$rc" = 0 ]
+check "$node belongs to 1000 while the VM runs (uid $(owner))" [ "$(owner)" = 1000 ]
+$V status unpriv --json > /tmp/status.json
+qemu=$(json_number pid /tmp/status.json)
+field() { awk -v key="$1:" '$1 == key {print $2}' "/proc/$qemu/status"; }
+check "QEMU ($qemu) runs as uid 1000 (Uid: $(field Uid))" [ "$(field Uid)" = 1000 ]
+check "QEMU has no capabilities (CapEff: $(field CapEff))" [ "$(field CapEff)" = 0000000000000000 ]
+check "QEMU has no_new_privs (NoNewPrivs: $(field NoNewPrivs))" [ "$(field NoNewPrivs)" = 1 ]
+$V stop unpriv; rc=$?
+check "vmrun stop exits 5 (got $rc)" [ "$rc" = 5 ]
+check "$node is root's again after stop (uid $(owner))" [ "$(owner)" = 0 ]
+check "with its mode $mode (now $(stat -c %a "$node" 2>/dev/null))" [ "$(stat -c %a "$node" 2>/dev/null)" = "$mode" ]
+$V run /bed/unpriv.toml --detach; rc=$?
+check "a second run starts (got $rc)" [ "$rc" = 0 ]
+$V status unpriv --json > /tmp/status.json
+supervisor=$(json_number vmrun_pid /tmp/status.json)
+qemu=$(json_number pid /tmp/status.json)
+kill -9 "$supervisor"
+check "QEMU ($qemu) dies with its supervisor ($supervisor)" wait_gone "$qemu"
+check "$node is still 1000's after the crash (uid $(owner))" [ "$(owner)" = 1000 ]
+$V recover unpriv; rc=$?
+check "vmrun recover unpriv exits 0 (got $rc)" [ "$rc" = 0 ]
+check "$node is root's again after recover (uid $(owner), mode $(stat -c %a "$node" 2>/dev/null))" [ "$(owner)" = 0 -a "$(stat -c %a "$node" 2>/dev/null)" = "$mode" ]
+check "the journal is gone" [ ! -e /var/lib/vmrun/unpriv/journal ]
+# The NIC back to e1000e, as the host had it before this scenario.
+echo > "/sys/bus/pci/devices/$NIC/driver_override"
+echo "$NIC" > /sys/bus/pci/drivers/vfio-pci/unbind
+echo "$NIC" > /sys/bus/pci/drivers_probe
+wait_netif $NIC
+check "$NIC is back on e1000e (now: $(driver $NIC))" [ "$(driver $NIC)" = e1000e ]
+end

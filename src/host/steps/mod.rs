@@ -11,6 +11,7 @@ pub mod boot_framebuffer;
 pub mod bridge_tap;
 pub mod consoles;
 pub mod cpu_slices;
+pub mod device_access;
 pub mod display_manager;
 pub mod framebuffers;
 pub mod governor;
@@ -142,6 +143,7 @@ step_kinds! {
     MoveIrqs(irq_affinity::MoveIrqs),
     SetGovernor(governor::SetGovernor),
     AddBridgeTap(bridge_tap::AddBridgeTap),
+    GrantDeviceAccess(device_access::GrantDeviceAccess),
     StartedHooks(hooks::StartedHooks),
     StartSwtpm(swtpm::StartSwtpm),
 }
@@ -164,6 +166,7 @@ undo_kinds! {
     RestoreWorkqueueMask(workqueue::RestoreWorkqueueMask),
     RestoreIrqAffinity(irq_affinity::RestoreIrqAffinity),
     RestoreGovernors(governor::RestoreGovernors),
+    RestoreOwner(device_access::RestoreOwner),
 }
 
 impl HostStep {
@@ -253,6 +256,9 @@ pub fn plan(config: &VmConfig, paths: &VmPaths) -> Vec<HostStep> {
     steps.extend(irq_affinity::MoveIrqs::plan(config).map(HostStep::MoveIrqs));
     steps.extend(governor::SetGovernor::plan(config).map(HostStep::SetGovernor));
     steps.extend(bridge_tap::AddBridgeTap::plan(config).map(HostStep::AddBridgeTap));
+    // After every step that binds devices or makes nodes (vfio-pci creates /dev/vfio/N), so
+    // that the nodes exist; undone right after QEMU is gone, before the devices go back.
+    steps.extend(device_access::GrantDeviceAccess::plan(config).map(HostStep::GrantDeviceAccess));
     steps.extend(hooks::StartedHooks::plan(config).map(HostStep::StartedHooks));
     // Last, so that it is stopped first, right after QEMU, before the host is given back.
     steps.extend(swtpm::StartSwtpm::plan(config, paths).map(HostStep::StartSwtpm));
