@@ -2,6 +2,7 @@
 //! else `nobody`; its groups from the host's user database, plus the group owning `/dev/kvm`.
 
 use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 
 use nix::unistd::{Gid, Group, Uid, User};
 
@@ -112,4 +113,115 @@ pub fn qemu_identity(
         groups,
         source,
     }))
+}
+
+/// What QEMU's user must be able to do with a path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    ReadWrite,
+    Execute,
+    /// Pass through a directory.
+    Search,
+}
+
+/// Whether `identity` can reach `path` for `access` by the permission bits of the path and
+/// every directory above it (ACLs are not read). Err says which part stops it.
+pub fn reach(identity: &QemuIdentity, path: &Path, access: Access) -> Result<(), String> {
+    let allows = |meta: &std::fs::Metadata, bits: u32| {
+        let mode = meta.mode();
+        let class = if meta.uid() == identity.uid {
+            mode >> 6
+        } else if meta.gid() == identity.gid || identity.groups.contains(&meta.gid()) {
+            mode >> 3
+        } else {
+            mode
+        };
+        class & bits == bits
+    };
+    let mut ancestors: Vec<&Path> = path.ancestors().skip(1).collect();
+    ancestors.reverse();
+    for dir in ancestors {
+        let meta = std::fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        if !allows(&meta, 0o1) {
+            return Err(format!(
+                "{} (mode {:04o}, owner {}:{}) does not let {} pass",
+                dir.display(),
+                meta.mode() & 0o7777,
+                meta.uid(),
+                meta.gid(),
+                identity.name
+            ));
+        }
+    }
+    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let (bits, verb) = match access {
+        Access::Read => (0o4, "read"),
+        Access::ReadWrite => (0o6, "read and write"),
+        Access::Execute => (0o1, "run"),
+        Access::Search => (0o1, "pass"),
+    };
+    if allows(&meta, bits) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} may not {verb} {} (mode {:04o}, owner {}:{})",
+            identity.name,
+            path.display(),
+            meta.mode() & 0o7777,
+            meta.uid(),
+            meta.gid()
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn identity(uid: u32, gid: u32, groups: &[u32]) -> QemuIdentity {
+        QemuIdentity {
+            name: format!("u{uid}"),
+            uid,
+            gid,
+            groups: groups.to_vec(),
+            source: "profile",
+        }
+    }
+
+    fn set(path: &Path, mode: u32, uid: u32, gid: u32) {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+        std::os::unix::fs::chown(path, Some(uid), Some(gid)).unwrap();
+    }
+
+    #[test]
+    fn reach_follows_owner_group_and_other_bits_down_the_path() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root to give files to other users");
+            return;
+        }
+        let top = tempfile::tempdir().unwrap();
+        let dir = top.path().join("images");
+        let file = dir.join("disk.img");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(&file, b"x").unwrap();
+        set(top.path(), 0o711, 0, 0);
+        set(&dir, 0o750, 0, 4000);
+        set(&file, 0o640, 0, 4000);
+        let member = identity(5000, 5000, &[4000]);
+        let stranger = identity(5001, 5001, &[]);
+        assert_eq!(reach(&member, &file, Access::Read), Ok(()));
+        let denied = reach(&member, &file, Access::ReadWrite).unwrap_err();
+        assert!(denied.contains("may not read and write"), "{denied}");
+        let blocked = reach(&stranger, &file, Access::Read).unwrap_err();
+        assert!(
+            blocked.starts_with(&format!("{} (mode 0750", dir.display())),
+            "{blocked}"
+        );
+        set(&file, 0o600, 5001, 5001);
+        set(&dir, 0o751, 0, 4000);
+        assert_eq!(reach(&stranger, &file, Access::ReadWrite), Ok(()));
+        assert!(reach(&member, &file, Access::Read).is_err());
+    }
 }

@@ -35,6 +35,10 @@ impl Rig {
         let root = dir.path().join("root");
         std::fs::create_dir_all(root.join("dev")).unwrap();
         std::fs::write(root.join("dev/kvm"), "").unwrap();
+        // As udev leaves it on most distributions: every user may open it.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(root.join("dev/kvm"), std::fs::Permissions::from_mode(0o666))
+            .unwrap();
         std::fs::create_dir_all(root.join("sys/devices/system/cpu")).unwrap();
         std::fs::write(root.join("sys/devices/system/cpu/online"), "0-1\n").unwrap();
         std::fs::write(

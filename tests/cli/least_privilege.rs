@@ -242,3 +242,74 @@ fn qemu_runs_as_the_invoking_user_the_profiles_user_or_nobody_and_root_only_when
         "{stderr}"
     );
 }
+
+#[test]
+fn check_names_what_qemus_user_cannot_reach() {
+    let (uid, _) = qemu_user();
+    let dir = crate::common::tempdir();
+    let private = dir.path().join("private");
+    std::fs::create_dir(&private).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let password = private.join("vnc.pass");
+    std::fs::write(&password, "secret").unwrap();
+    let profile = dir.path().join("reach.toml");
+    std::fs::write(
+        &profile,
+        format!(
+            "[machine]\nmemory = \"64M\"\naccel = \"tcg\"\n[cpu]\ncores = 1\n[firmware]\ntype = \"seabios\"\n\
+             [network]\nmode = \"none\"\n[display]\nvga = \"std\"\nremote = \"vnc\"\nlisten = \"127.0.0.1:5907\"\n\
+             password_file = \"{}\"\n",
+            password.display()
+        ),
+    )
+    .unwrap();
+    let check = |env: &[(&str, String)]| {
+        let mut command = crate::common::vmrun(&repo_root());
+        command
+            .env_remove("SUDO_UID")
+            .env_remove("PKEXEC_UID")
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .arg("--runtime-dir")
+            .arg(dir.path().join("run"))
+            .arg("check")
+            .arg(&profile);
+        run(&mut command)
+    };
+    let (code, stdout, stderr) = check(&[("SUDO_UID", uid.to_string())]);
+    assert_ne!(code, 0, "{stdout}{stderr}");
+    let line = stdout
+        .lines()
+        .find(|l| l.contains("display.password_file"))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(
+        line.starts_with("FAIL")
+            && line.contains(&format!("{} (mode 0700", private.display()))
+            && line.contains(QEMU_USER),
+        "{line}"
+    );
+    assert!(
+        stdout.contains(&format!("QEMU runs as {QEMU_USER} (uid {uid}")),
+        "{stdout}"
+    );
+    // Readable by the QEMU user: no failure about it.
+    nix::unistd::chown(&private, Some(uid.into()), None).unwrap();
+    let (_, stdout, _) = check(&[("SUDO_UID", uid.to_string())]);
+    assert!(
+        stdout
+            .lines()
+            .filter(|l| l.contains("display.password_file"))
+            .all(|l| l.starts_with("PASS")),
+        "{stdout}"
+    );
+    // Without a desktop user QEMU falls back to nobody, which check warns about.
+    let (_, stdout, _) = check(&[]);
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("WARN") && l.contains("QEMU runs as nobody")),
+        "{stdout}"
+    );
+}

@@ -31,7 +31,12 @@ impl CreateShmFile {
         Some(CreateShmFile {
             path: lg.path.clone(),
             mode: lg.mode,
-            owner: lg.owner.clone(),
+            // An unprivileged QEMU maps the file itself: it owns the file unless told
+            // otherwise (the Looking Glass client reaches it through the group).
+            owner: lg
+                .owner
+                .clone()
+                .or_else(|| config.qemu.user.identity().map(|user| user.uid.to_string())),
             group: lg.group.clone(),
         })
     }
