@@ -36,7 +36,6 @@ impl Rig {
         std::fs::create_dir_all(root.join("dev")).unwrap();
         std::fs::write(root.join("dev/kvm"), "").unwrap();
         // As udev leaves it on most distributions: every user may open it.
-        use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(root.join("dev/kvm"), std::fs::Permissions::from_mode(0o666))
             .unwrap();
         std::fs::create_dir_all(root.join("sys/devices/system/cpu")).unwrap();
