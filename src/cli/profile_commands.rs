@@ -3,6 +3,7 @@
 use super::*;
 use crate::check::{Finding, Status};
 use crate::host::steps::StepView;
+use crate::plan::argv::OpenAs;
 
 #[derive(Serialize)]
 pub(super) struct ShowOutput<'a> {
@@ -99,9 +100,40 @@ pub(super) fn show(
     writeln!(
         out,
         "# vmrun passes QEMU its QMP monitors as listening sockets on fds 3 and 4; to run this by\n\
-         # hand, change `fd=3` and `fd=4` to `path=/tmp/qmp.sock` and `path=/tmp/ctl.sock`"
+         # hand, change `fd=3` and `fd=4` to `path=/tmp/qmp.sock` and `path=/tmp/ctl.sock`.\n\
+         # The files it opens for QEMU are the redirections at the end."
     )?;
-    writeln!(out, "{}", shell_lines(&plan.argv))?;
+    match &plan.qemu_user {
+        Some(user) => writeln!(
+            out,
+            "# vmrun runs it as {} (uid {}, gid {}, from {}), without capabilities",
+            user.name, user.uid, user.gid, user.source
+        )?,
+        None => writeln!(out, "# vmrun runs it as root (qemu.user = \"root\")")?,
+    }
+    let mut lines = shell_lines(&plan.argv);
+    for file in &plan.passed_files {
+        let path = shlex::try_quote(&file.path.to_string_lossy())
+            .map(|quoted| quoted.into_owned())
+            .unwrap_or_default();
+        let redirection = match file.open {
+            OpenAs::Read => format!("{}<{path}", file.fd),
+            OpenAs::ReadWrite => format!("{}<>{path}", file.fd),
+            OpenAs::Create => format!("{}>{path}", file.fd),
+            // A shell cannot connect to a socket.
+            OpenAs::Connect => {
+                writeln!(
+                    out,
+                    "# fd {} is a connection to {path} (with socat, or change `fd={}` to `path=...`)",
+                    file.fd, file.fd
+                )?;
+                continue;
+            }
+        };
+        lines.push_str(" \\\n  ");
+        lines.push_str(&redirection);
+    }
+    writeln!(out, "{lines}")?;
     Ok(ExitCode::Ok)
 }
 

@@ -115,10 +115,40 @@ fn show_text_pastes_into_a_shell_as_the_same_argv() {
         "{text}"
     );
     assert!(text.contains("#   bind 0000:08:00.0 to vfio-pci"), "{text}");
+    // The files vmrun opens for QEMU end the command as redirections, one per descriptor.
+    let is_redirection = |line: &str| {
+        let word = line.trim_start();
+        let digits = word.chars().take_while(char::is_ascii_digit).count();
+        digits > 0 && word[digits..].starts_with(['<', '>'])
+    };
+    let redirections: Vec<String> = text
+        .lines()
+        .filter(|l| is_redirection(l))
+        .map(|l| {
+            shlex::split(l.trim().trim_end_matches(" \\"))
+                .unwrap()
+                .join(" ")
+        })
+        .collect();
+    let passed: Vec<String> = expected["passed_files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            let operator = match f["open"].as_str().unwrap() {
+                "read" => "<",
+                "read_write" => "<>",
+                _ => ">",
+            };
+            format!("{}{operator}{}", f["fd"], f["path"].as_str().unwrap())
+        })
+        .collect();
+    assert_eq!(redirections, passed);
+    assert!(!passed.is_empty(), "the fixture has disks");
     // The shell re-splits the pasted command; printf prints each resulting word on its own line.
     let command: String = text
         .lines()
-        .filter(|l| !l.starts_with('#'))
+        .filter(|l| !l.starts_with('#') && !is_redirection(l))
         .map(|l| format!("{l}\n"))
         .collect();
     let script = format!("printf '%s\\n' {command}");
