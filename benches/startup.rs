@@ -75,24 +75,62 @@ fn time_vmrun(dir: &Path, profile: &Path) -> VmrunRun {
     }
 }
 
-/// vmrun's argv with the monitors as paths QEMU creates itself, as a script would write it.
-fn bare_argv(argv: &[String], runtime: &Path) -> (Vec<String>, PathBuf) {
+/// vmrun's argv as a script would write it: the monitors as paths QEMU creates itself, and
+/// the files vmrun passes as descriptors named by their paths.
+fn bare_argv(shown: &serde_json::Value, runtime: &Path) -> (Vec<String>, PathBuf) {
     let qmp = runtime.join("bare-qmp.sock");
-    let argv = argv
+    let path_of_fd: BTreeMap<i64, String> = shown["passed_files"]
+        .as_array()
+        .unwrap()
         .iter()
-        .map(|arg| {
-            if arg.starts_with("socket,id=qmp,fd=") {
-                format!("socket,id=qmp,path={},server=on,wait=off", qmp.display())
-            } else if arg.starts_with("socket,id=qmp-ctl,fd=") {
-                format!(
-                    "socket,id=qmp-ctl,path={},server=on,wait=off",
-                    runtime.join("bare-ctl.sock").display()
-                )
-            } else {
-                arg.clone()
-            }
+        .map(|f| {
+            let path = f["path"].as_str().unwrap().replace(',', ",,");
+            (f["fd"].as_i64().unwrap(), path)
         })
         .collect();
+    let mut path_of_set = BTreeMap::new();
+    let mut argv = Vec::new();
+    let mut words = shown["argv"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string());
+    while let Some(arg) = words.next() {
+        if arg == "-add-fd" {
+            let opts = words.next().unwrap();
+            let field = |key: &str| -> String {
+                opts.split(',')
+                    .find_map(|part| part.strip_prefix(key))
+                    .unwrap()
+                    .to_string()
+            };
+            let fd: i64 = field("fd=").parse().unwrap();
+            path_of_set.insert(
+                format!("/dev/fdset/{}", field("set=")),
+                path_of_fd[&fd].clone(),
+            );
+            continue;
+        }
+        let arg = if arg.starts_with("socket,id=qmp,fd=") {
+            format!("socket,id=qmp,path={},server=on,wait=off", qmp.display())
+        } else if arg.starts_with("socket,id=qmp-ctl,fd=") {
+            format!(
+                "socket,id=qmp-ctl,path={},server=on,wait=off",
+                runtime.join("bare-ctl.sock").display()
+            )
+        } else {
+            arg.split(',')
+                .map(|part| match part.split_once('=') {
+                    Some((key, value)) if path_of_set.contains_key(value) => {
+                        format!("{key}={}", path_of_set[value])
+                    }
+                    _ => part.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        argv.push(arg);
+    }
     (argv, qmp)
 }
 
@@ -104,13 +142,22 @@ fn time_bare(argv: &[String], qmp_socket: &Path, runtime: &Path) -> Duration {
         .args(&argv[1..])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("QEMU starts");
     let stream = loop {
         match std::os::unix::net::UnixStream::connect(qmp_socket) {
             Ok(stream) => break stream,
-            Err(_) => std::thread::sleep(Duration::from_millis(1)),
+            Err(_) => {
+                if child.try_wait().unwrap().is_some() {
+                    let output = child.wait_with_output().unwrap();
+                    panic!(
+                        "bare QEMU exited: {}",
+                        String::from_utf8_lossy(&output.stderr)
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(1))
+            }
         }
     };
     let mut qmp = Qmp::handshake(stream, Duration::from_secs(10)).expect("QMP");
@@ -167,21 +214,15 @@ fn peak_rss_kib(dir: &Path, profile: &Path) -> (u64, u64) {
     rss
 }
 
-/// The same argv as `vmrun run` would start, from `vmrun show --json`.
-fn shown_argv(dir: &Path, profile: &Path) -> Vec<String> {
+/// What `vmrun run` would start, from `vmrun show --json`.
+fn shown(dir: &Path, profile: &Path) -> serde_json::Value {
     let output = vmrun(dir)
         .arg("show")
         .arg(profile)
         .arg("--json")
         .output()
         .unwrap();
-    let value: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    value["argv"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap().to_string())
-        .collect()
+    serde_json::from_slice(&output.stdout).unwrap()
 }
 
 fn bench(firmware: &str, accel: &str, iterations: usize) -> PathBuf {
@@ -191,7 +232,7 @@ fn bench(firmware: &str, accel: &str, iterations: usize) -> PathBuf {
     // One untimed run of each warms the page cache (and creates OVMF's VARS copy).
     time_vmrun(&dir, &profile);
     let runtime = dir.join("run/bench");
-    let (argv, qmp_socket) = bare_argv(&shown_argv(&dir, &profile), &runtime);
+    let (argv, qmp_socket) = bare_argv(&shown(&dir, &profile), &runtime);
     time_bare(&argv, &qmp_socket, &runtime);
     let (mut bare, mut ours, mut stops) = (Vec::new(), Vec::new(), Vec::new());
     let mut phases: BTreeMap<String, Vec<f64>> = BTreeMap::new();
