@@ -13,6 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use vmrun::model::{CpuSet, Scheduler};
+use vmrun::plan::argv::{argv_with_paths, PassedFile};
 use vmrun::qmp::Qmp;
 use vmrun::run::threads;
 
@@ -79,58 +80,23 @@ fn time_vmrun(dir: &Path, profile: &Path) -> VmrunRun {
 /// the files vmrun passes as descriptors named by their paths.
 fn bare_argv(shown: &serde_json::Value, runtime: &Path) -> (Vec<String>, PathBuf) {
     let qmp = runtime.join("bare-qmp.sock");
-    let path_of_fd: BTreeMap<i64, String> = shown["passed_files"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| {
-            let path = f["path"].as_str().unwrap().replace(',', ",,");
-            (f["fd"].as_i64().unwrap(), path)
+    let argv: Vec<String> = serde_json::from_value(shown["argv"].clone()).unwrap();
+    let files: Vec<PassedFile> = serde_json::from_value(shown["passed_files"].clone()).unwrap();
+    let argv = argv_with_paths(&argv, &files)
+        .into_iter()
+        .map(|arg| {
+            if arg.starts_with("socket,id=qmp,fd=") {
+                format!("socket,id=qmp,path={},server=on,wait=off", qmp.display())
+            } else if arg.starts_with("socket,id=qmp-ctl,fd=") {
+                format!(
+                    "socket,id=qmp-ctl,path={},server=on,wait=off",
+                    runtime.join("bare-ctl.sock").display()
+                )
+            } else {
+                arg
+            }
         })
         .collect();
-    let mut path_of_set = BTreeMap::new();
-    let mut argv = Vec::new();
-    let mut words = shown["argv"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap().to_string());
-    while let Some(arg) = words.next() {
-        if arg == "-add-fd" {
-            let opts = words.next().unwrap();
-            let field = |key: &str| -> String {
-                opts.split(',')
-                    .find_map(|part| part.strip_prefix(key))
-                    .unwrap()
-                    .to_string()
-            };
-            let fd: i64 = field("fd=").parse().unwrap();
-            path_of_set.insert(
-                format!("/dev/fdset/{}", field("set=")),
-                path_of_fd[&fd].clone(),
-            );
-            continue;
-        }
-        let arg = if arg.starts_with("socket,id=qmp,fd=") {
-            format!("socket,id=qmp,path={},server=on,wait=off", qmp.display())
-        } else if arg.starts_with("socket,id=qmp-ctl,fd=") {
-            format!(
-                "socket,id=qmp-ctl,path={},server=on,wait=off",
-                runtime.join("bare-ctl.sock").display()
-            )
-        } else {
-            arg.split(',')
-                .map(|part| match part.split_once('=') {
-                    Some((key, value)) if path_of_set.contains_key(value) => {
-                        format!("{key}={}", path_of_set[value])
-                    }
-                    _ => part.to_string(),
-                })
-                .collect::<Vec<_>>()
-                .join(",")
-        };
-        argv.push(arg);
-    }
     (argv, qmp)
 }
 

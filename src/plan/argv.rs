@@ -88,7 +88,7 @@ pub const CTL_FD: i32 = 4;
 const FIRST_PASSED_FD: i32 = 5;
 
 /// How vmrun opens a file it hands to QEMU.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OpenAs {
     Read,
@@ -101,7 +101,7 @@ pub enum OpenAs {
 
 /// A file vmrun opens as root and QEMU receives on `fd`: QEMU, running unprivileged, needs no
 /// access to the file's path, and nothing about the file's owner or mode changes.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct PassedFile {
     pub fd: i32,
     pub path: PathBuf,
@@ -112,6 +112,43 @@ pub struct PassedFile {
 pub struct QemuCommand {
     pub argv: Vec<String>,
     pub files: Vec<PassedFile>,
+}
+
+/// The argv as a script would write it for a QEMU that opens its files itself: no `-add-fd`,
+/// and each `/dev/fdset/N` replaced by the path of that set's file (commas doubled). For
+/// comparing vmrun's QEMU with other ways of starting it (libvirt's argv, a bare script).
+pub fn argv_with_paths(argv: &[String], files: &[PassedFile]) -> Vec<String> {
+    let mut path_of_set = BTreeMap::new();
+    let mut resolved = Vec::new();
+    let mut words = argv.iter();
+    while let Some(word) = words.next() {
+        if word != "-add-fd" {
+            resolved.push(word.clone());
+            continue;
+        }
+        let Some(opts) = words.next() else { break };
+        let field = |key: &str| opts.split(',').find_map(|part| part.strip_prefix(key));
+        let file = field("fd=")
+            .and_then(|fd| fd.parse::<i32>().ok())
+            .and_then(|fd| files.iter().find(|file| file.fd == fd));
+        if let (Some(set), Some(file)) = (field("set="), file) {
+            path_of_set.insert(format!("/dev/fdset/{set}"), escape_path(&file.path));
+        }
+    }
+    resolved
+        .into_iter()
+        .map(|word| {
+            word.split(',')
+                .map(|part| match part.split_once('=') {
+                    Some((key, value)) if path_of_set.contains_key(value) => {
+                        format!("{key}={}", path_of_set[value])
+                    }
+                    _ => part.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .collect()
 }
 
 /// Hands out descriptor numbers and fd sets in argv order, so the same model always gives
@@ -760,5 +797,35 @@ mod tests {
     fn commas_are_doubled() {
         assert_eq!(escape("/a,b/c,,d"), "/a,,b/c,,,,d");
         assert_eq!(escape("plain"), "plain");
+    }
+
+    #[test]
+    fn fd_sets_read_back_as_the_paths_of_their_files() {
+        let mut argv = Argv(vec!["qemu".into()]);
+        let mut files = PassedFiles {
+            files: Vec::new(),
+            sets: 0,
+        };
+        let disk = files.image(&mut argv, Path::new("/vm/a,b.raw"), false, "disk0");
+        argv.push(
+            "-blockdev",
+            format!("driver=file,filename={disk},read-only=off"),
+        );
+        let iso = files.image(&mut argv, Path::new("/iso/x.iso"), true, "disk1");
+        argv.push("-blockdev", format!("driver=file,filename={iso}"));
+        assert_eq!(
+            files.files.iter().map(|f| f.fd).collect::<Vec<_>>(),
+            [5, 6, 7]
+        );
+        assert_eq!(
+            argv_with_paths(&argv.0, &files.files),
+            [
+                "qemu",
+                "-blockdev",
+                "driver=file,filename=/vm/a,,b.raw,read-only=off",
+                "-blockdev",
+                "driver=file,filename=/iso/x.iso",
+            ]
+        );
     }
 }

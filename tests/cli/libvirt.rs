@@ -4,9 +4,11 @@
 //! (`virsh domxml-to-native`) what vmrun exports.
 
 use std::collections::{BTreeMap, BTreeSet};
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use vmrun::plan::argv::{argv_with_paths, PassedFile};
 
 use vmrun::profile::ProfileSource;
 
@@ -50,51 +52,9 @@ fn show_json(dir: &Path, name: &str, profile: &str) -> serde_json::Value {
 /// instead (libvirt's argv names paths): what the two say about the VM can be compared.
 fn show_argv(dir: &Path, name: &str, profile: &str) -> Vec<String> {
     let json = show_json(dir, name, profile);
-    let path_of_fd: BTreeMap<String, String> = json["passed_files"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| {
-            let path = f["path"].as_str().unwrap().replace(',', ",,");
-            (f["fd"].to_string(), path)
-        })
-        .collect();
-    let argv: Vec<String> = json["argv"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap().to_string())
-        .collect();
-    let mut path_of_set = BTreeMap::new();
-    let mut resolved = Vec::new();
-    let mut words = argv.into_iter();
-    while let Some(word) = words.next() {
-        if word == "-add-fd" {
-            let opts = words.next().unwrap();
-            let field = |key: &str| {
-                opts.split(',')
-                    .find_map(|part| part.strip_prefix(key))
-                    .unwrap()
-                    .to_string()
-            };
-            path_of_set.insert(field("set="), path_of_fd[&field("fd=")].clone());
-            continue;
-        }
-        let word = match word.split_once("/dev/fdset/") {
-            Some((head, tail)) => {
-                let (set, rest) = tail.split_once(',').unwrap_or((tail, ""));
-                let rest = if rest.is_empty() {
-                    String::new()
-                } else {
-                    format!(",{rest}")
-                };
-                format!("{head}{}{rest}", path_of_set[set])
-            }
-            None => word,
-        };
-        resolved.push(word);
-    }
-    resolved
+    let argv: Vec<String> = serde_json::from_value(json["argv"].clone()).unwrap();
+    let files: Vec<PassedFile> = serde_json::from_value(json["passed_files"].clone()).unwrap();
+    argv_with_paths(&argv, &files)
 }
 
 /// An argv from a libvirt `.args` file or `domxml-to-native`: environment first, then QEMU.
