@@ -160,10 +160,17 @@ impl App {
     }
 
     pub fn facts(&self, config: &VmConfig) -> HostFacts {
-        let (topology, topology_problem) = match crate::host::topology::read_topology(&self.sysroot)
-        {
-            Ok(topology) => (Some(topology), None),
-            Err(error) => (None, Some(error.to_string())),
+        // Only `vcpus = "auto"` and the hugepages' NUMA node look at the topology: reading it
+        // is ten sysfs files per CPU, milliseconds on a large host, on every start.
+        let wants_topology =
+            config.pinning.as_ref().is_some_and(|p| p.auto) || config.machine.hugepages.is_some();
+        let (topology, topology_problem) = if wants_topology {
+            match crate::host::topology::read_topology(&self.sysroot) {
+                Ok(topology) => (Some(topology), None),
+                Err(error) => (None, Some(error.to_string())),
+            }
+        } else {
+            (None, Some("not needed by this profile".to_string()))
         };
         let smbios_from_host = config.smbios.as_ref().is_some_and(|s| s.from_host);
         let requested_user = match config.audio.as_ref().map(|a| &a.backend) {
