@@ -223,18 +223,18 @@ impl App {
             device_access::resolve(&self.sysroot, node).unwrap_or_else(|_| node.to_path_buf());
         let journal = Journal::at(&target.paths.journal);
         let entries = journal.entries()?;
-        let mine = |entry: &JournalEntry| matches!(&entry.undo, Undo::RestoreOwner(was) if was.path == node);
-        let Some(was) = entries.iter().rev().find_map(|entry| match &entry.undo {
+        let mine = |entry: &JournalEntry| match &entry.undo {
             Undo::RestoreOwner(was) if was.path == node => Some(was.clone()),
             _ => None,
-        }) else {
+        };
+        let Some(was) = entries.iter().rev().find_map(mine) else {
             return Ok(());
         };
         if self.sysroot.path(&node.to_string_lossy()).exists() {
             device_access::give_back(&self.sysroot, &was)
                 .map_err(|e| AppError::Host(e.to_string()))?;
         }
-        let rest: Vec<JournalEntry> = entries.into_iter().filter(|e| !mine(e)).collect();
+        let rest: Vec<JournalEntry> = entries.into_iter().filter(|e| mine(e).is_none()).collect();
         journal.replace(&rest)?;
         Ok(())
     }

@@ -106,23 +106,33 @@ impl GrantDeviceAccess {
         let present = usb::devices(&host.root);
         for wanted in &self.usb {
             for device in usb::matching(&present, wanted) {
-                let Some(node) = &device.node else {
-                    return Err(StepError::Other(format!(
-                        "usb {wanted}: sysfs gives no busnum/devnum for {}, so its /dev/bus/usb \
-                         node is unknown",
-                        device.port
-                    )));
-                };
-                if !host.root.path(node).exists() {
-                    return Err(StepError::Other(format!(
-                        "usb {wanted}: {node} does not exist; is /dev/bus/usb populated (udev)?"
-                    )));
-                }
+                let node = usb_node(host, wanted, device).map_err(StepError::Other)?;
                 add(PathBuf::from(node), format!("usb {wanted}"));
             }
         }
         Ok(nodes)
     }
+}
+
+/// The `/dev/bus/usb` node of a plugged-in `[[usb]]` device, or why QEMU could not open it.
+fn usb_node<'a>(
+    host: &HostContext,
+    wanted: &UsbDevice,
+    device: &'a usb::HostUsbDevice,
+) -> Result<&'a str, String> {
+    let Some(node) = device.node.as_deref() else {
+        return Err(format!(
+            "usb {wanted}: sysfs gives no busnum/devnum for {}, so its /dev/bus/usb node is \
+             unknown",
+            device.port
+        ));
+    };
+    if !host.root.path(node).exists() {
+        return Err(format!(
+            "usb {wanted}: {node} does not exist; is /dev/bus/usb populated (udev)?"
+        ));
+    }
+    Ok(node)
 }
 
 /// `path` with every symlink followed, as a host path, staying under the host root: evdev
@@ -242,19 +252,8 @@ impl Step for GrantDeviceAccess {
                 ));
             }
             for device in found {
-                match &device.node {
-                    Some(node) if host.root.path(node).exists() => {}
-                    Some(node) => findings.push(Finding::fail(
-                        "device_access",
-                        format!("usb {wanted}: {node} does not exist; is /dev/bus/usb populated (udev)?"),
-                    )),
-                    None => findings.push(Finding::fail(
-                        "device_access",
-                        format!(
-                            "usb {wanted}: sysfs gives no busnum/devnum for {}",
-                            device.port
-                        ),
-                    )),
+                if let Err(problem) = usb_node(host, wanted, device) {
+                    findings.push(Finding::fail("device_access", problem));
                 }
             }
         }
