@@ -288,6 +288,20 @@ impl FakeHost {
         );
     }
 
+    /// The real `vmrun` run against this host: its root, its stub programs first on PATH, and
+    /// the VM's state and runtime directories under `dir`.
+    pub fn vmrun(&self, dir: &std::path::Path) -> std::process::Command {
+        let mut command = crate::common::vmrun(&crate::common::repo_root());
+        command
+            .env("VMRUN_SYSROOT", &self.root)
+            .env("PATH", self.path_env())
+            .arg("--state-dir")
+            .arg(dir.join("state"))
+            .arg("--runtime-dir")
+            .arg(dir.join("run"));
+        command
+    }
+
     /// PATH with the stubs first.
     pub fn path_env(&self) -> String {
         format!(

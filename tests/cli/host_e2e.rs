@@ -12,7 +12,7 @@ use std::time::Duration;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::common::{repo_root, run, wait_for};
+use crate::common::{run, wait_for};
 use crate::fake_host::{diff, FakeHost, Options};
 
 const QEMU_WITHOUT_VFIO: &str = r#"#!/bin/bash
@@ -77,15 +77,7 @@ fn setup() -> Setup {
 
 impl Setup {
     fn vmrun(&self) -> Command {
-        let mut command = crate::common::vmrun(&repo_root());
-        command
-            .env("VMRUN_SYSROOT", &self.host.root)
-            .env("PATH", self.host.path_env())
-            .arg("--state-dir")
-            .arg(self.dir.path().join("state"))
-            .arg("--runtime-dir")
-            .arg(self.dir.path().join("run"));
-        command
+        self.host.vmrun(self.dir.path())
     }
 
     fn journal(&self) -> PathBuf {
@@ -290,15 +282,7 @@ fn a_run_with_a_non_viable_group_is_refused_before_anything_changes() {
         "[machine]\naccel = \"tcg\"\n[firmware]\ntype = \"seabios\"\n[[pci]]\naddress = \"04:00.0\"\n[[pci]]\naddress = \"04:00.1\"\n",
     )
     .unwrap();
-    let (code, _, stderr) = run(crate::common::vmrun(&repo_root())
-        .env("VMRUN_SYSROOT", &host.root)
-        .env("PATH", host.path_env())
-        .arg("--state-dir")
-        .arg(dir.path().join("state"))
-        .arg("--runtime-dir")
-        .arg(dir.path().join("run"))
-        .arg("run")
-        .arg(&profile));
+    let (code, _, stderr) = run(host.vmrun(dir.path()).arg("run").arg(&profile));
     assert_eq!(code, 3, "{stderr}");
     assert!(
         stderr.contains("IOMMU group 15 is not viable") && stderr.contains("0000:07:00.0"),
@@ -328,17 +312,7 @@ fn a_group_already_on_vfio_pci_is_root_s_again_after_stop_and_after_recover() {
         ),
     )
     .unwrap();
-    let vmrun = || {
-        let mut command = crate::common::vmrun(&repo_root());
-        command
-            .env("VMRUN_SYSROOT", &host.root)
-            .env("PATH", host.path_env())
-            .arg("--state-dir")
-            .arg(dir.path().join("state"))
-            .arg("--runtime-dir")
-            .arg(dir.path().join("run"));
-        command
-    };
+    let vmrun = || host.vmrun(dir.path());
     let node = "dev/vfio/16";
     assert_eq!(host.owner(node), Some((0, 0, 0o600)), "made by the kernel");
     let before = host.snapshot();

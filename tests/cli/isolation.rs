@@ -11,7 +11,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
 
-use crate::common::{repo_root, run, wait_for};
+use crate::common::{run, wait_for};
 use crate::fake_host::{diff, inhibitor_pid, FakeHost, Options};
 
 fn alive(pid: i32) -> bool {
@@ -56,15 +56,7 @@ fn setup(isolation: &str) -> Setup {
 
 impl Setup {
     fn vmrun(&self) -> Command {
-        let mut command = crate::common::vmrun(&repo_root());
-        command
-            .env("VMRUN_SYSROOT", &self.host.root)
-            .env("PATH", self.host.path_env())
-            .arg("--state-dir")
-            .arg(self.dir.path().join("state"))
-            .arg("--runtime-dir")
-            .arg(self.dir.path().join("run"));
-        command
+        self.host.vmrun(self.dir.path())
     }
 
     fn journal(&self) -> PathBuf {
