@@ -21,6 +21,32 @@ fn audio_user(config: &VmConfig) -> Option<String> {
     }
 }
 
+/// A user of this host's user database, by name or number.
+pub fn find_user(word: &str) -> Option<User> {
+    match word.parse::<u32>() {
+        Ok(uid) => User::from_uid(Uid::from_raw(uid)).ok().flatten(),
+        Err(_) => User::from_name(word).ok().flatten(),
+    }
+}
+
+/// A group's id: a number as it is, a name from the host's group database.
+pub fn group_id(word: &str) -> Option<u32> {
+    match word.parse::<u32>() {
+        Ok(gid) => Some(gid),
+        Err(_) => Group::from_name(word)
+            .ok()
+            .flatten()
+            .map(|group| group.gid.as_raw()),
+    }
+}
+
+/// The non-root uid in `var` (`SUDO_UID`, `PKEXEC_UID`): who ran vmrun through sudo or pkexec.
+pub fn invoking_uid(env: impl Fn(&str) -> Option<String>, var: &str) -> Option<u32> {
+    env(var)
+        .and_then(|value| value.trim().parse::<u32>().ok())
+        .filter(|uid| *uid != 0)
+}
+
 /// Resolves the profile's `[qemu] user`/`group` against this host. `env` reads the
 /// environment (`SUDO_UID`, `PKEXEC_UID`). `Ok(None)` means root (the opt-out).
 pub fn qemu_identity(
@@ -28,11 +54,7 @@ pub fn qemu_identity(
     root: &Sysroot,
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<Option<QemuIdentity>, String> {
-    let invoking = |var: &str| {
-        env(var)
-            .and_then(|value| value.trim().parse::<u32>().ok())
-            .filter(|uid| *uid != 0)
-    };
+    let invoking = |var: &str| invoking_uid(&env, var);
     let (word, source) = match &config.qemu.user {
         QemuUser::Root => return Ok(None),
         QemuUser::Resolved(identity) => return Ok(Some(identity.clone())),
@@ -53,10 +75,7 @@ pub fn qemu_identity(
             (None, None, None) => (FALLBACK_USER.to_string(), "fallback"),
         },
     };
-    let user = match word.parse::<u32>() {
-        Ok(uid) => User::from_uid(Uid::from_raw(uid)).ok().flatten(),
-        Err(_) => User::from_name(&word).ok().flatten(),
-    };
+    let user = find_user(&word);
     let (name, uid, primary) = match (&user, word.parse::<u32>()) {
         (Some(user), _) => (user.name.clone(), user.uid.as_raw(), user.gid.as_raw()),
         // A number the user database does not know (a minimal host, a container): its own
@@ -79,14 +98,8 @@ pub fn qemu_identity(
     }
     let gid = match &config.qemu.group {
         None => primary,
-        Some(group) => match group.parse::<u32>() {
-            Ok(gid) => gid,
-            Err(_) => Group::from_name(group)
-                .ok()
-                .flatten()
-                .map(|g| g.gid.as_raw())
-                .ok_or_else(|| format!("qemu.group = \"{group}\": this host has no such group"))?,
-        },
+        Some(group) => group_id(group)
+            .ok_or_else(|| format!("qemu.group = \"{group}\": this host has no such group"))?,
     };
     let mut groups: Vec<u32> = match (&user, std::ffi::CString::new(name.clone())) {
         (Some(_), Ok(cname)) => nix::unistd::getgrouplist(&cname, Gid::from_raw(gid))

@@ -79,23 +79,15 @@ pub fn vhost_net(root: &Sysroot) -> bool {
 /// The desktop user: `requested` (a name or uid), else the user who ran `sudo` (`SUDO_UID`),
 /// else vmrun's own user unless that is root.
 pub fn desktop_user(requested: Option<&str>) -> Option<crate::plan::DesktopUser> {
-    use nix::unistd::{Uid, User};
     let user = match requested {
-        Some(word) => match word.parse::<u32>() {
-            Ok(uid) => User::from_uid(Uid::from_raw(uid)).ok().flatten(),
-            Err(_) => User::from_name(word).ok().flatten(),
-        },
+        Some(word) => identity::find_user(word),
         None => {
-            let sudo = std::env::var("SUDO_UID")
-                .ok()
-                .and_then(|uid| uid.parse::<u32>().ok())
-                .filter(|uid| *uid != 0);
-            let uid = match sudo {
-                Some(uid) => Uid::from_raw(uid),
+            let uid = match identity::invoking_uid(|var| std::env::var(var).ok(), "SUDO_UID") {
+                Some(uid) => nix::unistd::Uid::from_raw(uid),
                 None if !nix::unistd::geteuid().is_root() => nix::unistd::geteuid(),
                 None => return None,
             };
-            User::from_uid(uid).ok().flatten()
+            nix::unistd::User::from_uid(uid).ok().flatten()
         }
     }?;
     Some(crate::plan::DesktopUser {

@@ -79,13 +79,6 @@ pub(super) fn spawn_qemu(
         // Root's working directory may be one the QEMU user cannot enter.
         .current_dir("/")
         .process_group(0);
-    let highest_fd = plan
-        .passed_files
-        .iter()
-        .map(|file| file.fd)
-        .chain([QMP_FD, CTL_FD])
-        .max()
-        .unwrap_or(CTL_FD);
     let mut mappings = vec![
         FdMapping {
             parent_fd: OwnedFd::from(qmp),
@@ -102,6 +95,7 @@ pub(super) fn spawn_qemu(
             child_fd: file.fd,
         });
     }
+    let highest_fd = mappings.iter().map(|m| m.child_fd).max().unwrap_or(CTL_FD);
     command
         .fd_mappings(mappings)
         .map_err(|error| RunError::Spawn {

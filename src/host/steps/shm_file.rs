@@ -59,13 +59,8 @@ fn resolve_user(name: &str) -> Result<nix::unistd::Uid, String> {
 }
 
 fn resolve_group(name: &str) -> Result<nix::unistd::Gid, String> {
-    if let Ok(id) = name.parse::<u32>() {
-        return Ok(nix::unistd::Gid::from_raw(id));
-    }
-    nix::unistd::Group::from_name(name)
-        .ok()
-        .flatten()
-        .map(|group| group.gid)
+    crate::host::identity::group_id(name)
+        .map(nix::unistd::Gid::from_raw)
         .ok_or_else(|| format!("looking_glass.group: no group `{name}` on this host"))
 }
 
