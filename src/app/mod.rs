@@ -446,8 +446,11 @@ impl App {
             if let Some(told) = told {
                 told(state);
             }
-            *inhibitor.borrow_mut() =
-                crate::host::inhibit::SleepInhibitor::hold(recipe.config.name.as_str(), log);
+            *inhibitor.borrow_mut() = crate::host::inhibit::SleepInhibitor::hold(
+                recipe.config.name.as_str(),
+                &self.sysroot,
+                log,
+            );
             if let Some(hooks) = started_hooks {
                 *running_hooks.borrow_mut() =
                     Some(hooks.start(&host, state.qemu_pid, &paths.hooks_log, log));

@@ -8,7 +8,11 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
+use super::Sysroot;
 use crate::log::Log;
+
+/// Where the system bus listens unless DBUS_SYSTEM_BUS_ADDRESS says otherwise.
+const SYSTEM_BUS: &str = "/run/dbus/system_bus_socket";
 
 pub struct SleepInhibitor {
     child: Child,
@@ -17,7 +21,17 @@ pub struct SleepInhibitor {
 
 impl SleepInhibitor {
     /// None (logged) when there is no `systemd-inhibit` or it cannot start: the VM runs anyway.
-    pub fn hold(vm: &str, log: &Log) -> Option<Self> {
+    pub fn hold(vm: &str, root: &Sysroot, log: &Log) -> Option<Self> {
+        // Without the system bus there is no logind to ask: systemd-inhibit would only fail,
+        // after spending milliseconds of the emulator CPUs just as the guest starts.
+        let bus = root.path(SYSTEM_BUS);
+        if std::env::var_os("DBUS_SYSTEM_BUS_ADDRESS").is_none() && !bus.exists() {
+            log.info(&format!(
+                "no system D-Bus ({}): no logind sleep inhibitor, the host may suspend while the VM runs",
+                bus.display()
+            ));
+            return None;
+        }
         let Some(program) = super::find_program("systemd-inhibit") else {
             log.info("no systemd-inhibit on PATH: the host may suspend while the VM runs");
             return None;

@@ -29,17 +29,22 @@ pub enum PinError {
     Verify(String),
 }
 
-/// The two queries pinning needs, written right behind `qmp_capabilities` so that QEMU
-/// answers them in the same wake-up as the handshake.
+/// The queries pinning needs, written right behind `qmp_capabilities` so that QEMU answers
+/// them in the same wake-up as the handshake. QEMU runs one command per turn of its main loop,
+/// each answer a hand-over between its threads and vmrun's: iothreads are asked for only when
+/// the profile places them.
 pub struct Queries {
     cpus: Pending,
-    iothreads: Pending,
+    iothreads: Option<Pending>,
 }
 
-pub fn submit_queries(qmp: &mut Qmp) -> Result<Queries, QmpError> {
+pub fn submit_queries(qmp: &mut Qmp, pinning: &Pinning) -> Result<Queries, QmpError> {
     Ok(Queries {
         cpus: qmp.submit("query-cpus-fast", None)?,
-        iothreads: qmp.submit("query-iothreads", None)?,
+        iothreads: match pinning.iothreads {
+            Some(_) => Some(qmp.submit("query-iothreads", None)?),
+            None => None,
+        },
     })
 }
 
@@ -146,7 +151,10 @@ pub fn pin_all(
             pinning.priority
         ));
     }
-    let iothreads = iothread_ids(qmp.reply(queries.iothreads)?);
+    let iothreads = match queries.iothreads {
+        Some(pending) => iothread_ids(qmp.reply(pending)?),
+        None => Vec::new(),
+    };
     if let Some(set) = &pinning.iothreads {
         for tid in &iothreads {
             threads::set_affinity(*tid, set)?;

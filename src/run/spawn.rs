@@ -69,8 +69,14 @@ pub(super) fn spawn_qemu(
         ctl,
         supervisor,
     } = monitors;
-    let mut command = Command::new(&plan.argv[0]);
+    // Found by vmrun, as root, the way the preflight found it: QEMU's own user would otherwise
+    // walk PATH itself, failing (EACCES) through every directory it may not enter, such as
+    // root's own, before it reaches the same binary.
+    let program = crate::host::find_program(&plan.argv[0])
+        .unwrap_or_else(|| std::path::PathBuf::from(&plan.argv[0]));
+    let mut command = Command::new(program);
     command
+        .arg0(&plan.argv[0])
         .args(&plan.argv[1..])
         .envs(plan.env.iter().map(|(key, value)| (key, value)))
         .stdin(Stdio::null())

@@ -250,7 +250,7 @@ pub(super) fn supervise_child(
         config
             .pinning
             .as_ref()
-            .map(|_| pin::submit_queries(qmp))
+            .map(|pinning| pin::submit_queries(qmp, pinning))
             .transpose()
     })?;
     log.phase("QMP ready");
@@ -287,6 +287,9 @@ pub(super) fn supervise_child(
         countdown: None,
     };
     let mut swtpm_watch = run_state.swtpm_pid;
+    // The first turn comes right after `ready`, while the caller of --detach is still on its
+    // way out: the /proc sweeps wait for the next one.
+    let mut first_turn = true;
     loop {
         if let Some(status) = supervisor.child.try_wait().map_err(setup_error(qemu_log))? {
             supervisor.read_events();
@@ -350,12 +353,13 @@ pub(super) fn supervise_child(
         if supervisor.panicked && supervisor.stage.is_none() {
             supervisor.enter(StopStage::Quit);
         }
-        if let (Some(pinned), Some(set)) = (pinned.as_mut(), emulator) {
+        if let (Some(pinned), Some(set), false) = (pinned.as_mut(), emulator, first_turn) {
             pinned.sweep(supervisor.child.id(), set, log);
         }
-        if supervisor.stage.is_none() {
+        if supervisor.stage.is_none() && !first_turn {
             sampler.tick(supervisor.child.id());
         }
+        first_turn = false;
         let timeout = supervisor
             .stage
             .map(|(_, deadline)| deadline.saturating_duration_since(Instant::now()))

@@ -69,24 +69,22 @@ fn read(path: PathBuf) -> Result<String, ThreadError> {
     std::fs::read_to_string(&path).map_err(|source| ThreadError::Read { path, source })
 }
 
+/// One file and one syscall per thread: `stat` holds the name, policy and priority, the
+/// affinity comes from the kernel directly. Pinning verifies every QEMU thread this way before
+/// the guest runs, so it is on the start's critical path.
 pub fn thread_info(pid: u32, tid: i32) -> Result<ThreadInfo, ThreadError> {
-    let dir = PathBuf::from(format!("/proc/{pid}/task/{tid}"));
-    let name = read(dir.join("comm"))?.trim_end().to_string();
-    let status_path = dir.join("status");
-    let status = read(status_path.clone())?;
-    let affinity = status
-        .lines()
-        .find_map(|line| line.strip_prefix("Cpus_allowed_list:"))
-        .map(|value| value.trim().to_string())
-        .ok_or_else(|| ThreadError::Parse {
-            path: status_path,
-            what: "no Cpus_allowed_list".into(),
-        })?;
-    let stat_path = dir.join("stat");
+    let stat_path = PathBuf::from(format!("/proc/{pid}/task/{tid}/stat"));
     let stat = read(stat_path.clone())?;
-    // Fields after the `(comm)`, which may itself contain spaces; field 3 (state) comes first,
-    // rt_priority is field 40 and policy field 41.
-    let after_comm = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+    // `TID (comm) state ...`: the name may itself hold spaces and parentheses, so it ends at
+    // the last `)`. After it, field 3 (state) comes first; rt_priority is field 40 and policy
+    // field 41.
+    let (name, after_comm) = stat
+        .split_once(" (")
+        .and_then(|(_, rest)| rest.rsplit_once(')'))
+        .ok_or_else(|| ThreadError::Parse {
+            path: stat_path.clone(),
+            what: "no (name)".into(),
+        })?;
     let fields: Vec<&str> = after_comm.split_whitespace().collect();
     let field = |number: usize| -> Result<u32, ThreadError> {
         fields
@@ -97,10 +95,23 @@ pub fn thread_info(pid: u32, tid: i32) -> Result<ThreadInfo, ThreadError> {
                 what: format!("field {number}"),
             })
     };
+    let mask = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(tid)).map_err(|errno| {
+        // Ended since its stat was read: as gone as a missing file.
+        let source = if errno == nix::errno::Errno::ESRCH {
+            std::io::Error::new(std::io::ErrorKind::NotFound, errno)
+        } else {
+            std::io::Error::from(errno)
+        };
+        ThreadError::Read {
+            path: stat_path.clone(),
+            source,
+        }
+    })?;
+    let cpus = (0..nix::sched::CpuSet::count()).filter(|&cpu| mask.is_set(cpu).unwrap_or(false));
     Ok(ThreadInfo {
         tid,
-        name,
-        affinity,
+        name: name.to_string(),
+        affinity: CpuSet::from_cpus(cpus).to_string(),
         priority: field(40)?,
         policy: policy_name(field(41)?),
     })
@@ -230,6 +241,34 @@ mod tests {
         assert_eq!(main.policy, "other");
         assert_eq!(main.priority, 0);
         assert!(!main.affinity.is_empty());
+    }
+
+    #[test]
+    fn a_thread_named_with_parentheses_reads_back_its_name_and_affinity() {
+        let pid = std::process::id();
+        let (told, heard) = std::sync::mpsc::channel();
+        let (finish, finished) = std::sync::mpsc::channel::<()>();
+        let worker = std::thread::Builder::new()
+            .name("w (x) y".into())
+            .spawn(move || {
+                let tid = nix::unistd::gettid().as_raw();
+                set_affinity(tid, &CpuSet::from_cpus([0])).unwrap();
+                told.send(tid).unwrap();
+                finished.recv().unwrap();
+            })
+            .unwrap();
+        let tid = heard.recv().unwrap();
+        let info = thread_info(pid, tid).unwrap();
+        finish.send(()).unwrap();
+        worker.join().unwrap();
+        assert_eq!(info.name, "w (x) y");
+        assert_eq!(info.affinity, "0");
+        assert_eq!((info.policy.as_str(), info.priority), ("other", 0));
+        let gone = thread_info(pid, tid);
+        assert!(
+            matches!(&gone, Err(ThreadError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound),
+            "{gone:?}"
+        );
     }
 
     #[test]

@@ -234,6 +234,8 @@ impl FakeHost {
         }
         write(&root.join(".fake/calls.log"), "");
         std::fs::create_dir_all(root.join("dev/shm")).unwrap();
+        // The system bus the sleep inhibitor needs: only its presence is checked.
+        write(&root.join("run/dbus/system_bus_socket"), "");
         // Where the (fake) kernel puts the IOMMU groups' nodes.
         std::fs::create_dir_all(root.join("dev/vfio")).unwrap();
         std::fs::create_dir_all(&bin).unwrap();

@@ -94,6 +94,35 @@ impl Setup {
 }
 
 #[test]
+fn without_a_system_bus_no_inhibitor_is_started_and_the_log_says_why() {
+    let s = setup("");
+    std::fs::remove_file(s.host.root.join("run/dbus/system_bus_socket")).unwrap();
+    let (code, _, stderr) = run(s
+        .vmrun()
+        .env_remove("DBUS_SYSTEM_BUS_ADDRESS")
+        .arg("run")
+        .arg(&s.profile)
+        .arg("--detach"));
+    assert_eq!(code, 0, "{stderr}");
+    let log = s.dir.path().join("state/iso/vmrun.log");
+    wait_for("the inhibitor's decision", Duration::from_secs(5), || {
+        std::fs::read_to_string(&log).is_ok_and(|text| text.contains("no system D-Bus"))
+    });
+    let (code, _, stderr) = run(s.vmrun().args(["stop", "iso", "--force"]));
+    assert_eq!(code, 5, "stopped by QMP quit: {stderr}");
+    let calls = s.host.calls();
+    assert!(
+        !calls.iter().any(|c| c.starts_with("systemd-inhibit")),
+        "{calls:#?}"
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("run/dbus/system_bus_socket): no logind sleep inhibitor"),
+        "{text}"
+    );
+}
+
+#[test]
 fn isolation_holds_while_the_vm_runs_and_everything_is_restored_after() {
     let s = setup("host_cpus = \"auto\"");
     let before = s.host.snapshot();
