@@ -5,6 +5,7 @@
 //! nodes.
 
 use std::io::Write;
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use crate::firmware::{self, FirmwareImage};
@@ -34,16 +35,18 @@ pub fn host_findings(
     depth: Depth,
 ) -> Vec<Finding> {
     let mut findings = Vec::new();
-    if depth == Depth::Check {
-        findings.push(qemu_binary(&config.qemu.binary));
-    } else if find_program(&config.qemu.binary).is_none() {
-        findings.push(Finding::fail(
+    // Looked up once, with the other host facts: `run` executes this very path.
+    let qemu = facts.qemu_program.as_deref();
+    match (qemu, depth) {
+        (None, _) => findings.push(Finding::fail(
             "qemu",
             format!(
                 "`{}` is not on PATH; install QEMU (Debian/Ubuntu: apt install qemu-system-x86) or set [qemu] binary",
                 config.qemu.binary
             ),
-        ));
+        )),
+        (Some(path), Depth::Check) => findings.push(qemu_version(path)),
+        (Some(_), _) => {}
     }
     findings.push(accelerator(config.machine.accel, &host.root));
     findings.extend(cpu_findings(config, facts));
@@ -54,7 +57,7 @@ pub fn host_findings(
     findings.extend(legacy_interrupts(config, &host.root));
     findings.extend(realtime_sharing(config, facts));
     findings.extend(device_nodes(config, &host.root));
-    findings.extend(qemu_user_findings(config, &host.root));
+    findings.extend(qemu_user_findings(config, &host.root, qemu));
     if config.smbios.as_ref().is_some_and(|s| s.from_host) {
         let dmi = host.root.path("/sys/class/dmi/id");
         findings.push(if facts.dmi.is_empty() {
@@ -93,7 +96,7 @@ pub fn plan_findings(firmware: &BootFirmware, plan: &Plan, depth: Depth) -> Vec<
 
 /// Who QEMU runs as, and whether that user reaches what QEMU opens itself (vmrun passes the
 /// disks, firmware and VARS as descriptors; the device nodes are handed over for the run).
-fn qemu_user_findings(config: &VmConfig, root: &Sysroot) -> Vec<Finding> {
+fn qemu_user_findings(config: &VmConfig, root: &Sysroot, qemu: Option<&Path>) -> Vec<Finding> {
     use crate::host::identity::{reach, Access};
     use crate::model::QemuUser;
     let identity = match &config.qemu.user {
@@ -128,8 +131,8 @@ fn qemu_user_findings(config: &VmConfig, root: &Sysroot) -> Vec<Finding> {
         )
     }];
     let mut must_reach: Vec<(String, std::path::PathBuf, Access)> = Vec::new();
-    if let Some(binary) = find_program(&config.qemu.binary) {
-        must_reach.push(("qemu.binary".into(), binary, Access::Execute));
+    if let Some(binary) = qemu {
+        must_reach.push(("qemu.binary".into(), binary.to_path_buf(), Access::Execute));
     }
     if config.machine.accel == Accel::Kvm {
         must_reach.push(("KVM".into(), root.path("/dev/kvm"), Access::ReadWrite));
@@ -371,15 +374,9 @@ pub fn diagnostic_finding(diagnostic: &crate::profile::Diagnostic) -> Finding {
     }
 }
 
-fn qemu_binary(binary: &str) -> Finding {
-    let Some(path) = find_program(binary) else {
-        return Finding::new(
-            Status::Fail,
-            "qemu",
-            format!("`{binary}` is not on PATH; install QEMU (Debian/Ubuntu: apt install qemu-system-x86) or set [qemu] binary"),
-        );
-    };
-    match Command::new(&path).arg("--version").output() {
+/// The QEMU `check` found, with the version it reports.
+fn qemu_version(path: &Path) -> Finding {
+    match Command::new(path).arg("--version").output() {
         Ok(output) if output.status.success() => {
             let text = String::from_utf8_lossy(&output.stdout);
             let version = text

@@ -189,6 +189,7 @@ impl App {
             topology,
             topology_problem,
             running_realtime: self.running_realtime(),
+            qemu_program: crate::host::find_program(&config.qemu.binary),
             qemu_user: match crate::host::identity::qemu_identity(config, &self.sysroot, |var| {
                 std::env::var(var).ok()
             }) {

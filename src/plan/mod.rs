@@ -93,6 +93,8 @@ pub struct HostFacts {
     pub topology_problem: Option<String>,
     /// Who QEMU runs as on this host.
     pub qemu_user: QemuUserFact,
+    /// `qemu.binary` as found on PATH (None: not found, or not looked up).
+    pub qemu_program: Option<PathBuf>,
     /// The VMs running now with real-time vCPUs: (name, their host CPUs).
     pub running_realtime: Vec<(String, CpuSet)>,
 }
@@ -337,6 +339,10 @@ pub struct Plan {
     pub passed_files: Vec<argv::PassedFile>,
     /// Who QEMU runs as; None for root (`qemu.user = "root"`).
     pub qemu_user: Option<QemuIdentity>,
+    /// The binary the preflight found, executed by this path: QEMU's own user would otherwise
+    /// walk PATH itself, failing (EACCES) through directories it may not enter. None: argv[0].
+    #[serde(skip)]
+    pub qemu_program: Option<PathBuf>,
     /// QEMU's locked-memory limit: VFIO pins all guest RAM (plus the devices' own mappings).
     pub memlock_bytes: Option<u64>,
     /// Added to QEMU's environment (`PULSE_COOKIE`).
@@ -410,6 +416,7 @@ impl Plan {
             argv,
             passed_files: files,
             qemu_user: config.qemu.user.identity().cloned(),
+            qemu_program: facts.qemu_program.clone(),
             memlock_bytes: memlock_bytes(config),
             env,
             smbios: resolved.smbios,

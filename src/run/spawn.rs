@@ -69,12 +69,10 @@ pub(super) fn spawn_qemu(
         ctl,
         supervisor,
     } = monitors;
-    // Found by vmrun, as root, the way the preflight found it: QEMU's own user would otherwise
-    // walk PATH itself, failing (EACCES) through every directory it may not enter, such as
-    // root's own, before it reaches the same binary.
-    let program = crate::host::find_program(&plan.argv[0])
-        .unwrap_or_else(|| std::path::PathBuf::from(&plan.argv[0]));
-    let mut command = Command::new(program);
+    let mut command = match &plan.qemu_program {
+        Some(program) => Command::new(program),
+        None => Command::new(&plan.argv[0]),
+    };
     command
         .arg0(&plan.argv[0])
         .args(&plan.argv[1..])

@@ -308,3 +308,49 @@ fn usage_errors_exit_2_and_help_exits_0() {
     assert_eq!(code, 0);
     assert!(stdout.contains("Exit codes"), "{stdout}");
 }
+
+#[test]
+fn a_missing_qemu_binary_fails_check_and_run_before_anything_starts() {
+    let dir = crate::common::tempdir();
+    std::fs::write(
+        dir.path().join("noqemu.toml"),
+        "[machine]\naccel = \"tcg\"\n[qemu]\nbinary = \"no-such-qemu\"\n[network]\nmode = \"none\"\n",
+    )
+    .unwrap();
+    let with_dirs = |command: &mut std::process::Command| {
+        command
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .arg("--runtime-dir")
+            .arg(dir.path().join("run"));
+    };
+    let mut check = vmrun(dir.path());
+    with_dirs(&mut check);
+    let (code, stdout, _) = run(check.args(["check", "noqemu.toml", "--json"]));
+    assert_ne!(code, 0, "{stdout}");
+    let value = json(&stdout);
+    let qemu: Vec<&serde_json::Value> = value["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["check"] == "qemu")
+        .collect();
+    assert_eq!(qemu.len(), 1, "{stdout}");
+    assert_eq!(qemu[0]["status"], "fail", "{stdout}");
+    assert!(
+        qemu[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`no-such-qemu` is not on PATH"),
+        "{stdout}"
+    );
+    let mut start = vmrun(dir.path());
+    with_dirs(&mut start);
+    let (code, _, stderr) = run(start.args(["run", "noqemu.toml"]));
+    assert_ne!(code, 0, "{stderr}");
+    assert!(stderr.contains("`no-such-qemu` is not on PATH"), "{stderr}");
+    assert!(
+        !dir.path().join("state/noqemu/qemu.log").exists(),
+        "nothing was started"
+    );
+}
