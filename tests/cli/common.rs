@@ -70,6 +70,11 @@ pub fn sized_file(path: &Path, len: u64) {
     file.set_len(len).unwrap();
 }
 
+/// The argv of `vmrun show --json`.
+pub fn shown_argv(shown: &serde_json::Value) -> Vec<String> {
+    serde_json::from_value(shown["argv"].clone()).unwrap()
+}
+
 /// vmrun's QEMU as `show --json` describes it, as a command: its argv, the two listening
 /// monitor sockets its `-chardev socket,fd=3/4` options expect (bound under `dir`), and the
 /// files vmrun opens for it on the descriptors its `-add-fd` options name.
@@ -77,12 +82,7 @@ pub fn qemu_command(shown: &serde_json::Value, dir: &Path) -> Command {
     use command_fds::{CommandFdExt, FdMapping};
     use std::os::fd::OwnedFd;
     use std::os::unix::net::UnixListener;
-    let argv: Vec<String> = shown["argv"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap().to_string())
-        .collect();
+    let argv = shown_argv(shown);
     let listener = |name: &str| OwnedFd::from(UnixListener::bind(dir.join(name)).unwrap());
     let mut mappings = vec![
         FdMapping {

@@ -52,7 +52,7 @@ fn show_json(dir: &Path, name: &str, profile: &str) -> serde_json::Value {
 /// instead (libvirt's argv names paths): what the two say about the VM can be compared.
 fn show_argv(dir: &Path, name: &str, profile: &str) -> Vec<String> {
     let json = show_json(dir, name, profile);
-    let argv: Vec<String> = serde_json::from_value(json["argv"].clone()).unwrap();
+    let argv = crate::common::shown_argv(&json);
     let files: Vec<PassedFile> = serde_json::from_value(json["passed_files"].clone()).unwrap();
     argv_with_paths(&argv, &files)
 }

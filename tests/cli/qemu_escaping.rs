@@ -90,12 +90,7 @@ fn a_disk_path_with_commas_reaches_real_qemu_intact() {
         .arg(&runtime));
     assert_eq!(code, 0, "{stderr}");
     let shown: serde_json::Value = serde_json::from_str(&stdout).unwrap();
-    let argv: Vec<String> = shown["argv"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap().to_string())
-        .collect();
+    let argv = crate::common::shown_argv(&shown);
     // The disk is vmrun's to open: its path is in no option QEMU parses.
     let disk_arg = argv
         .iter()
