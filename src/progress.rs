@@ -48,11 +48,6 @@ impl Countdown {
         }
     }
 
-    /// Moves the deadline (a `vmrun stop --timeout` can change it while the guest is asked).
-    pub fn set_deadline(&mut self, deadline: Instant) {
-        self.deadline = Some(deadline);
-    }
-
     /// Redraws the line when the number of seconds it shows has changed.
     pub fn tick(&mut self) {
         if !self.enabled || self.started.elapsed() < SHOW_AFTER {

@@ -178,10 +178,6 @@ impl Qmp {
         })
     }
 
-    pub fn set_timeout(&mut self, timeout: Duration) {
-        self.timeout = timeout;
-    }
-
     /// Reads one message, waiting at most until `deadline`.
     fn read_message(&mut self, deadline: Instant, waiting_for: &str) -> Result<Message, QmpError> {
         loop {
@@ -357,11 +353,6 @@ impl Qmp {
     /// Events already read, oldest first.
     pub fn take_events(&mut self) -> Vec<Event> {
         self.events.drain(..).collect()
-    }
-
-    /// Whether a message may be waiting without reading the socket (buffered or queued).
-    pub fn has_pending(&self) -> bool {
-        !self.events.is_empty() || !self.reader.buffer().is_empty() || !self.partial.is_empty()
     }
 
     pub fn socket(&self) -> &UnixStream {

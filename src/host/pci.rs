@@ -30,10 +30,6 @@ impl PciDeviceInfo {
         self.class_code >> 16 == 0x06
     }
 
-    pub fn is_vga(&self) -> bool {
-        self.class_code >> 8 == 0x0300
-    }
-
     pub fn on_vfio(&self) -> bool {
         matches!(self.driver.as_deref(), Some("vfio-pci") | Some("pci-stub"))
     }
