@@ -664,6 +664,7 @@ impl App {
             profile: &written,
             firmware: &recipe.firmware,
             paths: &recipe.plan.paths,
+            host_steps: &recipe.host_steps,
             emulator: absolute_program(&recipe.config.qemu.binary),
         });
         Ok((xml, recipe.warnings))

@@ -39,7 +39,7 @@ fn device_dir(root: &Sysroot, address: &str) -> std::path::PathBuf {
     root.path(&format!("/sys/bus/pci/devices/{address}"))
 }
 
-fn read_trimmed(path: &Path) -> Option<String> {
+pub(crate) fn read_trimmed(path: &Path) -> Option<String> {
     std::fs::read_to_string(path)
         .ok()
         .map(|text| text.trim().to_string())

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use super::xml::Element;
 use super::{QEMU_NAMESPACE, VMRUN_NAMESPACE};
+use crate::host::steps::{HostStep, LibvirtContext};
 use crate::model::smbios::SMBIOS_FIELDS;
 use crate::model::*;
 use crate::plan::argv::escape;
@@ -23,6 +24,8 @@ pub struct ExportInput<'a> {
     pub profile: &'a VmConfig,
     pub firmware: &'a BootFirmware,
     pub paths: &'a VmPaths,
+    /// The host steps `run` takes, each translating itself.
+    pub host_steps: &'a [HostStep],
     /// The QEMU binary as an absolute path (libvirt wants one), found on PATH by the caller.
     pub emulator: PathBuf,
 }
@@ -1121,71 +1124,20 @@ impl Exporter<'_> {
         }
     }
 
-    /// What `vmrun run` does to the host that libvirt does not, as comments.
+    /// What `vmrun run` does to the host that libvirt does not, as comments: each host step's
+    /// own translation, then what is not a step (the stop ladder, the GTK window, the sandbox).
     fn host_steps(&mut self, domain: &mut Element) {
         let config = self.config;
         let name = config.name.as_str();
-        let hook = |phase: &str| {
-            format!("a libvirt hook, /etc/libvirt/hooks/qemu.d/vmrun-{name}, acting on `{name} {phase}`")
+        let vm = LibvirtContext {
+            written: self.input.profile,
         };
-        if !config.pci.is_empty() {
-            domain.comment(
-                "vmrun moves each passed device to vfio-pci and back; managed='yes' makes libvirt do the same",
-            );
-        }
-        if let Some(single_gpu) = &config.single_gpu {
-            domain.comment(format!(
-                "vmrun stops {}, unbinds the vtconsoles and the EFI framebuffer and unloads [{}] before \
-                 the start, and gives all of it back after: libvirt needs {} and the reverse on `{name} release end`",
-                single_gpu.display_manager,
-                single_gpu.modules.join(", "),
-                hook("prepare begin")
-            ));
-            let mut element = Element::new("vmrun:single-gpu")
-                .attr("display-manager", single_gpu.display_manager.clone());
-            for module in &single_gpu.modules {
-                element.push(Element::new("vmrun:module").attr("name", module.clone()));
+        for step in self.input.host_steps {
+            let notes = step.libvirt(&vm);
+            for comment in notes.comments {
+                domain.comment(comment);
             }
-            self.metadata.push(element);
-        }
-        if let Some(pages) = config.machine.hugepages {
-            let count = config.machine.memory.bytes() / pages.bytes();
-            let kib = pages.bytes() / 1024;
-            domain.comment(format!(
-                "vmrun allocates {count} huge pages of {kib} KiB before the start and releases them after: \
-                 libvirt needs them reserved (hugepages= on the kernel command line) or {} writing \
-                 /sys/kernel/mm/hugepages/hugepages-{kib}kB/nr_hugepages",
-                hook("prepare begin")
-            ));
-        }
-        if let Some(lg) = &config.looking_glass {
-            if !lg.is_kvmfr() {
-                domain.comment(format!(
-                    "vmrun creates {} with owner {}, group {}, mode {:04o}; libvirt creates the shared memory file as its \
-                     own qemu user: for the Looking Glass client to read it, {} must set them",
-                    lg.path.display(),
-                    lg.owner.as_deref().unwrap_or("(vmrun's user)"),
-                    lg.group.as_deref().unwrap_or("(vmrun's group)"),
-                    lg.mode,
-                    hook("started begin")
-                ));
-            }
-        }
-        for (phase, hooks, libvirt_phase) in [
-            ("pre_start", &config.hooks.pre_start, "prepare begin"),
-            ("started", &config.hooks.started, "started begin"),
-            ("post_stop", &config.hooks.post_stop, "release end"),
-        ] {
-            for argv in hooks.iter() {
-                domain.comment(format!(
-                    "vmrun runs the {phase} hook `{}`: libvirt needs {}",
-                    argv.join(" "),
-                    hook(libvirt_phase)
-                ));
-                let mut element = Element::new("vmrun:hook").attr("phase", phase);
-                for arg in argv {
-                    element.push(Element::new("vmrun:arg").text(arg.clone()));
-                }
+            for element in notes.metadata {
                 self.metadata.push(element);
             }
         }
@@ -1198,48 +1150,6 @@ impl Exporter<'_> {
             .push(Element::new("vmrun:shutdown").attr("timeout", timeout.to_string()));
         if config.display.gui == Gui::Gtk {
             domain.comment("vmrun opens a GTK window; libvirt has no GTK display (virt-viewer with <graphics type='spice'/> is the nearest)");
-        }
-        if let Some(isolation) = &self.input.profile.isolation {
-            let host_cpus = match &isolation.host_cpus {
-                HostCpus::Auto => "auto".to_string(),
-                HostCpus::List(set) => set.to_list_string(),
-            };
-            let resolved = match config.isolation.as_ref().map(|i| &i.host_cpus) {
-                Some(HostCpus::List(set)) => set.to_list_string(),
-                _ => host_cpus.clone(),
-            };
-            domain.comment(format!(
-                "vmrun keeps the host's own work (systemd slices, workqueues, IRQs) on CPUs {resolved} and sets the \
-                 vCPUs' CPUs to the {} governor while the VM runs: libvirt needs {} (systemctl set-property \
-                 system.slice user.slice init.scope AllowedCPUs={resolved}) and the reverse on `{name} release end`",
-                isolation.governor.as_deref().unwrap_or("unchanged"),
-                hook("prepare begin")
-            ));
-            self.metadata.push(
-                Element::new("vmrun:isolation")
-                    .attr("host-cpus", host_cpus)
-                    .attr(
-                        "governor",
-                        isolation
-                            .governor
-                            .clone()
-                            .unwrap_or_else(|| "keep".to_string()),
-                    ),
-            );
-        }
-        for device in config.pci.iter().filter(|d| d.rescan) {
-            domain.comment(format!(
-                "vmrun removes {} and rescans the PCI bus before binding it to vfio-pci: libvirt needs {} \
-                 writing 1 to /sys/bus/pci/devices/{}/remove and /sys/bus/pci/rescan",
-                device.address,
-                hook("prepare begin"),
-                device.address
-            ));
-            self.metadata.push(
-                Element::new("vmrun:pci")
-                    .attr("address", device.address.to_string())
-                    .attr("rescan", "yes"),
-            );
         }
         if !config.qemu.sandbox {
             // libvirt has this once for all domains, in qemu.conf, not per domain.

@@ -12,6 +12,7 @@ use super::{Recorder, Step};
 use crate::host::context::{HostContext, StepError};
 use crate::log::Log;
 use crate::model::{PciAddress, VmConfig};
+use crate::plan::VmPaths;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ReleaseBootFramebuffer {
@@ -20,7 +21,7 @@ pub struct ReleaseBootFramebuffer {
 }
 
 impl ReleaseBootFramebuffer {
-    pub fn plan(config: &VmConfig) -> Option<Self> {
+    pub fn plan(config: &VmConfig, _paths: &VmPaths) -> Option<Self> {
         if config.single_gpu.is_some() || config.pci.is_empty() {
             return None;
         }

@@ -10,6 +10,7 @@ use crate::host::finding::Finding;
 use crate::log::Log;
 use crate::model::{NetworkMode, VmConfig};
 use crate::plan::argv::tap_name;
+use crate::plan::VmPaths;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct AddBridgeTap {
@@ -24,7 +25,7 @@ pub struct DeleteTap {
 }
 
 impl AddBridgeTap {
-    pub fn plan(config: &VmConfig) -> Option<Self> {
+    pub fn plan(config: &VmConfig, _paths: &VmPaths) -> Option<Self> {
         match &config.network.mode {
             NetworkMode::Bridge(bridge) => Some(AddBridgeTap {
                 tap: tap_name(&config.name),

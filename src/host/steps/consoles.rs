@@ -7,6 +7,7 @@ use super::{Recorder, Step, Undoable};
 use crate::host::context::{HostContext, StepError};
 use crate::log::Log;
 use crate::model::VmConfig;
+use crate::plan::VmPaths;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct UnbindVtconsoles {}
@@ -17,7 +18,7 @@ pub struct BindVtconsole {
 }
 
 impl UnbindVtconsoles {
-    pub fn plan(config: &VmConfig) -> Option<Self> {
+    pub fn plan(config: &VmConfig, _paths: &VmPaths) -> Option<Self> {
         config.single_gpu.as_ref().map(|_| UnbindVtconsoles {})
     }
 }

@@ -5,11 +5,13 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Recorder, Step, Undoable};
+use super::{LibvirtContext, LibvirtNotes, Recorder, Step, Undoable};
 use crate::host::context::{HostContext, StepError};
 use crate::host::finding::Finding;
+use crate::libvirt::xml::Element;
 use crate::log::Log;
 use crate::model::{CpuSet, HostCpus, VmConfig};
+use crate::plan::VmPaths;
 
 /// The units every process of the host lives under, QEMU's and vmrun's own excepted (they
 /// must be started outside them: see the preflight).
@@ -32,7 +34,7 @@ pub struct RestoreAllowedCpus {
 }
 
 impl RestrictSlices {
-    pub fn plan(config: &VmConfig) -> Option<Self> {
+    pub fn plan(config: &VmConfig, _paths: &VmPaths) -> Option<Self> {
         let isolation = config.isolation.as_ref()?;
         let HostCpus::List(host_cpus) = &isolation.host_cpus else {
             return None;
@@ -80,6 +82,35 @@ fn set_allowed_cpus(
 }
 
 impl Step for RestrictSlices {
+    /// `[isolation]` as a whole (slices, workqueues, IRQs, governor) is one hook for libvirt,
+    /// described here, where it begins.
+    fn libvirt(&self, vm: &LibvirtContext) -> LibvirtNotes {
+        let Some(isolation) = vm.written.isolation.as_ref() else {
+            return LibvirtNotes::default();
+        };
+        let name = vm.written.name.as_str();
+        let written = match &isolation.host_cpus {
+            HostCpus::Auto => "auto".to_string(),
+            HostCpus::List(set) => set.to_list_string(),
+        };
+        let resolved = self.host_cpus.to_list_string();
+        LibvirtNotes {
+            comments: vec![format!(
+                "vmrun keeps the host's own work (systemd slices, workqueues, IRQs) on CPUs {resolved} and sets the \
+                 vCPUs' CPUs to the {} governor while the VM runs: libvirt needs {} (systemctl set-property \
+                 system.slice user.slice init.scope AllowedCPUs={resolved}) and the reverse on `{name} release end`",
+                isolation.governor.as_deref().unwrap_or("unchanged"),
+                vm.hook("prepare begin")
+            )],
+            metadata: vec![Element::new("vmrun:isolation")
+                .attr("host-cpus", written)
+                .attr(
+                    "governor",
+                    isolation.governor.clone().unwrap_or_else(|| "keep".to_string()),
+                )],
+        }
+    }
+
     fn describe(&self) -> String {
         format!(
             "keep {} on CPUs {} (systemd AllowedCPUs, runtime only)",

@@ -16,6 +16,7 @@ use crate::host::finding::Finding;
 use crate::host::{pci, usb, Sysroot};
 use crate::log::Log;
 use crate::model::{PciAddress, UsbDevice, VmConfig};
+use crate::plan::VmPaths;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct GrantDeviceAccess {
@@ -41,7 +42,7 @@ pub struct RestoreOwner {
 }
 
 impl GrantDeviceAccess {
-    pub fn plan(config: &VmConfig) -> Option<Self> {
+    pub fn plan(config: &VmConfig, _paths: &VmPaths) -> Option<Self> {
         let identity = config.qemu.user.identity()?;
         let step = GrantDeviceAccess {
             user: identity.name.clone(),

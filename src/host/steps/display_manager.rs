@@ -3,10 +3,12 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Recorder, Step, Undoable};
+use super::{LibvirtContext, LibvirtNotes, Recorder, Step, Undoable};
 use crate::host::context::{HostContext, StepError};
+use crate::libvirt::xml::Element;
 use crate::log::Log;
 use crate::model::VmConfig;
+use crate::plan::VmPaths;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct StopDisplayManager {
@@ -19,7 +21,7 @@ pub struct StartUnit {
 }
 
 impl StopDisplayManager {
-    pub fn plan(config: &VmConfig) -> Option<Self> {
+    pub fn plan(config: &VmConfig, _paths: &VmPaths) -> Option<Self> {
         config.single_gpu.as_ref().map(|single| StopDisplayManager {
             unit: single.display_manager.clone(),
         })
@@ -27,6 +29,33 @@ impl StopDisplayManager {
 }
 
 impl Step for StopDisplayManager {
+    /// The whole single-GPU hand-over (display manager, consoles, framebuffers, modules) is
+    /// one hook for libvirt, described here, where it begins.
+    fn libvirt(&self, vm: &LibvirtContext) -> LibvirtNotes {
+        let name = vm.written.name.as_str();
+        let modules = vm
+            .written
+            .single_gpu
+            .as_ref()
+            .map(|single| single.modules.clone())
+            .unwrap_or_default();
+        let mut element =
+            Element::new("vmrun:single-gpu").attr("display-manager", self.unit.clone());
+        for module in &modules {
+            element.push(Element::new("vmrun:module").attr("name", module.clone()));
+        }
+        LibvirtNotes {
+            comments: vec![format!(
+                "vmrun stops {}, unbinds the vtconsoles and the EFI framebuffer and unloads [{}] before \
+                 the start, and gives all of it back after: libvirt needs {} and the reverse on `{name} release end`",
+                self.unit,
+                modules.join(", "),
+                vm.hook("prepare begin")
+            )],
+            metadata: vec![element],
+        }
+    }
+
     fn describe(&self) -> String {
         format!("stop {} if it is active", self.unit)
     }

@@ -6,6 +6,7 @@ use super::{Recorder, Step, Undoable};
 use crate::host::context::{HostContext, StepError};
 use crate::log::Log;
 use crate::model::VmConfig;
+use crate::plan::VmPaths;
 
 const FRAMEBUFFER_DRIVERS: &[&str] = &["efi-framebuffer", "simple-framebuffer", "vesa-framebuffer"];
 
@@ -19,7 +20,7 @@ pub struct BindPlatform {
 }
 
 impl UnbindFramebuffers {
-    pub fn plan(config: &VmConfig) -> Option<Self> {
+    pub fn plan(config: &VmConfig, _paths: &VmPaths) -> Option<Self> {
         config.single_gpu.as_ref().map(|_| UnbindFramebuffers {})
     }
 }

@@ -8,6 +8,7 @@ use crate::host::context::{HostContext, StepError};
 use crate::host::finding::Finding;
 use crate::log::Log;
 use crate::model::{CpuSet, VmConfig};
+use crate::plan::VmPaths;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct SetGovernor {
@@ -26,7 +27,7 @@ fn governor_path(cpu: usize) -> String {
 }
 
 impl SetGovernor {
-    pub fn plan(config: &VmConfig) -> Option<Self> {
+    pub fn plan(config: &VmConfig, _paths: &VmPaths) -> Option<Self> {
         let governor = config.isolation.as_ref()?.governor.clone()?;
         let pinning = config.pinning.as_ref()?;
         Some(SetGovernor {

@@ -10,11 +10,13 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Recorder, Step, Undoable};
+use super::{LibvirtContext, LibvirtNotes, Recorder, Step, Undoable};
 use crate::host::context::{HostContext, StepError};
 use crate::host::finding::Finding;
+use crate::libvirt::xml::Element;
 use crate::log::Log;
 use crate::model::VmConfig;
+use crate::plan::VmPaths;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct PreStartHook {
@@ -51,7 +53,7 @@ pub struct StartedHooks {
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl PreStartHook {
-    pub fn plan(config: &VmConfig) -> impl Iterator<Item = Self> + '_ {
+    pub fn plan<'a>(config: &'a VmConfig, _paths: &VmPaths) -> impl Iterator<Item = Self> + 'a {
         config.hooks.pre_start.iter().map(|command| PreStartHook {
             command: command.clone(),
             timeout_seconds: config.hooks.timeout.as_secs(),
@@ -60,7 +62,7 @@ impl PreStartHook {
 }
 
 impl PostStopHooks {
-    pub fn plan(config: &VmConfig) -> Option<Self> {
+    pub fn plan(config: &VmConfig, _paths: &VmPaths) -> Option<Self> {
         (!config.hooks.post_stop.is_empty()).then(|| PostStopHooks {
             commands: config.hooks.post_stop.clone(),
             timeout_seconds: config.hooks.timeout.as_secs(),
@@ -69,7 +71,7 @@ impl PostStopHooks {
 }
 
 impl StartedHooks {
-    pub fn plan(config: &VmConfig) -> Option<Self> {
+    pub fn plan(config: &VmConfig, _paths: &VmPaths) -> Option<Self> {
         (!config.hooks.started.is_empty()).then(|| StartedHooks {
             commands: config.hooks.started.clone(),
             timeout_seconds: config.hooks.timeout.as_secs(),
@@ -200,7 +202,40 @@ fn program_finding(command: &[String], key: &str) -> Finding {
     }
 }
 
+/// Each hook command as a comment naming the libvirt hook phase that would run it, and as
+/// `<vmrun:hook>` metadata.
+fn hook_notes(
+    vm: &LibvirtContext,
+    phase: &str,
+    libvirt_phase: &str,
+    commands: &[Vec<String>],
+) -> LibvirtNotes {
+    let mut notes = LibvirtNotes::default();
+    for argv in commands {
+        notes.comments.push(format!(
+            "vmrun runs the {phase} hook `{}`: libvirt needs {}",
+            argv.join(" "),
+            vm.hook(libvirt_phase)
+        ));
+        let mut element = Element::new("vmrun:hook").attr("phase", phase);
+        for arg in argv {
+            element.push(Element::new("vmrun:arg").text(arg.clone()));
+        }
+        notes.metadata.push(element);
+    }
+    notes
+}
+
 impl Step for PreStartHook {
+    fn libvirt(&self, vm: &LibvirtContext) -> LibvirtNotes {
+        hook_notes(
+            vm,
+            "pre_start",
+            "prepare begin",
+            std::slice::from_ref(&self.command),
+        )
+    }
+
     fn describe(&self) -> String {
         format!(
             "run pre_start hook: {} (killed after {} s)",
@@ -226,6 +261,10 @@ impl Step for PreStartHook {
 }
 
 impl Step for StartedHooks {
+    fn libvirt(&self, vm: &LibvirtContext) -> LibvirtNotes {
+        hook_notes(vm, "started", "started begin", &self.commands)
+    }
+
     fn describe(&self) -> String {
         let commands: Vec<String> = self.commands.iter().map(|c| c.join(" ")).collect();
         format!(
@@ -251,6 +290,10 @@ impl Step for StartedHooks {
 }
 
 impl Step for PostStopHooks {
+    fn libvirt(&self, vm: &LibvirtContext) -> LibvirtNotes {
+        hook_notes(vm, "post_stop", "release end", &self.commands)
+    }
+
     fn describe(&self) -> String {
         let commands: Vec<String> = self.commands.iter().map(|c| c.join(" ")).collect();
         format!(

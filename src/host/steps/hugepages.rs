@@ -3,11 +3,12 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Recorder, Step, Undoable};
+use super::{LibvirtContext, LibvirtNotes, Recorder, Step, Undoable};
 use crate::host::context::{HostContext, StepError};
 use crate::host::finding::Finding;
 use crate::log::Log;
 use crate::model::{ByteSize, VmConfig};
+use crate::plan::VmPaths;
 
 const COMPACT: &str = "/proc/sys/vm/compact_memory";
 /// How many times memory is compacted before giving up.
@@ -29,7 +30,7 @@ pub struct SetHugepages {
 }
 
 impl ReserveHugepages {
-    pub fn plan(config: &VmConfig) -> Option<Self> {
+    pub fn plan(config: &VmConfig, _paths: &VmPaths) -> Option<Self> {
         let page = config.machine.hugepages?;
         Some(ReserveHugepages {
             page_size: ByteSize(page.bytes()),
@@ -62,6 +63,17 @@ impl ReserveHugepages {
 }
 
 impl Step for ReserveHugepages {
+    fn libvirt(&self, vm: &LibvirtContext) -> LibvirtNotes {
+        let kib = self.page_size.0 / 1024;
+        LibvirtNotes::comment(format!(
+            "vmrun allocates {} huge pages of {kib} KiB before the start and releases them after: \
+             libvirt needs them reserved (hugepages= on the kernel command line) or {} writing \
+             /sys/kernel/mm/hugepages/hugepages-{kib}kB/nr_hugepages",
+            self.pages,
+            vm.hook("prepare begin")
+        ))
+    }
+
     fn describe(&self) -> String {
         format!(
             "make {} free {} hugepages available{}, allocating the missing ones",

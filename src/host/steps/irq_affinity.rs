@@ -9,6 +9,7 @@ use super::{Recorder, Step, Undoable};
 use crate::host::context::{HostContext, StepError};
 use crate::log::Log;
 use crate::model::{CpuSet, HostCpus, VmConfig};
+use crate::plan::VmPaths;
 
 const DEFAULT: &str = "/proc/irq/default_smp_affinity";
 
@@ -25,7 +26,7 @@ pub struct RestoreIrqAffinity {
 }
 
 impl MoveIrqs {
-    pub fn plan(config: &VmConfig) -> Option<Self> {
+    pub fn plan(config: &VmConfig, _paths: &VmPaths) -> Option<Self> {
         match &config.isolation.as_ref()?.host_cpus {
             HostCpus::List(host_cpus) => Some(MoveIrqs {
                 host_cpus: host_cpus.clone(),

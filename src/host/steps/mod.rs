@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use super::context::{HostContext, StepError};
 use super::finding::Finding;
 use super::journal::{Journal, JournalEntry};
+use crate::libvirt::xml::Element;
 use crate::log::Log;
 use crate::model::VmConfig;
 use crate::plan::VmPaths;
@@ -44,6 +45,47 @@ pub trait Step {
     }
     /// Makes the change, journaling how to undo each part through `record` before making it.
     fn apply(&self, host: &HostContext, record: &Recorder, log: &Log) -> Result<(), StepError>;
+    /// What libvirt needs to do the same (`vmrun export libvirt`): comments naming the hook
+    /// it takes, and the vmrun keys that travel in `<metadata>` so that the profile survives a
+    /// round trip. Nothing for a step libvirt does itself.
+    fn libvirt(&self, _vm: &LibvirtContext) -> LibvirtNotes {
+        LibvirtNotes::default()
+    }
+}
+
+/// What a step's libvirt translation reads besides the step itself.
+pub struct LibvirtContext<'a> {
+    /// The VM as the profile wrote it: what travels in `<metadata>` keeps the profile's words
+    /// (`"auto"`) rather than this host's answer.
+    pub written: &'a VmConfig,
+}
+
+impl LibvirtContext<'_> {
+    /// The libvirt hook that would do a step's work at `phase` (`prepare begin`).
+    pub fn hook(&self, phase: &str) -> String {
+        let name = self.written.name.as_str();
+        format!(
+            "a libvirt hook, /etc/libvirt/hooks/qemu.d/vmrun-{name}, acting on `{name} {phase}`"
+        )
+    }
+}
+
+/// A step's part of the exported domain.
+#[derive(Debug, Default)]
+pub struct LibvirtNotes {
+    /// Comments for the domain: what vmrun does that libvirt needs a hook or a setting for.
+    pub comments: Vec<String>,
+    /// Elements under `<metadata><vmrun:profile>`.
+    pub metadata: Vec<Element>,
+}
+
+impl LibvirtNotes {
+    pub fn comment(text: impl Into<String>) -> Self {
+        LibvirtNotes {
+            comments: vec![text.into()],
+            metadata: Vec::new(),
+        }
+    }
 }
 
 /// What a journal entry can do: undo its change, and after every entry was undone, say
@@ -80,8 +122,12 @@ impl<'a> Recorder<'a> {
     }
 }
 
-macro_rules! step_kinds {
-    ($($variant:ident($module:ident::$kind:ident)),* $(,)?) => {
+/// Declares the kinds of step, in the order `plan` emits them, with the undo records each
+/// journals: one line per kind. It makes `HostStep` (what `show --json` prints), `Undo` (what
+/// the journal holds) and `plan`, which asks every kind in turn.
+macro_rules! register_steps {
+    ($($variant:ident($module:ident::$kind:ident)
+        undo [$($undo_variant:ident($undo_module:ident::$undo_kind:ident)),* $(,)?]),* $(,)?) => {
         /// One planned host change, tagged with its kind (`"step": "bind_vfio"`).
         #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
         #[serde(tag = "step", rename_all = "snake_case")]
@@ -96,77 +142,69 @@ macro_rules! step_kinds {
                 }
             }
         }
-    };
-}
 
-macro_rules! undo_kinds {
-    ($($variant:ident($module:ident::$kind:ident)),* $(,)?) => {
         /// How to undo one change, as the journal stores it (`"undo": "start_unit"`).
         #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
         #[serde(tag = "undo", rename_all = "snake_case")]
         pub enum Undo {
-            $($variant($module::$kind),)*
+            $($($undo_variant($undo_module::$undo_kind),)*)*
         }
 
         impl Undo {
             fn inner(&self) -> &dyn Undoable {
                 match self {
-                    $(Undo::$variant(undo) => undo,)*
+                    $($(Undo::$undo_variant(undo) => undo,)*)*
                 }
             }
         }
 
-        $(impl From<$module::$kind> for Undo {
-            fn from(undo: $module::$kind) -> Self {
-                Undo::$variant(undo)
+        $($(impl From<$undo_module::$undo_kind> for Undo {
+            fn from(undo: $undo_module::$undo_kind) -> Self {
+                Undo::$undo_variant(undo)
             }
-        })*
+        })*)*
+
+        /// The host steps of a VM, in the order they are applied. Pure: the same model gives
+        /// the same steps on any machine; what the host already is (a unit not running, a
+        /// device already on vfio-pci) is decided by each step when it applies.
+        pub fn plan(config: &VmConfig, paths: &VmPaths) -> Vec<HostStep> {
+            let mut steps = Vec::new();
+            $(steps.extend(
+                $module::$kind::plan(config, paths).into_iter().map(HostStep::$variant),
+            );)*
+            steps
+        }
     };
 }
 
-// The kinds of step, in the order `plan` may emit them.
-step_kinds! {
-    PostStopHooks(hooks::PostStopHooks),
-    PreStartHook(hooks::PreStartHook),
-    StopDisplayManager(display_manager::StopDisplayManager),
-    UnbindVtconsoles(consoles::UnbindVtconsoles),
-    UnbindFramebuffers(framebuffers::UnbindFramebuffers),
-    ReleaseBootFramebuffer(boot_framebuffer::ReleaseBootFramebuffer),
-    UnloadModule(modules::UnloadModule),
-    LoadVfioPci(vfio::LoadVfioPci),
-    RescanPciDevice(rescan::RescanPciDevice),
-    BindVfio(vfio::BindVfio),
-    ReserveHugepages(hugepages::ReserveHugepages),
-    CreateShmFile(shm_file::CreateShmFile),
-    RestrictSlices(cpu_slices::RestrictSlices),
-    RestrictWorkqueues(workqueue::RestrictWorkqueues),
-    MoveIrqs(irq_affinity::MoveIrqs),
-    SetGovernor(governor::SetGovernor),
-    AddBridgeTap(bridge_tap::AddBridgeTap),
-    GrantDeviceAccess(device_access::GrantDeviceAccess),
-    StartedHooks(hooks::StartedHooks),
-    StartSwtpm(swtpm::StartSwtpm),
-}
-
-// What the journal can hold. The names are those of the round-1 journal, which still replays.
-undo_kinds! {
-    RunPostStop(hooks::RunPostStop),
-    StartUnit(display_manager::StartUnit),
-    BindVtconsole(consoles::BindVtconsole),
-    BindPlatform(framebuffers::BindPlatform),
-    LoadModule(modules::LoadModule),
-    UnloadModule(modules::UnloadModuleAgain),
-    RestorePciDriver(vfio::RestorePciDriver),
-    RescanPciBus(rescan::RescanPciBus),
-    SetHugepages(hugepages::SetHugepages),
-    RemoveFile(shm_file::RemoveFile),
-    StopSwtpm(swtpm::StopSwtpm),
-    DeleteTap(bridge_tap::DeleteTap),
-    RestoreAllowedCpus(cpu_slices::RestoreAllowedCpus),
-    RestoreWorkqueueMask(workqueue::RestoreWorkqueueMask),
-    RestoreIrqAffinity(irq_affinity::RestoreIrqAffinity),
-    RestoreGovernors(governor::RestoreGovernors),
-    RestoreOwner(device_access::RestoreOwner),
+// The kinds of step, in the order they apply (undone in reverse), each with the undo records
+// it journals. The undo names are those of the round-1 journal, which still replays.
+// Registering a kind is one line here.
+register_steps! {
+    // Armed first so that its undo, running the post_stop hooks, comes last.
+    PostStopHooks(hooks::PostStopHooks) undo [RunPostStop(hooks::RunPostStop)],
+    PreStartHook(hooks::PreStartHook) undo [],
+    StopDisplayManager(display_manager::StopDisplayManager) undo [StartUnit(display_manager::StartUnit)],
+    UnbindVtconsoles(consoles::UnbindVtconsoles) undo [BindVtconsole(consoles::BindVtconsole)],
+    UnbindFramebuffers(framebuffers::UnbindFramebuffers) undo [BindPlatform(framebuffers::BindPlatform)],
+    UnloadModule(modules::UnloadModule) undo [LoadModule(modules::LoadModule)],
+    ReleaseBootFramebuffer(boot_framebuffer::ReleaseBootFramebuffer) undo [],
+    LoadVfioPci(vfio::LoadVfioPci) undo [UnloadModule(modules::UnloadModuleAgain)],
+    RescanPciDevice(rescan::RescanPciDevice) undo [RescanPciBus(rescan::RescanPciBus)],
+    BindVfio(vfio::BindVfio) undo [RestorePciDriver(vfio::RestorePciDriver)],
+    ReserveHugepages(hugepages::ReserveHugepages) undo [SetHugepages(hugepages::SetHugepages)],
+    CreateShmFile(shm_file::CreateShmFile) undo [RemoveFile(shm_file::RemoveFile)],
+    RestrictSlices(cpu_slices::RestrictSlices) undo [RestoreAllowedCpus(cpu_slices::RestoreAllowedCpus)],
+    RestrictWorkqueues(workqueue::RestrictWorkqueues) undo [RestoreWorkqueueMask(workqueue::RestoreWorkqueueMask)],
+    MoveIrqs(irq_affinity::MoveIrqs) undo [RestoreIrqAffinity(irq_affinity::RestoreIrqAffinity)],
+    SetGovernor(governor::SetGovernor) undo [RestoreGovernors(governor::RestoreGovernors)],
+    AddBridgeTap(bridge_tap::AddBridgeTap) undo [DeleteTap(bridge_tap::DeleteTap)],
+    // After every step that binds devices or makes nodes (vfio-pci creates /dev/vfio/N), so
+    // that the nodes exist; undone right after QEMU is gone, before the devices go back.
+    GrantDeviceAccess(device_access::GrantDeviceAccess) undo [RestoreOwner(device_access::RestoreOwner)],
+    StartedHooks(hooks::StartedHooks) undo [],
+    // Last, so that it is stopped first, right after QEMU, before the host is given back.
+    StartSwtpm(swtpm::StartSwtpm) undo [StopSwtpm(swtpm::StopSwtpm)],
 }
 
 impl HostStep {
@@ -180,6 +218,10 @@ impl HostStep {
 
     pub fn apply(&self, host: &HostContext, record: &Recorder, log: &Log) -> Result<(), StepError> {
         self.inner().apply(host, record, log)
+    }
+
+    pub fn libvirt(&self, vm: &LibvirtContext) -> LibvirtNotes {
+        self.inner().libvirt(vm)
     }
 
     /// The snake_case kind, as `show --json` and the journal name it.
@@ -216,51 +258,4 @@ impl<'a> From<&'a HostStep> for StepView<'a> {
             description: step.describe(),
         }
     }
-}
-
-/// The host steps of a VM, in the order they are applied. Pure: the same model gives the
-/// same steps on any machine; what the host already is (a unit not running, a device already
-/// on vfio-pci) is decided by each step when it applies.
-pub fn plan(config: &VmConfig, paths: &VmPaths) -> Vec<HostStep> {
-    let mut steps = Vec::new();
-    // Armed first so that its undo, running the post_stop hooks, comes last.
-    steps.extend(hooks::PostStopHooks::plan(config).map(HostStep::PostStopHooks));
-    steps.extend(hooks::PreStartHook::plan(config).map(HostStep::PreStartHook));
-    if let Some(single) = &config.single_gpu {
-        steps.push(HostStep::StopDisplayManager(
-            display_manager::StopDisplayManager {
-                unit: single.display_manager.clone(),
-            },
-        ));
-        steps.push(HostStep::UnbindVtconsoles(consoles::UnbindVtconsoles {}));
-        steps.push(HostStep::UnbindFramebuffers(
-            framebuffers::UnbindFramebuffers {},
-        ));
-        steps.extend(single.modules.iter().map(|module| {
-            HostStep::UnloadModule(modules::UnloadModule {
-                module: module.clone(),
-            })
-        }));
-    }
-    steps.extend(
-        boot_framebuffer::ReleaseBootFramebuffer::plan(config)
-            .map(HostStep::ReleaseBootFramebuffer),
-    );
-    steps.extend(vfio::LoadVfioPci::plan(config).map(HostStep::LoadVfioPci));
-    steps.extend(rescan::RescanPciDevice::plan(config).map(HostStep::RescanPciDevice));
-    steps.extend(vfio::BindVfio::plan(config).map(HostStep::BindVfio));
-    steps.extend(hugepages::ReserveHugepages::plan(config).map(HostStep::ReserveHugepages));
-    steps.extend(shm_file::CreateShmFile::plan(config).map(HostStep::CreateShmFile));
-    steps.extend(cpu_slices::RestrictSlices::plan(config).map(HostStep::RestrictSlices));
-    steps.extend(workqueue::RestrictWorkqueues::plan(config).map(HostStep::RestrictWorkqueues));
-    steps.extend(irq_affinity::MoveIrqs::plan(config).map(HostStep::MoveIrqs));
-    steps.extend(governor::SetGovernor::plan(config).map(HostStep::SetGovernor));
-    steps.extend(bridge_tap::AddBridgeTap::plan(config).map(HostStep::AddBridgeTap));
-    // After every step that binds devices or makes nodes (vfio-pci creates /dev/vfio/N), so
-    // that the nodes exist; undone right after QEMU is gone, before the devices go back.
-    steps.extend(device_access::GrantDeviceAccess::plan(config).map(HostStep::GrantDeviceAccess));
-    steps.extend(hooks::StartedHooks::plan(config).map(HostStep::StartedHooks));
-    // Last, so that it is stopped first, right after QEMU, before the host is given back.
-    steps.extend(swtpm::StartSwtpm::plan(config, paths).map(HostStep::StartSwtpm));
-    steps
 }

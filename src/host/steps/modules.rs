@@ -8,6 +8,7 @@ use super::{Recorder, Step, Undoable};
 use crate::host::context::{HostContext, StepError};
 use crate::log::Log;
 use crate::model::VmConfig;
+use crate::plan::VmPaths;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct UnloadModule {
@@ -27,7 +28,7 @@ pub struct UnloadModuleAgain {
 }
 
 impl UnloadModule {
-    pub fn plan(config: &VmConfig) -> impl Iterator<Item = Self> + '_ {
+    pub fn plan<'a>(config: &'a VmConfig, _paths: &VmPaths) -> impl Iterator<Item = Self> + 'a {
         config
             .single_gpu
             .iter()

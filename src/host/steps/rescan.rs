@@ -6,12 +6,14 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Recorder, Step, Undoable};
+use super::{LibvirtContext, LibvirtNotes, Recorder, Step, Undoable};
 use crate::host::context::{HostContext, StepError};
 use crate::host::finding::Finding;
 use crate::host::pci;
+use crate::libvirt::xml::Element;
 use crate::log::Log;
 use crate::model::{PciAddress, VmConfig};
+use crate::plan::VmPaths;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct RescanPciDevice {
@@ -25,7 +27,7 @@ pub struct RescanPciBus {
 }
 
 impl RescanPciDevice {
-    pub fn plan(config: &VmConfig) -> impl Iterator<Item = Self> + '_ {
+    pub fn plan<'a>(config: &'a VmConfig, _paths: &VmPaths) -> impl Iterator<Item = Self> + 'a {
         config
             .pci
             .iter()
@@ -55,6 +57,21 @@ fn rescan_until_present(host: &HostContext, address: &str) -> Result<(), StepErr
 }
 
 impl Step for RescanPciDevice {
+    fn libvirt(&self, vm: &LibvirtContext) -> LibvirtNotes {
+        LibvirtNotes {
+            comments: vec![format!(
+                "vmrun removes {} and rescans the PCI bus before binding it to vfio-pci: libvirt needs {} \
+                 writing 1 to /sys/bus/pci/devices/{}/remove and /sys/bus/pci/rescan",
+                self.address,
+                vm.hook("prepare begin"),
+                self.address
+            )],
+            metadata: vec![Element::new("vmrun:pci")
+                .attr("address", self.address.to_string())
+                .attr("rescan", "yes")],
+        }
+    }
+
     fn describe(&self) -> String {
         format!(
             "remove {} and rescan the PCI bus, so its BARs are assigned afresh",

@@ -5,11 +5,12 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Recorder, Step, Undoable};
+use super::{LibvirtContext, LibvirtNotes, Recorder, Step, Undoable};
 use crate::host::context::{HostContext, StepError};
 use crate::host::finding::Finding;
 use crate::log::Log;
 use crate::model::VmConfig;
+use crate::plan::VmPaths;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct CreateShmFile {
@@ -26,7 +27,7 @@ pub struct RemoveFile {
 }
 
 impl CreateShmFile {
-    pub fn plan(config: &VmConfig) -> Option<Self> {
+    pub fn plan(config: &VmConfig, _paths: &VmPaths) -> Option<Self> {
         let lg = config.looking_glass.as_ref().filter(|lg| !lg.is_kvmfr())?;
         Some(CreateShmFile {
             path: lg.path.clone(),
@@ -65,6 +66,24 @@ fn resolve_group(name: &str) -> Result<nix::unistd::Gid, String> {
 }
 
 impl Step for CreateShmFile {
+    fn libvirt(&self, vm: &LibvirtContext) -> LibvirtNotes {
+        // The owner as written: the planned one may be this host's QEMU user.
+        let owner = vm
+            .written
+            .looking_glass
+            .as_ref()
+            .and_then(|lg| lg.owner.as_deref());
+        LibvirtNotes::comment(format!(
+            "vmrun creates {} with owner {}, group {}, mode {:04o}; libvirt creates the shared memory file as its \
+             own qemu user: for the Looking Glass client to read it, {} must set them",
+            self.path.display(),
+            owner.unwrap_or("(vmrun's user)"),
+            self.group.as_deref().unwrap_or("(vmrun's group)"),
+            self.mode,
+            vm.hook("started begin")
+        ))
+    }
+
     fn describe(&self) -> String {
         format!(
             "create {} if missing (mode {:o}{}{})",

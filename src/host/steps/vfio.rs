@@ -8,12 +8,14 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::modules::UnloadModuleAgain;
-use super::{Recorder, Step, Undoable};
+use super::{LibvirtContext, LibvirtNotes, Recorder, Step, Undoable};
 use crate::host::context::{HostContext, StepError};
 use crate::host::finding::{Finding, Status};
 use crate::host::pci;
+use crate::host::Sysroot;
 use crate::log::Log;
 use crate::model::{Firmware, PciAddress, VmConfig};
+use crate::plan::VmPaths;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct LoadVfioPci {
@@ -38,7 +40,7 @@ pub struct RestorePciDriver {
 }
 
 impl LoadVfioPci {
-    pub fn plan(config: &VmConfig) -> Option<Self> {
+    pub fn plan(config: &VmConfig, _paths: &VmPaths) -> Option<Self> {
         (!config.pci.is_empty()).then(|| LoadVfioPci {
             devices: config.pci.iter().map(|device| device.address).collect(),
         })
@@ -46,7 +48,7 @@ impl LoadVfioPci {
 }
 
 impl BindVfio {
-    pub fn plan(config: &VmConfig) -> impl Iterator<Item = Self> + '_ {
+    pub fn plan<'a>(config: &'a VmConfig, _paths: &VmPaths) -> impl Iterator<Item = Self> + 'a {
         let uefi = matches!(config.firmware, Firmware::Ovmf { .. });
         config.pci.iter().map(move |device| BindVfio {
             address: device.address,
@@ -56,12 +58,9 @@ impl BindVfio {
     }
 }
 
-impl Step for LoadVfioPci {
-    fn describe(&self) -> String {
-        "load vfio-pci if it is not loaded".into()
-    }
-
-    fn preflight(&self, host: &HostContext) -> Vec<Finding> {
+impl LoadVfioPci {
+    /// Whether the IOMMU is on and every passed device's group goes to the guest whole.
+    fn group_findings(&self, host: &HostContext) -> Vec<Finding> {
         let root = &host.root;
         let mut findings = Vec::new();
         if !pci::iommu_enabled(root) {
@@ -107,6 +106,24 @@ impl Step for LoadVfioPci {
                 ),
             ));
         }
+        findings
+    }
+}
+
+impl Step for LoadVfioPci {
+    fn libvirt(&self, _vm: &LibvirtContext) -> LibvirtNotes {
+        LibvirtNotes::comment(
+            "vmrun moves each passed device to vfio-pci and back; managed='yes' makes libvirt do the same",
+        )
+    }
+
+    fn describe(&self) -> String {
+        "load vfio-pci if it is not loaded".into()
+    }
+
+    fn preflight(&self, host: &HostContext) -> Vec<Finding> {
+        let mut findings = self.group_findings(host);
+        findings.extend(interrupt_remapping(&host.root));
         findings
     }
 
@@ -282,6 +299,7 @@ impl Step for BindVfio {
         let key = format!("pci {}", self.address);
         let mut findings = self.device_findings(host, &key);
         findings.extend(self.rom_findings(host, &key));
+        findings.extend(legacy_interrupts(self.address, &host.root));
         findings
     }
 
@@ -328,6 +346,71 @@ impl Step for BindVfio {
             },
         )
     }
+}
+
+/// Without interrupt remapping a passed device can send interrupts (MSIs) the host takes for
+/// its own; vfio refuses such hosts unless told to allow it. Remapped interrupts show up in
+/// /proc/interrupts as `IR-PCI-MSI`, `IR-IO-APIC`, on Intel and AMD alike.
+fn interrupt_remapping(root: &Sysroot) -> Option<Finding> {
+    let interrupts = pci::read_trimmed(&root.path("/proc/interrupts"))?;
+    if interrupts.contains(" IR-") {
+        return Some(Finding::pass(
+            "interrupts",
+            "interrupt remapping is on (IR- interrupt chips in /proc/interrupts)",
+        ));
+    }
+    let allowed = pci::read_trimmed(
+        &root.path("/sys/module/vfio_iommu_type1/parameters/allow_unsafe_interrupts"),
+    )
+    .is_some_and(|v| v == "Y" || v == "1");
+    Some(if allowed {
+        Finding::warn(
+            "interrupts",
+            "interrupt remapping is off and vfio_iommu_type1.allow_unsafe_interrupts=1 assigns devices anyway: the guest can then make its devices send interrupts the host takes as its own (MSI injection), so a guest you do not trust could attack the host. Turning on interrupt remapping (VT-d / AMD-Vi with x2APIC in the firmware setup) removes the need for it",
+        )
+    } else {
+        Finding::warn(
+            "interrupts",
+            "interrupt remapping looks off (no IR- interrupt chips in /proc/interrupts): vfio then refuses to assign devices and QEMU fails. Turn it on in the firmware setup (VT-d / AMD-Vi, x2APIC); vfio_iommu_type1.allow_unsafe_interrupts=1 works around it at a price: the guest could inject interrupts into the host, acceptable only for a guest you trust",
+        )
+    })
+}
+
+/// Whether a device's PCI capability list (read from its config space) has MSI or MSI-X.
+fn has_msi(config_space: &[u8]) -> Option<bool> {
+    const STATUS_CAP_LIST: u8 = 0x10;
+    if config_space.len() < 64 {
+        return None;
+    }
+    if config_space[0x06] & STATUS_CAP_LIST == 0 {
+        return Some(false);
+    }
+    let mut pointer = usize::from(config_space[0x34] & 0xfc);
+    // A malformed list may loop; a real one has far fewer than 48 entries.
+    for _ in 0..48 {
+        if pointer < 0x40 || pointer + 1 >= config_space.len() {
+            break;
+        }
+        if matches!(config_space[pointer], 0x05 | 0x11) {
+            return Some(true);
+        }
+        pointer = usize::from(config_space[pointer + 1] & 0xfc);
+    }
+    Some(false)
+}
+
+/// A passed function without MSI or MSI-X uses a legacy interrupt line, shared and slower
+/// (the crackling HDMI audio of many guides).
+fn legacy_interrupts(address: PciAddress, root: &Sysroot) -> Option<Finding> {
+    let bytes = std::fs::read(root.path(&format!("/sys/bus/pci/devices/{address}/config"))).ok()?;
+    (!has_msi(&bytes)?).then(|| {
+        Finding::warn(
+            "interrupts",
+            format!(
+                "{address} has neither MSI nor MSI-X: it can only use a legacy interrupt line, shared with other devices and slower in the guest"
+            ),
+        )
+    })
 }
 
 impl Undoable for RestorePciDriver {
@@ -391,5 +474,28 @@ impl Undoable for RestorePciDriver {
             let now = pci::driver_of(&host.root, address).unwrap_or_else(|| "no driver".into());
             Err(format!("{address} is not back on {driver} (now: {now})"))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn msi_is_found_by_walking_the_capability_list() {
+        let mut space = vec![0u8; 256];
+        space[0x06] = 0x10;
+        space[0x34] = 0x60;
+        space[0x60] = 0x01; // power management
+        space[0x61] = 0x68;
+        space[0x68] = 0x05; // MSI
+        assert_eq!(has_msi(&space), Some(true));
+        space[0x68] = 0x10; // PCI Express, last
+        assert_eq!(has_msi(&space), Some(false));
+        space[0x69] = 0x60; // loops back
+        assert_eq!(has_msi(&space), Some(false));
+        space[0x06] = 0;
+        assert_eq!(has_msi(&space), Some(false));
+        assert_eq!(has_msi(&space[..32]), None);
     }
 }

@@ -8,6 +8,7 @@ use crate::host::context::{HostContext, StepError};
 use crate::host::finding::Finding;
 use crate::log::Log;
 use crate::model::{CpuSet, HostCpus, VmConfig};
+use crate::plan::VmPaths;
 
 const CPUMASK: &str = "/sys/devices/virtual/workqueue/cpumask";
 
@@ -22,7 +23,7 @@ pub struct RestoreWorkqueueMask {
 }
 
 impl RestrictWorkqueues {
-    pub fn plan(config: &VmConfig) -> Option<Self> {
+    pub fn plan(config: &VmConfig, _paths: &VmPaths) -> Option<Self> {
         match &config.isolation.as_ref()?.host_cpus {
             HostCpus::List(host_cpus) => Some(RestrictWorkqueues {
                 host_cpus: host_cpus.clone(),

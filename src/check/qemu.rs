@@ -1,0 +1,225 @@
+//! QEMU itself: its version, the accelerator device, and whether QEMU really starts with the
+//! profile's accelerator and CPU (`check` only).
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use super::{Finding, Status, Sysroot};
+use crate::model::Accel;
+
+/// The QEMU `check` found, with the version it reports.
+pub(super) fn qemu_version(path: &Path) -> Finding {
+    match Command::new(path).arg("--version").output() {
+        Ok(output) if output.status.success() => {
+            let text = String::from_utf8_lossy(&output.stdout);
+            let version = text
+                .lines()
+                .next()
+                .and_then(|line| line.split("version ").nth(1))
+                .unwrap_or("(unknown version)")
+                .trim()
+                .to_string();
+            Finding::new(
+                Status::Pass,
+                "qemu",
+                format!("{} {version}", path.display()),
+            )
+        }
+        Ok(output) => Finding::new(
+            Status::Fail,
+            "qemu",
+            format!(
+                "{} --version failed: {}",
+                path.display(),
+                String::from_utf8_lossy(&output.stderr).trim()
+            ),
+        ),
+        Err(error) => Finding::new(
+            Status::Fail,
+            "qemu",
+            format!("cannot run {}: {error}", path.display()),
+        ),
+    }
+}
+
+pub(super) fn accelerator(accel: Accel, root: &Sysroot) -> Finding {
+    match accel {
+        Accel::Tcg => Finding::new(
+            Status::Pass,
+            "accel",
+            "TCG (software emulation) was asked for: no /dev/kvm needed, but the guest runs many times slower",
+        ),
+        Accel::Kvm => {
+            let kvm = root.path("/dev/kvm");
+            match std::fs::OpenOptions::new().read(true).write(true).open(&kvm) {
+                Ok(_) => Finding::new(Status::Pass, "accel", format!("KVM: {} is usable", kvm.display())),
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => Finding::new(
+                    Status::Fail,
+                    "accel",
+                    format!(
+                        "{} does not exist: enable virtualization (VT-x/AMD-V) in the firmware setup and load kvm_intel or kvm_amd",
+                        kvm.display()
+                    ),
+                ),
+                Err(error) => Finding::new(
+                    Status::Fail,
+                    "accel",
+                    format!(
+                        "cannot open {} read-write ({error}); run as root or add the user to the `kvm` group",
+                        kvm.display()
+                    ),
+                ),
+            }
+        }
+    }
+}
+
+/// Whether `binary` starts a q35 machine under KVM with `cpu_model`: what tests and the
+/// benchmark ask before choosing KVM (else they use TCG and say so).
+pub fn kvm_starts(binary: &str, cpu_model: &str) -> bool {
+    let argv = [
+        binary, "-machine", "q35", "-accel", "kvm", "-cpu", cpu_model,
+    ]
+    .map(str::to_string);
+    accel_probe(&argv).status == Status::Pass
+}
+
+/// What QEMU does with the profile's machine, accelerator, CPU model and flags, started paused
+/// with nothing else: opening /dev/kvm proves nothing, since a kernel can refuse an MSR the CPU
+/// model sets and QEMU aborts at its first vCPU reset.
+pub fn accel_probe(argv: &[String]) -> Finding {
+    let Some(binary) = argv.first() else {
+        return Finding::fail("accel", "no QEMU binary in the plan");
+    };
+    let mut probe = Command::new(binary);
+    probe.args(probe_args(argv));
+    probe
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let result = probe.spawn().and_then(|mut child| {
+        if let Some(mut stdin) = child.stdin.take() {
+            // Asked once QEMU is past machine creation and its first reset, where it aborts.
+            let _ = stdin.write_all(
+                b"{\"execute\":\"qmp_capabilities\"}\n{\"execute\":\"query-status\"}\n{\"execute\":\"quit\"}\n",
+            );
+        }
+        crate::process::output_within_child(child, std::time::Duration::from_secs(30))
+    });
+    let cpu = option_value(argv, "-cpu").unwrap_or("(QEMU's default)");
+    match result {
+        Ok(Some(output)) if output.status.success() => Finding::pass(
+            "accel",
+            format!("QEMU starts with KVM and CPU model {}", cpu_model(cpu)),
+        ),
+        Ok(Some(output)) => {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            Finding::fail(
+                "accel",
+                format!(
+                    "QEMU fails under KVM with this CPU ({}): {}; {}",
+                    crate::process::describe_exit(&output.status),
+                    last_lines(&stderr, 3),
+                    crate::qemu_advice::remedies_for(&stderr)
+                ),
+            )
+        }
+        Ok(None) => Finding::fail(
+            "accel",
+            "QEMU did not start or stop within 30 s under KVM with this CPU".to_string(),
+        ),
+        Err(error) => Finding::fail("accel", format!("cannot run {binary}: {error}")),
+    }
+}
+
+pub(super) fn probe_args(argv: &[String]) -> Vec<String> {
+    let mut args = Vec::new();
+    if let Some(machine) = option_value(argv, "-machine") {
+        // Only the type and SMM matter; pflash and memory backends are not part of the probe.
+        let kept: Vec<&str> = machine
+            .split(',')
+            .enumerate()
+            .filter(|(index, part)| *index == 0 || part.starts_with("smm="))
+            .map(|(_, part)| part)
+            .collect();
+        args.extend(["-machine".to_string(), kept.join(",")]);
+    }
+    for option in ["-accel", "-cpu", "-smp"] {
+        if let Some(value) = option_value(argv, option) {
+            args.extend([option.to_string(), value.to_string()]);
+        }
+    }
+    args.extend(
+        [
+            "-m",
+            "64M",
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-S",
+            "-qmp",
+            "stdio",
+        ]
+        .map(str::to_string),
+    );
+    args
+}
+
+pub(super) fn option_value<'a>(argv: &'a [String], option: &str) -> Option<&'a str> {
+    argv.iter()
+        .position(|arg| arg == option)
+        .and_then(|index| argv.get(index + 1))
+        .map(String::as_str)
+}
+
+pub(super) fn cpu_model(cpu: &str) -> &str {
+    cpu.split(',').next().unwrap_or(cpu)
+}
+
+pub(super) fn last_lines(text: &str, count: usize) -> String {
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(count)..].join(" / ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_probe_keeps_the_machine_type_smm_accel_and_cpu_only() {
+        let argv: Vec<String> = [
+            "qemu-system-x86_64",
+            "-machine",
+            "q35,smm=on,pflash0=ovmf-code,pflash1=ovmf-vars,memory-backend=ram",
+            "-accel",
+            "kvm",
+            "-cpu",
+            "host,kvm=off,hv-relaxed",
+            "-smp",
+            "4,sockets=1,cores=4,threads=1",
+            "-m",
+            "16G",
+            "-device",
+            "vfio-pci,host=0000:01:00.0",
+        ]
+        .map(str::to_string)
+        .to_vec();
+        let args = probe_args(&argv);
+        assert_eq!(
+            &args[..8],
+            [
+                "-machine",
+                "q35,smm=on",
+                "-accel",
+                "kvm",
+                "-cpu",
+                "host,kvm=off,hv-relaxed",
+                "-smp",
+                "4,sockets=1,cores=4,threads=1"
+            ]
+        );
+        assert!(!args.iter().any(|a| a.contains("vfio") || a == "16G"));
+    }
+}
