@@ -77,7 +77,7 @@ pub struct Loaded {
 
 /// Everything a VM needs, decided before anything happens: what `show` prints, what `check`
 /// judges and what `run` carries out.
-pub struct Recipe {
+pub struct Recipe<'a> {
     pub config: VmConfig,
     pub warnings: Vec<Diagnostic>,
     pub firmware: BootFirmware,
@@ -86,6 +86,37 @@ pub struct Recipe {
     /// The host as the plan saw it: the preflight judges the same facts instead of reading
     /// the topology and the running VMs a second time on the start path.
     pub facts: HostFacts,
+    /// The host as this command works on it: the preflight, the session and the steps'
+    /// processes beside QEMU all use this one.
+    pub host: HostContext<'a>,
+}
+
+/// The recipe up to the host steps: what `check` judges even when the firmware is missing.
+struct Draft<'a> {
+    config: VmConfig,
+    warnings: Vec<Diagnostic>,
+    host_steps: Vec<HostStep>,
+    facts: HostFacts,
+    host: HostContext<'a>,
+}
+
+/// A stage of the recipe that failed, named as `check` reports it.
+struct Failed {
+    check: &'static str,
+    error: AppError,
+}
+
+impl Failed {
+    fn at(check: &'static str) -> impl FnOnce(PlanError) -> Failed {
+        move |error| Failed {
+            check,
+            error: error.into(),
+        }
+    }
+
+    fn finding(self) -> Finding {
+        Finding::fail(self.check, self.error.to_string())
+    }
 }
 
 /// A VM addressed by name or by profile, as `status`, `stop`, `qmp` and `recover` take it.
@@ -202,18 +233,29 @@ impl App {
 
     /// Every VM running under this runtime directory that has real-time vCPUs.
     fn running_realtime(&self) -> Vec<(String, model::CpuSet)> {
+        self.running_vms()
+            .into_iter()
+            .filter(|run| !run.realtime_cpus.is_empty())
+            .map(|run| (run.name, model::CpuSet::from_cpus(run.realtime_cpus)))
+            .collect()
+    }
+
+    /// The run state of the VM called `name`, if it runs.
+    fn running_vm(&self, name: &str) -> Option<state::RunState> {
+        let vm: VmName = name.parse().ok()?;
+        state::running(&VmPaths::new(&self.base, &vm).ok()?)
+    }
+
+    /// Every VM running now, found by its runtime directory (started from any path, named
+    /// or not on the search path), by name.
+    fn running_vms(&self) -> Vec<state::RunState> {
         let Ok(entries) = std::fs::read_dir(&self.base.runtime) else {
             return Vec::new();
         };
-        let mut found: Vec<(String, model::CpuSet)> = entries
-            .filter_map(|entry| {
-                let vm: VmName = entry.ok()?.file_name().to_str()?.parse().ok()?;
-                let run = state::running(&VmPaths::new(&self.base, &vm).ok()?)?;
-                (!run.realtime_cpus.is_empty())
-                    .then(|| (run.name, model::CpuSet::from_cpus(run.realtime_cpus)))
-            })
+        let mut found: Vec<state::RunState> = entries
+            .filter_map(|entry| self.running_vm(entry.ok()?.file_name().to_str()?))
             .collect();
-        found.sort_by(|a, b| a.0.cmp(&b.0));
+        found.sort_by(|a, b| a.name.cmp(&b.name));
         found
     }
 
@@ -223,19 +265,40 @@ impl App {
             .map_err(|e| AppError::Host(e.to_string()))
     }
 
-    pub fn recipe(&self, loaded: Loaded) -> Result<Recipe, AppError> {
+    /// The one recipe: host facts → resolution → host steps → firmware → plan. `show`, `run`,
+    /// `check` and `export` all take it from here.
+    pub fn recipe(&self, loaded: Loaded) -> Result<Recipe<'_>, AppError> {
+        let draft = self.draft(loaded).map_err(|failed| failed.error)?;
+        self.finish(draft).map_err(|failed| failed.error)
+    }
+
+    fn draft(&self, loaded: Loaded) -> Result<Draft<'_>, Failed> {
         let facts = self.facts(&loaded.config);
-        let config = plan::resolve(loaded.config, &facts)?;
-        let firmware =
-            plan::resolve_firmware(&config, &self.descriptor_dirs).map_err(PlanError::from)?;
-        let plan = Plan::new(&config, &firmware, &self.base, &facts)?;
-        Ok(Recipe {
-            host_steps: steps::plan(&config, &plan.paths),
+        let config = plan::resolve(loaded.config, &facts).map_err(Failed::at("pinning"))?;
+        let paths = VmPaths::new(&self.base, &config.name)
+            .map_err(|error| Failed::at("paths")(error.into()))?;
+        Ok(Draft {
+            host_steps: steps::plan(&config, &paths),
+            host: self.host(Self::identity(&config)),
             config,
             warnings: loaded.warnings,
+            facts,
+        })
+    }
+
+    fn finish<'a>(&self, draft: Draft<'a>) -> Result<Recipe<'a>, Failed> {
+        let firmware = plan::resolve_firmware(&draft.config, &self.descriptor_dirs)
+            .map_err(|error| Failed::at("firmware")(error.into()))?;
+        let plan = Plan::new(&draft.config, &firmware, &self.base, &draft.facts)
+            .map_err(Failed::at("paths"))?;
+        Ok(Recipe {
+            config: draft.config,
+            warnings: draft.warnings,
             firmware,
             plan,
-            facts,
+            host_steps: draft.host_steps,
+            facts: draft.facts,
+            host: draft.host,
         })
     }
 
@@ -256,29 +319,34 @@ impl App {
         }
     }
 
-    /// Every finding about this host for a valid profile: host, steps, firmware, plan.
-    fn findings(&self, loaded: &Loaded, depth: Depth) -> Vec<Finding> {
-        let facts = self.facts(&loaded.config);
-        let config = match plan::resolve(loaded.config.clone(), &facts) {
-            Ok(config) => config,
-            Err(error) => return vec![Finding::fail("pinning", error.to_string())],
+    /// Every finding about this host for a valid profile: the recipe, then what its host half
+    /// and its plan say. A stage that fails is one failed finding; what came before it is
+    /// still judged (a missing firmware still shows the host's state).
+    fn findings(&self, loaded: Loaded, depth: Depth) -> Vec<Finding> {
+        let draft = match self.draft(loaded) {
+            Ok(draft) => draft,
+            Err(failed) => return vec![failed.finding()],
         };
-        let config = &config;
-        let host = self.host(Self::identity(config));
-        let paths = match VmPaths::new(&self.base, &config.name) {
-            Ok(paths) => paths,
-            Err(error) => return vec![Finding::fail("paths", error.to_string())],
-        };
-        let host_steps = steps::plan(config, &paths);
-        let mut findings = check::host_findings(config, &host_steps, &host, &facts, depth);
-        match plan::resolve_firmware(config, &self.descriptor_dirs) {
-            Err(error) => findings.push(Finding::fail("firmware", error.to_string())),
-            Ok(firmware) => match Plan::new(config, &firmware, &self.base, &facts) {
-                Ok(plan) => findings.extend(check::plan_findings(&firmware, &plan, depth)),
-                Err(error) => findings.push(Finding::fail("paths", error.to_string())),
-            },
+        let mut findings = Self::host_findings(&draft, depth);
+        match self.finish(draft) {
+            Ok(recipe) => findings.extend(Self::plan_findings(&recipe, depth)),
+            Err(failed) => findings.push(failed.finding()),
         }
         findings
+    }
+
+    fn host_findings(draft: &Draft, depth: Depth) -> Vec<Finding> {
+        check::host_findings(
+            &draft.config,
+            &draft.host_steps,
+            &draft.host,
+            &draft.facts,
+            depth,
+        )
+    }
+
+    fn plan_findings(recipe: &Recipe, depth: Depth) -> Vec<Finding> {
+        check::plan_findings(&recipe.firmware, &recipe.plan, depth)
     }
 
     /// `vmrun check`: validation, then every read-only finding, QEMU's accelerator probe
@@ -311,10 +379,11 @@ impl App {
             format!("{} is valid", loaded.config.profile_path.display()),
         )];
         findings.extend(loaded.warnings.iter().map(check::diagnostic_finding));
-        findings.extend(self.findings(&loaded, Depth::Check));
+        let name = loaded.config.name.to_string();
+        findings.extend(self.findings(loaded, Depth::Check));
         let failed = findings.iter().any(|f| f.status == Status::Fail);
         Ok(CheckReport {
-            name: Some(loaded.config.name.to_string()),
+            name: Some(name),
             findings,
             code: if failed {
                 ExitCode::CheckFailed
@@ -326,7 +395,6 @@ impl App {
 
     /// Validation and the host checks `run` cannot do without; every failure is named.
     pub fn preflight(&self, recipe: &Recipe) -> Result<(), AppError> {
-        let host = self.host(Self::identity(&recipe.config));
         let mut findings: Vec<Finding> = recipe
             .warnings
             .iter()
@@ -336,15 +404,11 @@ impl App {
         findings.extend(check::host_findings(
             &recipe.config,
             &recipe.host_steps,
-            &host,
+            &recipe.host,
             &recipe.facts,
             Depth::Run,
         ));
-        findings.extend(check::plan_findings(
-            &recipe.firmware,
-            &recipe.plan,
-            Depth::Run,
-        ));
+        findings.extend(Self::plan_findings(recipe, Depth::Run));
         let failures: Vec<String> = findings
             .iter()
             .filter(|f| f.status == Status::Fail)
@@ -362,9 +426,9 @@ impl App {
     }
 
     /// The host session of a recipe: its steps over this host, journaled in its state dir.
-    pub fn session(&self, recipe: &Recipe) -> HostSession<'_> {
+    pub fn session<'a>(&self, recipe: &Recipe<'a>) -> HostSession<'a> {
         HostSession::new(
-            self.host(Self::identity(&recipe.config)),
+            recipe.host.clone(),
             recipe.host_steps.clone(),
             &recipe.plan.paths.journal,
         )
@@ -379,7 +443,7 @@ impl App {
         log: &Log,
     ) -> Result<Outcome, AppError> {
         let paths = &recipe.plan.paths;
-        run::create_private_dir(&paths.runtime_dir)?;
+        run::spawn::prepare_runtime_dir(paths, recipe.plan.qemu_user.as_ref())?;
         run::create_private_dir(&paths.state_dir)?;
         log.attach_file(&paths.log);
         let lock =
@@ -433,7 +497,7 @@ impl App {
         let session = self.session(recipe);
         session.prepare(log).map_err(AppError::HostPreparation)?;
         log.phase("host steps");
-        let host = self.host(Self::identity(&recipe.config));
+        let host = session.host();
         let started_hooks = recipe.host_steps.iter().find_map(|step| match step {
             HostStep::StartedHooks(hooks) => Some(hooks),
             _ => None,
@@ -454,7 +518,7 @@ impl App {
             );
             if let Some(hooks) = started_hooks {
                 *running_hooks.borrow_mut() =
-                    Some(hooks.start(&host, state.qemu_pid, &paths.hooks_log, log));
+                    Some(hooks.start(host, state.qemu_pid, &paths.hooks_log, log));
             }
         }));
         let result = run::run_qemu(&recipe.config, &recipe.plan, &mut signals, options, log);
@@ -576,11 +640,7 @@ impl App {
             .into_iter()
             .map(|entry| {
                 let name = vm_name_of(&entry.path).unwrap_or_else(|| entry.name.clone());
-                let running = name
-                    .parse::<VmName>()
-                    .ok()
-                    .and_then(|vm| VmPaths::new(&self.base, &vm).ok())
-                    .and_then(|paths| state::running(&paths));
+                let running = self.running_vm(&name);
                 ListEntry {
                     name,
                     path: entry.path,
@@ -698,23 +758,8 @@ impl App {
             .collect()
     }
 
-    /// The VMs running now, found by their runtime directories (for shell completion and
-    /// `vmrun usb`'s udev use): started from any path, named or not on the search path.
+    /// The VMs running now (for shell completion and `vmrun usb`'s udev use).
     pub fn running_names(&self) -> Vec<String> {
-        let Ok(entries) = std::fs::read_dir(&self.base.runtime) else {
-            return Vec::new();
-        };
-        let mut names: Vec<String> = entries
-            .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
-            .filter(|name| {
-                name.parse::<VmName>()
-                    .ok()
-                    .and_then(|vm| VmPaths::new(&self.base, &vm).ok())
-                    .and_then(|paths| state::running(&paths))
-                    .is_some()
-            })
-            .collect();
-        names.sort();
-        names
+        self.running_vms().into_iter().map(|run| run.name).collect()
     }
 }

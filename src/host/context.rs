@@ -67,6 +67,7 @@ pub struct VmIdentity {
 }
 
 /// The host as the steps see it.
+#[derive(Clone)]
 pub struct HostContext<'a> {
     pub root: Sysroot,
     pub sysfs: &'a dyn SysfsIo,

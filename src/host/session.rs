@@ -53,6 +53,12 @@ impl<'a> HostSession<'a> {
     /// Replays the journal in reverse. Entries that could not be undone stay in the journal.
     pub fn undo_all(&self, log: &Log) -> Result<(), Vec<String>> {
         let entries = self.journal.entries().map_err(|e| vec![e.to_string()])?;
+        self.undo_entries(&entries, log)
+    }
+
+    /// Undoes `entries` (the journal as just read) in reverse and keeps in the journal only
+    /// those that could not be undone.
+    fn undo_entries(&self, entries: &[JournalEntry], log: &Log) -> Result<(), Vec<String>> {
         let mut failed: Vec<(usize, String)> = Vec::new();
         for (position, entry) in entries.iter().enumerate().rev() {
             if let Err(error) = entry.undo.undo(&self.host, log) {
@@ -99,20 +105,21 @@ impl<'a> HostSession<'a> {
     /// Undoes what a crashed run left, then applies the steps; on failure undoes what it
     /// changed. The message says what failed and whether the host is whole again.
     pub fn prepare(&self, log: &Log) -> Result<(), String> {
-        if self
-            .journal
-            .entries()
-            .map(|e| !e.is_empty())
-            .unwrap_or(true)
-        {
-            log.warn("a previous run of this VM left host changes behind (vmrun was killed?); undoing them first");
-            self.undo_all(log).map_err(|left| {
-                format!(
-                    "the host changes of a previous run could not be undone: {}",
-                    self.recover_hint(&left)
-                )
-            })?;
-        }
+        // Read once: what a crashed run left is undone from this very reading.
+        let undone = match self.journal.entries() {
+            Ok(entries) if entries.is_empty() => Ok(()),
+            Ok(entries) => {
+                log.warn("a previous run of this VM left host changes behind (vmrun was killed?); undoing them first");
+                self.undo_entries(&entries, log)
+            }
+            Err(error) => Err(vec![error.to_string()]),
+        };
+        undone.map_err(|left| {
+            format!(
+                "the host changes of a previous run could not be undone: {}",
+                self.recover_hint(&left)
+            )
+        })?;
         match self.apply(log) {
             Ok(()) => Ok(()),
             Err(error) => {

@@ -169,7 +169,7 @@ pub fn run_qemu(
     if let Some(set) = &plan.emulator_cpus {
         log.debug(&format!("QEMU starts on the emulator CPUs {set}"));
     }
-    spawn::prepare_runtime_dir(&plan.paths, plan.qemu_user.as_ref())?;
+    spawn::prepare_qemu_dir(&plan.paths, plan.qemu_user.as_ref())?;
     let memlock = match spawn::grantable_memlock(plan.memlock_bytes) {
         Ok(memlock) => memlock,
         Err((wanted, hard)) => {

@@ -236,17 +236,21 @@ pub(super) fn grantable_memlock(wanted: Option<u64>) -> Result<Option<u64>, (u64
     }
 }
 
-/// The VM's runtime directory: root's alone when QEMU runs as root; for an unprivileged QEMU
-/// readable by QEMU's group too, with one subdirectory QEMU owns for the sockets it creates
-/// itself (the remote display's). Everything else there (monitors, lock, run state) stays
-/// root's.
-pub(super) fn prepare_runtime_dir(
+/// The VM's runtime directory, made here and nowhere else: root's alone when QEMU runs as
+/// root; for an unprivileged QEMU readable by QEMU's group too. Everything vmrun puts there
+/// (monitors, lock, run state) stays root's.
+pub fn prepare_runtime_dir(
     paths: &VmPaths,
     identity: Option<&QemuIdentity>,
 ) -> Result<(), RunError> {
     use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
     let dir = &paths.runtime_dir;
     let (group, mode) = identity.map_or((0, 0o700), |user| (user.gid, 0o750));
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(setup_error(dir))?;
     // QEMU passes through the base directory to its own: searchable, not listable.
     if let (Some(_), Some(base)) = (identity, dir.parent()) {
         let current = std::fs::metadata(base).map_err(setup_error(base))?.mode() & 0o7777;
@@ -256,8 +260,16 @@ pub(super) fn prepare_runtime_dir(
         }
     }
     std::os::unix::fs::chown(dir, None, Some(group)).map_err(setup_error(dir))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
-        .map_err(setup_error(dir))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).map_err(setup_error(dir))
+}
+
+/// The one subdirectory of the runtime directory an unprivileged QEMU owns, for the sockets
+/// it creates itself (the remote display's); made fresh for every start.
+pub(super) fn prepare_qemu_dir(
+    paths: &VmPaths,
+    identity: Option<&QemuIdentity>,
+) -> Result<(), RunError> {
+    use std::os::unix::fs::DirBuilderExt;
     let own = &paths.qemu_dir;
     let _ = std::fs::remove_dir_all(own);
     let Some(user) = identity else {
