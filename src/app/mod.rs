@@ -78,7 +78,9 @@ pub struct Loaded {
 /// Everything a VM needs, decided before anything happens: what `show` prints, what `check`
 /// judges and what `run` carries out.
 pub struct Recipe<'a> {
-    pub config: VmConfig,
+    /// The VM resolved against this host (it reads as the resolved model; the model as the
+    /// profile wrote it is `config.written()`).
+    pub config: plan::ResolvedVm,
     pub warnings: Vec<Diagnostic>,
     pub firmware: BootFirmware,
     pub plan: Plan,
@@ -93,7 +95,7 @@ pub struct Recipe<'a> {
 
 /// The recipe up to the host steps: what `check` judges even when the firmware is missing.
 struct Draft<'a> {
-    config: VmConfig,
+    config: plan::ResolvedVm,
     warnings: Vec<Diagnostic>,
     host_steps: Vec<HostStep>,
     facts: HostFacts,
@@ -521,6 +523,11 @@ impl App {
                     Some(hooks.start(host, state.qemu_pid, &paths.hooks_log, log));
             }
         }));
+        options.companions = recipe
+            .host_steps
+            .iter()
+            .filter_map(HostStep::companion)
+            .collect();
         let result = run::run_qemu(&recipe.config, &recipe.plan, &mut signals, options, log);
         drop(inhibitor);
         // Before the host is given back: a Looking Glass client must let go of the shared
@@ -716,12 +723,9 @@ impl App {
 
     /// A profile as a libvirt domain for the same VM, and the profile's warnings.
     pub fn export_libvirt(&self, profile: &str) -> Result<(String, Vec<Diagnostic>), AppError> {
-        let loaded = self.load(profile)?;
-        let written = loaded.config.clone();
-        let recipe = self.recipe(loaded)?;
+        let recipe = self.recipe(self.load(profile)?)?;
         let xml = crate::libvirt::export(&crate::libvirt::ExportInput {
-            config: &recipe.config,
-            profile: &written,
+            vm: &recipe.config,
             firmware: &recipe.firmware,
             paths: &recipe.plan.paths,
             host_steps: &recipe.host_steps,

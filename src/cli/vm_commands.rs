@@ -43,6 +43,7 @@ pub(super) fn run_vm(
         paused,
         on_ready: None,
         ignore_hangup: false,
+        ..Default::default()
     };
     let outcome = app.run(&recipe, options, &log)?;
     if !global.quiet {
@@ -85,6 +86,7 @@ fn run_detached(
                 on_ready: Some(Box::new(move |_: &state::RunState| ready.ready())),
                 // There is no terminal to hang up.
                 ignore_hangup: true,
+                ..Default::default()
             };
             // The same log: what parsing and the preflight said goes to the VM's log file too.
             let log = log.without_stderr();
@@ -148,8 +150,12 @@ pub(super) fn status(app: &App, name: &str, json: bool) -> Result<ExitCode, CliE
                 .map_or("-".to_string(), |n| n.to_string()),
         )?;
     }
-    if let Some(pid) = report.swtpm_pid {
-        writeln!(out, "  TPM: swtpm pid {pid}")?;
+    for companion in &report.companions {
+        writeln!(
+            out,
+            "  {}: {} pid {}",
+            companion.role, companion.name, companion.pid
+        )?;
     }
     if let Some(uri) = &report.display {
         writeln!(out, "  display: remote-viewer {uri}")?;

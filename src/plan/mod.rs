@@ -243,10 +243,46 @@ pub struct Resolved {
     pub audio: Option<AudioServer>,
 }
 
+/// A VM resolved against this host: one value that `run`, `show`, `check` and `export` read.
+/// The model stays as the profile wrote it (`written`: what `<metadata>` keeps, `"auto"`
+/// rather than this host's answer); the resolved VM is made from it with the host's answers
+/// filled in (the vCPUs' host CPUs and thread count for `vcpus = "auto"`, the hugepages' NUMA
+/// node, the QEMU user, isolation's host CPUs), and is what it dereferences to.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ResolvedVm {
+    written: VmConfig,
+    resolved: VmConfig,
+}
+
+impl ResolvedVm {
+    /// The VM as the profile wrote it.
+    pub fn written(&self) -> &VmConfig {
+        &self.written
+    }
+
+    /// The VM with this host's answers: every later stage sees explicit values.
+    pub fn config(&self) -> &VmConfig {
+        &self.resolved
+    }
+}
+
+impl std::ops::Deref for ResolvedVm {
+    type Target = VmConfig;
+
+    fn deref(&self) -> &VmConfig {
+        &self.resolved
+    }
+}
+
 /// Makes the profile's host-dependent choices concrete: `pinning.vcpus = "auto"` becomes the
 /// host CPU of each vCPU, and the guest's `threads` (unless the profile sets them) the host
-/// cores' thread count. Every later stage sees an explicit mapping.
-pub fn resolve(config: VmConfig, facts: &HostFacts) -> Result<VmConfig, PlanError> {
+/// cores' thread count. The model given is kept as it was written.
+pub fn resolve(written: VmConfig, facts: &HostFacts) -> Result<ResolvedVm, PlanError> {
+    let resolved = resolve_config(written.clone(), facts)?;
+    Ok(ResolvedVm { written, resolved })
+}
+
+fn resolve_config(config: VmConfig, facts: &HostFacts) -> Result<VmConfig, PlanError> {
     let mut config = resolve_auto_pinning(config, facts)?;
     config.qemu.user = match (&config.qemu.user, &facts.qemu_user) {
         (QemuUser::Root, _) | (_, QemuUserFact::Root) => QemuUser::Root,

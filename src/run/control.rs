@@ -66,7 +66,12 @@ pub struct Status {
     pub accel: Option<String>,
     pub vcpus: Vec<VcpuStatus>,
     pub last_run: Option<LastRun>,
-    pub swtpm_pid: Option<u32>,
+    /// The processes beside QEMU (the TPM's emulator), for the text view.
+    #[serde(skip)]
+    pub companions: Vec<state::RunningCompanion>,
+    /// Their pids by name, as `NAME_pid` (`swtpm_pid`).
+    #[serde(flatten)]
+    pub companion_pids: std::collections::BTreeMap<String, u32>,
     /// A URI for remote-viewer, when the VM has a remote display.
     pub display: Option<String>,
 }
@@ -90,7 +95,8 @@ pub fn status(paths: &VmPaths, name: &str) -> Status {
             accel: None,
             vcpus: Vec::new(),
             last_run,
-            swtpm_pid: None,
+            companions: Vec::new(),
+            companion_pids: Default::default(),
             display: None,
         };
     };
@@ -143,7 +149,12 @@ pub fn status(paths: &VmPaths, name: &str) -> Status {
         accel: Some(run.accel.clone()),
         vcpus,
         last_run,
-        swtpm_pid: run.swtpm_pid,
+        companion_pids: run
+            .companions
+            .iter()
+            .map(|companion| (format!("{}_pid", companion.name), companion.pid))
+            .collect(),
+        companions: run.companions.clone(),
         display: run.display.clone(),
     }
 }

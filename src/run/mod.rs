@@ -23,6 +23,7 @@ use nix::unistd::Pid;
 
 use crate::exit::ExitCode;
 use crate::firmware::ResolvedFirmware;
+use crate::host::steps::Companion;
 use crate::log::Log;
 use crate::model::VmConfig;
 use crate::plan::Plan;
@@ -113,6 +114,7 @@ impl Outcome {
 pub type ReadyCallback<'a> = Box<dyn FnOnce(&RunState) + 'a>;
 
 /// What the caller of `run` wants besides the plan.
+#[derive(Default)]
 pub struct RunOptions<'a> {
     /// Leave the vCPUs paused after pinning (resume with `vmrun qmp NAME cont`).
     pub paused: bool,
@@ -120,6 +122,8 @@ pub struct RunOptions<'a> {
     pub on_ready: Option<ReadyCallback<'a>>,
     /// A detached supervisor ignores SIGHUP: there is no terminal to hang up.
     pub ignore_hangup: bool,
+    /// The processes the host steps keep beside QEMU, watched while the guest runs.
+    pub companions: Vec<Companion>,
 }
 
 /// Creates a directory only its owner can enter (sockets and logs live there).

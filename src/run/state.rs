@@ -79,6 +79,16 @@ pub fn unix_now() -> u64 {
         .as_secs()
 }
 
+/// A process beside QEMU, as it runs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunningCompanion {
+    /// What it serves (`TPM`).
+    pub role: String,
+    /// Its process name (`swtpm`).
+    pub name: String,
+    pub pid: u32,
+}
+
 /// Written once QEMU runs; read by `status`, `stop`, `list` and `qmp`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunState {
@@ -88,9 +98,9 @@ pub struct RunState {
     pub qemu_pid: u32,
     pub started_unix: u64,
     pub accel: String,
-    /// The swtpm serving the VM's TPM.
+    /// The processes host steps keep beside QEMU (the TPM's emulator).
     #[serde(default)]
-    pub swtpm_pid: Option<u32>,
+    pub companions: Vec<RunningCompanion>,
     /// How to connect to the remote display (`spice+unix:///...`).
     #[serde(default)]
     pub display: Option<String>,

@@ -16,6 +16,7 @@ use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
 use super::spawn::{setup_error, tail};
 use super::state::{self, RunState, StopRequest};
 use super::{connect, pin, Outcome, RunError, RunOptions};
+use crate::host::steps::Companion;
 use crate::log::Log;
 use crate::model::VmConfig;
 use crate::plan::Plan;
@@ -225,6 +226,15 @@ pub(super) fn supervise_child(
 ) -> Result<Outcome, RunError> {
     let qemu_log = &plan.paths.qemu_log;
     let emulator = plan.emulator_cpus.as_ref();
+    // The processes beside QEMU, by the pid each wrote before QEMU started.
+    let companions = &options.companions;
+    let mut watched: Vec<(u32, &Companion)> = companions
+        .iter()
+        .filter_map(|companion| {
+            let pid = std::fs::read_to_string(&companion.pidfile).ok()?;
+            Some((pid.trim().parse().ok()?, companion))
+        })
+        .collect();
     let run_state = RunState {
         name: config.name.to_string(),
         profile: plan.profile.clone(),
@@ -232,10 +242,14 @@ pub(super) fn supervise_child(
         qemu_pid: child.id(),
         started_unix: state::unix_now(),
         accel: plan.accel.to_string(),
-        swtpm_pid: config
-            .tpm
-            .and_then(|_| std::fs::read_to_string(&plan.paths.swtpm_pidfile).ok())
-            .and_then(|text| text.trim().parse().ok()),
+        companions: watched
+            .iter()
+            .map(|(pid, companion)| state::RunningCompanion {
+                role: companion.role.to_string(),
+                name: companion.name.to_string(),
+                pid: *pid,
+            })
+            .collect(),
         display: plan.remote.as_ref().map(|remote| remote.uri.clone()),
         realtime_cpus: config
             .pinning
@@ -286,7 +300,7 @@ pub(super) fn supervise_child(
         panicked: false,
         countdown: None,
     };
-    let mut swtpm_watch = run_state.swtpm_pid;
+
     // The first turn comes right after `ready`, while the caller of --detach is still on its
     // way out: the /proc sweeps wait for the next one.
     let mut first_turn = true;
@@ -336,19 +350,24 @@ pub(super) fn supervise_child(
             countdown.tick();
         }
         supervisor.read_events();
-        // QEMU ends swtpm itself when it shuts down; only a death before that is news. The
-        // guest keeps running without its TPM (stopping a desktop would lose more), but the
-        // user learns why BitLocker or Windows Hello stopped working.
-        if let Some(pid) = swtpm_watch.filter(|pid| !state::process_alive(*pid, "swtpm")) {
+        // A process beside QEMU that QEMU ends itself when it shuts down: only a death before
+        // that is news. The guest keeps running without it (stopping a desktop would lose
+        // more), but the user learns why (BitLocker or Windows Hello stopped working).
+        watched.retain(|(pid, companion)| {
+            if state::process_alive(*pid, companion.name) {
+                return true;
+            }
             let qemu_running = matches!(supervisor.child.try_wait(), Ok(None));
             if qemu_running && supervisor.stage.is_none() && supervisor.shutdown_reason.is_none() {
                 log.error(&format!(
-                    "swtpm (pid {pid}) exited while the guest runs: the guest lost its TPM; see {}",
-                    plan.paths.swtpm_log.display()
+                    "{} (pid {pid}) exited while the guest runs: {}; see {}",
+                    companion.name,
+                    companion.loss,
+                    companion.log.display()
                 ));
             }
-            swtpm_watch = None;
-        }
+            false
+        });
         // QEMU pauses a panicked guest; nothing would ever end the run.
         if supervisor.panicked && supervisor.stage.is_none() {
             supervisor.enter(StopStage::Quit);

@@ -108,6 +108,7 @@ impl Step for RestrictSlices {
                     "governor",
                     isolation.governor.clone().unwrap_or_else(|| "keep".to_string()),
                 )],
+            devices: Vec::new(),
         }
     }
 

@@ -53,6 +53,7 @@ impl Step for StopDisplayManager {
                 vm.hook("prepare begin")
             )],
             metadata: vec![element],
+            devices: Vec::new(),
         }
     }
 

@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use super::context::{HostContext, StepError};
 use super::finding::Finding;
 use super::journal::{Journal, JournalEntry};
-use crate::libvirt::xml::Element;
+use crate::libvirt::xml::{Element, Node};
 use crate::log::Log;
 use crate::model::VmConfig;
 use crate::plan::VmPaths;
@@ -51,6 +51,25 @@ pub trait Step {
     fn libvirt(&self, _vm: &LibvirtContext) -> LibvirtNotes {
         LibvirtNotes::default()
     }
+    /// A process the step keeps beside QEMU while the guest runs, for the supervisor to watch
+    /// and `status` to show.
+    fn companion(&self) -> Option<Companion> {
+        None
+    }
+}
+
+/// A process a step starts beside QEMU (swtpm): the supervisor reads its pid once QEMU runs,
+/// says so when it dies while the guest runs, and `status` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Companion {
+    /// What it serves, as `status` names it: `TPM`.
+    pub role: &'static str,
+    /// Its process name (`/proc/PID/comm`); `status --json` has its pid as `NAME_pid`.
+    pub name: &'static str,
+    pub pidfile: std::path::PathBuf,
+    pub log: std::path::PathBuf,
+    /// What the guest loses when it dies.
+    pub loss: &'static str,
 }
 
 /// What a step's libvirt translation reads besides the step itself.
@@ -77,13 +96,15 @@ pub struct LibvirtNotes {
     pub comments: Vec<String>,
     /// Elements under `<metadata><vmrun:profile>`.
     pub metadata: Vec<Element>,
+    /// Nodes for `<devices>`, ahead of the PCI devices (a step's device takes no PCI slot).
+    pub devices: Vec<Node>,
 }
 
 impl LibvirtNotes {
     pub fn comment(text: impl Into<String>) -> Self {
         LibvirtNotes {
             comments: vec![text.into()],
-            metadata: Vec::new(),
+            ..Default::default()
         }
     }
 }
@@ -222,6 +243,10 @@ impl HostStep {
 
     pub fn libvirt(&self, vm: &LibvirtContext) -> LibvirtNotes {
         self.inner().libvirt(vm)
+    }
+
+    pub fn companion(&self) -> Option<Companion> {
+        self.inner().companion()
     }
 
     /// The snake_case kind, as `show --json` and the journal name it.

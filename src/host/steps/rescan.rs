@@ -69,6 +69,7 @@ impl Step for RescanPciDevice {
             metadata: vec![Element::new("vmrun:pci")
                 .attr("address", self.address.to_string())
                 .attr("rescan", "yes")],
+            devices: Vec::new(),
         }
     }
 

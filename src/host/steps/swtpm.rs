@@ -14,9 +14,10 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
-use super::{Recorder, Step, Undoable};
+use super::{Companion, LibvirtContext, LibvirtNotes, Recorder, Step, Undoable};
 use crate::host::context::{HostContext, StepError};
 use crate::host::finding::Finding;
+use crate::libvirt::xml::{Element, Node};
 use crate::log::Log;
 use crate::model::VmConfig;
 use crate::plan::VmPaths;
@@ -193,6 +194,39 @@ fn program_finding(host: &HostContext, program: &str, log: &Log) -> Finding {
 }
 
 impl Step for StartSwtpm {
+    /// libvirt runs its own swtpm for `<tpm>`; vmrun's state has to be copied over.
+    fn libvirt(&self, _vm: &LibvirtContext) -> LibvirtNotes {
+        // vmrun's swtpm keeps its state in the VM's state directory, libvirt's in
+        // /var/lib/libvirt/swtpm/<uuid>: copy it over to keep BitLocker's keys.
+        let tpm = Element::new("tpm").attr("model", "tpm-crb").child(
+            Element::new("backend")
+                .attr("type", "emulator")
+                .attr("version", "2.0"),
+        );
+        LibvirtNotes {
+            devices: vec![
+                Node::Comment(format!(
+                    "vmrun's TPM state is in {}; libvirt starts its own swtpm with its state in \
+                     /var/lib/libvirt/swtpm/<uuid>/tpm2: copy it there before the first start to keep BitLocker and Windows Hello",
+                    self.state_dir.display()
+                )),
+                Node::Element(tpm),
+            ],
+            ..Default::default()
+        }
+    }
+
+    /// QEMU ends swtpm itself when it shuts down; only a death before that is news.
+    fn companion(&self) -> Option<Companion> {
+        Some(Companion {
+            role: "TPM",
+            name: "swtpm",
+            pidfile: self.pidfile.clone(),
+            log: self.log.clone(),
+            loss: "the guest lost its TPM",
+        })
+    }
+
     fn describe(&self) -> String {
         format!(
             "start swtpm (TPM 2.0 emulator) on {} with the VM's TPM state in {}{}",

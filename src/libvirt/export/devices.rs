@@ -66,21 +66,9 @@ impl Exporter<'_> {
                     ),
             );
         }
-        if config.tpm.is_some() {
-            // vmrun's swtpm keeps its state in the VM's state directory, libvirt's in
-            // /var/lib/libvirt/swtpm/<uuid>: copy it over to keep BitLocker's keys.
-            devices.comment(format!(
-                "vmrun's TPM state is in {}; libvirt starts its own swtpm with its state in \
-                 /var/lib/libvirt/swtpm/<uuid>/tpm2: copy it there before the first start to keep BitLocker and Windows Hello",
-                self.input.paths.tpm_state.display()
-            ));
-            devices.push(
-                Element::new("tpm").attr("model", "tpm-crb").child(
-                    Element::new("backend")
-                        .attr("type", "emulator")
-                        .attr("version", "2.0"),
-                ),
-            );
+        // The host steps' devices (none is on pcie.0, so the slots stay QEMU's).
+        for notes in &self.step_notes {
+            devices.children.extend(notes.devices.iter().cloned());
         }
         self.disks(&mut devices);
         self.network(&mut devices);

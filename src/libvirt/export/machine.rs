@@ -13,7 +13,7 @@ impl Exporter<'_> {
             );
             self.metadata
                 .push(Element::new("vmrun:pinning").attr("vcpus", "auto").attr_if(
-                    !self.input.profile.cpu.threads_given,
+                    !self.input.vm.written().cpu.threads_given,
                     "threads",
                     "host",
                 ));

@@ -12,19 +12,17 @@ mod machine;
 
 use super::xml::Element;
 use super::{QEMU_NAMESPACE, VMRUN_NAMESPACE};
-use crate::host::steps::{HostStep, LibvirtContext};
+use crate::host::steps::{HostStep, LibvirtContext, LibvirtNotes};
 use crate::model::smbios::SMBIOS_FIELDS;
 use crate::model::*;
 use crate::plan::argv::escape;
-use crate::plan::{BootFirmware, VmPaths};
+use crate::plan::{BootFirmware, ResolvedVm, VmPaths};
 
 /// What `export` needs besides the model: what `vmrun show` resolves.
 pub struct ExportInput<'a> {
-    /// The VM with the host's choices made (`pinning.vcpus = "auto"` resolved).
-    pub config: &'a VmConfig,
-    /// The VM as the profile wrote it: what travels in `<metadata>` keeps the profile's words
-    /// ("auto") rather than this host's answer.
-    pub profile: &'a VmConfig,
+    /// The VM resolved against this host (`pinning.vcpus = "auto"` answered); what travels in
+    /// `<metadata>` keeps the profile's own words from it.
+    pub vm: &'a ResolvedVm,
     pub firmware: &'a BootFirmware,
     pub paths: &'a VmPaths,
     /// The host steps `run` takes, each translating itself.
@@ -35,9 +33,17 @@ pub struct ExportInput<'a> {
 
 /// The domain XML for the VM.
 pub fn export(input: &ExportInput) -> String {
+    let vm = LibvirtContext {
+        written: input.vm.written(),
+    };
     let mut exporter = Exporter {
         input,
-        config: input.config,
+        step_notes: input
+            .host_steps
+            .iter()
+            .map(|step| step.libvirt(&vm))
+            .collect(),
+        config: input.vm.config(),
         next_slot: 1,
         commandline: Vec::new(),
         metadata: Element::new("vmrun:profile").attr("xmlns:vmrun", VMRUN_NAMESPACE),
@@ -52,6 +58,8 @@ struct Exporter<'a> {
     next_slot: u8,
     commandline: Vec<String>,
     metadata: Element,
+    /// Each host step's own translation, asked once.
+    step_notes: Vec<LibvirtNotes>,
 }
 
 pub(super) fn pci_address(bus: u8, slot: u8, function: u8) -> Element {
@@ -261,11 +269,7 @@ impl Exporter<'_> {
     fn host_steps(&mut self, domain: &mut Element) {
         let config = self.config;
         let name = config.name.as_str();
-        let vm = LibvirtContext {
-            written: self.input.profile,
-        };
-        for step in self.input.host_steps {
-            let notes = step.libvirt(&vm);
+        for notes in std::mem::take(&mut self.step_notes) {
             for comment in notes.comments {
                 domain.comment(comment);
             }
