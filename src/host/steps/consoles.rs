@@ -56,3 +56,24 @@ impl Undoable for BindVtconsole {
         host.write(&format!("/sys/class/vtconsole/{}/bind", self.name), "1")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::steps::testing::{log, FakeHost};
+    use crate::host::steps::HostStep;
+
+    #[test]
+    fn bound_vtconsoles_are_unbound_and_only_they_are_bound_again() {
+        let fake = FakeHost::new();
+        fake.write("/sys/class/vtconsole/vtcon0/bind", "0");
+        fake.write("/sys/class/vtconsole/vtcon1/bind", "1");
+        let session = fake.session(vec![HostStep::UnbindVtconsoles(UnbindVtconsoles {})]);
+        session.apply(&log()).unwrap();
+        assert_eq!(fake.read("/sys/class/vtconsole/vtcon1/bind"), "0");
+        assert_eq!(session.leftovers().unwrap().len(), 1);
+        session.undo_all(&log()).unwrap();
+        assert_eq!(fake.read("/sys/class/vtconsole/vtcon0/bind"), "0");
+        assert_eq!(fake.read("/sys/class/vtconsole/vtcon1/bind"), "1");
+    }
+}

@@ -83,3 +83,58 @@ impl Undoable for StartUnit {
             .map(|_| ())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::steps::testing::{self, log, output, FakeHost};
+    use crate::host::steps::HostStep;
+    use crate::plan::{BaseDirs, VmPaths};
+
+    fn step() -> HostStep {
+        HostStep::StopDisplayManager(StopDisplayManager {
+            unit: "gdm.service".to_string(),
+        })
+    }
+
+    #[test]
+    fn an_active_display_manager_is_stopped_and_started_again() {
+        let fake = FakeHost::answering(|line| {
+            output(if line.contains("is-active") { "active\n" } else { "" })
+        });
+        let session = fake.session(vec![step()]);
+        session.apply(&log()).unwrap();
+        assert_eq!(
+            fake.calls(),
+            ["systemctl is-active gdm.service", "systemctl stop gdm.service"]
+        );
+        session.undo_all(&log()).unwrap();
+        assert_eq!(fake.calls().last().unwrap(), "systemctl start gdm.service");
+    }
+
+    #[test]
+    fn an_inactive_one_is_left_alone_and_not_started_afterwards() {
+        let fake = FakeHost::answering(|_| output("inactive\n"));
+        let session = fake.session(vec![step()]);
+        session.apply(&log()).unwrap();
+        session.undo_all(&log()).unwrap();
+        assert_eq!(fake.calls(), ["systemctl is-active gdm.service"]);
+    }
+
+    #[test]
+    fn libvirt_gets_one_hook_for_the_whole_hand_over_and_the_keys_in_metadata() {
+        let config = testing::config(
+            "[[pci]]\naddress = \"01:00.0\"\n[single_gpu]\ndisplay_manager = \"sddm.service\"\nmodules = [\"amdgpu\", \"snd_hda_intel\"]\n",
+        );
+        let paths = VmPaths::new(&BaseDirs::resolve(None, None), &config.name).unwrap();
+        let step = StopDisplayManager::plan(&config, &paths).unwrap();
+        let notes = testing::libvirt(&HostStep::StopDisplayManager(step), &config);
+        assert_eq!(notes.comments.len(), 1);
+        assert!(notes.comments[0].contains("stops sddm.service"));
+        assert!(notes.comments[0].contains("[amdgpu, snd_hda_intel]"));
+        assert!(notes.comments[0].contains("test prepare begin"));
+        let element = &notes.metadata[0];
+        assert_eq!(element.name, "vmrun:single-gpu");
+        assert_eq!(element.children.len(), 2);
+    }
+}

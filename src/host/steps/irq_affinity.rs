@@ -126,3 +126,43 @@ impl Undoable for RestoreIrqAffinity {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::steps::testing::{log, FakeHost};
+    use crate::host::steps::HostStep;
+
+    #[test]
+    fn interrupts_move_to_the_host_cpus_and_come_back_byte_for_byte() {
+        let fake = FakeHost::new();
+        fake.write(DEFAULT, "f");
+        fake.write(&affinity_path(5), "0-3");
+        fake.write(&affinity_path(17), "2");
+        let session = fake.session(vec![HostStep::MoveIrqs(MoveIrqs {
+            host_cpus: CpuSet::from_cpus([0]),
+        })]);
+        session.apply(&log()).unwrap();
+        assert_eq!(fake.read(DEFAULT), "1");
+        assert_eq!(fake.read(&affinity_path(5)), "0");
+        assert_eq!(fake.read(&affinity_path(17)), "0");
+        session.undo_all(&log()).unwrap();
+        assert_eq!(fake.read(DEFAULT), "f");
+        assert_eq!(fake.read(&affinity_path(5)), "0-3");
+        assert_eq!(fake.read(&affinity_path(17)), "2");
+    }
+
+    #[test]
+    fn an_affinity_changed_behind_its_back_is_reported_as_not_restored() {
+        let fake = FakeHost::new();
+        fake.write(&affinity_path(5), "0-3");
+        let undo = RestoreIrqAffinity {
+            irqs: vec![(5, "0-3".to_string())],
+            default_mask: None,
+        };
+        assert!(undo.verify_restored(&fake.host()).is_ok());
+        fake.write(&affinity_path(5), "1");
+        let problem = undo.verify_restored(&fake.host()).unwrap_err();
+        assert!(problem.contains("IRQ 5"), "{problem}");
+    }
+}

@@ -25,6 +25,9 @@ pub mod swtpm;
 pub mod vfio;
 pub mod workqueue;
 
+#[cfg(test)]
+mod testing;
+
 use serde::{Deserialize, Serialize};
 
 use super::context::{HostContext, StepError};

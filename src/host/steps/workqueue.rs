@@ -70,3 +70,42 @@ impl Undoable for RestoreWorkqueueMask {
         host.write(CPUMASK, &self.mask)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::finding::Status;
+    use crate::host::steps::testing::{log, FakeHost};
+    use crate::host::steps::HostStep;
+
+    fn step() -> RestrictWorkqueues {
+        RestrictWorkqueues {
+            host_cpus: CpuSet::from_cpus([0, 1]),
+        }
+    }
+
+    #[test]
+    fn the_workqueue_mask_moves_to_the_host_cpus_and_back() {
+        let fake = FakeHost::new();
+        fake.write(CPUMASK, "ff\n");
+        let session = fake.session(vec![HostStep::RestrictWorkqueues(step())]);
+        assert!(step().preflight(&fake.host()).is_empty());
+        session.apply(&log()).unwrap();
+        assert_eq!(fake.read(CPUMASK), "3");
+        session.undo_all(&log()).unwrap();
+        assert_eq!(fake.read(CPUMASK), "ff");
+        assert!(session.leftovers().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_kernel_without_the_mask_is_warned_about_and_left_alone() {
+        let fake = FakeHost::new();
+        let findings = step().preflight(&fake.host());
+        assert_eq!(findings.len(), 1);
+        assert_eq!(findings[0].status, Status::Warn);
+        let session = fake.session(vec![HostStep::RestrictWorkqueues(step())]);
+        session.apply(&log()).unwrap();
+        assert!(session.leftovers().unwrap().is_empty());
+        assert!(!fake.exists(CPUMASK));
+    }
+}
