@@ -204,3 +204,74 @@ impl Undoable for RestoreAllowedCpus {
         set_allowed_cpus(host, &self.unit, &self.value, log)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::finding::Status;
+    use crate::host::steps::testing::{self, log, output, FakeHost};
+    use crate::host::steps::HostStep;
+
+    fn step() -> RestrictSlices {
+        RestrictSlices {
+            host_cpus: CpuSet::from_cpus([0, 1]),
+            units: vec!["system.slice".to_string(), "user.slice".to_string()],
+            vcpus: CpuSet::from_cpus([2, 3]),
+        }
+    }
+
+    #[test]
+    fn the_slices_are_restricted_and_given_their_own_value_back() {
+        let fake = FakeHost::answering(|line| {
+            output(if line.contains("show") && line.ends_with("user.slice") {
+                "0-7\n"
+            } else {
+                ""
+            })
+        });
+        let session = fake.session(vec![HostStep::RestrictSlices(step())]);
+        session.apply(&log()).unwrap();
+        session.undo_all(&log()).unwrap();
+        let sets: Vec<String> = fake
+            .calls()
+            .into_iter()
+            .filter(|call| call.contains("set-property"))
+            .collect();
+        assert_eq!(
+            sets,
+            [
+                "systemctl set-property --runtime system.slice AllowedCPUs=0-1",
+                "systemctl set-property --runtime user.slice AllowedCPUs=0-1",
+                "systemctl set-property --runtime user.slice AllowedCPUs=0-7",
+                "systemctl set-property --runtime system.slice AllowedCPUs=",
+            ]
+        );
+    }
+
+    #[test]
+    fn findings_want_cgroup_v2_with_cpuset() {
+        let fake = FakeHost::new();
+        assert_eq!(step().preflight(&fake.host())[0].status, Status::Fail);
+        fake.write("/sys/fs/cgroup/cgroup.controllers", "cpu io memory");
+        let findings = step().preflight(&fake.host());
+        assert_eq!(findings[0].status, Status::Fail);
+        assert!(findings[0].message.contains("cpuset"));
+        fake.write("/sys/fs/cgroup/cgroup.controllers", "cpuset cpu io memory");
+        assert_eq!(step().preflight(&fake.host())[0].status, Status::Pass);
+    }
+
+    #[test]
+    fn libvirt_metadata_keeps_auto_as_written_and_the_comment_names_this_hosts_cpus() {
+        let written = testing::config(
+            "[cpu]\ncores = 2\n[pinning]\nvcpus = [2, 3]\n[isolation]\nhost_cpus = \"auto\"\ngovernor = \"performance\"\n",
+        );
+        let notes = testing::libvirt(&HostStep::RestrictSlices(step()), &written);
+        assert!(notes.comments[0].contains("on CPUs 0-1"), "{}", notes.comments[0]);
+        assert!(notes.comments[0].contains("performance governor"));
+        let element = &notes.metadata[0];
+        assert_eq!(element.name, "vmrun:isolation");
+        assert!(element
+            .attributes
+            .contains(&("host-cpus".to_string(), "auto".to_string())));
+    }
+}

@@ -111,3 +111,52 @@ impl Undoable for RestoreGovernors {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::finding::Status;
+    use crate::host::steps::testing::{log, FakeHost};
+    use crate::host::steps::HostStep;
+
+    fn step() -> SetGovernor {
+        SetGovernor {
+            cpus: CpuSet::from_cpus([2, 3]),
+            governor: "performance".to_string(),
+        }
+    }
+
+    #[test]
+    fn the_vcpus_cpus_get_the_governor_and_their_own_back() {
+        let fake = FakeHost::new();
+        fake.write(&governor_path(2), "powersave");
+        fake.write(&governor_path(3), "schedutil");
+        let session = fake.session(vec![HostStep::SetGovernor(step())]);
+        session.apply(&log()).unwrap();
+        assert_eq!(fake.read(&governor_path(2)), "performance");
+        assert_eq!(fake.read(&governor_path(3)), "performance");
+        session.undo_all(&log()).unwrap();
+        assert_eq!(fake.read(&governor_path(2)), "powersave");
+        assert_eq!(fake.read(&governor_path(3)), "schedutil");
+    }
+
+    #[test]
+    fn findings_name_a_missing_cpufreq_and_a_governor_the_kernel_lacks() {
+        let fake = FakeHost::new();
+        let findings = step().preflight(&fake.host());
+        assert_eq!(findings[0].status, Status::Warn);
+        fake.write(&governor_path(2), "powersave");
+        fake.write(
+            "/sys/devices/system/cpu/cpu2/cpufreq/scaling_available_governors",
+            "powersave schedutil",
+        );
+        let findings = step().preflight(&fake.host());
+        assert_eq!(findings[0].status, Status::Fail);
+        assert!(findings[0].message.contains("available: powersave schedutil"));
+        fake.write(
+            "/sys/devices/system/cpu/cpu2/cpufreq/scaling_available_governors",
+            "performance powersave",
+        );
+        assert!(step().preflight(&fake.host()).is_empty());
+    }
+}
