@@ -1134,3 +1134,58 @@ fn import_refuses_bad_input_with_exit_2() {
     assert!(stderr.contains("control character"), "{stderr}");
     assert!(!stderr.contains("please report"), "{stderr}");
 }
+
+/// `cpu.hyperv = "passthrough"`: QEMU's hv-passthrough with a vendor id that has a space,
+/// libvirt's `<hyperv mode='passthrough'>`, and back.
+#[test]
+fn hyperv_passthrough_reaches_the_argv_libvirt_and_back() {
+    let dir = crate::common::tempdir();
+    let profile = "[machine]\nmemory = \"1G\"\n[cpu]\ncores = 2\nthreads = 1\nmodel = \"host\"\n\
+                   hv_vendor_id = \"AMD is best\"\nhyperv = \"passthrough\"\n";
+    let argv = show_argv(dir.path(), "hvpt", profile);
+    assert!(
+        argv.iter()
+            .any(|a| a == "host,hv-passthrough,hv-vendor-id=AMD is best"),
+        "{argv:?}"
+    );
+    let path = dir.path().join("hvpt.toml");
+    let xml = export(dir.path(), &path);
+    // libvirt's schema takes no <vendor_id> in passthrough mode: it travels in vmrun's
+    // metadata, and the XML is one libvirt accepts.
+    assert!(
+        xml.contains("<hyperv mode='passthrough'/>")
+            && xml.contains("<vmrun:hyperv vendor-id='AMD is best'/>"),
+        "{xml}"
+    );
+    let xml_path = dir.path().join("hvpt.xml");
+    std::fs::write(&xml_path, &xml).unwrap();
+    if program_exists("virt-xml-validate") {
+        let (code, stdout, stderr) = run(Command::new("virt-xml-validate")
+            .arg(&xml_path)
+            .arg("domain"));
+        assert_eq!(code, 0, "{stdout}{stderr}\n{xml}");
+    }
+    let (imported, _) = import(dir.path(), &xml_path);
+    let source = ProfileSource::read(&path).unwrap();
+    let raw = vmrun::model::parse(&source).unwrap();
+    let (mut original, _) = vmrun::model::validate(&source, &raw).unwrap();
+    let (mut round_trip, _) = validate_text(dir.path(), "hvpt", &imported).unwrap();
+    original.profile_path = PathBuf::new();
+    round_trip.profile_path = PathBuf::new();
+    assert_eq!(round_trip, original, "{imported}");
+    // Under TCG it is refused, as QEMU would refuse it; an unknown word too.
+    for (extra, message) in [
+        ("[machine]\naccel = \"tcg\"\n", "needs KVM"),
+        ("", "is not a choice"),
+    ] {
+        let hyperv = if extra.is_empty() {
+            "\"all\""
+        } else {
+            "\"passthrough\""
+        };
+        let text = format!("{extra}[cpu]\nmodel = \"max\"\nhyperv = {hyperv}\n");
+        let errors = validate_text(dir.path(), "hvbad", &text).unwrap_err();
+        let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert!(text.join("\n").contains(message), "{text:?}");
+    }
+}
