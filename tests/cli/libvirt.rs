@@ -1135,6 +1135,49 @@ fn import_refuses_bad_input_with_exit_2() {
     assert!(!stderr.contains("please report"), "{stderr}");
 }
 
+/// `-o` never writes through a symbolic link: a dangling one is an existing file without
+/// `--force`, and refused with it; its target is never created.
+#[test]
+fn import_output_does_not_follow_a_symlink() {
+    let dir = crate::common::tempdir();
+    let xml = fixtures().join("hostdev-vfio.xml");
+    let target = dir.path().join("target.toml");
+    let link = dir.path().join("link.toml");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    for force in [false, true] {
+        let mut command = vmrun(dir.path());
+        command
+            .args(["import", "libvirt", "-o"])
+            .arg(&link)
+            .arg(&xml);
+        if force {
+            command.arg("--force");
+        }
+        let (code, _, stderr) = run(&mut command);
+        assert_eq!(code, 2, "force={force}: {stderr}");
+        assert!(
+            !target.exists(),
+            "force={force}: the link's target was written"
+        );
+        assert!(
+            stderr.contains(if force { "symbolic link" } else { "--force" }),
+            "{stderr}"
+        );
+    }
+    // A new file gets its own mode, not the umask's.
+    let out = dir.path().join("new.toml");
+    let (code, _, stderr) = run(vmrun(dir.path())
+        .args(["import", "libvirt", "-o"])
+        .arg(&out)
+        .arg(&xml));
+    assert_eq!(code, 0, "{stderr}");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&out).unwrap().permissions().mode() & 0o777,
+        0o644
+    );
+}
+
 /// `cpu.hyperv = "passthrough"`: QEMU's hv-passthrough with a vendor id that has a space,
 /// libvirt's `<hyperv mode='passthrough'>`, and back.
 #[test]
