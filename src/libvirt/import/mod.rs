@@ -14,6 +14,7 @@ mod cpu;
 mod cputune;
 mod devices;
 mod domain;
+mod limits;
 mod metadata;
 mod os;
 mod read;
@@ -217,7 +218,7 @@ impl Importer {
         self.finish_cpu();
         self.finish_pinning();
         self.finish_sections();
-        Ok(())
+        self.check_limits()
     }
 
     /// Keys that only mean something next to others, and the sections every profile has.
