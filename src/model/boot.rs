@@ -3,13 +3,13 @@
 
 use std::path::PathBuf;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::validator::*;
 use super::*;
 use crate::firmware::{self, FirmwareImage, ImageFormat};
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 pub struct RawFirmware {
     #[serde(rename = "type")]
     pub firmware_type: Option<Text>,

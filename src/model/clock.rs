@@ -2,12 +2,12 @@
 //! drift fix, no HPET, a policy for lost PIT ticks). Without the table QEMU's defaults stay.
 //! What the profile says (`Raw*`), what it means, and the rules between them.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::validator::*;
 use super::*;
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 pub struct RawClock {
     pub base: Option<Text>,
     pub rtc_driftfix: Option<Flag>,

@@ -1,21 +1,26 @@
 //! `[cpu]`: topology, CPU model and flags, Hyper-V enlightenments.
 //! What the profile says (`Raw*`), what it means, and the rules between them.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use super::validator::*;
 use super::*;
 
-/// `hyperv = true` or an explicit list of enlightenments.
-#[derive(Clone, Debug, Deserialize)]
+/// `hyperv = true`, an explicit list of enlightenments, or `"passthrough"` (every one the
+/// host's KVM has: QEMU's `hv-passthrough`).
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(untagged)]
 pub enum RawHyperv {
     Enabled(bool),
     List(Vec<String>),
+    Word(String),
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+/// QEMU's `-cpu` property for `hyperv = "passthrough"`.
+pub const HYPERV_PASSTHROUGH: &str = "hv-passthrough";
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 pub struct RawCpu {
     pub sockets: Option<Int>,
     pub cores: Option<Int>,
@@ -152,16 +157,17 @@ impl Validator {
         let hyperv = self.hyperv(c.hyperv.as_ref(), accel);
         let hv_vendor_id = c.hv_vendor_id.as_ref().and_then(|text| {
             let value = text.get_ref();
-            if value.is_empty()
+            // Spaces are allowed, as libvirt and QEMU allow them ("Microsoft Hv").
+            if value.trim().is_empty()
                 || value.len() > 12
-                || !value.chars().all(|ch| ch.is_ascii_graphic())
+                || !value.chars().all(|ch| ch.is_ascii_graphic() || ch == ' ')
             {
                 self.error(
                     text.span(),
                     "cpu.hv_vendor_id",
                     format!(
                         "`{value}` is {} characters; use 1 to 12 printable ASCII characters \
-                         without spaces (the Hyper-V vendor id is 12 bytes of CPUID)",
+                         (the Hyper-V vendor id is 12 bytes of CPUID)",
                         value.chars().count()
                     ),
                 );
@@ -241,6 +247,29 @@ impl Validator {
                 .map(|name| name.to_string())
                 .collect(),
             RawHyperv::List(list) => list.clone(),
+            RawHyperv::Word(word) if word == "passthrough" => {
+                if accel == Accel::Tcg {
+                    self.error(
+                        span,
+                        "cpu.hyperv",
+                        "\"passthrough\" needs KVM (QEMU's hv-passthrough); use a list of \
+                         enlightenments or accel = \"kvm\"",
+                    );
+                    return Vec::new();
+                }
+                return vec![HYPERV_PASSTHROUGH.to_string()];
+            }
+            RawHyperv::Word(word) => {
+                self.error(
+                    span,
+                    "cpu.hyperv",
+                    format!(
+                        "`{word}` is not a choice; write true, false, \"passthrough\" or a list \
+                         of enlightenments"
+                    ),
+                );
+                return Vec::new();
+            }
         };
         for name in &names {
             if !HYPERV_KNOWN.contains(&name.as_str()) {

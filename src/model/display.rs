@@ -5,12 +5,12 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::validator::*;
 use super::*;
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 pub struct RawDisplay {
     pub vga: Option<Text>,
     pub gui: Option<Text>,
@@ -19,7 +19,7 @@ pub struct RawDisplay {
     pub password_file: Option<Text>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 pub struct RawConsole {
     pub serial: Option<Text>,
 }

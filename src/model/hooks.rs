@@ -4,21 +4,21 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use super::validator::*;
 use super::*;
 
 /// A hook is one argv (`["/bin/x", "--flag"]`) or several (`[["/bin/x"], ["/bin/y"]]`).
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(untagged)]
 pub enum RawHook {
     One(Vec<String>),
     Many(Vec<Vec<String>>),
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 pub struct RawHooks {
     pub pre_start: Option<Spanned<RawHook>>,
     pub started: Option<Spanned<RawHook>>,

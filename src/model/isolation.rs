@@ -3,12 +3,12 @@
 //! the `governor` given. Opt-in; every change is journaled and undone after the run.
 //! What the profile says (`Raw*`), what it means, and the rules between them.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::validator::*;
 use super::*;
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 pub struct RawIsolation {
     pub host_cpus: Option<Text>,
     pub governor: Option<Text>,

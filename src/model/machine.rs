@@ -1,12 +1,12 @@
 //! `[machine]`: memory, hugepages, machine type, accelerator, iothreads, guest suspend.
 //! What the profile says (`Raw*`), what it means, and the rules between them.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::validator::*;
 use super::*;
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 pub struct RawMachine {
     pub memory: Option<Text>,
     pub hugepages: Option<Text>,

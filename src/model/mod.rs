@@ -29,7 +29,7 @@ mod validator;
 
 use std::path::PathBuf;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use crate::profile::{Diagnostic, Diagnostics, ProfileSource, Severity};
@@ -63,7 +63,7 @@ pub use tpm::{Tpm, TpmVersion};
 /// validation can point at it. Leaves are kept as the TOML types a user writes (strings,
 /// integers), and turned into typed values by the sections' rules, which report every problem
 /// at once.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 pub struct RawProfile {
     pub name: Option<Text>,
     pub machine: Option<Spanned<machine::RawMachine>>,
@@ -71,12 +71,12 @@ pub struct RawProfile {
     pub pinning: Option<Spanned<pinning::RawPinning>>,
     pub isolation: Option<Spanned<isolation::RawIsolation>>,
     pub firmware: Option<Spanned<boot::RawFirmware>>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub disk: Vec<Spanned<disk::RawDisk>>,
     pub network: Option<Spanned<network::RawNetwork>>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pci: Vec<Spanned<pci::RawPci>>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub usb: Vec<Spanned<usb::RawUsb>>,
     pub input: Option<Spanned<input::RawInput>>,
     pub display: Option<Spanned<display::RawDisplay>>,

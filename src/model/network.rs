@@ -1,12 +1,12 @@
 //! `[network]`: user, bridge, tap or none; MAC address and NIC model.
 //! What the profile says (`Raw*`), what it means, and the rules between them.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::validator::*;
 use super::*;
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 pub struct RawNetwork {
     pub mode: Option<Text>,
     pub bridge: Option<Text>,

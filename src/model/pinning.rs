@@ -3,13 +3,13 @@
 
 use std::collections::HashMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use super::validator::*;
 use super::*;
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 pub struct RawPinning {
     pub vcpus: Option<Spanned<RawVcpus>>,
     pub emulator: Option<Text>,
@@ -20,7 +20,8 @@ pub struct RawPinning {
 
 /// `vcpus = [2, 8, 3, 9]` or `vcpus = "auto"`. Read by hand rather than as an untagged enum:
 /// serde buffers untagged content, which would lose every entry's position.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize)]
+#[serde(untagged)]
 pub enum RawVcpus {
     List(Vec<Int>),
     Word(String),

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::validator::*;
 use super::*;
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 pub struct RawQemu {
     pub binary: Option<Text>,
     pub extra_args: Option<TextList>,

@@ -1,12 +1,12 @@
 //! `[single_gpu]`: the display manager and GPU modules a single-GPU session releases.
 //! What the profile says (`Raw*`), what it means, and the rules between them.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::validator::*;
 use super::*;
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 pub struct RawSingleGpu {
     pub display_manager: Option<Text>,
     pub modules: Option<TextList>,

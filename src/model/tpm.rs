@@ -2,12 +2,12 @@
 //! one). The table's presence asks for it; `version` can only say "2.0".
 //! What the profile says (`Raw*`), what it means, and the rules between them.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::validator::*;
 use super::*;
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 pub struct RawTpm {
     pub version: Option<Text>,
 }

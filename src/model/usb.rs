@@ -1,12 +1,12 @@
 //! `[[usb]]`: passed-through USB devices.
 //! What the profile says (`Raw*`), what it means, and the rules between them.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::validator::*;
 use super::*;
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 pub struct RawUsb {
     pub device: Option<Text>,
     pub port: Option<Text>,

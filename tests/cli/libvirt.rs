@@ -411,9 +411,11 @@ fn domain_facts(xml: &str) -> DomainFacts {
     }
     DomainFacts {
         memory_kib,
+        // The vCPUs online at start: vmrun has no hot-plug and starts only those.
         vcpus: find("vcpu")
             .unwrap()
-            .text()
+            .attribute("current")
+            .or(find("vcpu").unwrap().text())
             .unwrap()
             .trim()
             .parse()
@@ -461,8 +463,8 @@ fn published_desktops_and_seed_004_import_into_valid_profiles() {
         for rom in &expected.romfiles {
             assert!(ours.contains(&format!("romfile={rom}")), "{name}: {rom}");
         }
+        // Spaces and all, as libvirt and QEMU take it.
         if let Some(vendor) = &expected.vendor_id {
-            let vendor = vendor.replace(' ', "_");
             assert!(
                 ours.contains(&format!("cpu.hv-vendor-id={vendor}")),
                 "{name}: {ours:?}"
@@ -493,7 +495,10 @@ fn import_translates_what_the_desktops_rely_on() {
         "device = \"04d9:1603\"",
         "features = [\"+host-cache-info\", \"+topoext\", \"+svm\", \"+apic\", \"+hypervisor\", \"+invtsc\"]",
         "bridge = \"br0\"",
-        "vcpus = [1, 7, 2, 8, 0, 0, 0, 0, 4, 10, 5, 11]",
+        // 8 of 12 vCPUs online: the offline 4-7 are not started, so none sits on the
+        // emulator's CPU 0; 6 cores × 2 threads become 4 × 2.
+        "vcpus = [1, 7, 2, 8, 4, 10, 5, 11]",
+        "sockets = 1\ncores = 4\nthreads = 2",
         "emulator = \"0,3,6,9\"",
         "scheduler = \"other\"",
     ] {
@@ -501,7 +506,11 @@ fn import_translates_what_the_desktops_rely_on() {
     }
     assert!(notes
         .iter()
-        .any(|n| n.contains("[4, 5, 6, 7]") && n.contains("host CPU 0")));
+        .any(|n| n.contains("8 of 12 vCPUs") && n.contains("[0, 1, 2, 3, 8, 9, 10, 11]")));
+    assert!(
+        !notes.iter().any(|n| n.contains("host CPU 0")),
+        "{notes:#?}"
+    );
     // cafreo: Looking Glass <shmem>, secure boot from the loader; SPICE on a port libvirt
     // picks becomes vmrun's socket, the ich9 card stays and plays nowhere, as with libvirt's
     // audio type='spice' without a client: both with a note.
@@ -1069,4 +1078,157 @@ fn keys_outside_the_shipped_profiles_survive_export_then_import() {
     original.profile_path = PathBuf::new();
     round_trip.profile_path = PathBuf::new();
     assert_eq!(round_trip, original, "{imported}");
+}
+
+/// Bad input in the XML is a usage error (exit 2) naming what is wrong, never a profile that
+/// fails later (exit 1, "please report") nor gigabytes spent on a CPU list.
+#[test]
+fn import_refuses_bad_input_with_exit_2() {
+    let dir = crate::common::tempdir();
+    let domain = |body: &str| {
+        format!(
+            "<domain type='kvm'><name>bad</name><memory unit='MiB'>1024</memory>{body}</domain>"
+        )
+    };
+    for (body, expected) in [
+        (
+            "<vcpu>2</vcpu><cputune><vcpupin vcpu='0' cpuset='0-4294967295'/></cputune>",
+            "at most 8191",
+        ),
+        (
+            "<vcpu>2</vcpu><cputune><emulatorpin cpuset='0-4294967295'/></cputune>",
+            "at most 8191",
+        ),
+        (
+            "<devices><shmem name='../../etc/shadow'><model type='ivshmem-plain'/></shmem></devices>",
+            "<shmem>: name='../../etc/shadow'",
+        ),
+        (
+            "<devices><interface type='user'><mac address='52:54:00:zz:00:01'/></interface></devices>",
+            "<mac>:",
+        ),
+        (
+            "<devices><hostdev mode='subsystem' type='pci'><source>\
+             <address domain='0x0000' bus='0x01' slot='0x40' function='0x0'/></source></hostdev></devices>",
+            "slot='0x40'",
+        ),
+        ("<vcpu>300</vcpu>", "1 to 255"),
+        ("<iothreads>1000</iothreads>", "0 to 16"),
+    ] {
+        let path = dir.path().join("bad.xml");
+        std::fs::write(&path, domain(body)).unwrap();
+        let (code, stdout, stderr) = run(vmrun(dir.path()).args(["import", "libvirt"]).arg(&path));
+        assert_eq!(code, 2, "{body}: {stderr}");
+        assert!(stderr.contains(expected), "{body}: {stderr}");
+        assert!(stdout.is_empty(), "{body}: {stdout}");
+    }
+    // A control character in the name: said, not a TOML error to report.
+    let path = dir.path().join("cr.xml");
+    std::fs::write(
+        &path,
+        "<domain type='kvm'><name>a&#13;b</name><memory unit='MiB'>1024</memory></domain>",
+    )
+    .unwrap();
+    let (code, _, stderr) = run(vmrun(dir.path()).args(["import", "libvirt"]).arg(&path));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("control character"), "{stderr}");
+    assert!(!stderr.contains("please report"), "{stderr}");
+}
+
+/// `-o` never writes through a symbolic link: a dangling one is an existing file without
+/// `--force`, and refused with it; its target is never created.
+#[test]
+fn import_output_does_not_follow_a_symlink() {
+    let dir = crate::common::tempdir();
+    let xml = fixtures().join("hostdev-vfio.xml");
+    let target = dir.path().join("target.toml");
+    let link = dir.path().join("link.toml");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    for force in [false, true] {
+        let mut command = vmrun(dir.path());
+        command
+            .args(["import", "libvirt", "-o"])
+            .arg(&link)
+            .arg(&xml);
+        if force {
+            command.arg("--force");
+        }
+        let (code, _, stderr) = run(&mut command);
+        assert_eq!(code, 2, "force={force}: {stderr}");
+        assert!(
+            !target.exists(),
+            "force={force}: the link's target was written"
+        );
+        assert!(
+            stderr.contains(if force { "symbolic link" } else { "--force" }),
+            "{stderr}"
+        );
+    }
+    // A new file gets its own mode, not the umask's.
+    let out = dir.path().join("new.toml");
+    let (code, _, stderr) = run(vmrun(dir.path())
+        .args(["import", "libvirt", "-o"])
+        .arg(&out)
+        .arg(&xml));
+    assert_eq!(code, 0, "{stderr}");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&out).unwrap().permissions().mode() & 0o777,
+        0o644
+    );
+}
+
+/// `cpu.hyperv = "passthrough"`: QEMU's hv-passthrough with a vendor id that has a space,
+/// libvirt's `<hyperv mode='passthrough'>`, and back.
+#[test]
+fn hyperv_passthrough_reaches_the_argv_libvirt_and_back() {
+    let dir = crate::common::tempdir();
+    let profile = "[machine]\nmemory = \"1G\"\n[cpu]\ncores = 2\nthreads = 1\nmodel = \"host\"\n\
+                   hv_vendor_id = \"AMD is best\"\nhyperv = \"passthrough\"\n";
+    let argv = show_argv(dir.path(), "hvpt", profile);
+    assert!(
+        argv.iter()
+            .any(|a| a == "host,hv-passthrough,hv-vendor-id=AMD is best"),
+        "{argv:?}"
+    );
+    let path = dir.path().join("hvpt.toml");
+    let xml = export(dir.path(), &path);
+    // libvirt's schema takes no <vendor_id> in passthrough mode: it travels in vmrun's
+    // metadata, and the XML is one libvirt accepts.
+    assert!(
+        xml.contains("<hyperv mode='passthrough'/>")
+            && xml.contains("<vmrun:hyperv vendor-id='AMD is best'/>"),
+        "{xml}"
+    );
+    let xml_path = dir.path().join("hvpt.xml");
+    std::fs::write(&xml_path, &xml).unwrap();
+    if program_exists("virt-xml-validate") {
+        let (code, stdout, stderr) = run(Command::new("virt-xml-validate")
+            .arg(&xml_path)
+            .arg("domain"));
+        assert_eq!(code, 0, "{stdout}{stderr}\n{xml}");
+    }
+    let (imported, _) = import(dir.path(), &xml_path);
+    let source = ProfileSource::read(&path).unwrap();
+    let raw = vmrun::model::parse(&source).unwrap();
+    let (mut original, _) = vmrun::model::validate(&source, &raw).unwrap();
+    let (mut round_trip, _) = validate_text(dir.path(), "hvpt", &imported).unwrap();
+    original.profile_path = PathBuf::new();
+    round_trip.profile_path = PathBuf::new();
+    assert_eq!(round_trip, original, "{imported}");
+    // Under TCG it is refused, as QEMU would refuse it; an unknown word too.
+    for (extra, message) in [
+        ("[machine]\naccel = \"tcg\"\n", "needs KVM"),
+        ("", "is not a choice"),
+    ] {
+        let hyperv = if extra.is_empty() {
+            "\"all\""
+        } else {
+            "\"passthrough\""
+        };
+        let text = format!("{extra}[cpu]\nmodel = \"max\"\nhyperv = {hyperv}\n");
+        let errors = validate_text(dir.path(), "hvbad", &text).unwrap_err();
+        let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert!(text.join("\n").contains(message), "{text:?}");
+    }
 }
