@@ -384,6 +384,7 @@ impl App {
         log.attach_file(&paths.log);
         let lock =
             state::VmLock::acquire(paths, recipe.config.name.as_str()).map_err(RunError::from)?;
+        state::clear_last_run(paths);
         log.info(&format!(
             "starting {} ({}, accelerator {})",
             recipe.config.name,
@@ -395,14 +396,16 @@ impl App {
             Ok(outcome) => (outcome.exit_code(), outcome.describe()),
             Err(error) => (error.exit_code(), error.to_string()),
         };
-        let _ = state::write_json(
-            &paths.last_run,
+        if let Err(error) = state::record_last_run(
+            paths,
             &state::LastRun {
                 exit_code: code.code(),
                 outcome: outcome.clone(),
                 finished_unix: state::unix_now(),
             },
-        );
+        ) {
+            log.warn(&format!("could not record how the run ended: {error}"));
+        }
         log.info(&format!("finished: {outcome} (exit code {})", code.code()));
         lock.release();
         result

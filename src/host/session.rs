@@ -50,36 +50,58 @@ impl<'a> HostSession<'a> {
         Ok(())
     }
 
-    /// Replays the journal in reverse. Entries that could not be undone stay in the journal.
+    /// Replays the journal in reverse, one record at a time: a delta is resolved to an
+    /// absolute value and journaled before it runs, and each undone record is marked done on
+    /// disk before the next is touched, so that a kill at any point repeats at most the record
+    /// under way. Entries that could not be undone stay in the journal.
     pub fn undo_all(&self, log: &Log) -> Result<(), Vec<String>> {
-        let entries = self.journal.entries().map_err(|e| vec![e.to_string()])?;
-        let mut failed: Vec<(usize, String)> = Vec::new();
-        for (position, entry) in entries.iter().enumerate().rev() {
-            if let Err(error) = entry.undo.undo(&self.host, log) {
-                log.error(&format!("could not undo {:?}: {error}", entry.undo));
-                failed.push((position, error.to_string()));
+        let pending = self.journal.pending().map_err(|e| vec![e.to_string()])?;
+        let all_entries = !pending.is_empty();
+        let mut problems: Vec<String> = Vec::new();
+        let mut remaining: Vec<(usize, JournalEntry)> = Vec::new();
+        for item in pending.iter().rev() {
+            let mut entry = item.entry.clone();
+            if !item.resolved {
+                if let Some(absolute) = entry.undo.resolve(&self.host) {
+                    if let Err(error) = self.journal.mark_resolved(item.position, &absolute) {
+                        // Not journaled: running it now could be repeated with another value.
+                        problems.push(error.to_string());
+                        remaining.push((item.position, entry));
+                        continue;
+                    }
+                    entry.undo = absolute;
+                }
+            }
+            match entry.undo.undo(&self.host, log) {
+                Ok(()) => {
+                    if let Err(error) = self.journal.mark_done(item.position) {
+                        // Undone all the same; the final rewrite below drops it.
+                        log.warn(&format!("could not mark {:?} done: {error}", entry.undo));
+                    }
+                }
+                Err(error) => {
+                    log.error(&format!("could not undo {:?}: {error}", entry.undo));
+                    problems.push(error.to_string());
+                    remaining.push((item.position, entry));
+                }
             }
         }
-        for (position, entry) in entries.iter().enumerate() {
-            if failed.iter().any(|(f, _)| *f == position) {
+        for item in &pending {
+            if remaining.iter().any(|(p, _)| *p == item.position) {
                 continue;
             }
-            if let Err(problem) = entry.undo.verify_restored(&self.host) {
-                failed.push((position, problem));
+            if let Err(problem) = item.entry.undo.verify_restored(&self.host) {
+                problems.push(problem);
+                remaining.push((item.position, item.entry.clone()));
             }
         }
-        let remaining: Vec<JournalEntry> = entries
-            .iter()
-            .enumerate()
-            .filter(|(position, _)| failed.iter().any(|(f, _)| f == position))
-            .map(|(_, entry)| entry.clone())
-            .collect();
-        let mut problems: Vec<String> = failed.into_iter().map(|(_, message)| message).collect();
+        remaining.sort_by_key(|(position, _)| *position);
+        let remaining: Vec<JournalEntry> = remaining.into_iter().map(|(_, e)| e).collect();
         if let Err(error) = self.journal.replace(&remaining) {
             problems.push(error.to_string());
         }
         if problems.is_empty() {
-            if !entries.is_empty() {
+            if all_entries {
                 log.info("host restored");
             }
             Ok(())
