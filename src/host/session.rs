@@ -36,9 +36,14 @@ impl<'a> HostSession<'a> {
         &self.host
     }
 
-    /// What a previous run left in the journal.
+    /// What a previous run left in the journal. A journal whose every entry was undone (an
+    /// undo killed before it removed the file) is removed here.
     pub fn leftovers(&self) -> Result<Vec<JournalEntry>, JournalError> {
-        self.journal.entries()
+        let entries = self.journal.entries()?;
+        if entries.is_empty() {
+            self.journal.replace(&[])?;
+        }
+        Ok(entries)
     }
 
     /// Applies every step in order; stops at the first failure (nothing is undone here).
@@ -121,12 +126,7 @@ impl<'a> HostSession<'a> {
     /// Undoes what a crashed run left, then applies the steps; on failure undoes what it
     /// changed. The message says what failed and whether the host is whole again.
     pub fn prepare(&self, log: &Log) -> Result<(), String> {
-        if self
-            .journal
-            .entries()
-            .map(|e| !e.is_empty())
-            .unwrap_or(true)
-        {
+        if self.leftovers().map(|e| !e.is_empty()).unwrap_or(true) {
             log.warn("a previous run of this VM left host changes behind (vmrun was killed?); undoing them first");
             self.undo_all(log).map_err(|left| {
                 format!(

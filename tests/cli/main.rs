@@ -5,6 +5,7 @@ mod accel_probe;
 mod commands;
 mod common;
 mod countdown;
+mod crash_undo;
 mod fake_host;
 mod fake_topology;
 mod firmware_selection;
