@@ -115,7 +115,7 @@ pub(super) fn spawn_qemu(
     if let Some(set) = emulator {
         threads::set_affinity(0, set)?;
     }
-    let child = command.spawn().map_err(|source| RunError::Spawn {
+    let child = crate::process::spawn(&mut command).map_err(|source| RunError::Spawn {
         binary: plan.argv[0].clone(),
         source,
     })?;

@@ -281,7 +281,7 @@ impl StartSwtpm {
         // SIGTERM lets swtpm write its state out; it comes when vmrun's main thread (which
         // runs the host steps) dies, however it dies.
         crate::process::set_parent_death_signal(&mut command, Signal::SIGTERM);
-        let mut child = command.spawn().map_err(|source| StepError::Io {
+        let mut child = crate::process::spawn(&mut command).map_err(|source| StepError::Io {
             path: "swtpm".into(),
             source,
         })?;
