@@ -509,8 +509,8 @@ impl App {
                 paths.state_dir.display()
             )));
         }
-        std::fs::create_dir_all(&paths.runtime_dir)?;
-        std::fs::create_dir_all(&paths.state_dir)?;
+        run::create_private_dir(&paths.runtime_dir)?;
+        run::create_private_dir(&paths.state_dir)?;
         let lock = state::VmLock::acquire(paths, &target.name).map_err(RunError::from)?;
         if let Some(pid) = state::orphaned_qemu(paths) {
             lock.release();

@@ -10,6 +10,7 @@ mod fake_host;
 mod fake_topology;
 mod firmware_selection;
 mod golden;
+mod hardening;
 mod host_e2e;
 mod host_preflight;
 mod host_session;
