@@ -311,6 +311,37 @@ mod tests {
     }
 
     #[test]
+    fn how_a_run_ended_is_recorded_even_when_the_state_directory_cannot_take_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = crate::plan::BaseDirs {
+            state: dir.path().join("state"),
+            runtime: dir.path().join("run"),
+        };
+        let paths = VmPaths::new(&base, &"vm".parse().unwrap()).unwrap();
+        std::fs::create_dir_all(&paths.runtime_dir).unwrap();
+        // The state directory's file cannot be written (as on a full disk).
+        std::fs::create_dir_all(paths.last_run.join("blocked")).unwrap();
+        let last = LastRun {
+            exit_code: 5,
+            outcome: "stopped by force".into(),
+            finished_unix: 1,
+        };
+        record_last_run(&paths, &last).unwrap();
+        assert_eq!(read_last_run(&paths), Some(last));
+        let leftovers: Vec<_> = std::fs::read_dir(&paths.state_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            leftovers,
+            vec![std::ffi::OsString::from("last-run.json")],
+            "no temporary file left"
+        );
+        clear_last_run(&paths);
+        assert_eq!(read_last_run(&paths), None);
+    }
+
+    #[test]
     fn a_held_lock_is_found_and_a_released_one_is_not() {
         let dir = tempfile::tempdir().unwrap();
         let lock = dir.path().join("lock");

@@ -166,3 +166,57 @@ fn a_runtime_directory_another_user_owns_or_anyone_may_write_is_refused() {
     assert!(stderr.contains("is owned by uid 65534"), "{stderr}");
     assert!(diff(&before, &s.host.snapshot()).is_empty());
 }
+
+/// A state filesystem that is full (here: a file-size limit, which fails writes the same way
+/// without mounting anything): the start fails and leaves no partial VARS copy or temporary
+/// file behind to keep the disk full.
+#[test]
+fn a_full_state_disk_fails_the_start_and_leaves_no_temporary_file() {
+    let dir = crate::common::tempdir();
+    let profile = dir.path().join("full.toml");
+    std::fs::write(
+        &profile,
+        "[machine]\nmemory = \"64M\"\naccel = \"tcg\"\n[cpu]\ncores = 1\n[firmware]\ntype = \"ovmf\"\n\
+         [network]\nmode = \"none\"\n[display]\nvga = \"none\"\n",
+    )
+    .unwrap();
+    let mut command = crate::common::vmrun(dir.path());
+    command
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .arg("--runtime-dir")
+        .arg(dir.path().join("run"))
+        .arg("run")
+        .arg(&profile)
+        .arg("--detach");
+    // SAFETY: setrlimit and signal are async-signal-safe and allocate nothing.
+    unsafe {
+        command.pre_exec(|| {
+            nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_FSIZE, 16384, 16384)
+                .map_err(std::io::Error::from)?;
+            nix::sys::signal::signal(
+                nix::sys::signal::Signal::SIGXFSZ,
+                nix::sys::signal::SigHandler::SigIgn,
+            )
+            .map_err(std::io::Error::from)?;
+            Ok(())
+        });
+    }
+    let (code, _, stderr) = run(&mut command);
+    assert_ne!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("OVMF_VARS"),
+        "the VARS copy is what fails: {stderr}"
+    );
+    let state = dir.path().join("state/full");
+    let names: Vec<String> = std::fs::read_dir(&state)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.ends_with(".tmp") || n.ends_with(".new") || n.starts_with("OVMF_VARS")),
+        "left behind: {names:?} ({stderr})"
+    );
+}
