@@ -12,6 +12,7 @@ pub mod check;
 pub mod cli;
 pub mod exit;
 pub mod firmware;
+pub mod fsutil;
 pub mod host;
 pub mod libvirt;
 pub mod log;

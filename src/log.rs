@@ -80,11 +80,8 @@ impl Log {
             old.push(".1");
             let _ = std::fs::rename(path, old);
         }
-        match std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-        {
+        // Never through a planted symlink; 0600 whatever the umask.
+        match crate::fsutil::open_append(path, 0o600) {
             Ok(mut file) => {
                 if let Ok(mut slot) = self.file.lock() {
                     if let Sink::Pending(lines) = &*slot {

@@ -6,25 +6,82 @@ use std::process::{Child, Command, Output};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use nix::sys::signal::{kill, killpg, Signal};
+use nix::sys::signal::{
+    kill, killpg, pthread_sigmask, sigaction, sigprocmask, SaFlags, SigAction, SigHandler, SigSet,
+    SigmaskHow, Signal,
+};
 use nix::unistd::Pid;
 
+/// The signals meant for vmrun itself: Ctrl-C (to the terminal's whole foreground process
+/// group), cron's or `vmrun stop`'s SIGTERM, a hangup, a quit.
+const VMRUN_SIGNALS: [Signal; 4] = [
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+];
+
+fn vmrun_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    for signal in VMRUN_SIGNALS {
+        set.add(signal);
+    }
+    set
+}
+
 /// Makes `signal` reach the child when vmrun dies, so that nothing vmrun started (QEMU, a
-/// `modprobe`, a hook) goes on changing the host unseen after a crash.
+/// `modprobe`, a hook) goes on changing the host unseen after a crash. Started through
+/// [`spawn`], the child also sheds any of vmrun's signals that reached it before it runs its
+/// program: a Ctrl-C meant for vmrun must not kill a `systemctl start` of the restore.
 pub fn set_parent_death_signal(command: &mut Command, signal: Signal) {
     let parent = std::process::id() as i32;
-    // SAFETY: the closure runs in the forked child before exec and only makes two
-    // async-signal-safe syscalls (prctl, getppid); it allocates nothing and takes no locks.
+    let shielded = vmrun_signals();
+    // SAFETY: the closure runs in the forked child before exec and makes only async-signal-safe
+    // syscalls (prctl, getppid, sigaction, sigprocmask) on values captured by copy; it
+    // allocates nothing (its errors are raw OS errors) and takes no locks.
     unsafe {
         command.pre_exec(move || {
             nix::sys::prctl::set_pdeathsig(signal).map_err(std::io::Error::from)?;
             // The parent may have died before prctl took effect.
             if nix::unistd::getppid().as_raw() != parent {
-                return Err(std::io::Error::other("vmrun exited while starting a child"));
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
             }
+            // `spawn` blocked vmrun's signals before the fork. One sent to vmrun's process
+            // group before the child left it (setpgid runs before this closure) is pending here:
+            // ignoring a signal discards it; then its disposition is put back (exec resets
+            // handled ones to the default, ignored ones stay ignored) and it is unblocked.
+            for shed in VMRUN_SIGNALS {
+                let ignore = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
+                let before = sigaction(shed, &ignore).map_err(std::io::Error::from)?;
+                if before.handler() != SigHandler::SigIgn {
+                    let default =
+                        SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+                    sigaction(shed, &default).map_err(std::io::Error::from)?;
+                }
+            }
+            sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&shielded), None)
+                .map_err(std::io::Error::from)?;
             Ok(())
         });
     }
+}
+
+/// Starts `command` with vmrun's signals blocked in this thread across the fork, so that a
+/// signal meant for vmrun cannot land in the child between fork and exec, where it would run
+/// vmrun's handler in the child or, pending at exec, kill the program. Children set up by
+/// [`set_parent_death_signal`] discard such a signal; vmrun receives its own copy once the
+/// mask is restored here.
+pub fn spawn(command: &mut Command) -> std::io::Result<Child> {
+    let mut before = SigSet::empty();
+    pthread_sigmask(
+        SigmaskHow::SIG_BLOCK,
+        Some(&vmrun_signals()),
+        Some(&mut before),
+    )
+    .map_err(std::io::Error::from)?;
+    let child = command.spawn();
+    let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&before), None);
+    child
 }
 
 /// How a process ended, for people: `exit status 1`, `killed by signal 6`.
@@ -55,7 +112,7 @@ pub fn output_within(command: &mut Command, timeout: Duration) -> std::io::Resul
         .process_group(0)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
-    let child = command.spawn()?;
+    let child = spawn(command)?;
     Ok(match output_within_child(child, timeout)? {
         Some(output) => Bounded::Finished(output),
         None => Bounded::TimedOut { after: timeout },
@@ -95,7 +152,7 @@ pub fn output_within_child(child: Child, timeout: Duration) -> std::io::Result<O
 pub fn spawn_companion(command: &mut Command) -> std::io::Result<Child> {
     command.process_group(0);
     set_parent_death_signal(command, Signal::SIGTERM);
-    command.spawn()
+    spawn(command)
 }
 
 /// How a companion process ended.
@@ -188,6 +245,33 @@ mod tests {
             Ended::OnTerm
         );
         assert!(started.elapsed() < Duration::from_secs(2));
+    }
+
+    #[test]
+    fn a_signal_meant_for_vmrun_that_reaches_a_helper_before_exec_does_not_kill_it() {
+        let mut command = Command::new("sh");
+        command.args(["-c", "echo ran"]);
+        // A Ctrl-C that lands in the child between fork and exec (as one sent to vmrun's
+        // process group may): this closure runs before the parent-death one.
+        // SAFETY: `raise` is async-signal-safe and the closure allocates nothing.
+        unsafe {
+            command.pre_exec(|| {
+                nix::sys::signal::raise(Signal::SIGINT).map_err(std::io::Error::from)?;
+                nix::sys::signal::raise(Signal::SIGTERM).map_err(std::io::Error::from)
+            });
+        }
+        set_parent_death_signal(&mut command, Signal::SIGKILL);
+        let Bounded::Finished(output) =
+            output_within(&mut command, Duration::from_secs(10)).unwrap()
+        else {
+            panic!("timed out");
+        };
+        assert!(
+            output.status.success(),
+            "the helper died: {}",
+            describe_exit(&output.status)
+        );
+        assert_eq!(String::from_utf8_lossy(&output.stdout), "ran\n");
     }
 
     #[test]

@@ -528,6 +528,10 @@ pub enum RomError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("{} is not a regular file; give the path of a ROM file", .0.display())]
+    NotRegular(PathBuf),
+    #[error("{} is {len} bytes; a ROM file is at most {MAX_ROM_BYTES} bytes", .path.display())]
+    TooLarge { path: PathBuf, len: u64 },
     #[error("cannot write {}: {source}", .path.display())]
     Write {
         path: PathBuf,
@@ -541,40 +545,61 @@ pub enum RomError {
     SameFile(PathBuf),
 }
 
-/// A read-only map of a ROM file.
-pub struct MappedRom {
-    map: Option<memmap2::Mmap>,
+/// The largest ROM file read: PCI expansion ROM BARs are at most 16 MiB; four times that
+/// leaves room for dumps with headers and bounds the memory a wrong path can take.
+pub const MAX_ROM_BYTES: u64 = 64 << 20;
+
+/// A ROM file read into memory. Not mapped: a file truncated while it is read would make a
+/// mapped page fault (SIGBUS); a read just ends early. Regular files only: a FIFO or a device
+/// named by mistake would block or never end.
+pub struct RomBytes {
+    data: Vec<u8>,
 }
 
-impl MappedRom {
+impl RomBytes {
     pub fn open(path: &Path) -> Result<Self, RomError> {
+        use std::io::Read;
+        use std::os::unix::fs::OpenOptionsExt;
         let read_error = |source| RomError::Read {
             path: path.to_path_buf(),
             source,
         };
-        let file = std::fs::File::open(path).map_err(read_error)?;
-        let len = file.metadata().map_err(read_error)?.len();
-        if len == 0 {
-            return Ok(MappedRom { map: None });
+        // O_NONBLOCK: opening a FIFO for reading would wait for a writer.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .map_err(read_error)?;
+        let meta = file.metadata().map_err(read_error)?;
+        if !meta.is_file() {
+            return Err(RomError::NotRegular(path.to_path_buf()));
         }
-        Ok(MappedRom {
-            map: Some(map_read_only(&file).map_err(read_error)?),
-        })
+        if meta.len() > MAX_ROM_BYTES {
+            return Err(RomError::TooLarge {
+                path: path.to_path_buf(),
+                len: meta.len(),
+            });
+        }
+        let mut data = Vec::with_capacity(meta.len() as usize);
+        file.take(MAX_ROM_BYTES + 1)
+            .read_to_end(&mut data)
+            .map_err(read_error)?;
+        if data.len() as u64 > MAX_ROM_BYTES {
+            return Err(RomError::TooLarge {
+                path: path.to_path_buf(),
+                len: data.len() as u64,
+            });
+        }
+        Ok(RomBytes { data })
     }
 
     pub fn bytes(&self) -> &[u8] {
-        self.map.as_deref().unwrap_or(&[])
+        &self.data
     }
 }
 
-fn map_read_only(file: &std::fs::File) -> std::io::Result<memmap2::Mmap> {
-    // SAFETY: the map is read-only and private to this process; a ROM file changed by another
-    // process while vmrun reads it can only change the bytes the bounds-checked parser sees.
-    unsafe { memmap2::Mmap::map(file) }
-}
-
 pub fn inspect(path: &Path) -> Result<RomReport, RomError> {
-    Ok(parse(MappedRom::open(path)?.bytes()))
+    Ok(parse(RomBytes::open(path)?.bytes()))
 }
 
 /// Writes `out` as a copy of `path` that starts at its first image; `path` is never changed.
@@ -586,7 +611,7 @@ pub fn strip(path: &Path, out: &Path) -> Result<RomReport, RomError> {
     if same {
         return Err(RomError::SameFile(out.to_path_buf()));
     }
-    let rom = MappedRom::open(path)?;
+    let rom = RomBytes::open(path)?;
     let report = parse(rom.bytes());
     if report.images.is_empty() {
         return Err(RomError::NoImage(path.to_path_buf()));

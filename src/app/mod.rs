@@ -450,6 +450,7 @@ impl App {
         log.attach_file(&paths.log);
         let lock =
             state::VmLock::acquire(paths, recipe.config.name.as_str()).map_err(RunError::from)?;
+        state::clear_last_run(paths);
         log.info(&format!(
             "starting {} ({}, accelerator {})",
             recipe.config.name,
@@ -461,14 +462,16 @@ impl App {
             Ok(outcome) => (outcome.exit_code(), outcome.describe()),
             Err(error) => (error.exit_code(), error.to_string()),
         };
-        let _ = state::write_json(
-            &paths.last_run,
+        if let Err(error) = state::record_last_run(
+            paths,
             &state::LastRun {
                 exit_code: code.code(),
                 outcome: outcome.clone(),
                 finished_unix: state::unix_now(),
             },
-        );
+        ) {
+            log.warn(&format!("could not record how the run ended: {error}"));
+        }
         log.info(&format!("finished: {outcome} (exit code {})", code.code()));
         lock.release();
         result
@@ -577,8 +580,8 @@ impl App {
                 paths.state_dir.display()
             )));
         }
-        std::fs::create_dir_all(&paths.runtime_dir)?;
-        std::fs::create_dir_all(&paths.state_dir)?;
+        run::create_private_dir(&paths.runtime_dir)?;
+        run::create_private_dir(&paths.state_dir)?;
         let lock = state::VmLock::acquire(paths, &target.name).map_err(RunError::from)?;
         if let Some(pid) = state::orphaned_qemu(paths) {
             lock.release();

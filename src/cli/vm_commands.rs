@@ -63,7 +63,10 @@ fn run_detached(
     log: Log,
 ) -> Result<ExitCode, CliError> {
     match detach::fork(recipe.plan.emulator_cpus.as_ref()).map_err(AppError::from)? {
-        detach::Role::Caller(waiter) => match waiter.wait().map_err(AppError::from)? {
+        detach::Role::Caller(waiter) => match waiter
+            .wait(&recipe.plan.paths.stop_request)
+            .map_err(AppError::from)?
+        {
             Detached::Running { supervisor } => {
                 if !global.quiet {
                     eprintln!(
@@ -76,6 +79,14 @@ fn run_detached(
             Detached::Failed { message, code } => {
                 eprintln!("vmrun: {message}");
                 Ok(code)
+            }
+            Detached::Cancelled { signal, outcome } => {
+                eprintln!(
+                    "vmrun: {signal} received while {} started: the start was cancelled and the host given back ({outcome}); see {}",
+                    recipe.config.name,
+                    recipe.plan.paths.log.display()
+                );
+                Ok(ExitCode::Failure)
             }
         },
         detach::Role::Supervisor(reporter) => {

@@ -49,7 +49,7 @@ impl SleepInhibitor {
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         crate::process::set_parent_death_signal(&mut command, Signal::SIGTERM);
-        match command.spawn() {
+        match crate::process::spawn(&mut command) {
             Ok(mut child) => {
                 log.info(&format!(
                     "holding a logind sleep/idle inhibitor while {vm} runs (systemd-inhibit pid {})",

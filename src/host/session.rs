@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use super::context::{HostContext, StepError};
-use super::journal::{Journal, JournalEntry, JournalError};
+use super::journal::{Journal, JournalEntry, JournalError, Pending};
 use super::steps::{HostStep, Recorder};
 use crate::log::Log;
 
@@ -36,9 +36,14 @@ impl<'a> HostSession<'a> {
         &self.host
     }
 
-    /// What a previous run left in the journal.
+    /// What a previous run left in the journal. A journal whose every entry was undone (an
+    /// undo killed before it removed the file) is removed here.
     pub fn leftovers(&self) -> Result<Vec<JournalEntry>, JournalError> {
-        self.journal.entries()
+        let entries = self.journal.entries()?;
+        if entries.is_empty() {
+            self.journal.replace(&[])?;
+        }
+        Ok(entries)
     }
 
     /// Applies every step in order; stops at the first failure (nothing is undone here).
@@ -50,42 +55,63 @@ impl<'a> HostSession<'a> {
         Ok(())
     }
 
-    /// Replays the journal in reverse. Entries that could not be undone stay in the journal.
+    /// Replays the journal in reverse, one record at a time: a delta is resolved to an
+    /// absolute value and journaled before it runs, and each undone record is marked done on
+    /// disk before the next is touched, so that a kill at any point repeats at most the record
+    /// under way. Entries that could not be undone stay in the journal.
     pub fn undo_all(&self, log: &Log) -> Result<(), Vec<String>> {
-        let entries = self.journal.entries().map_err(|e| vec![e.to_string()])?;
-        self.undo_entries(&entries, log)
+        let pending = self.journal.pending().map_err(|e| vec![e.to_string()])?;
+        self.undo_pending(&pending, log)
     }
 
-    /// Undoes `entries` (the journal as just read) in reverse and keeps in the journal only
-    /// those that could not be undone.
-    fn undo_entries(&self, entries: &[JournalEntry], log: &Log) -> Result<(), Vec<String>> {
-        let mut failed: Vec<(usize, String)> = Vec::new();
-        for (position, entry) in entries.iter().enumerate().rev() {
-            if let Err(error) = entry.undo.undo(&self.host, log) {
-                log.error(&format!("could not undo {:?}: {error}", entry.undo));
-                failed.push((position, error.to_string()));
+    /// Undoes `pending` (the journal as just read) in reverse; see `undo_all`.
+    fn undo_pending(&self, pending: &[Pending], log: &Log) -> Result<(), Vec<String>> {
+        let all_entries = !pending.is_empty();
+        let mut problems: Vec<String> = Vec::new();
+        let mut remaining: Vec<(usize, JournalEntry)> = Vec::new();
+        for item in pending.iter().rev() {
+            let mut entry = item.entry.clone();
+            if !item.resolved {
+                if let Some(absolute) = entry.undo.resolve(&self.host) {
+                    if let Err(error) = self.journal.mark_resolved(item.position, &absolute) {
+                        // Not journaled: running it now could be repeated with another value.
+                        problems.push(error.to_string());
+                        remaining.push((item.position, entry));
+                        continue;
+                    }
+                    entry.undo = absolute;
+                }
+            }
+            match entry.undo.undo(&self.host, log) {
+                Ok(()) => {
+                    if let Err(error) = self.journal.mark_done(item.position) {
+                        // Undone all the same; the final rewrite below drops it.
+                        log.warn(&format!("could not mark {:?} done: {error}", entry.undo));
+                    }
+                }
+                Err(error) => {
+                    log.error(&format!("could not undo {:?}: {error}", entry.undo));
+                    problems.push(error.to_string());
+                    remaining.push((item.position, entry));
+                }
             }
         }
-        for (position, entry) in entries.iter().enumerate() {
-            if failed.iter().any(|(f, _)| *f == position) {
+        for item in pending {
+            if remaining.iter().any(|(p, _)| *p == item.position) {
                 continue;
             }
-            if let Err(problem) = entry.undo.verify_restored(&self.host) {
-                failed.push((position, problem));
+            if let Err(problem) = item.entry.undo.verify_restored(&self.host) {
+                problems.push(problem);
+                remaining.push((item.position, item.entry.clone()));
             }
         }
-        let remaining: Vec<JournalEntry> = entries
-            .iter()
-            .enumerate()
-            .filter(|(position, _)| failed.iter().any(|(f, _)| f == position))
-            .map(|(_, entry)| entry.clone())
-            .collect();
-        let mut problems: Vec<String> = failed.into_iter().map(|(_, message)| message).collect();
+        remaining.sort_by_key(|(position, _)| *position);
+        let remaining: Vec<JournalEntry> = remaining.into_iter().map(|(_, e)| e).collect();
         if let Err(error) = self.journal.replace(&remaining) {
             problems.push(error.to_string());
         }
         if problems.is_empty() {
-            if !entries.is_empty() {
+            if all_entries {
                 log.info("host restored");
             }
             Ok(())
@@ -106,11 +132,15 @@ impl<'a> HostSession<'a> {
     /// changed. The message says what failed and whether the host is whole again.
     pub fn prepare(&self, log: &Log) -> Result<(), String> {
         // Read once: what a crashed run left is undone from this very reading.
-        let undone = match self.journal.entries() {
-            Ok(entries) if entries.is_empty() => Ok(()),
-            Ok(entries) => {
+        let undone = match self.journal.pending() {
+            // A journal whose every entry was undone (an undo killed before it removed the
+            // file) goes, so that this run's records start a fresh one.
+            Ok(pending) if pending.is_empty() => {
+                self.journal.replace(&[]).map_err(|e| vec![e.to_string()])
+            }
+            Ok(pending) => {
                 log.warn("a previous run of this VM left host changes behind (vmrun was killed?); undoing them first");
-                self.undo_entries(&entries, log)
+                self.undo_pending(&pending, log)
             }
             Err(error) => Err(vec![error.to_string()]),
         };

@@ -67,15 +67,21 @@ impl Validator {
             (None, None) => Some(Resolution { width: 1920, height: 1080 }.looking_glass_size()),
         };
         let path = match &l.path {
-            Some(text) if Path::new(text.get_ref()).is_absolute() => PathBuf::from(text.get_ref()),
-            Some(text) => {
-                self.error(
-                    text.span(),
-                    "looking_glass.path",
-                    "use an absolute path such as /dev/shm/looking-glass or /dev/kvmfr0",
-                );
-                PathBuf::new()
-            }
+            Some(text) => match shared_memory_path(text.get_ref()) {
+                Ok(path) => path,
+                Err(problem) => {
+                    self.error(
+                        text.span(),
+                        "looking_glass.path",
+                        format!(
+                            "`{}` {problem}; use a file under /dev/shm such as /dev/shm/looking-glass, or a kvmfr \
+                             device such as /dev/kvmfr0",
+                            text.get_ref()
+                        ),
+                    );
+                    PathBuf::new()
+                }
+            },
             None => PathBuf::from("/dev/shm/looking-glass"),
         };
         let mode = match &l.mode {
@@ -103,5 +109,68 @@ impl Validator {
             group: name_of(&l.group),
             mode,
         })
+    }
+}
+
+/// The Looking Glass file: vmrun creates it and hands it to the QEMU user, so it must be a file
+/// in the shared-memory filesystem or a kvmfr device, named without `..` (which could reach any
+/// file, `/etc/shadow` included, from `/dev/shm`).
+fn shared_memory_path(text: &str) -> Result<PathBuf, &'static str> {
+    use std::path::Component;
+    let path = Path::new(text);
+    if !path.is_absolute() {
+        return Err("is not an absolute path");
+    }
+    if path
+        .components()
+        .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
+        || text.split('/').any(|part| part == "." || part == "..")
+    {
+        return Err("contains `..` or `.`");
+    }
+    let kvmfr = path
+        .strip_prefix("/dev")
+        .ok()
+        .and_then(|rest| rest.to_str())
+        .and_then(|rest| rest.strip_prefix("kvmfr"))
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    let in_shm = path
+        .strip_prefix("/dev/shm")
+        .is_ok_and(|rest| rest.components().next().is_some());
+    if kvmfr || in_shm {
+        Ok(path.to_path_buf())
+    } else {
+        Err("is neither under /dev/shm nor a kvmfr device")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shared_memory_path;
+
+    #[test]
+    fn only_files_under_dev_shm_and_kvmfr_devices_are_accepted() {
+        for good in [
+            "/dev/shm/looking-glass",
+            "/dev/shm/vms/lg,1",
+            "/dev/kvmfr0",
+            "/dev/kvmfr12",
+        ] {
+            assert!(shared_memory_path(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "/dev/shm/../../etc/shadow",
+            "/dev/shm/./x",
+            "/dev/shm",
+            "/dev/shm/",
+            "/etc/shadow",
+            "/dev/kvmfr",
+            "/dev/kvmfrX",
+            "/dev/sda",
+            "dev/shm/x",
+            "/tmp/lg",
+        ] {
+            assert!(shared_memory_path(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -83,7 +83,7 @@ pub fn connect_ctl(paths: &VmPaths) -> Result<Qmp, QmpError> {
 }
 
 pub fn status(paths: &VmPaths, name: &str) -> Status {
-    let last_run: Option<LastRun> = state::read_json(&paths.last_run);
+    let last_run: Option<LastRun> = state::read_last_run(paths);
     let Some(run) = state::running(paths) else {
         return Status {
             name: name.to_string(),
@@ -172,6 +172,8 @@ pub fn stop(
     let Some(run) = state::running(paths) else {
         return Err(ControlError::NotRunning(name.to_string()));
     };
+    // This run, not whatever later holds its pid or recreates its files, is waited for.
+    let started = state::start_ticks(run.vmrun_pid);
     state::write_json(
         &paths.stop_request,
         &StopRequest {
@@ -185,24 +187,30 @@ pub fn stop(
             errno,
         }
     })?;
-    wait_for_teardown(paths, &run, patience, waiting)?;
-    Ok(state::read_json(&paths.last_run).unwrap_or(LastRun {
+    wait_for_teardown(paths, &run, started, patience, waiting)?;
+    Ok(state::read_last_run(paths).unwrap_or(LastRun {
         exit_code: 1,
         outcome: "vmrun ended without recording how".into(),
         finished_unix: state::unix_now(),
     }))
 }
 
+/// Waits until the supervisor that was signalled (the process `run.vmrun_pid` that started at
+/// `started` ticks) is gone. Not the lock's path: a new run of the same VM recreates it.
 fn wait_for_teardown(
     paths: &VmPaths,
     run: &RunState,
+    started: Option<u64>,
     patience: Duration,
     waiting: &mut dyn FnMut(),
 ) -> Result<(), ControlError> {
-    let started = Instant::now();
-    while state::process_alive(run.vmrun_pid, "vmrun") || paths.lock.exists() {
+    let same_run = || {
+        state::process_alive(run.vmrun_pid, "vmrun") && state::start_ticks(run.vmrun_pid) == started
+    };
+    let begun = Instant::now();
+    while same_run() {
         waiting();
-        if started.elapsed() > patience {
+        if begun.elapsed() > patience {
             return Err(ControlError::StopTimeout {
                 name: run.name.clone(),
                 pid: run.vmrun_pid,
@@ -227,4 +235,48 @@ pub fn qmp_command(
     }
     let mut qmp = connect_ctl(paths)?;
     Ok(qmp.execute(command, arguments)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::BaseDirs;
+
+    #[test]
+    fn stop_waits_for_the_run_it_signalled_not_for_the_lock_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = BaseDirs {
+            state: dir.path().join("state"),
+            runtime: dir.path().join("run"),
+        };
+        let paths = VmPaths::new(&base, &"vm".parse().unwrap()).unwrap();
+        std::fs::create_dir_all(&paths.runtime_dir).unwrap();
+        // A new run of the same VM has made the lock again.
+        std::fs::write(&paths.lock, "1\n").unwrap();
+        // The signalled supervisor has exited (a child of this test, reaped).
+        let mut gone = std::process::Command::new("true").spawn().unwrap();
+        let pid = gone.id();
+        gone.wait().unwrap();
+        let run = RunState {
+            name: "vm".into(),
+            profile: "vm.toml".into(),
+            vmrun_pid: pid,
+            qemu_pid: pid,
+            started_unix: 0,
+            accel: "tcg".into(),
+            swtpm_pid: None,
+            display: None,
+            realtime_cpus: Vec::new(),
+        };
+        let mut waited = 0;
+        let result = wait_for_teardown(
+            &paths,
+            &run,
+            Some(1),
+            Duration::from_millis(300),
+            &mut || waited += 1,
+        );
+        assert!(result.is_ok(), "{result:?}");
+        assert_eq!(waited, 0, "nothing to wait for");
+    }
 }

@@ -133,7 +133,58 @@ pub fn create_private_dir(path: &Path) -> Result<(), RunError> {
         .recursive(true)
         .mode(0o700)
         .create(path)
-        .map_err(spawn::setup_error(path))
+        .map_err(spawn::setup_error(path))?;
+    check_private_dir(path)?;
+    match path.parent() {
+        Some(base) if !base.as_os_str().is_empty() => check_private_dir(base),
+        _ => Ok(()),
+    }
+}
+
+/// A directory vmrun keeps its state, lock and journal in must be the caller's (or root's)
+/// and writable by nobody else, and not a symlink: another local user who made it first (the
+/// default `/tmp/vmrun-UID` of a non-root user) could otherwise plant or replace the files
+/// that say whether a VM runs and how to restore the host.
+pub fn check_private_dir(path: &Path) -> Result<(), RunError> {
+    let refuse = |why: String| {
+        spawn::setup_error(path)(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!("{why}; refusing to use it (remove it, or choose another with --state-dir/--runtime-dir)"),
+        ))
+    };
+    let meta = std::fs::symlink_metadata(path).map_err(spawn::setup_error(path))?;
+    if meta.file_type().is_symlink() {
+        // Symlinks in the base directories themselves are the administrator's choice; the
+        // test below runs on what they point to.
+        let target = std::fs::metadata(path).map_err(spawn::setup_error(path))?;
+        return check_owner_and_mode(&target, &refuse);
+    }
+    if !meta.is_dir() {
+        return Err(refuse("is not a directory".into()));
+    }
+    check_owner_and_mode(&meta, &refuse)
+}
+
+fn check_owner_and_mode(
+    meta: &std::fs::Metadata,
+    refuse: &dyn Fn(String) -> RunError,
+) -> Result<(), RunError> {
+    use std::os::unix::fs::MetadataExt;
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != me && meta.uid() != 0 {
+        return Err(refuse(format!(
+            "is owned by uid {}, not by you (uid {me}) or root",
+            meta.uid()
+        )));
+    }
+    // Sticky directories such as /tmp are no VM's directory; group/other write is refused.
+    if meta.mode() & 0o022 != 0 {
+        return Err(refuse(format!(
+            "is writable by others (mode {:04o})",
+            meta.mode() & 0o7777
+        )));
+    }
+    Ok(())
 }
 
 /// Copies the VARS template to the VM's own file if it has none; never overwrites it.
@@ -142,17 +193,26 @@ pub fn ensure_vars_copy(
     vars: &Path,
     log: &Log,
 ) -> Result<bool, RunError> {
+    // QEMU gets it read-write: a symlink planted in the state directory would hand it any
+    // file root can write.
+    match std::fs::symlink_metadata(vars) {
+        Ok(meta) if !meta.is_file() => {
+            return Err(spawn::setup_error(vars)(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "not a regular file (a symlink?); remove it and vmrun makes a fresh copy",
+            )))
+        }
+        _ => {}
+    }
     if vars.exists() {
         log.debug(&format!("keeping the VM's VARS {}", vars.display()));
         return Ok(false);
     }
-    let temporary = vars.with_extension("new");
-    std::fs::copy(&firmware.vars_template.path, &temporary)
-        .map_err(spawn::setup_error(&temporary))?;
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&temporary, std::fs::Permissions::from_mode(0o600))
-        .map_err(spawn::setup_error(&temporary))?;
-    std::fs::rename(&temporary, vars).map_err(spawn::setup_error(vars))?;
+    // Written beside it without following a planted symlink, 0600, renamed into place; the
+    // temporary file is removed when the disk is full.
+    let template = std::fs::read(&firmware.vars_template.path)
+        .map_err(spawn::setup_error(&firmware.vars_template.path))?;
+    crate::fsutil::write_replace(vars, &template, 0o600).map_err(spawn::setup_error(vars))?;
     log.info(&format!(
         "created the VM's VARS {} from {}",
         vars.display(),
@@ -173,7 +233,28 @@ pub fn run_qemu(
     if let Some(set) = &plan.emulator_cpus {
         log.debug(&format!("QEMU starts on the emulator CPUs {set}"));
     }
-    spawn::prepare_qemu_dir(&plan.paths, plan.qemu_user.as_ref())?;
+    let base_mode = spawn::prepare_qemu_dir(&plan.paths, plan.qemu_user.as_ref())?;
+    let outcome = run_prepared(config, plan, signals, options, log);
+    // The base directory's own mode is lent to QEMU for the run only.
+    if let Some((base, mode)) = base_mode {
+        use std::os::unix::fs::PermissionsExt;
+        if let Err(error) = std::fs::set_permissions(&base, std::fs::Permissions::from_mode(mode)) {
+            log.warn(&format!(
+                "could not give {} its mode {mode:04o} back: {error}",
+                base.display()
+            ));
+        }
+    }
+    outcome
+}
+
+fn run_prepared(
+    config: &VmConfig,
+    plan: &Plan,
+    signals: &mut SignalWatch,
+    options: RunOptions,
+    log: &Log,
+) -> Result<Outcome, RunError> {
     let memlock = match spawn::grantable_memlock(plan.memlock_bytes) {
         Ok(memlock) => memlock,
         Err((wanted, hard)) => {
@@ -191,7 +272,11 @@ pub fn run_qemu(
         spawn::spawn_qemu(plan, plan.emulator_cpus.as_ref(), memlock, monitors)?;
     log.phase("spawn");
     // For scripts; vmrun itself finds QEMU through its run state.
-    let _ = std::fs::write(&plan.paths.pidfile, format!("{}\n", child.id()));
+    let _ = crate::fsutil::write_replace(
+        &plan.paths.pidfile,
+        format!("{}\n", child.id()).as_bytes(),
+        0o644,
+    );
     match &plan.qemu_user {
         Some(user) => log.info(&format!(
             "QEMU started paused, pid {}, as {} (uid {}, gid {})",

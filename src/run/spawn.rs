@@ -4,7 +4,6 @@
 
 use std::fs::OpenOptions;
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -37,9 +36,15 @@ pub(super) struct Monitors {
 /// Binds both monitor sockets afresh (a file left by a dead run is replaced, never connected
 /// to) and connects the supervisor to the first.
 pub(super) fn bind_monitors(paths: &VmPaths) -> Result<Monitors, RunError> {
+    // Sockets are made with the umask's mode: 0600 whatever the caller's umask (under
+    // `umask 000` QEMU's user could otherwise connect and send QMP). The umask is the
+    // process's, so it is put back at once.
     let bind = |path: &Path| {
         let _ = std::fs::remove_file(path);
-        UnixListener::bind(path).map_err(setup_error(path))
+        let before = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+        let bound = UnixListener::bind(path);
+        nix::sys::stat::umask(before);
+        bound.map_err(setup_error(path))
     };
     let qmp = bind(&paths.qmp_socket)?;
     let ctl = bind(&paths.ctl_socket)?;
@@ -62,7 +67,7 @@ pub(super) fn spawn_qemu(
     monitors: Monitors,
 ) -> Result<(Child, UnixStream), RunError> {
     let qemu_log = &plan.paths.qemu_log;
-    let log_file = std::fs::File::create(qemu_log).map_err(setup_error(qemu_log))?;
+    let log_file = crate::fsutil::create(qemu_log, 0o600).map_err(setup_error(qemu_log))?;
     let log_err = log_file.try_clone().map_err(setup_error(qemu_log))?;
     let Monitors {
         qmp,
@@ -115,7 +120,7 @@ pub(super) fn spawn_qemu(
     if let Some(set) = emulator {
         threads::set_affinity(0, set)?;
     }
-    let child = command.spawn().map_err(|source| RunError::Spawn {
+    let child = crate::process::spawn(&mut command).map_err(|source| RunError::Spawn {
         binary: plan.argv[0].clone(),
         source,
     })?;
@@ -136,7 +141,13 @@ fn open_for_qemu(file: &PassedFile) -> Result<OwnedFd, RunError> {
     match file.open {
         OpenAs::Read => options.read(true),
         OpenAs::ReadWrite => options.read(true).write(true),
-        OpenAs::Create => options.write(true).create(true).truncate(true).mode(0o600),
+        // The console's log in the state directory: never through a planted symlink, 0600
+        // whatever the umask.
+        OpenAs::Create => {
+            return crate::fsutil::create(path, 0o600)
+                .map(OwnedFd::from)
+                .map_err(failed);
+        }
         OpenAs::Connect => {
             return UnixStream::connect(path).map(OwnedFd::from).map_err(failed);
         }
@@ -243,41 +254,55 @@ pub fn prepare_runtime_dir(
     paths: &VmPaths,
     identity: Option<&QemuIdentity>,
 ) -> Result<(), RunError> {
-    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    use std::os::unix::fs::PermissionsExt;
     let dir = &paths.runtime_dir;
     let (group, mode) = identity.map_or((0, 0o700), |user| (user.gid, 0o750));
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(setup_error(dir))?;
-    // QEMU passes through the base directory to its own: searchable, not listable.
-    if let (Some(_), Some(base)) = (identity, dir.parent()) {
-        let current = std::fs::metadata(base).map_err(setup_error(base))?.mode() & 0o7777;
-        if current & 0o011 != 0o011 {
-            std::fs::set_permissions(base, std::fs::Permissions::from_mode(current | 0o011))
-                .map_err(setup_error(base))?;
-        }
+    // Made 0700 and refused when another user owns it or may write to it.
+    super::create_private_dir(dir)?;
+    // Never through a symlink planted in place of the directory: that would re-group and
+    // re-mode its target for good.
+    if std::fs::symlink_metadata(dir)
+        .map_err(setup_error(dir))?
+        .file_type()
+        .is_symlink()
+    {
+        return Err(setup_error(dir)(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "is a symlink; refusing to re-group its target",
+        )));
     }
-    std::os::unix::fs::chown(dir, None, Some(group)).map_err(setup_error(dir))?;
+    std::os::unix::fs::lchown(dir, None, Some(group)).map_err(setup_error(dir))?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).map_err(setup_error(dir))
 }
 
 /// The one subdirectory of the runtime directory an unprivileged QEMU owns, for the sockets
-/// it creates itself (the remote display's); made fresh for every start.
+/// it creates itself (the remote display's); made fresh for every start. Returns the base
+/// directory and its mode when QEMU needed search permission on it that it lacked: the
+/// caller gives that mode back after the run.
 pub(super) fn prepare_qemu_dir(
     paths: &VmPaths,
     identity: Option<&QemuIdentity>,
-) -> Result<(), RunError> {
-    use std::os::unix::fs::DirBuilderExt;
+) -> Result<Option<(std::path::PathBuf, u32)>, RunError> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    // QEMU passes through the base directory to its own: searchable, not listable.
+    let mut lent = None;
+    if let (Some(_), Some(base)) = (identity, paths.runtime_dir.parent()) {
+        let current = std::fs::metadata(base).map_err(setup_error(base))?.mode() & 0o7777;
+        if current & 0o011 != 0o011 {
+            std::fs::set_permissions(base, std::fs::Permissions::from_mode(current | 0o011))
+                .map_err(setup_error(base))?;
+            lent = Some((base.to_path_buf(), current));
+        }
+    }
     let own = &paths.qemu_dir;
     let _ = std::fs::remove_dir_all(own);
     let Some(user) = identity else {
-        return Ok(());
+        return Ok(lent);
     };
     std::fs::DirBuilder::new()
         .mode(0o700)
         .create(own)
         .map_err(setup_error(own))?;
-    std::os::unix::fs::chown(own, Some(user.uid), Some(user.gid)).map_err(setup_error(own))
+    std::os::unix::fs::chown(own, Some(user.uid), Some(user.gid)).map_err(setup_error(own))?;
+    Ok(lent)
 }

@@ -38,17 +38,12 @@ pub struct VmLock {
 
 impl VmLock {
     pub fn acquire(paths: &VmPaths, name: &str) -> Result<Self, StateError> {
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&paths.lock)
-            .map_err(io_error(&paths.lock))?;
+        // Never through a planted symlink, and 0640 whatever the umask.
+        let file = crate::fsutil::open_rw(&paths.lock, 0o640).map_err(io_error(&paths.lock))?;
         let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(lock) => lock,
             Err((_, _errno)) => {
-                let pid = std::fs::read_to_string(&paths.lock)
+                let pid = crate::fsutil::read_to_string(&paths.lock)
                     .map(|text| text.trim().to_string())
                     .unwrap_or_else(|_| "unknown".into());
                 return Err(StateError::AlreadyRunning {
@@ -124,20 +119,20 @@ pub struct StopRequest {
     pub force: bool,
 }
 
-/// Writes JSON through a temporary file and a rename, so readers never see half a file.
+/// Writes JSON through a temporary file and a rename, so readers never see half a file; mode
+/// 0640 (QEMU's group may read the runtime directory), never through a symlink, and no
+/// temporary file left behind when the disk is full.
 pub fn write_json(path: &Path, value: &impl Serialize) -> Result<(), StateError> {
-    let temporary = path.with_extension("tmp");
     let text = serde_json::to_vec_pretty(value).map_err(|e| StateError::Io {
         path: path.to_path_buf(),
         source: e.into(),
     })?;
-    std::fs::write(&temporary, text).map_err(io_error(&temporary))?;
-    std::fs::rename(&temporary, path).map_err(io_error(path))
+    crate::fsutil::write_replace(path, &text, 0o640).map_err(io_error(path))
 }
 
 pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Option<T> {
-    let text = std::fs::read(path).ok()?;
-    serde_json::from_slice(&text).ok()
+    let text = crate::fsutil::read_to_string(path).ok()?;
+    serde_json::from_str(&text).ok()
 }
 
 /// Whether `pid` is alive and its command name starts with `comm_prefix` (guards against pid
@@ -159,10 +154,135 @@ fn is_zombie(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
-/// The running VM's state, if its supervisor is alive.
+/// The running VM's state, if its supervisor is alive. The supervisor is the process that holds
+/// the lock (the kernel says which, in `/proc/locks`), not whatever `state.json` claims: a state
+/// file that is garbled, empty or names another process does not make a running VM look
+/// stopped. Without `/proc/locks`, `state.json` and `/proc` decide as before.
 pub fn running(paths: &VmPaths) -> Option<RunState> {
-    let state: RunState = read_json(&paths.run_state)?;
-    process_alive(state.vmrun_pid, "vmrun").then_some(state)
+    let claimed: Option<RunState> = read_json(&paths.run_state);
+    let Some(holder) = lock_holder(&paths.lock) else {
+        let state = claimed?;
+        return process_alive(state.vmrun_pid, "vmrun").then_some(state);
+    };
+    let holder = holder?;
+    if !process_alive(holder, "vmrun") {
+        return None;
+    }
+    let qemu = qemu_child_of(holder)?;
+    match claimed {
+        Some(state) if state.vmrun_pid == holder && state.qemu_pid == qemu => Some(state),
+        // The state file does not describe this run: what the kernel says about it.
+        other => Some(RunState {
+            name: paths
+                .runtime_dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            profile: other
+                .as_ref()
+                .map(|s| s.profile.clone())
+                .unwrap_or_default(),
+            vmrun_pid: holder,
+            qemu_pid: qemu,
+            started_unix: start_unix(qemu).unwrap_or(0),
+            accel: String::new(),
+            swtpm_pid: None,
+            display: None,
+            realtime_cpus: Vec::new(),
+        }),
+    }
+}
+
+/// Who holds the flock on `lock`: `None` when `/proc/locks` cannot be read, `Some(None)` when
+/// nobody does.
+pub fn lock_holder(lock: &Path) -> Option<Option<u32>> {
+    use std::os::unix::fs::MetadataExt;
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    let Ok(meta) = std::fs::symlink_metadata(lock) else {
+        return Some(None);
+    };
+    if !meta.is_file() {
+        return Some(None);
+    }
+    let (major, minor) = (
+        nix::sys::stat::major(meta.dev()),
+        nix::sys::stat::minor(meta.dev()),
+    );
+    Some(holder_in(&locks, major, minor, meta.ino()))
+}
+
+/// The pid of the FLOCK WRITE lock on the file `major:minor:inode` in a `/proc/locks` text
+/// (`1: FLOCK  ADVISORY  WRITE 1234 00:1a:5678 0 EOF`; waiters' lines carry `->`).
+fn holder_in(locks: &str, major: u64, minor: u64, inode: u64) -> Option<u32> {
+    locks.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.get(1) != Some(&"FLOCK") || fields.get(3) != Some(&"WRITE") {
+            return None;
+        }
+        let mut id = fields.get(5)?.split(':');
+        let (maj, min, ino) = (id.next()?, id.next()?, id.next()?);
+        (u64::from_str_radix(maj, 16).ok()? == major
+            && u64::from_str_radix(min, 16).ok()? == minor
+            && ino.parse::<u64>().ok()? == inode)
+            .then(|| fields.get(4)?.parse().ok())
+            .flatten()
+    })
+}
+
+/// The QEMU process `parent` started, found in `/proc`.
+fn qemu_child_of(parent: u32) -> Option<u32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let (head, rest) = stat.rsplit_once(')')?;
+            let comm = head.split_once('(')?.1;
+            let ppid: u32 = rest.split_whitespace().nth(1)?.parse().ok()?;
+            (ppid == parent && comm.starts_with("qemu") && !rest.trim_start().starts_with('Z'))
+                .then_some(pid)
+        })
+}
+
+/// When `pid` started, in Unix seconds.
+fn start_unix(pid: u32) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/proc/{pid}"))
+        .ok()
+        .map(|m| m.mtime().max(0) as u64)
+}
+
+/// The kernel's start time of `pid` (clock ticks since boot), which tells a process from a
+/// later one that got the same pid.
+pub fn start_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    // Field 22 of stat; `rest` starts at field 3.
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Records how a run ended: first in the runtime directory (a tmpfs, which a full state disk
+/// does not stop), then in the state directory, where it outlives a reboot.
+pub fn record_last_run(paths: &VmPaths, last: &LastRun) -> Result<(), StateError> {
+    let volatile = write_json(&runtime_last_run(paths), last);
+    let durable = write_json(&paths.last_run, last);
+    volatile.or(durable)
+}
+
+/// How the last run ended: the runtime directory's record (the newest), else the state
+/// directory's.
+pub fn read_last_run(paths: &VmPaths) -> Option<LastRun> {
+    read_json(&runtime_last_run(paths)).or_else(|| read_json(&paths.last_run))
+}
+
+/// Forgets the runtime directory's record, at the start of a run.
+pub fn clear_last_run(paths: &VmPaths) {
+    let _ = std::fs::remove_file(runtime_last_run(paths));
+}
+
+fn runtime_last_run(paths: &VmPaths) -> PathBuf {
+    paths.runtime_dir.join("last-run.json")
 }
 
 /// The QEMU of a vmrun that died without cleaning up, if it still runs: nothing may touch the
@@ -180,4 +300,66 @@ pub fn remove_runtime_files(paths: &VmPaths) {
     }
     // QEMU's own directory: whatever an unprivileged QEMU left there goes too.
     let _ = std::fs::remove_dir_all(&paths.qemu_dir);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lock_holder_is_read_from_proc_locks() {
+        let locks = "1: POSIX  ADVISORY  WRITE 77 00:1a:99 0 EOF\n\
+                     2: FLOCK  ADVISORY  WRITE 4242 fd:01:5678 0 EOF\n\
+                     2: -> FLOCK  ADVISORY  WRITE 4243 fd:01:5678 0 EOF\n";
+        assert_eq!(holder_in(locks, 0xfd, 1, 5678), Some(4242));
+        assert_eq!(holder_in(locks, 0xfd, 1, 5679), None);
+        assert_eq!(
+            holder_in(locks, 0, 0x1a, 99),
+            None,
+            "POSIX locks are not vmrun's"
+        );
+    }
+
+    #[test]
+    fn how_a_run_ended_is_recorded_even_when_the_state_directory_cannot_take_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = crate::plan::BaseDirs {
+            state: dir.path().join("state"),
+            runtime: dir.path().join("run"),
+        };
+        let paths = VmPaths::new(&base, &"vm".parse().unwrap()).unwrap();
+        std::fs::create_dir_all(&paths.runtime_dir).unwrap();
+        // The state directory's file cannot be written (as on a full disk).
+        std::fs::create_dir_all(paths.last_run.join("blocked")).unwrap();
+        let last = LastRun {
+            exit_code: 5,
+            outcome: "stopped by force".into(),
+            finished_unix: 1,
+        };
+        record_last_run(&paths, &last).unwrap();
+        assert_eq!(read_last_run(&paths), Some(last));
+        let leftovers: Vec<_> = std::fs::read_dir(&paths.state_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            leftovers,
+            vec![std::ffi::OsString::from("last-run.json")],
+            "no temporary file left"
+        );
+        clear_last_run(&paths);
+        assert_eq!(read_last_run(&paths), None);
+    }
+
+    #[test]
+    fn a_held_lock_is_found_and_a_released_one_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = dir.path().join("lock");
+        let file = crate::fsutil::open_rw(&lock, 0o600).unwrap();
+        assert_eq!(lock_holder(&lock), Some(None));
+        let held = Flock::lock(file, FlockArg::LockExclusiveNonblock).unwrap();
+        assert_eq!(lock_holder(&lock), Some(Some(std::process::id())));
+        drop(held);
+        assert_eq!(lock_holder(&lock), Some(None));
+    }
 }

@@ -824,15 +824,18 @@ for name in "$@"; do
         grep -vx "$mod" "$root/proc/modules" > "$fake/modules.tmp"; mv "$fake/modules.tmp" "$root/proc/modules"
     else
         grep -qx "$mod" "$root/proc/modules" && continue
-        echo "$mod" >> "$root/proc/modules"
+        # Listed once its init (binding its devices) is done: the kernel finishes a module's
+        # init even when modprobe is killed meanwhile, so a killed load is either not listed
+        # or complete, never listed with its devices unbound.
         if [ -n "$drv" ]; then
             mkdir -p "$pci/drivers/$drv"
-            for a in bind unbind new_id remove_id; do : > "$pci/drivers/$drv/$a"; done
+            for a in bind unbind new_id remove_id; do [ -e "$pci/drivers/$drv/$a" ] || : > "$pci/drivers/$drv/$a"; done
             for dev in "$pci/devices"/*; do
                 [ -L "$dev/driver" ] && continue
                 echo "$(basename "$dev")" > "$pci/drivers_probe"; wait_empty "$pci/drivers_probe"
             done
         fi
+        echo "$mod" >> "$root/proc/modules"
     fi
 done
 exit 0

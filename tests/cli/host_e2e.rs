@@ -27,10 +27,10 @@ done
 exec qemu-system-x86_64 "${args[@]}"
 "#;
 
-struct Setup {
-    host: FakeHost,
-    dir: tempfile::TempDir,
-    profile: PathBuf,
+pub(crate) struct Setup {
+    pub(crate) host: FakeHost,
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) profile: PathBuf,
 }
 
 /// `nobody`, whom QEMU runs as here, and its group.
@@ -48,7 +48,7 @@ fn wrapper(dir: &std::path::Path) -> PathBuf {
     wrapper
 }
 
-fn setup() -> Setup {
+pub(crate) fn setup() -> Setup {
     assert!(
         nix::unistd::geteuid().is_root(),
         "these tests run QEMU with pinned threads: run as root (CI does)"
@@ -76,11 +76,11 @@ fn setup() -> Setup {
 }
 
 impl Setup {
-    fn vmrun(&self) -> Command {
+    pub(crate) fn vmrun(&self) -> Command {
         self.host.vmrun(self.dir.path())
     }
 
-    fn journal(&self) -> PathBuf {
+    pub(crate) fn journal(&self) -> PathBuf {
         self.dir.path().join("state/sgpu/journal")
     }
 

@@ -808,3 +808,73 @@ fn a_missing_vfio_node_stops_the_session_with_what_to_do() {
     );
     assert!(!dir.path().join("journal").exists(), "nothing changed");
 }
+
+/// Two VMs grow the same hugepage pool and stop in either order: each gives back the pages it
+/// added, so the pool ends where it began and the VM still running keeps its pages. (Restored
+/// as absolute counts, the first to stop shrank the pool under the other and the second put
+/// the first one's pages back for good.)
+#[test]
+fn two_vms_that_grew_the_same_hugepage_pool_give_back_their_own_pages_in_any_order() {
+    const POOL: &str = "sys/kernel/mm/hugepages/hugepages-2048kB";
+    for first_to_stop in ["a", "b"] {
+        let host = FakeHost::new("intel-shared-rootport.tsv", Options::default()).with_kernel();
+        let before = host.snapshot();
+        let dir = crate::common::tempdir();
+        let rig = Rig::new(&host);
+        let text =
+            "[machine]\nmemory = \"64M\"\naccel = \"tcg\"\nhugepages = \"2M\"\n[cpu]\ncores = 1\n\
+                    [firmware]\ntype = \"seabios\"\n";
+        let wait_free = |free: &str| {
+            crate::common::wait_for(
+                &format!("{free} free pages"),
+                Duration::from_secs(5),
+                || host.read(&format!("{POOL}/free_hugepages")) == free,
+            )
+        };
+        // QEMU takes or gives back its 32 pages (the kernel's free count moves, not the pool).
+        let qemu_pages = |delta: i64| {
+            let free: i64 = host
+                .read(&format!("{POOL}/free_hugepages"))
+                .parse()
+                .unwrap();
+            std::fs::write(
+                host.root.join(POOL).join("free_hugepages"),
+                format!("{}\n", free + delta),
+            )
+            .unwrap();
+        };
+        let config = |name: &str| validate_text(dir.path(), name, text).unwrap().0;
+        let (a, b) = (config("a"), config("b"));
+        let session_a = rig.prep(&a, &dir.path().join("a.journal"));
+        let session_b = rig.prep(&b, &dir.path().join("b.journal"));
+        session_a.prepare(&log()).unwrap();
+        wait_free("32");
+        qemu_pages(-32);
+        session_b.prepare(&log()).unwrap();
+        wait_free("32");
+        qemu_pages(-32);
+        assert_eq!(host.read(&format!("{POOL}/nr_hugepages")), "64");
+        let (first, second) = if first_to_stop == "a" {
+            (&session_a, &session_b)
+        } else {
+            (&session_b, &session_a)
+        };
+        qemu_pages(32);
+        first.restore(&log());
+        wait_free("0");
+        assert_eq!(
+            host.read(&format!("{POOL}/nr_hugepages")),
+            "32",
+            "{first_to_stop} stopped first: the other VM keeps its 32 pages"
+        );
+        qemu_pages(32);
+        second.restore(&log());
+        wait_free("0");
+        assert_eq!(host.read(&format!("{POOL}/nr_hugepages")), "0");
+        assert!(
+            diff(&before, &host.snapshot()).is_empty(),
+            "{:?}",
+            diff(&before, &host.snapshot())
+        );
+    }
+}

@@ -67,7 +67,20 @@ fn a_disk_path_with_commas_reaches_real_qemu_intact() {
         .unwrap()
         .set_len(1 << 20)
         .unwrap();
-    let shm = vm_dir.join("lg,shm");
+    // The Looking Glass file must live under /dev/shm: a directory there with a comma too,
+    // removed however the test ends.
+    struct Gone(std::path::PathBuf);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let shm_dir = Gone(std::path::PathBuf::from(format!(
+        "/dev/shm/vmrun-test-{}-my,vms",
+        std::process::id()
+    )));
+    std::fs::create_dir_all(&shm_dir.0).unwrap();
+    let shm = shm_dir.0.join("lg,shm");
     std::fs::write(
         vm_dir.join("comma.toml"),
         format!(

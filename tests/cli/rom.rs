@@ -812,3 +812,52 @@ proptest! {
         prop_assert_eq!(report.images, rom::parse(&rom_alone).images);
     }
 }
+
+#[test]
+fn a_rom_truncated_after_it_was_opened_is_still_whole_in_memory() {
+    let dir = crate::common::tempdir();
+    let file = dir.path().join("gpu.rom");
+    std::fs::write(&file, gpu_rom()).unwrap();
+    let rom = rom::RomBytes::open(&file).unwrap();
+    // Another process truncates it: a mapped file's pages would now fault (SIGBUS).
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    assert_eq!(rom.bytes(), gpu_rom().as_slice());
+    assert_eq!(rom::parse(rom.bytes()).images.len(), 2);
+}
+
+#[test]
+fn a_fifo_or_a_device_is_refused_at_once_not_read() {
+    let dir = crate::common::tempdir();
+    let fifo = dir.path().join("rom.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    for path in [fifo.as_path(), Path::new("/dev/zero")] {
+        let mut child = vmrun(dir.path())
+            .arg("rom")
+            .arg(path)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("vmrun rom {} hangs", path.display());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        let output = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_ne!(status.code(), Some(0), "{stderr}");
+        assert!(stderr.contains("is not a regular file"), "{stderr}");
+    }
+}

@@ -175,6 +175,20 @@ fn looking_glass_size_is_a_power_of_two() {
 }
 
 #[test]
+fn the_looking_glass_file_is_under_dev_shm_or_a_kvmfr_device() {
+    expect_error(
+        "[looking_glass]\npath = \"/dev/shm/../../etc/shadow\" #<\n",
+        "looking_glass.path",
+        "contains `..`",
+    );
+    expect_error(
+        "[looking_glass]\npath = \"/var/lib/lg\" #<\n",
+        "looking_glass.path",
+        "neither under /dev/shm nor a kvmfr device",
+    );
+}
+
+#[test]
 fn names_are_safe_in_paths() {
     expect_error("name = \"..\" #<\n", "name", "starts with `.`");
     expect_error("name = \"my/vm\" #<\n", "name", "contains `/`");

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{LibvirtContext, LibvirtNotes, Recorder, Step, Undoable};
+use super::{LibvirtContext, LibvirtNotes, Recorder, Step, Undo, Undoable};
 use crate::host::context::{HostContext, StepError};
 use crate::host::finding::Finding;
 use crate::log::Log;
@@ -23,10 +23,17 @@ pub struct ReserveHugepages {
     pub node: Option<usize>,
 }
 
+/// Gives back the pages this VM added. `added` is a delta on the pool as it is at undo time, so
+/// that two VMs that grew the same pool give back their own pages in any order (absolute counts
+/// made the first to stop shrink the pool under the other). Without `added` (journals of
+/// earlier versions, and the absolute value a delta resolves to) `count` is written as it is.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SetHugepages {
     pub attribute: String,
+    /// The pool before this VM grew it (for people, and the absolute fallback).
     pub count: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub added: Option<u64>,
 }
 
 impl ReserveHugepages {
@@ -131,6 +138,7 @@ impl Step for ReserveHugepages {
             SetHugepages {
                 attribute: attribute.clone(),
                 count: total,
+                added: Some(wanted - total),
             },
             || {
                 let enough = || self.count(host, "free_hugepages").unwrap_or(0) >= needed;
@@ -169,7 +177,23 @@ impl Step for ReserveHugepages {
 
 impl Undoable for SetHugepages {
     fn undo(&self, host: &HostContext, log: &Log) -> Result<(), StepError> {
-        log.info(&format!("returning {} to {}", self.attribute, self.count));
-        host.write(&self.attribute, &self.count.to_string())
+        let count = match self.resolve(host) {
+            // Only reached when the session could not resolve it first.
+            Some(Undo::SetHugepages(absolute)) => absolute.count,
+            _ => self.count,
+        };
+        log.info(&format!("returning {} to {count}", self.attribute));
+        host.write(&self.attribute, &count.to_string())
+    }
+
+    /// The pool now, less the pages this VM added (never below zero).
+    fn resolve(&self, host: &HostContext) -> Option<Undo> {
+        let added = self.added?;
+        let now: u64 = host.read(&self.attribute)?.trim().parse().ok()?;
+        Some(Undo::SetHugepages(SetHugepages {
+            attribute: self.attribute.clone(),
+            count: now.saturating_sub(added),
+            added: None,
+        }))
     }
 }

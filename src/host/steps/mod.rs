@@ -119,6 +119,13 @@ pub trait Undoable {
     fn verify_restored(&self, _host: &HostContext) -> Result<(), String> {
         Ok(())
     }
+    /// For an undo that depends on the host's current value (a delta, such as the pages this VM
+    /// added to a pool another VM may have grown too): the absolute undo it comes to now. The
+    /// journal records it before it runs, so that repeating it after a crash repeats the same
+    /// value instead of applying the delta twice.
+    fn resolve(&self, _host: &HostContext) -> Option<Undo> {
+        None
+    }
 }
 
 /// Journals the undo records of the step at `index` of the plan.
@@ -268,6 +275,10 @@ impl Undo {
 
     pub fn verify_restored(&self, host: &HostContext) -> Result<(), String> {
         self.inner().verify_restored(host)
+    }
+
+    pub fn resolve(&self, host: &HostContext) -> Option<Undo> {
+        self.inner().resolve(host)
     }
 }
 

@@ -304,6 +304,11 @@ impl StartSwtpm {
         for stale in [&self.socket, &self.pidfile] {
             let _ = std::fs::remove_file(stale);
         }
+        // swtpm (root) opens its log by path: a symlink planted there goes first, so that it
+        // neither writes through it nor has its target read back into an error message.
+        if std::fs::symlink_metadata(&self.log).is_ok_and(|m| !m.is_file()) {
+            let _ = std::fs::remove_file(&self.log);
+        }
         let mut command = self.command();
         command
             .stdin(Stdio::null())
@@ -315,14 +320,14 @@ impl StartSwtpm {
         // SIGTERM lets swtpm write its state out; it comes when vmrun's main thread (which
         // runs the host steps) dies, however it dies.
         crate::process::set_parent_death_signal(&mut command, Signal::SIGTERM);
-        let mut child = command.spawn().map_err(|source| StepError::Io {
+        let mut child = crate::process::spawn(&mut command).map_err(|source| StepError::Io {
             path: "swtpm".into(),
             source,
         })?;
         let started = Instant::now();
         loop {
             if let Ok(Some(status)) = child.try_wait() {
-                let tail = std::fs::read_to_string(&self.log).unwrap_or_default();
+                let tail = crate::fsutil::read_to_string(&self.log).unwrap_or_default();
                 let last: Vec<&str> = tail.lines().rev().take(5).collect();
                 return Err(StepError::Other(format!(
                     "swtpm exited at start ({status}): {}",

@@ -426,9 +426,12 @@ impl Undoable for RestorePciDriver {
             &format!("/sys/bus/pci/devices/{address}/driver_override"),
             self.driver_override.as_deref().unwrap_or("\n"),
         )?;
+        // Only the binding vmrun made is undone: a driver that holds the device now besides
+        // vfio-pci came back on its own (its module was loaded again), and replaying this
+        // record after that (a journal replayed twice) must not take the GPU from it.
         if let Some(now) = current
             .as_deref()
-            .filter(|now| Some(*now) != self.driver.as_deref())
+            .filter(|now| Some(*now) != self.driver.as_deref() && *now == "vfio-pci")
         {
             unbind(host, address, now)?;
         }

@@ -154,7 +154,13 @@ impl Exporter<'_> {
             .child(Element::new("acpi"))
             .child(Element::new("apic"));
         if !cpu.hyperv.is_empty() {
-            let mut hyperv = Element::new("hyperv").attr("mode", "custom");
+            // `hyperv = "passthrough"` is libvirt's passthrough mode.
+            let passthrough = cpu
+                .hyperv
+                .iter()
+                .any(|p| p == crate::model::cpu::HYPERV_PASSTHROUGH);
+            let mode = if passthrough { "passthrough" } else { "custom" };
+            let mut hyperv = Element::new("hyperv").attr("mode", mode);
             let names: Vec<&str> = cpu
                 .hyperv
                 .iter()
@@ -165,7 +171,7 @@ impl Exporter<'_> {
                 .collect();
             for name in &names {
                 match *name {
-                    "time" | "stimer-direct" => {}
+                    "time" | "stimer-direct" | "passthrough" => {}
                     "spinlocks" => {
                         hyperv.push(state_on("spinlocks").attr("retries", "8191"));
                     }
@@ -184,7 +190,18 @@ impl Exporter<'_> {
                     }
                 }
             }
-            if !names.contains(&"reset") {
+            if passthrough {
+                // libvirt's schema (9.0) allows no child in passthrough mode: the vendor id
+                // travels in vmrun's metadata, and libvirt's VM goes without it.
+                if let Some(vendor) = &cpu.hv_vendor_id {
+                    features.comment(format!(
+                        "cpu.hv_vendor_id = \"{vendor}\": libvirt takes no <vendor_id> in \
+                         <hyperv mode='passthrough'>; kept in <metadata> for vmrun"
+                    ));
+                    self.metadata
+                        .push(Element::new("vmrun:hyperv").attr("vendor-id", vendor.clone()));
+                }
+            } else if !names.contains(&"reset") {
                 if let Some(vendor) = &cpu.hv_vendor_id {
                     hyperv.push(state_on("vendor_id").attr("value", vendor.clone()));
                 }
