@@ -264,7 +264,7 @@ mod tests {
             qemu_pid: pid,
             started_unix: 0,
             accel: "tcg".into(),
-            swtpm_pid: None,
+            companions: Default::default(),
             display: None,
             realtime_cpus: Vec::new(),
         };

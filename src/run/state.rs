@@ -186,7 +186,7 @@ pub fn running(paths: &VmPaths) -> Option<RunState> {
             qemu_pid: qemu,
             started_unix: start_unix(qemu).unwrap_or(0),
             accel: String::new(),
-            swtpm_pid: None,
+            companions: Default::default(),
             display: None,
             realtime_cpus: Vec::new(),
         }),
