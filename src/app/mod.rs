@@ -154,8 +154,7 @@ impl App {
     pub fn load(&self, profile: &str) -> Result<Loaded, ProfileError> {
         let path = self.search.resolve(profile)?;
         let source = ProfileSource::read(&path)?;
-        let raw = model::parse(&source).map_err(ProfileError::Invalid)?;
-        let (config, warnings) = model::validate(&source, &raw).map_err(ProfileError::Invalid)?;
+        let (config, warnings) = model::load(&source).map_err(ProfileError::Invalid)?;
         Ok(Loaded { config, warnings })
     }
 
@@ -633,9 +632,7 @@ impl App {
             path: output.unwrap_or_else(|| PathBuf::from(format!("{}.toml", imported.name))),
             text: imported.profile.clone(),
         };
-        if let Err(diagnostics) =
-            model::parse(&source).and_then(|raw| model::validate(&source, &raw).map(|_| ()))
-        {
+        if let Err(diagnostics) = model::load(&source).map(|_| ()) {
             let errors: Vec<String> = diagnostics
                 .iter()
                 .filter(|d| d.severity == profile::Severity::Error)
