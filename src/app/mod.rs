@@ -73,6 +73,8 @@ impl AppError {
 pub struct Loaded {
     pub config: VmConfig,
     pub warnings: Vec<Diagnostic>,
+    /// The text it was read from: what the host makes of the profile is located in it too.
+    pub source: ProfileSource,
 }
 
 /// Everything a VM needs, decided before anything happens: what `show` prints, what `check`
@@ -155,7 +157,11 @@ impl App {
         let path = self.search.resolve(profile)?;
         let source = ProfileSource::read(&path)?;
         let (config, warnings) = model::load(&source).map_err(ProfileError::Invalid)?;
-        Ok(Loaded { config, warnings })
+        Ok(Loaded {
+            config,
+            warnings,
+            source,
+        })
     }
 
     pub fn facts(&self, config: &VmConfig) -> HostFacts {
@@ -224,14 +230,16 @@ impl App {
 
     pub fn recipe(&self, loaded: Loaded) -> Result<Recipe, AppError> {
         let facts = self.facts(&loaded.config);
-        let config = plan::resolve(loaded.config, &facts)?;
+        let (config, resolved_warnings) = resolve_profile(&loaded.source, loaded.config, &facts)?;
+        let mut warnings = loaded.warnings;
+        warnings.extend(resolved_warnings);
         let firmware =
             plan::resolve_firmware(&config, &self.descriptor_dirs).map_err(PlanError::from)?;
         let plan = Plan::new(&config, &firmware, &self.base, &facts)?;
         Ok(Recipe {
             host_steps: steps::plan(&config, &plan.paths),
             config,
-            warnings: loaded.warnings,
+            warnings,
             firmware,
             plan,
             facts,
@@ -258,10 +266,18 @@ impl App {
     /// Every finding about this host for a valid profile: host, steps, firmware, plan.
     fn findings(&self, loaded: &Loaded, depth: Depth) -> Vec<Finding> {
         let facts = self.facts(&loaded.config);
-        let config = match plan::resolve(loaded.config.clone(), &facts) {
-            Ok(config) => config,
-            Err(error) => return vec![Finding::fail("pinning", error.to_string())],
-        };
+        let (config, warnings) =
+            match resolve_profile(&loaded.source, loaded.config.clone(), &facts) {
+                Ok(resolved) => resolved,
+                Err(AppError::Profile(ProfileError::Invalid(diagnostics))) => {
+                    return diagnostics
+                        .iter()
+                        .map(|d| Finding::fail("profile", d.to_string()))
+                        .collect();
+                }
+                Err(error) => return vec![Finding::fail("pinning", error.to_string())],
+            };
+        let early: Vec<Finding> = warnings.iter().map(check::diagnostic_finding).collect();
         let config = &config;
         let host = self.host(Self::identity(config));
         let paths = match VmPaths::new(&self.base, &config.name) {
@@ -269,7 +285,14 @@ impl App {
             Err(error) => return vec![Finding::fail("paths", error.to_string())],
         };
         let host_steps = steps::plan(config, &paths);
-        let mut findings = check::host_findings(config, &host_steps, &host, &facts, depth);
+        let mut findings = early;
+        findings.extend(check::host_findings(
+            config,
+            &host_steps,
+            &host,
+            &facts,
+            depth,
+        ));
         match plan::resolve_firmware(config, &self.descriptor_dirs) {
             Err(error) => findings.push(Finding::fail("firmware", error.to_string())),
             Ok(firmware) => match Plan::new(config, &firmware, &self.base, &facts) {
@@ -312,10 +335,20 @@ impl App {
         findings.extend(loaded.warnings.iter().map(check::diagnostic_finding));
         findings.extend(self.findings(&loaded, Depth::Check));
         let failed = findings.iter().any(|f| f.status == Status::Fail);
+        // What the host makes of the profile can still be the profile's fault (`vcpus =
+        // "auto"` asking for more cores than there are): exit 2, as for any profile error.
+        let profile_failed = findings
+            .iter()
+            .any(|f| f.status == Status::Fail && f.check == "profile");
+        if profile_failed {
+            findings.retain(|f| !(f.status == Status::Pass && f.check == "profile"));
+        }
         Ok(CheckReport {
             name: Some(loaded.config.name.to_string()),
             findings,
-            code: if failed {
+            code: if profile_failed {
+                ExitCode::Usage
+            } else if failed {
                 ExitCode::CheckFailed
             } else {
                 ExitCode::Ok
@@ -670,6 +703,55 @@ impl App {
 /// libvirt wants the emulator as an absolute path; QEMU's own lookup is PATH.
 fn absolute_program(binary: &str) -> PathBuf {
     crate::host::find_program(binary).unwrap_or_else(|| Path::new("/usr/bin").join(binary))
+}
+
+/// `plan::resolve`, with what it decides about the profile said in the profile's words: an
+/// `auto` placement this host cannot give is an error at `pinning.vcpus` (a profile error, exit
+/// 2), and a vCPU count that `auto` took from the host's threads per core is a warning there,
+/// so that the count never changes unseen when the profile pins by list instead.
+fn resolve_profile(
+    source: &ProfileSource,
+    config: VmConfig,
+    facts: &HostFacts,
+) -> Result<(VmConfig, Vec<Diagnostic>), AppError> {
+    let threads_from_host =
+        !config.cpu.threads_given && config.pinning.as_ref().is_some_and(|p| p.auto);
+    let mut diagnostics = profile::Diagnostics::new(&source.path, &source.text);
+    let span = model::parse::span_of_key(source, &["pinning", "vcpus"]);
+    match plan::resolve(config, facts) {
+        Err(PlanError::Auto(error)) => {
+            diagnostics.push(
+                profile::Severity::Error,
+                span,
+                "pinning.vcpus",
+                error.to_string(),
+            );
+            Err(ProfileError::Invalid(diagnostics.into_vec()).into())
+        }
+        Err(other) => Err(other.into()),
+        Ok(config) => {
+            let topology = config.cpu.topology;
+            if threads_from_host && topology.threads != 1 {
+                diagnostics.push(
+                    profile::Severity::Warning,
+                    span,
+                    "pinning.vcpus",
+                    format!(
+                        "\"auto\" gives each guest core this host's {threads} threads per core, \
+                         so the VM has {vcpus} vCPUs (cpu.sockets {sockets} × cpu.cores {cores} × \
+                         {threads}); write `threads = {threads}` in [cpu] to say so (pinned by \
+                         list, a profile without `threads` has {listed} vCPUs)",
+                        threads = topology.threads,
+                        vcpus = topology.vcpus(),
+                        sockets = topology.sockets,
+                        cores = topology.cores,
+                        listed = topology.sockets * topology.cores,
+                    ),
+                );
+            }
+            Ok((config, diagnostics.into_vec()))
+        }
+    }
 }
 
 /// The VM name a profile declares (its `name`, else its file stem), without full validation.

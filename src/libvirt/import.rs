@@ -1449,7 +1449,7 @@ impl Importer {
                     let object = props.get("memdev").and_then(|id| self.qemu_objects.get(id));
                     let size = object
                         .and_then(|o| o.get("size"))
-                        .and_then(|s| s.parse::<ByteSize>().ok());
+                        .and_then(|s| ByteSize::parse_lenient(s));
                     match (object.and_then(|o| o.get("mem-path")), size) {
                         (Some(path), Some(size)) if self.draft.looking_glass.as_ref().is_none_or(|lg| lg.path.is_empty()) => {
                             let lg = self.draft.looking_glass.get_or_insert_with(Default::default);

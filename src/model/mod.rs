@@ -171,7 +171,12 @@ pub fn load(source: &ProfileSource) -> Result<(VmConfig, Vec<Diagnostic>), Vec<D
     if reading.problems.is_empty() {
         return validated;
     }
-    let reported: Vec<&str> = reading.problems.iter().map(|d| d.key.as_str()).collect();
+    let reported: Vec<&str> = reading
+        .problems
+        .iter()
+        .map(|d| d.key.as_str())
+        .chain(reading.left_out.iter().map(String::as_str))
+        .collect();
     let follows = |diagnostic: &Diagnostic| {
         reported.iter().any(|key| {
             !key.is_empty()

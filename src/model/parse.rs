@@ -155,11 +155,21 @@ fn unknown_key_message(segments: &[Segment]) -> String {
     )
 }
 
+/// Where a key is written in a profile (`["pinning", "vcpus"]`): for what is found about a
+/// profile after its validation, such as the host's answer to `vcpus = "auto"`.
+pub fn span_of_key(source: &ProfileSource, path: &[&str]) -> Option<Range<usize>> {
+    let document = DeTable::parse(&source.text).ok()?;
+    let segments: Vec<Segment> = path.iter().map(|k| Segment::Key(k.to_string())).collect();
+    span_of(document.get_ref(), &segments)
+}
+
 /// What reading a profile gave: the profile as far as it could be read (every key of the wrong
 /// shape and every unknown key left out), and every problem found on the way.
 pub struct Reading {
     pub raw: Option<RawProfile>,
     pub problems: Vec<Diagnostic>,
+    /// The dotted keys left out of `raw` because they were reported (`pinning.vcpus`, `pci`).
+    pub left_out: Vec<String>,
 }
 
 /// Parses a profile's text; `Err` carries every problem found (see `read`).
@@ -183,12 +193,13 @@ pub fn read(source: &ProfileSource) -> Reading {
         return Reading {
             raw: None,
             problems: diagnostics.into_vec(),
+            left_out: Vec::new(),
         };
     }
     let mut document = document;
-    let mut drop: Vec<Vec<Segment>> = Vec::new();
-    check_document(document.get_ref(), &mut diagnostics, &mut drop);
-    for path in &drop {
+    let mut left_out: Vec<Vec<Segment>> = Vec::new();
+    check_document(document.get_ref(), &mut diagnostics, &mut left_out);
+    for path in &left_out {
         remove_path(document.get_mut(), path);
     }
     let located = document.get_ref().clone();
@@ -214,6 +225,7 @@ pub fn read(source: &ProfileSource) -> Reading {
     Reading {
         raw,
         problems: diagnostics.into_vec(),
+        left_out: left_out.iter().map(|path| dotted(path)).collect(),
     }
 }
 
@@ -329,15 +341,15 @@ fn header_of(line: &str) -> Option<Vec<String>> {
 }
 
 /// Checks every key of the document against `keys::KEYS`; what is wrong is reported and its
-/// path added to `drop`.
-fn check_document(root: &DeTable<'_>, diags: &mut Diagnostics, drop: &mut Vec<Vec<Segment>>) {
+/// path added to `left_out`.
+fn check_document(root: &DeTable<'_>, diags: &mut Diagnostics, left_out: &mut Vec<Vec<Segment>>) {
     for (key, value) in root.iter() {
         let name = key.get_ref().as_ref();
         let path = vec![Segment::Key(name.to_string())];
         if let Some(table) = keys::table(name) {
             match (table.form, value.get_ref()) {
                 (keys::TableForm::Single, DeValue::Table(inner)) => {
-                    check_table(name, inner, &path, diags, drop);
+                    check_table(name, inner, &path, diags, left_out);
                 }
                 (keys::TableForm::Repeated, DeValue::Array(items))
                     if items.iter().all(|item| item.get_ref().is_table()) =>
@@ -346,7 +358,7 @@ fn check_document(root: &DeTable<'_>, diags: &mut Diagnostics, drop: &mut Vec<Ve
                         if let DeValue::Table(inner) = item.get_ref() {
                             let mut item_path = path.clone();
                             item_path.push(Segment::Index(index));
-                            check_table(name, inner, &item_path, diags, drop);
+                            check_table(name, inner, &item_path, diags, left_out);
                         }
                     }
                 }
@@ -362,12 +374,12 @@ fn check_document(root: &DeTable<'_>, diags: &mut Diagnostics, drop: &mut Vec<Ve
                         other => Written::Other(found(other)),
                     };
                     diags.error(key.span(), name, table_form_message(name, form, written));
-                    drop.push(path);
+                    left_out.push(path);
                 }
             }
             continue;
         }
-        check_leaf("", name, key.span(), value, &path, diags, drop);
+        check_leaf("", name, key.span(), value, &path, diags, left_out);
     }
 }
 
@@ -376,7 +388,7 @@ fn check_table(
     inner: &DeTable<'_>,
     path: &[Segment],
     diags: &mut Diagnostics,
-    drop: &mut Vec<Vec<Segment>>,
+    left_out: &mut Vec<Vec<Segment>>,
 ) {
     for (key, value) in inner.iter() {
         let mut key_path = path.to_vec();
@@ -388,7 +400,7 @@ fn check_table(
             value,
             &key_path,
             diags,
-            drop,
+            left_out,
         );
     }
 }
@@ -400,11 +412,11 @@ fn check_leaf(
     value: &Spanned<DeValue<'_>>,
     path: &[Segment],
     diags: &mut Diagnostics,
-    drop: &mut Vec<Vec<Segment>>,
+    left_out: &mut Vec<Vec<Segment>>,
 ) {
     let Some(key) = keys::lookup(table, name) else {
         diags.error(key_span, dotted(path), unknown_key_message(path));
-        drop.push(path.to_vec());
+        left_out.push(path.to_vec());
         return;
     };
     if let Some((span, at, message)) = shape_problem(key, value) {
@@ -413,7 +425,7 @@ fn check_leaf(
             where_.push(Segment::Index(index));
         }
         diags.error(span, dotted(&where_), message);
-        drop.push(path.to_vec());
+        left_out.push(path.to_vec());
     }
 }
 

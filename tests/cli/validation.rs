@@ -136,18 +136,54 @@ fn sizes_need_known_suffixes() {
     expect_error(
         "[machine]\nmemory = \"16Q\" #<\n",
         "machine.memory",
-        "unknown size suffix `Q`",
+        "`16Q` is not a size; a size is a whole number and a unit, K, M, G or T",
     );
     expect_error(
         "[machine]\nmemory = \"lots\" #<\n",
         "machine.memory",
-        "does not start with a number",
+        "`lots` is not a size",
     );
     expect_error(
         "[machine]\nhugepages = \"4M\" #<\n",
         "machine.hugepages",
-        "not one of \"2M\", \"1G\"",
+        "4M is not a hugepage size of x86; write \"2M\" or \"1G\"",
     );
+}
+
+/// One grammar for every size key: what `memory` refuses, `hugepages` and `looking_glass.size`
+/// refuse with the same words, and the same spelling is taken by all three.
+#[test]
+fn every_size_key_takes_one_grammar() {
+    for (key, table, written, says) in [
+        ("memory", "machine", "16GB", "`16GB` is not how vmrun writes sizes; a size is a whole number and a unit, K, M, G or T (powers of 1024), e.g. `16G`: write `16G`"),
+        ("memory", "machine", "16 GiB", "write `16G`"),
+        ("memory", "machine", "16g", "write `16G`"),
+        ("memory", "machine", "16384", "`16384` has no unit"),
+        ("hugepages", "machine", "1GB", "write `1G`"),
+        ("size", "looking_glass", "64MB", "write `64M`"),
+    ] {
+        expect_error(
+            &format!("[{table}]\n{key} = \"{written}\" #<\n"),
+            &format!("{table}.{key}"),
+            says,
+        );
+    }
+    let dir = crate::common::tempdir();
+    let (config, _) = crate::common::validate_text(
+        dir.path(),
+        "t",
+        "[machine]\nmemory = \"2048M\"\nhugepages = \"1024M\"\n",
+    )
+    .unwrap();
+    assert_eq!(config.machine.memory.bytes(), 2 << 30);
+    assert_eq!(
+        config.machine.hugepages,
+        Some(vmrun::model::HugePageSize::OneGiB)
+    );
+}
+
+#[test]
+fn hugepages_must_divide_memory() {
     expect_error(
         "[machine]\nmemory = \"1536M\"\nhugepages = \"1G\" #<\n",
         "machine.hugepages",
