@@ -411,3 +411,184 @@ fn every_problem_is_reported_at_once() {
         ]
     );
 }
+
+/// Every problem of `text` as `vmrun` prints it, the file shown as `t.toml`.
+fn shown(text: &str) -> Vec<String> {
+    let dir = crate::common::tempdir();
+    let found = match crate::common::validate_text(dir.path(), "t", text) {
+        Ok((_, warnings)) => warnings,
+        Err(errors) => errors,
+    };
+    let prefix = format!("{}/", dir.path().display());
+    found
+        .iter()
+        .map(|d| d.to_string().replacen(&prefix, "", 1))
+        .collect()
+}
+
+/// The message of each kind of mistake in a profile's shape, word for word: what is wrong, in
+/// the profile's words, and what to write instead; never the TOML reader's own wording.
+#[test]
+fn golden_messages_for_each_kind_of_mistake() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "[machine]\nmemroy = \"16G\"\n",
+            "t.toml:2: machine.memroy: unknown key; did you mean `memory`? valid keys in \
+             [machine]: memory, hugepages, type, accel, iothreads, suspend",
+        ),
+        (
+            "[cpu]\ncores = \"4\"\n",
+            "t.toml:2: cpu.cores: is the string \"4\"; write a whole number without quotes: \
+             `cores = 4`",
+        ),
+        (
+            "[cpu]\ncores = 4.0\n",
+            "t.toml:2: cpu.cores: is the number 4.0; write a whole number without quotes, e.g. \
+             `cores = 4`",
+        ),
+        (
+            "[clock]\nhpet = \"false\"\n",
+            "t.toml:2: clock.hpet: is the string \"false\"; write true or false without quotes: \
+             `hpet = false`",
+        ),
+        (
+            "[input]\nevdev = \"/dev/input/by-id/kbd-event-kbd\"\n",
+            "t.toml:2: input.evdev: is the string \"/dev/input/by-id/kbd-event-kbd\"; write a \
+             list of strings, even for one: `evdev = [\"/dev/input/by-id/kbd-event-kbd\"]`",
+        ),
+        (
+            "[tpm]\nversion = 2\n",
+            "t.toml:2: tpm.version: is the number 2; write a string in quotes, e.g. \
+             `version = \"2.0\"`",
+        ),
+        (
+            "[machine]\nmemory = 16\n",
+            "t.toml:2: machine.memory: is the number 16; write a size in quotes, a whole number \
+             with the unit K, M, G or T, e.g. `memory = \"16G\"`",
+        ),
+        (
+            "[cpu]\ncores = 2\n[pinning]\nvcpus = [2, \"3\"]\n",
+            "t.toml:4: pinning.vcpus[1]: is the string \"3\"; write a host CPU number without \
+             quotes",
+        ),
+        (
+            "[cpu]\nhyperv = \"yes\"\n",
+            "t.toml:2: cpu.hyperv: is the string \"yes\"; write true, false or a list of names, \
+             e.g. `hyperv = true`",
+        ),
+        (
+            "[pci]\naddress = \"01:00.0\"\n[pci]\naddress = \"01:00.1\"\n",
+            "t.toml:3: pci: is written [pci], one table, but there is one [[pci]] table per \
+             item: write [[pci]], with two brackets, above each one",
+        ),
+        (
+            "[[pci]]\naddress = \"01:00.0\"\n[pci]\naddress = \"01:00.1\"\n",
+            "t.toml:3: pci: is written [pci], one table, but there is one [[pci]] table per \
+             item: write [[pci]], with two brackets, above each one",
+        ),
+        (
+            "[[cpu]]\ncores = 2\n",
+            "t.toml:1: cpu: is written [[cpu]], a list of tables, but there is one [cpu]: write \
+             [cpu], with one pair of brackets, once, and all its keys below it",
+        ),
+        (
+            "machine = \"q35\"\n",
+            "t.toml:1: machine: is the string \"q35\", but [machine] is a table: write [machine] \
+             on a line of its own, its keys below it",
+        ),
+        (
+            "disk = \"/vm.qcow2\"\n",
+            "t.toml:1: disk: is the string \"/vm.qcow2\"; write a table [[disk]], with two \
+             brackets, for each item, its keys below it",
+        ),
+        (
+            "[cpu]\ncores = 2\n[cpu]\nthreads = 1\n",
+            "t.toml:3: cpu: the table [cpu] is written a second time (first on line 1); write \
+             all its keys under one [cpu]",
+        ),
+        (
+            "[cpu]\ncores = 2\ncores = 4\n",
+            "t.toml:3: cpu.cores: is set a second time; keep one of the two",
+        ),
+        (
+            "[hooks]\npre_start = [\"/bin/a\", [\"/bin/b\"]]\n",
+            "t.toml:2: hooks.pre_start: mixes strings and lists, or holds other values; write a \
+             command as a list of strings, or a list of such commands, e.g. \
+             `pre_start = [\"/usr/local/bin/before\"]`",
+        ),
+        (
+            "[machine]\nmemory = \"16GB\"\n",
+            "t.toml:2: machine.memory: `16GB` is not how vmrun writes sizes; a size is a whole \
+             number and a unit, K, M, G or T (powers of 1024), e.g. `16G`: write `16G`",
+        ),
+        (
+            "[machine]\nhugepages = \"1GB\"\n",
+            "t.toml:2: machine.hugepages: `1GB` is not how vmrun writes sizes; a size is a whole \
+             number and a unit, K, M, G or T (powers of 1024), e.g. `16G`: write `1G`",
+        ),
+    ];
+    for (text, expected) in cases {
+        assert_eq!(shown(text), [expected.to_string()], "{text}");
+    }
+}
+
+/// The file of the report that asked for this: ten assorted mistakes, each reported once, on
+/// its line, in one run; nothing stops at the first.
+#[test]
+fn a_file_with_ten_mistakes_reports_all_ten() {
+    let text = "\
+name = \"ten\"
+colour = \"red\"
+[machine]
+memroy = \"16G\"
+hugepages = \"1GB\"
+[cpu]
+cores = \"4\"
+threads = 2
+[input]
+evdev = \"/dev/input/by-id/kbd-event-kbd\"
+[tpm]
+version = 2
+[pci]
+address = \"01:00.0\"
+[pci]
+address = \"01:00.1\"
+[network]
+mode = \"bridge\"
+bridge = \"br0\"
+mac = \"01:00:5e:00:00:01\"
+[[cpu]]
+sockets = 1
+[shutdown]
+timeout = -5
+";
+    let found = shown(text);
+    let lines: Vec<&str> = found
+        .iter()
+        .map(|d| d.split(": ").next().unwrap())
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "t.toml:2", "t.toml:4", "t.toml:5", "t.toml:7", "t.toml:10", "t.toml:12", "t.toml:15",
+            "t.toml:20", "t.toml:21", "t.toml:24"
+        ],
+        "{found:#?}"
+    );
+    let keys: Vec<&str> = found.iter().map(|d| d.split(": ").nth(1).unwrap()).collect();
+    assert_eq!(
+        keys,
+        [
+            "colour",
+            "machine.memroy",
+            "machine.hugepages",
+            "cpu.cores",
+            "input.evdev",
+            "tpm.version",
+            "pci",
+            "network.mac",
+            "cpu",
+            "shutdown.timeout"
+        ]
+    );
+}
