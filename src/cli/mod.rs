@@ -106,6 +106,7 @@ enum Command {
     /// Start the VM: QEMU paused, every vCPU pinned through QMP, then resumed and supervised
     /// until the guest powers off, or SIGINT/SIGTERM/SIGHUP asks for a graceful stop.
     Run {
+        /// Profile: a path to a .toml file, or a NAME looked up as NAME.toml on the search path.
         #[arg(add = ArgValueCandidates::new(profile_candidates))]
         profile: String,
         /// Return (exit 0) once the VM runs with every vCPU pinned; supervision and teardown go
@@ -123,6 +124,7 @@ enum Command {
         /// VM name or profile.
         #[arg(add = ArgValueCandidates::new(vm_candidates))]
         name: String,
+        /// Print a JSON object instead of text (fields in docs/commands.md).
         #[arg(long)]
         json: bool,
     },
@@ -161,6 +163,7 @@ enum Command {
     /// Print the host steps and the QEMU command line a profile produces, one argument per
     /// line, quoted for a shell (QEMU gets its monitors from vmrun as fds 3 and 4). Changes nothing and needs no root.
     Show {
+        /// Profile: a path to a .toml file, or a NAME looked up as NAME.toml on the search path.
         #[arg(add = ArgValueCandidates::new(profile_candidates))]
         profile: String,
         /// Print a JSON object with `argv` (QEMU binary first), paths, firmware and warnings.
@@ -170,8 +173,10 @@ enum Command {
     /// Validate a profile, then check this host read-only (QEMU, /dev/kvm, firmware, files,
     /// pinned CPUs, CAP_SYS_NICE). Exit 0 only when nothing failed.
     Check {
+        /// Profile: a path to a .toml file, or a NAME looked up as NAME.toml on the search path.
         #[arg(add = ArgValueCandidates::new(profile_candidates))]
         profile: String,
+        /// Print the findings as JSON: `{"name", "ok", "findings": [{"status", "check", "message"}]}`.
         #[arg(long)]
         json: bool,
     },
@@ -183,6 +188,7 @@ enum Command {
     /// Every IOMMU group of this host with its devices: address, class, vendor:device, driver,
     /// whether it can be reset, and which GPU the firmware booted on.
     Iommu {
+        /// Print the groups as JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -190,12 +196,15 @@ enum Command {
     /// P/E core types, NUMA nodes. Given a profile, which vCPU sits on each CPU and where QEMU's
     /// other threads and the host run (`pinning.vcpus = "auto"` resolved).
     Topology {
+        /// A profile whose vCPUs, emulator and host CPUs to show on the picture.
         profile: Option<String>,
+        /// Print the topology (and the VM's placement) as JSON.
         #[arg(long)]
         json: bool,
     },
     /// List the profiles on the search path.
     List {
+        /// Print the profiles as JSON: name, path, shadowed paths, running, pid.
         #[arg(long)]
         json: bool,
     },
@@ -229,6 +238,7 @@ enum Command {
     /// Print the shell completion script (completes commands, options, profile names and
     /// running VMs). docs/commands.md says where to put it.
     Completions {
+        /// The shell to write the script for.
         #[arg(value_enum)]
         shell: shell_commands::Shell,
     },
@@ -254,6 +264,7 @@ struct RomArgs {
     action: Option<RomAction>,
     /// The ROM file.
     file: Option<PathBuf>,
+    /// Print the images and problems as JSON (fields in docs/commands.md).
     #[arg(long)]
     json: bool,
     /// Check that the ROM is made for this host device (its vendor:device, read from sysfs).
@@ -270,6 +281,7 @@ enum RomAction {
     Dump {
         /// PCI address, e.g. 0000:01:00.0 or 01:00.0.
         address: String,
+        /// The file to write the ROM to.
         out: PathBuf,
     },
 }
@@ -406,6 +418,31 @@ mod tests {
             .into_iter()
             .map(|a| a.to_string_lossy().into_owned())
             .collect()
+    }
+
+    /// Every argument of every command says what it is in `--help` and the manual page.
+    #[test]
+    fn every_argument_has_help() {
+        use clap::CommandFactory;
+        fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in command.get_arguments() {
+                let id = arg.get_id().as_str();
+                if arg.is_hide_set() || id == "help" || id == "version" {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in command.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        let mut command = Cli::command();
+        command.build();
+        walk(&command, "vmrun", &mut missing);
+        assert!(missing.is_empty(), "arguments without help: {missing:#?}");
     }
 
     #[test]

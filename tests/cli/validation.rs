@@ -570,12 +570,23 @@ timeout = -5
     assert_eq!(
         lines,
         [
-            "t.toml:2", "t.toml:4", "t.toml:5", "t.toml:7", "t.toml:10", "t.toml:12", "t.toml:15",
-            "t.toml:20", "t.toml:21", "t.toml:24"
+            "t.toml:2",
+            "t.toml:4",
+            "t.toml:5",
+            "t.toml:7",
+            "t.toml:10",
+            "t.toml:12",
+            "t.toml:15",
+            "t.toml:20",
+            "t.toml:21",
+            "t.toml:24"
         ],
         "{found:#?}"
     );
-    let keys: Vec<&str> = found.iter().map(|d| d.split(": ").nth(1).unwrap()).collect();
+    let keys: Vec<&str> = found
+        .iter()
+        .map(|d| d.split(": ").nth(1).unwrap())
+        .collect();
     assert_eq!(
         keys,
         [
