@@ -526,6 +526,24 @@ impl App {
         })
     }
 
+    /// `target`, for commands about a VM that has to exist (`status`, `stop`): a word that is
+    /// neither a profile on the search path nor a VM that ran here is unknown, a usage error,
+    /// rather than a VM that is "not running".
+    pub fn known_target(&self, name_or_profile: &str) -> Result<Target, AppError> {
+        let target = self.target(name_or_profile)?;
+        if target.profile.is_none()
+            && !target.paths.state_dir.is_dir()
+            && !target.paths.runtime_dir.is_dir()
+        {
+            return Err(AppError::Usage(format!(
+                "no VM named `{name_or_profile}` is known here: it is not a profile on the search \
+                 path and no VM of that name ran here (no {}); `vmrun list` shows the profiles",
+                target.paths.state_dir.display()
+            )));
+        }
+        Ok(target)
+    }
+
     /// Undoes what a run left in the VM's journal, by VM name or profile; the journal holds
     /// everything needed, so the profile is not read.
     pub fn recover(&self, name_or_profile: &str, log: &Log) -> Result<Recovered, AppError> {
@@ -585,7 +603,7 @@ impl App {
     }
 
     pub fn status(&self, name_or_profile: &str) -> Result<control::Status, AppError> {
-        let target = self.target(name_or_profile)?;
+        let target = self.known_target(name_or_profile)?;
         Ok(control::status(&target.paths, &target.name))
     }
 }

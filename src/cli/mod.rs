@@ -54,18 +54,14 @@ pub struct Cli {
 /// Global options that take a value, so that the value is not mistaken for a profile.
 const GLOBAL_VALUE_OPTIONS: &[&str] = &["--state-dir", "--runtime-dir"];
 
-/// `vmrun [OPTIONS] PROFILE ...` is `vmrun [OPTIONS] run PROFILE ...`: inserts `run` before the
-/// first positional argument when that is not a command.
-pub fn with_implicit_run(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
-    use clap::CommandFactory;
-    let command = Cli::command();
-    let is_command =
-        |word: &str| word == "help" || command.get_subcommands().any(|c| c.get_name() == word);
+/// The index of the first word that is neither an option nor an option's value: the command,
+/// or the profile of `vmrun PROFILE`.
+fn first_positional(args: &[std::ffi::OsString]) -> Option<usize> {
     let mut index = 1;
     while index < args.len() {
         let word = args[index].to_string_lossy();
         if word == "--" {
-            return args;
+            return None;
         }
         if GLOBAL_VALUE_OPTIONS.contains(&word.as_ref()) {
             index += 2;
@@ -75,14 +71,56 @@ pub fn with_implicit_run(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsStrin
             index += 1;
             continue;
         }
-        if is_command(&word) {
-            return args;
-        }
-        let mut args = args;
-        args.insert(index, "run".into());
+        return Some(index);
+    }
+    None
+}
+
+fn is_command(word: &str) -> bool {
+    use clap::CommandFactory;
+    word == "help"
+        || Cli::command()
+            .get_subcommands()
+            .any(|c| c.get_name() == word)
+}
+
+/// `vmrun [OPTIONS] PROFILE ...` is `vmrun [OPTIONS] run PROFILE ...`: inserts `run` before the
+/// first positional argument when that is not a command.
+pub fn with_implicit_run(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let Some(index) = first_positional(&args) else {
+        return args;
+    };
+    if is_command(&args[index].to_string_lossy()) {
         return args;
     }
+    let mut args = args;
+    args.insert(index, "run".into());
     args
+}
+
+/// The command a mistyped word most likely meant (`stpo` → `stop`), when the word is no
+/// command and `profile_exists` finds no profile of that name either (`vmrun NAME` runs one).
+pub fn mistyped_command(
+    args: &[std::ffi::OsString],
+    profile_exists: impl Fn(&str) -> bool,
+) -> Option<String> {
+    use clap::CommandFactory;
+    let word = args.get(first_positional(args)?)?.to_string_lossy();
+    if is_command(&word) || profile_exists(&word) {
+        return None;
+    }
+    let command = Cli::command();
+    let (score, name) = command
+        .get_subcommands()
+        .filter(|c| !c.is_hide_set())
+        .map(|c| (strsim::jaro_winkler(&word, c.get_name()), c.get_name()))
+        .max_by(|a, b| a.0.total_cmp(&b.0))?;
+    (score > 0.8).then(|| {
+        format!(
+            "`{word}` is not a command, nor a profile on the search path; did you mean \
+             `vmrun {name}`? (`vmrun --help` lists the commands)"
+        )
+    })
 }
 
 #[derive(Debug, Args)]
@@ -320,7 +358,13 @@ impl From<crate::profile::ProfileError> for CliError {
 pub fn main() -> i32 {
     crate::log::mark_start();
     shell_commands::answer_completion_request();
-    let cli = match Cli::try_parse_from(with_implicit_run(std::env::args_os().collect())) {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let search = crate::profile::SearchPath::from_env();
+    if let Some(message) = mistyped_command(&args, |word| search.resolve(word).is_ok()) {
+        eprintln!("vmrun: {message}");
+        return ExitCode::Usage.code();
+    }
+    let cli = match Cli::try_parse_from(with_implicit_run(args)) {
         Ok(cli) => cli,
         Err(error) => {
             let _ = error.print();
@@ -443,6 +487,21 @@ mod tests {
         command.build();
         walk(&command, "vmrun", &mut missing);
         assert!(missing.is_empty(), "arguments without help: {missing:#?}");
+    }
+
+    #[test]
+    fn a_mistyped_command_is_named() {
+        let args =
+            |words: &[&str]| -> Vec<std::ffi::OsString> { words.iter().map(Into::into).collect() };
+        let none = |_: &str| false;
+        let said = mistyped_command(&args(&["vmrun", "stpo", "demo"]), none).unwrap();
+        assert!(said.contains("did you mean `vmrun stop`?"), "{said}");
+        let said = mistyped_command(&args(&["vmrun", "-v", "stauts", "demo"]), none).unwrap();
+        assert!(said.contains("`vmrun status`"), "{said}");
+        // A profile of that name is run, as `vmrun PROFILE` promises; commands are left alone.
+        assert_eq!(mistyped_command(&args(&["vmrun", "stpo"]), |_| true), None);
+        assert_eq!(mistyped_command(&args(&["vmrun", "stop", "x"]), none), None);
+        assert_eq!(mistyped_command(&args(&["vmrun", "win10"]), none), None);
     }
 
     #[test]

@@ -172,7 +172,7 @@ pub(super) fn stop(
     force: bool,
     global: &GlobalArgs,
 ) -> Result<ExitCode, CliError> {
-    let target = app.target(name)?;
+    let target = app.known_target(name)?;
     let name = &target.name;
     // The supervisor bounds every stage itself; this only guards against a hung supervisor.
     let patience = std::time::Duration::from_secs(timeout.unwrap_or(600) + 120);

@@ -354,3 +354,42 @@ fn a_missing_qemu_binary_fails_check_and_run_before_anything_starts() {
         "nothing was started"
     );
 }
+
+/// `status` and `stop` of a name that is no profile and no VM that ever ran here say that it
+/// is unknown (exit 2) instead of "not running"; a mistyped command is named.
+#[test]
+fn unknown_vms_and_mistyped_commands_are_said() {
+    let dir = crate::common::tempdir();
+    let vmrun_here = || {
+        let mut command = vmrun(dir.path());
+        command
+            .env("HOME", dir.path())
+            .env("XDG_CONFIG_HOME", dir.path())
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .arg("--runtime-dir")
+            .arg(dir.path().join("run"));
+        command
+    };
+    for command in ["status", "stop"] {
+        let (code, stdout, stderr) = run(vmrun_here().args([command, "win12"]));
+        assert_eq!(code, 2, "{command}: {stdout}{stderr}");
+        assert!(
+            stderr.contains("no VM named `win12` is known here") && !stderr.contains("not running"),
+            "{command}: {stderr}"
+        );
+    }
+    // A VM that ran here once is known, and simply not running.
+    std::fs::create_dir_all(dir.path().join("state/old")).unwrap();
+    let (code, stdout, _) = run(vmrun_here().args(["status", "old"]));
+    assert_eq!((code, stdout.trim()), (7, "old: not running"));
+
+    let (code, _, stderr) = run(vmrun_here().args(["stpo", "demo"]));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains(
+            "`stpo` is not a command, nor a profile on the search path; did you mean `vmrun stop`?"
+        ),
+        "{stderr}"
+    );
+}
