@@ -2,10 +2,11 @@
 //! command, renders the result, and turns every error into one clear message and a documented
 //! exit code. The commands live by what they show: `profile_commands` (show, check, list),
 //! `vm_commands` (run, status, stop, qmp, recover, logs), `usb_commands` (usb),
-//! `host_commands` (rom, iommu) and `shell_commands` (completions, man).
+//! `host_commands` (rom, iommu), `shell_commands` (completions) and `man_pages` (man).
 
 mod host_commands;
 mod libvirt_commands;
+mod man_pages;
 mod profile_commands;
 mod shell_commands;
 mod topology_commands;
@@ -280,9 +281,15 @@ enum Command {
         #[arg(value_enum)]
         shell: shell_commands::Shell,
     },
-    /// Print the manual page as roff: `vmrun man | man -l -`, or install it with
-    /// `vmrun man > /usr/local/share/man/man1/vmrun.1`.
-    Man,
+    /// Print a manual page as roff: vmrun(1), or with `vmrun.toml` the profile reference
+    /// vmrun.toml(5). Read it with `vmrun man | man -l -`, or install it with
+    /// `vmrun man > /usr/local/share/man/man1/vmrun.1` and
+    /// `vmrun man vmrun.toml > /usr/local/share/man/man5/vmrun.toml.5`.
+    Man {
+        /// The page: `vmrun` (the commands) or `vmrun.toml` (the profile's keys).
+        #[arg(value_enum, default_value = "vmrun")]
+        page: man_pages::Page,
+    },
     /// Translate another tool's VM definition into a profile.
     Import {
         #[command(subcommand)]
@@ -424,7 +431,7 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
         }
         Some(Command::Usb { name, action }) => usb_commands::usb(&app, &name, action, global),
         Some(Command::Completions { shell }) => shell_commands::completions(shell),
-        Some(Command::Man) => shell_commands::man(),
+        Some(Command::Man { page }) => man_pages::man(page),
         Some(Command::Stop {
             name,
             timeout,
