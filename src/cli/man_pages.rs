@@ -547,7 +547,7 @@ pub(super) fn profile_page() -> String {
     for section in sections() {
         out.push_str(&format!(
             ".SH \"{}\"\n",
-            section.heading.replace('`', "").replace('"', "")
+            section.heading.replace(['`', '"'], "")
         ));
         render_markdown(&section.lines, &heading_tables(section.heading), &mut out);
     }
