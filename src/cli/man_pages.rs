@@ -220,6 +220,13 @@ fn inline(text: &str) -> String {
         let (before, from) = rest.split_at(start);
         out.push_str(&roff_words(before));
         let mark = from.as_bytes()[0];
+        if let Some(strong) = from.strip_prefix("**") {
+            if let Some(end) = strong.find("**") {
+                out.push_str(&format!("\\fB{}\\fR", roff_words(&strong[..end])));
+                rest = &strong[end + 2..];
+                continue;
+            }
+        }
         match mark {
             b'`' | b'*' => {
                 let mark = mark as char;
@@ -529,11 +536,7 @@ pub(super) fn profile_page() -> String {
     out.push_str(".SH DESCRIPTION\n");
     out.push_str(
         ".PP\nA profile is a TOML file describing one VM. Every key is optional unless said \
-         otherwise. vmrun reports every problem of a profile at once, each as \
-         \\fIFILE\\fR:\\fILINE\\fR: \\fIKEY\\fR: what is wrong; what to write: keys a table \
-         does not have (with the key most likely meant), values of the wrong type, a table \
-         written the wrong way (\\fB[pci]\\fR for \\fB[[pci]]\\fR), a key or table written \
-         twice, and values out of range; such a profile exits 2.\n",
+         otherwise.\n",
     );
     render_markdown(&preamble(), &[], &mut out);
     out.push_str(".SH TABLES\n");
@@ -589,6 +592,7 @@ mod tests {
             inline("`-cpu host` on *i* ([Low latency](low-latency.md))"),
             "\\fB\\-cpu host\\fR on \\fIi\\fR (Low latency)"
         );
+        assert_eq!(inline("**Sizes** are"), "\\fBSizes\\fR are");
         assert_eq!(line(".x".to_string()), "\\&.x");
     }
 }
