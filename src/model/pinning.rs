@@ -114,7 +114,12 @@ impl Validator {
                 Vec::new()
             }
             Some((span, RawVcpus::List(entries))) => {
-                if entries.len() != vcpu_count {
+                // A count that could not be read was reported; the list is not measured
+                // against the default standing in for it.
+                let count_known = ["cpu.sockets", "cpu.cores", "cpu.threads", "cpu"]
+                    .iter()
+                    .all(|key| !self.diags.has_error_for(key));
+                if count_known && entries.len() != vcpu_count {
                     self.error(
                         span,
                         "pinning.vcpus",

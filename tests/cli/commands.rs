@@ -186,14 +186,29 @@ fn an_invalid_profile_exits_2_naming_file_line_and_key() {
         stderr.contains("bad.toml:6: pinning.bogus: unknown key"),
         "{stderr}"
     );
+    // The unknown key does not hide the value problem two lines above it.
+    assert!(
+        stderr.contains("bad.toml:3: cpu.cores: 0 is out of range"),
+        "{stderr}"
+    );
     let (code, stdout, _) = run(vmrun(dir.path()).args(["check", "bad.toml", "--json"]));
     assert_eq!(code, 2);
     let value = json(&stdout);
     assert_eq!(value["ok"], false);
-    assert!(value["findings"][0]["message"]
-        .as_str()
+    let messages: Vec<&str> = value["findings"]
+        .as_array()
         .unwrap()
-        .contains("bad.toml:6"));
+        .iter()
+        .map(|f| f["message"].as_str().unwrap())
+        .collect();
+    assert!(
+        messages[0].contains("bad.toml:3: cpu.cores"),
+        "{messages:?}"
+    );
+    assert!(
+        messages[1].contains("bad.toml:6: pinning.bogus"),
+        "{messages:?}"
+    );
 }
 
 #[test]

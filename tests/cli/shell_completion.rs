@@ -144,7 +144,7 @@ fn the_man_page_renders_with_man_and_documents_every_command() {
         "vmrun logs [-f|--follow] [--qemu] [--console]",
         "VMRUN ROM DUMP",
         "--state-dir",
-        "Exit codes: 0 success, 1 runtime failure",
+        "EXIT STATUS 0 success",
     ] {
         assert!(text.contains(expected), "{expected:?} missing:\n{text}");
     }
