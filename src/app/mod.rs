@@ -746,6 +746,23 @@ fn resolve_profile(
             );
             Err(ProfileError::Invalid(diagnostics.into_vec()).into())
         }
+        Err(error @ (PlanError::NoHostCpus | PlanError::HostCpusOverlap { .. })) => {
+            let span = model::parse::span_of_key(source, &["isolation", "host_cpus"])
+                .or_else(|| model::parse::span_of_key(source, &["isolation"]));
+            let message = error.to_string();
+            let message = message
+                .strip_prefix("isolation.host_cpus = ")
+                .or_else(|| message.strip_prefix("isolation.host_cpus "))
+                .unwrap_or(&message)
+                .to_string();
+            diagnostics.push(
+                profile::Severity::Error,
+                span,
+                "isolation.host_cpus",
+                message,
+            );
+            Err(ProfileError::Invalid(diagnostics.into_vec()).into())
+        }
         Err(other) => Err(other.into()),
         Ok(config) => {
             let topology = config.cpu.topology;

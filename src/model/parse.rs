@@ -244,11 +244,12 @@ fn syntax_errors(
         .all(|e| e.message().trim() == "duplicate key" && e.span().is_some());
     if !recoverable {
         for error in errors {
-            diagnostics.error(
-                error.span().unwrap_or(0..0),
-                "",
-                format!("not valid TOML: {}", error.message().trim()),
-            );
+            let span = error.span().unwrap_or(0..0);
+            let message = error.message().trim();
+            match unquoted_value(&lines, lines_index.line_of(span.start), message) {
+                Some((key, advice)) => diagnostics.error(span, key, advice),
+                None => diagnostics.error(span, "", format!("not valid TOML: {message}")),
+            }
         }
         return false;
     }
@@ -285,11 +286,13 @@ fn syntax_errors(
                     );
                 }
                 _ => {
-                    let first = lines
+                    let first = lines[..line - 1]
                         .iter()
                         .position(|l| header_of(l.trim()).as_ref() == Some(&header))
                         .map(|index| format!(" (first on line {})", index + 1))
-                        .unwrap_or_default();
+                        .unwrap_or_else(|| {
+                            format!(" (keys written `{name}.KEY = ...` above made it)")
+                        });
                     diagnostics.error(
                         span,
                         name.clone(),
@@ -325,6 +328,25 @@ fn syntax_errors(
         );
     }
     true
+}
+
+/// `memory = 16G`, the most common slip in a first profile: its key and what to write.
+fn unquoted_value(lines: &[&str], line: usize, message: &str) -> Option<(String, String)> {
+    if !message.starts_with("string values must be quoted") {
+        return None;
+    }
+    let text = lines.get(line.checked_sub(1)?)?;
+    let (key, value) = text.split_once('=')?;
+    let (key, value) = (key.trim(), value.split('#').next()?.trim());
+    let mut path = (0..line - 1)
+        .rev()
+        .find_map(|index| header_of(lines[index].trim()))
+        .unwrap_or_default();
+    path.push(key.to_string());
+    Some((
+        path.join("."),
+        format!("`{value}` is not in quotes; write `{key} = \"{value}\"`"),
+    ))
 }
 
 /// The dotted path of a `[table]` or `[[table]]` header line.

@@ -457,6 +457,21 @@ fn auto_problems_point_into_the_profile() {
     );
     let path = profile(
         dir.path(),
+        "overlap",
+        "cores = 2",
+        "vcpus = \"auto\"\n[isolation]\nhost_cpus = \"0-15\"",
+    );
+    let (code, _, stderr) = run(vmrun_on(root.path(), dir.path()).arg("show").arg(&path));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{}:13: isolation.host_cpus: includes CPUs",
+            path.display()
+        )) && stderr.contains("that pinning.vcpus = \"auto\" chose"),
+        "{stderr}"
+    );
+    let path = profile(
+        dir.path(),
         "written",
         "cores = 2\nthreads = 2",
         "vcpus = \"auto\"",

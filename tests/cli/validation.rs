@@ -517,6 +517,10 @@ fn golden_messages_for_each_kind_of_mistake() {
              `pre_start = [\"/usr/local/bin/before\"]`",
         ),
         (
+            "[machine]\nmemory = 16G\n",
+            "t.toml:2: machine.memory: `16G` is not in quotes; write `memory = \"16G\"`",
+        ),
+        (
             "[machine]\nmemory = \"16GB\"\n",
             "t.toml:2: machine.memory: `16GB` is not how vmrun writes sizes; a size is a whole \
              number and a unit, K, M, G or T (powers of 1024), e.g. `16G`: write `16G`",
