@@ -53,6 +53,27 @@ fn vcpu_count_must_match_the_pin_list() {
     );
 }
 
+/// Switching from "auto" to the list `show` printed for it: without `threads` the VM has half
+/// the vCPUs, which is an error that says what to write, never a silent change.
+#[test]
+fn a_pin_list_of_auto_s_threads_says_to_write_threads() {
+    expect_error(
+        "[cpu]\ncores = 4\n[pinning]\nvcpus = [2, 10, 3, 11, 4, 12, 5, 13] #<\n",
+        "pinning.vcpus",
+        "has 8 entries but the VM has 4 vCPUs (cpu.sockets * cpu.cores * cpu.threads = 1 * 4 * \
+         1); give one host CPU per vCPU; for 2 threads per core (as \"auto\" gives on this \
+         host's cores), write `threads = 2` in [cpu]",
+    );
+    let dir = crate::common::tempdir();
+    let (config, _) = crate::common::validate_text(
+        dir.path(),
+        "t",
+        "[cpu]\ncores = 4\nthreads = 2\n[pinning]\nvcpus = [2, 10, 3, 11, 4, 12, 5, 13]\n",
+    )
+    .unwrap();
+    assert_eq!(config.vcpu_count(), 8);
+}
+
 #[test]
 fn cpu_lists_use_taskset_syntax() {
     expect_error(
