@@ -158,7 +158,8 @@ enum Command {
     },
     /// Whether a VM runs: pid, uptime, QMP run state, and each vCPU's thread, CPU affinity,
     /// policy and priority as /proc reports them, and how long it waited for its CPU (run delay,
-    /// ms per second) and how often it was preempted. Exit 0 when running, 7 when not.
+    /// ms per second) and how often it was preempted. Exit 0 when running, 7 when not, 2 when
+    /// NAME is neither a profile nor a VM that ran here.
     Status {
         /// VM name or profile.
         #[arg(add = ArgValueCandidates::new(vm_candidates))]
@@ -169,7 +170,8 @@ enum Command {
     },
     /// Stop a running VM gracefully from another process: ACPI power-off, then after the
     /// timeout QMP quit, SIGTERM, SIGKILL. Waits until teardown is finished; exits with the
-    /// run's exit code (0 clean, 5 forced). A VM that is not running is not an error.
+    /// run's exit code (0 clean, 5 forced). A VM that is not running is not an error; a NAME
+    /// that is neither a profile nor a VM that ran here is (exit 2).
     Stop {
         /// VM name or profile.
         #[arg(add = ArgValueCandidates::new(running_candidates))]
