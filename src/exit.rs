@@ -48,6 +48,20 @@ impl ExitCode {
         }
     }
 
+    /// What the code tells a script, for the manual page's EXIT STATUS.
+    pub fn meaning(self) -> &'static str {
+        match self {
+            ExitCode::Ok => "success; for run and stop: the guest powered off (by itself or on ACPI request)",
+            ExitCode::Failure => "runtime failure (QMP, pinning, host preparation, recover could not restore everything)",
+            ExitCode::Usage => "usage error or invalid profile (also a VM name that is not known, and \"auto\" pinning this host cannot give)",
+            ExitCode::CheckFailed => "check found a failure, run refused to start because the host is not ready, or rom found a problem",
+            ExitCode::AlreadyRunning => "run: the VM is already running",
+            ExitCode::Forced => "run, stop: the guest did not power off in time and was stopped by force",
+            ExitCode::QemuFailed => "run: QEMU refused to start, crashed, or the guest panicked",
+            ExitCode::NotRunning => "status, qmp, usb: the VM is not running (stop of a stopped VM is 0)",
+        }
+    }
+
     /// A code read back from `last-run.json` or from the detached supervisor; unknown codes
     /// are runtime failures.
     pub fn from_code(code: i32) -> ExitCode {

@@ -73,6 +73,8 @@ impl AppError {
 pub struct Loaded {
     pub config: VmConfig,
     pub warnings: Vec<Diagnostic>,
+    /// The text it was read from: what the host makes of the profile is located in it too.
+    pub source: ProfileSource,
 }
 
 /// Everything a VM needs, decided before anything happens: what `show` prints, what `check`
@@ -100,6 +102,8 @@ struct Draft<'a> {
     host_steps: Vec<HostStep>,
     facts: HostFacts,
     host: HostContext<'a>,
+    /// How many of `warnings` the profile itself gave (the rest came from resolution).
+    loaded_warnings: usize,
 }
 
 /// A stage of the recipe that failed, named as `check` reports it.
@@ -116,8 +120,15 @@ impl Failed {
         }
     }
 
-    fn finding(self) -> Finding {
-        Finding::fail(self.check, self.error.to_string())
+    /// One failed finding, or one per problem when the host showed the profile wrong.
+    fn findings(self) -> Vec<Finding> {
+        match self.error {
+            AppError::Profile(ProfileError::Invalid(diagnostics)) => diagnostics
+                .iter()
+                .map(|d| Finding::fail("profile", d.to_string()))
+                .collect(),
+            error => vec![Finding::fail(self.check, error.to_string())],
+        }
     }
 }
 
@@ -187,9 +198,12 @@ impl App {
     pub fn load(&self, profile: &str) -> Result<Loaded, ProfileError> {
         let path = self.search.resolve(profile)?;
         let source = ProfileSource::read(&path)?;
-        let raw = model::parse(&source).map_err(ProfileError::Invalid)?;
-        let (config, warnings) = model::validate(&source, &raw).map_err(ProfileError::Invalid)?;
-        Ok(Loaded { config, warnings })
+        let (config, warnings) = model::load(&source).map_err(ProfileError::Invalid)?;
+        Ok(Loaded {
+            config,
+            warnings,
+            source,
+        })
     }
 
     pub fn facts(&self, config: &VmConfig) -> HostFacts {
@@ -276,14 +290,22 @@ impl App {
 
     fn draft(&self, loaded: Loaded) -> Result<Draft<'_>, Failed> {
         let facts = self.facts(&loaded.config);
-        let config = plan::resolve(loaded.config, &facts).map_err(Failed::at("pinning"))?;
+        let loaded_warnings = loaded.warnings.len();
+        let (config, resolved_warnings) = resolve_profile(&loaded.source, loaded.config, &facts)
+            .map_err(|error| Failed {
+                check: "pinning",
+                error,
+            })?;
+        let mut warnings = loaded.warnings;
+        warnings.extend(resolved_warnings);
         let paths = VmPaths::new(&self.base, &config.name)
             .map_err(|error| Failed::at("paths")(error.into()))?;
         Ok(Draft {
             host_steps: steps::plan(&config, &paths),
             host: self.host(Self::identity(&config)),
             config,
-            warnings: loaded.warnings,
+            warnings,
+            loaded_warnings,
             facts,
         })
     }
@@ -322,17 +344,24 @@ impl App {
     }
 
     /// Every finding about this host for a valid profile: the recipe, then what its host half
-    /// and its plan say. A stage that fails is one failed finding; what came before it is
-    /// still judged (a missing firmware still shows the host's state).
+    /// and its plan say. A stage that fails is one failed finding (a profile problem found
+    /// only against the host, one per problem); what came before it is still judged (a
+    /// missing firmware still shows the host's state).
     fn findings(&self, loaded: Loaded, depth: Depth) -> Vec<Finding> {
         let draft = match self.draft(loaded) {
             Ok(draft) => draft,
-            Err(failed) => return vec![failed.finding()],
+            Err(failed) => return failed.findings(),
         };
-        let mut findings = Self::host_findings(&draft, depth);
+        // What resolution against the host warned of; the profile's own warnings are the
+        // caller's to show.
+        let mut findings: Vec<Finding> = draft.warnings[draft.loaded_warnings..]
+            .iter()
+            .map(check::diagnostic_finding)
+            .collect();
+        findings.extend(Self::host_findings(&draft, depth));
         match self.finish(draft) {
             Ok(recipe) => findings.extend(Self::plan_findings(&recipe, depth)),
-            Err(failed) => findings.push(failed.finding()),
+            Err(failed) => findings.extend(failed.findings()),
         }
         findings
     }
@@ -384,10 +413,20 @@ impl App {
         let name = loaded.config.name.to_string();
         findings.extend(self.findings(loaded, Depth::Check));
         let failed = findings.iter().any(|f| f.status == Status::Fail);
+        // What the host makes of the profile can still be the profile's fault (`vcpus =
+        // "auto"` asking for more cores than there are): exit 2, as for any profile error.
+        let profile_failed = findings
+            .iter()
+            .any(|f| f.status == Status::Fail && f.check == "profile");
+        if profile_failed {
+            findings.retain(|f| !(f.status == Status::Pass && f.check == "profile"));
+        }
         Ok(CheckReport {
             name: Some(name),
             findings,
-            code: if failed {
+            code: if profile_failed {
+                ExitCode::Usage
+            } else if failed {
                 ExitCode::CheckFailed
             } else {
                 ExitCode::Ok
@@ -568,6 +607,24 @@ impl App {
         })
     }
 
+    /// `target`, for commands about a VM that has to exist (`status`, `stop`): a word that is
+    /// neither a profile on the search path nor a VM that ran here is unknown, a usage error,
+    /// rather than a VM that is "not running".
+    pub fn known_target(&self, name_or_profile: &str) -> Result<Target, AppError> {
+        let target = self.target(name_or_profile)?;
+        if target.profile.is_none()
+            && !target.paths.state_dir.is_dir()
+            && !target.paths.runtime_dir.is_dir()
+        {
+            return Err(AppError::Usage(format!(
+                "no VM named `{name_or_profile}` is known here: it is not a profile on the search \
+                 path and no VM of that name ran here (no {}); `vmrun list` shows the profiles",
+                target.paths.state_dir.display()
+            )));
+        }
+        Ok(target)
+    }
+
     /// Undoes what a run left in the VM's journal, by VM name or profile; the journal holds
     /// everything needed, so the profile is not read.
     pub fn recover(&self, name_or_profile: &str, log: &Log) -> Result<Recovered, AppError> {
@@ -627,7 +684,7 @@ impl App {
     }
 
     pub fn status(&self, name_or_profile: &str) -> Result<control::Status, AppError> {
-        let target = self.target(name_or_profile)?;
+        let target = self.known_target(name_or_profile)?;
         Ok(control::status(&target.paths, &target.name))
     }
 }
@@ -703,9 +760,7 @@ impl App {
             path: output.unwrap_or_else(|| PathBuf::from(format!("{}.toml", imported.name))),
             text: imported.profile.clone(),
         };
-        if let Err(diagnostics) =
-            model::parse(&source).and_then(|raw| model::validate(&source, &raw).map(|_| ()))
-        {
+        if let Err(diagnostics) = model::load(&source).map(|_| ()) {
             let errors: Vec<String> = diagnostics
                 .iter()
                 .filter(|d| d.severity == profile::Severity::Error)
@@ -741,6 +796,72 @@ impl App {
 /// libvirt wants the emulator as an absolute path; QEMU's own lookup is PATH.
 fn absolute_program(binary: &str) -> PathBuf {
     crate::host::find_program(binary).unwrap_or_else(|| Path::new("/usr/bin").join(binary))
+}
+
+/// `plan::resolve`, with what it decides about the profile said in the profile's words: an
+/// `auto` placement this host cannot give is an error at `pinning.vcpus` (a profile error, exit
+/// 2), and a vCPU count that `auto` took from the host's threads per core is a warning there,
+/// so that the count never changes unseen when the profile pins by list instead.
+fn resolve_profile(
+    source: &ProfileSource,
+    config: VmConfig,
+    facts: &HostFacts,
+) -> Result<(plan::ResolvedVm, Vec<Diagnostic>), AppError> {
+    let threads_from_host =
+        !config.cpu.threads_given && config.pinning.as_ref().is_some_and(|p| p.auto);
+    let mut diagnostics = profile::Diagnostics::new(&source.path, &source.text);
+    let span = model::parse::span_of_key(source, &["pinning", "vcpus"]);
+    match plan::resolve(config, facts) {
+        Err(PlanError::Auto(error)) => {
+            diagnostics.push(
+                profile::Severity::Error,
+                span,
+                "pinning.vcpus",
+                error.to_string(),
+            );
+            Err(ProfileError::Invalid(diagnostics.into_vec()).into())
+        }
+        Err(error @ (PlanError::NoHostCpus | PlanError::HostCpusOverlap { .. })) => {
+            let span = model::parse::span_of_key(source, &["isolation", "host_cpus"])
+                .or_else(|| model::parse::span_of_key(source, &["isolation"]));
+            let message = error.to_string();
+            let message = message
+                .strip_prefix("isolation.host_cpus = ")
+                .or_else(|| message.strip_prefix("isolation.host_cpus "))
+                .unwrap_or(&message)
+                .to_string();
+            diagnostics.push(
+                profile::Severity::Error,
+                span,
+                "isolation.host_cpus",
+                message,
+            );
+            Err(ProfileError::Invalid(diagnostics.into_vec()).into())
+        }
+        Err(other) => Err(other.into()),
+        Ok(config) => {
+            let topology = config.resolved.cpu.topology;
+            if threads_from_host && topology.threads != 1 {
+                diagnostics.push(
+                    profile::Severity::Warning,
+                    span,
+                    "pinning.vcpus",
+                    format!(
+                        "\"auto\" gives each guest core this host's {threads} threads per core, \
+                         so the VM has {vcpus} vCPUs (cpu.sockets {sockets} × cpu.cores {cores} × \
+                         {threads}); write `threads = {threads}` in [cpu] to say so (pinned by \
+                         list, a profile without `threads` has {listed} vCPUs)",
+                        threads = topology.threads,
+                        vcpus = topology.vcpus(),
+                        sockets = topology.sockets,
+                        cores = topology.cores,
+                        listed = topology.sockets * topology.cores,
+                    ),
+                );
+            }
+            Ok((config, diagnostics.into_vec()))
+        }
+    }
 }
 
 /// The VM name a profile declares (its `name`, else its file stem), without full validation.

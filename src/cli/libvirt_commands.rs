@@ -27,6 +27,7 @@ pub(super) enum ExportTarget {
     /// A libvirt domain XML for the same VM (`virsh define FILE`): same devices, guest
     /// addresses, CPU, pinning and firmware; host steps libvirt lacks are comments.
     Libvirt {
+        /// Profile: a path to a .toml file, or a NAME looked up as NAME.toml on the search path.
         profile: String,
         /// Write the XML to this file instead of stdout.
         #[arg(short, long, value_name = "FILE")]

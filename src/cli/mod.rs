@@ -2,10 +2,11 @@
 //! command, renders the result, and turns every error into one clear message and a documented
 //! exit code. The commands live by what they show: `profile_commands` (show, check, list),
 //! `vm_commands` (run, status, stop, qmp, recover, logs), `usb_commands` (usb),
-//! `host_commands` (rom, iommu) and `shell_commands` (completions, man).
+//! `host_commands` (rom, iommu), `shell_commands` (completions) and `man_pages` (man).
 
 mod host_commands;
 mod libvirt_commands;
+mod man_pages;
 mod profile_commands;
 mod shell_commands;
 mod topology_commands;
@@ -54,18 +55,14 @@ pub struct Cli {
 /// Global options that take a value, so that the value is not mistaken for a profile.
 const GLOBAL_VALUE_OPTIONS: &[&str] = &["--state-dir", "--runtime-dir"];
 
-/// `vmrun [OPTIONS] PROFILE ...` is `vmrun [OPTIONS] run PROFILE ...`: inserts `run` before the
-/// first positional argument when that is not a command.
-pub fn with_implicit_run(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
-    use clap::CommandFactory;
-    let command = Cli::command();
-    let is_command =
-        |word: &str| word == "help" || command.get_subcommands().any(|c| c.get_name() == word);
+/// The index of the first word that is neither an option nor an option's value: the command,
+/// or the profile of `vmrun PROFILE`.
+fn first_positional(args: &[std::ffi::OsString]) -> Option<usize> {
     let mut index = 1;
     while index < args.len() {
         let word = args[index].to_string_lossy();
         if word == "--" {
-            return args;
+            return None;
         }
         if GLOBAL_VALUE_OPTIONS.contains(&word.as_ref()) {
             index += 2;
@@ -75,14 +72,56 @@ pub fn with_implicit_run(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsStrin
             index += 1;
             continue;
         }
-        if is_command(&word) {
-            return args;
-        }
-        let mut args = args;
-        args.insert(index, "run".into());
+        return Some(index);
+    }
+    None
+}
+
+fn is_command(word: &str) -> bool {
+    use clap::CommandFactory;
+    word == "help"
+        || Cli::command()
+            .get_subcommands()
+            .any(|c| c.get_name() == word)
+}
+
+/// `vmrun [OPTIONS] PROFILE ...` is `vmrun [OPTIONS] run PROFILE ...`: inserts `run` before the
+/// first positional argument when that is not a command.
+pub fn with_implicit_run(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let Some(index) = first_positional(&args) else {
+        return args;
+    };
+    if is_command(&args[index].to_string_lossy()) {
         return args;
     }
+    let mut args = args;
+    args.insert(index, "run".into());
     args
+}
+
+/// The command a mistyped word most likely meant (`stpo` → `stop`), when the word is no
+/// command and `profile_exists` finds no profile of that name either (`vmrun NAME` runs one).
+pub fn mistyped_command(
+    args: &[std::ffi::OsString],
+    profile_exists: impl Fn(&str) -> bool,
+) -> Option<String> {
+    use clap::CommandFactory;
+    let word = args.get(first_positional(args)?)?.to_string_lossy();
+    if is_command(&word) || profile_exists(&word) {
+        return None;
+    }
+    let command = Cli::command();
+    let (score, name) = command
+        .get_subcommands()
+        .filter(|c| !c.is_hide_set())
+        .map(|c| (strsim::jaro_winkler(&word, c.get_name()), c.get_name()))
+        .max_by(|a, b| a.0.total_cmp(&b.0))?;
+    (score > 0.8).then(|| {
+        format!(
+            "`{word}` is not a command, nor a profile on the search path; did you mean \
+             `vmrun {name}`? (`vmrun --help` lists the commands)"
+        )
+    })
 }
 
 #[derive(Debug, Args)]
@@ -106,6 +145,7 @@ enum Command {
     /// Start the VM: QEMU paused, every vCPU pinned through QMP, then resumed and supervised
     /// until the guest powers off, or SIGINT/SIGTERM/SIGHUP asks for a graceful stop.
     Run {
+        /// Profile: a path to a .toml file, or a NAME looked up as NAME.toml on the search path.
         #[arg(add = ArgValueCandidates::new(profile_candidates))]
         profile: String,
         /// Return (exit 0) once the VM runs with every vCPU pinned; supervision and teardown go
@@ -118,17 +158,20 @@ enum Command {
     },
     /// Whether a VM runs: pid, uptime, QMP run state, and each vCPU's thread, CPU affinity,
     /// policy and priority as /proc reports them, and how long it waited for its CPU (run delay,
-    /// ms per second) and how often it was preempted. Exit 0 when running, 7 when not.
+    /// ms per second) and how often it was preempted. Exit 0 when running, 7 when not, 2 when
+    /// NAME is neither a profile nor a VM that ran here.
     Status {
         /// VM name or profile.
         #[arg(add = ArgValueCandidates::new(vm_candidates))]
         name: String,
+        /// Print a JSON object instead of text (fields in docs/commands.md).
         #[arg(long)]
         json: bool,
     },
     /// Stop a running VM gracefully from another process: ACPI power-off, then after the
     /// timeout QMP quit, SIGTERM, SIGKILL. Waits until teardown is finished; exits with the
-    /// run's exit code (0 clean, 5 forced). A VM that is not running is not an error.
+    /// run's exit code (0 clean, 5 forced). A VM that is not running is not an error; a NAME
+    /// that is neither a profile nor a VM that ran here is (exit 2).
     Stop {
         /// VM name or profile.
         #[arg(add = ArgValueCandidates::new(running_candidates))]
@@ -161,6 +204,7 @@ enum Command {
     /// Print the host steps and the QEMU command line a profile produces, one argument per
     /// line, quoted for a shell (QEMU gets its monitors from vmrun as fds 3 and 4). Changes nothing and needs no root.
     Show {
+        /// Profile: a path to a .toml file, or a NAME looked up as NAME.toml on the search path.
         #[arg(add = ArgValueCandidates::new(profile_candidates))]
         profile: String,
         /// Print a JSON object with `argv` (QEMU binary first), paths, firmware and warnings.
@@ -170,8 +214,10 @@ enum Command {
     /// Validate a profile, then check this host read-only (QEMU, /dev/kvm, firmware, files,
     /// pinned CPUs, CAP_SYS_NICE). Exit 0 only when nothing failed.
     Check {
+        /// Profile: a path to a .toml file, or a NAME looked up as NAME.toml on the search path.
         #[arg(add = ArgValueCandidates::new(profile_candidates))]
         profile: String,
+        /// Print the findings as JSON: `{"name", "ok", "findings": [{"status", "check", "message"}]}`.
         #[arg(long)]
         json: bool,
     },
@@ -183,6 +229,7 @@ enum Command {
     /// Every IOMMU group of this host with its devices: address, class, vendor:device, driver,
     /// whether it can be reset, and which GPU the firmware booted on.
     Iommu {
+        /// Print the groups as JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -190,12 +237,15 @@ enum Command {
     /// P/E core types, NUMA nodes. Given a profile, which vCPU sits on each CPU and where QEMU's
     /// other threads and the host run (`pinning.vcpus = "auto"` resolved).
     Topology {
+        /// A profile whose vCPUs, emulator and host CPUs to show on the picture.
         profile: Option<String>,
+        /// Print the topology (and the VM's placement) as JSON.
         #[arg(long)]
         json: bool,
     },
     /// List the profiles on the search path.
     List {
+        /// Print the profiles as JSON: name, path, shadowed paths, running, pid.
         #[arg(long)]
         json: bool,
     },
@@ -229,12 +279,19 @@ enum Command {
     /// Print the shell completion script (completes commands, options, profile names and
     /// running VMs). docs/commands.md says where to put it.
     Completions {
+        /// The shell to write the script for.
         #[arg(value_enum)]
         shell: shell_commands::Shell,
     },
-    /// Print the manual page as roff: `vmrun man | man -l -`, or install it with
-    /// `vmrun man > /usr/local/share/man/man1/vmrun.1`.
-    Man,
+    /// Print a manual page as roff: vmrun(1), or with `vmrun.toml` the profile reference
+    /// vmrun.toml(5). Read it with `vmrun man | man -l -`, or install it with
+    /// `vmrun man > /usr/local/share/man/man1/vmrun.1` and
+    /// `vmrun man vmrun.toml > /usr/local/share/man/man5/vmrun.toml.5`.
+    Man {
+        /// The page: `vmrun` (the commands) or `vmrun.toml` (the profile's keys).
+        #[arg(value_enum, default_value = "vmrun")]
+        page: man_pages::Page,
+    },
     /// Translate another tool's VM definition into a profile.
     Import {
         #[command(subcommand)]
@@ -254,6 +311,7 @@ struct RomArgs {
     action: Option<RomAction>,
     /// The ROM file.
     file: Option<PathBuf>,
+    /// Print the images and problems as JSON (fields in docs/commands.md).
     #[arg(long)]
     json: bool,
     /// Check that the ROM is made for this host device (its vendor:device, read from sysfs).
@@ -270,6 +328,7 @@ enum RomAction {
     Dump {
         /// PCI address, e.g. 0000:01:00.0 or 01:00.0.
         address: String,
+        /// The file to write the ROM to.
         out: PathBuf,
     },
 }
@@ -308,7 +367,13 @@ impl From<crate::profile::ProfileError> for CliError {
 pub fn main() -> i32 {
     crate::log::mark_start();
     shell_commands::answer_completion_request();
-    let cli = match Cli::try_parse_from(with_implicit_run(std::env::args_os().collect())) {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let search = crate::profile::SearchPath::from_env();
+    if let Some(message) = mistyped_command(&args, |word| search.resolve(word).is_ok()) {
+        eprintln!("vmrun: {message}");
+        return ExitCode::Usage.code();
+    }
+    let cli = match Cli::try_parse_from(with_implicit_run(args)) {
         Ok(cli) => cli,
         Err(error) => {
             let _ = error.print();
@@ -368,7 +433,7 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
         }
         Some(Command::Usb { name, action }) => usb_commands::usb(&app, &name, action, global),
         Some(Command::Completions { shell }) => shell_commands::completions(shell),
-        Some(Command::Man) => shell_commands::man(),
+        Some(Command::Man { page }) => man_pages::man(page),
         Some(Command::Stop {
             name,
             timeout,
@@ -406,6 +471,46 @@ mod tests {
             .into_iter()
             .map(|a| a.to_string_lossy().into_owned())
             .collect()
+    }
+
+    /// Every argument of every command says what it is in `--help` and the manual page.
+    #[test]
+    fn every_argument_has_help() {
+        use clap::CommandFactory;
+        fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in command.get_arguments() {
+                let id = arg.get_id().as_str();
+                if arg.is_hide_set() || id == "help" || id == "version" {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in command.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        let mut command = Cli::command();
+        command.build();
+        walk(&command, "vmrun", &mut missing);
+        assert!(missing.is_empty(), "arguments without help: {missing:#?}");
+    }
+
+    #[test]
+    fn a_mistyped_command_is_named() {
+        let args =
+            |words: &[&str]| -> Vec<std::ffi::OsString> { words.iter().map(Into::into).collect() };
+        let none = |_: &str| false;
+        let said = mistyped_command(&args(&["vmrun", "stpo", "demo"]), none).unwrap();
+        assert!(said.contains("did you mean `vmrun stop`?"), "{said}");
+        let said = mistyped_command(&args(&["vmrun", "-v", "stauts", "demo"]), none).unwrap();
+        assert!(said.contains("`vmrun status`"), "{said}");
+        // A profile of that name is run, as `vmrun PROFILE` promises; commands are left alone.
+        assert_eq!(mistyped_command(&args(&["vmrun", "stpo"]), |_| true), None);
+        assert_eq!(mistyped_command(&args(&["vmrun", "stop", "x"]), none), None);
+        assert_eq!(mistyped_command(&args(&["vmrun", "win10"]), none), None);
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! `completions`, `man` and the dynamic completion of profile and VM names: made with clap's
+//! `completions` and the dynamic completion of profile and VM names: made with clap's
 //! own crates from the same definition the parser uses, so they cannot drift from it.
 
 use super::*;
@@ -36,50 +36,6 @@ pub(super) fn completions(shell: Shell) -> Result<ExitCode, CliError> {
     let mut out = std::io::stdout().lock();
     completer.write_registration(COMPLETE_VAR, "vmrun", "vmrun", "vmrun", &mut out)?;
     Ok(ExitCode::Ok)
-}
-
-/// The manual page as roff (`vmrun man | man -l -`), with every command's options.
-pub(super) fn man() -> Result<ExitCode, CliError> {
-    let command = Cli::command();
-    let mut out = std::io::stdout().lock();
-    let man = clap_mangen::Man::new(command.clone());
-    man.render_title(&mut out)?;
-    man.render_name_section(&mut out)?;
-    man.render_synopsis_section(&mut out)?;
-    man.render_description_section(&mut out)?;
-    man.render_options_section(&mut out)?;
-    render_commands(&command, "vmrun", &mut out)?;
-    man.render_extra_section(&mut out)?;
-    man.render_version_section(&mut out)?;
-    Ok(ExitCode::Ok)
-}
-
-/// One section per command (and subcommand), with its synopsis, description and arguments:
-/// clap_mangen's own subcommand section lists only names.
-fn render_commands(
-    command: &clap::Command,
-    path: &str,
-    out: &mut dyn Write,
-) -> std::io::Result<()> {
-    for sub in command.get_subcommands().filter(|c| !c.is_hide_set()) {
-        let name = format!("{path} {}", sub.get_name());
-        let mut section = sub.clone().bin_name(name.clone());
-        section.build();
-        writeln!(out, ".SH \"{}\"", name.to_uppercase())?;
-        let man = clap_mangen::Man::new(section.clone());
-        let mut body = Vec::new();
-        man.render_synopsis_section(&mut body)?;
-        man.render_description_section(&mut body)?;
-        if section.get_arguments().any(|a| !a.is_hide_set()) {
-            man.render_options_section(&mut body)?;
-        }
-        // Each part comes with its own .SH header; nested under this command they are
-        // subsections.
-        let body = String::from_utf8_lossy(&body).replace(".SH ", ".SS ");
-        out.write_all(body.as_bytes())?;
-        render_commands(&section, &name, out)?;
-    }
-    Ok(())
 }
 
 /// Profile names on the search path, for arguments that take a profile.

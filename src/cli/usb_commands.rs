@@ -19,6 +19,7 @@ pub(super) enum UsbAction {
     },
     /// The guest's USB devices and the host's (ports, ids, names).
     List {
+        /// Print both lists as JSON (fields in docs/commands.md).
         #[arg(long)]
         json: bool,
     },

@@ -24,8 +24,9 @@ pub(super) fn run_vm(
     let log = Log::new(global.verbose, global.quiet);
     let loaded = app.load(profile_arg)?;
     log.phase("parse");
+    let recipe = app.recipe(loaded)?;
     if !global.quiet {
-        for warning in loaded
+        for warning in recipe
             .warnings
             .iter()
             .filter(|w| w.kind == profile::Kind::Profile)
@@ -33,7 +34,6 @@ pub(super) fn run_vm(
             eprintln!("{warning}");
         }
     }
-    let recipe = app.recipe(loaded)?;
     app.preflight(&recipe)?;
     log.phase("preflight");
     if mode == RunMode::Detach {
@@ -189,7 +189,7 @@ pub(super) fn stop(
     force: bool,
     global: &GlobalArgs,
 ) -> Result<ExitCode, CliError> {
-    let target = app.target(name)?;
+    let target = app.known_target(name)?;
     let name = &target.name;
     // The supervisor bounds every stage itself; this only guards against a hung supervisor.
     let patience = std::time::Duration::from_secs(timeout.unwrap_or(600) + 120);

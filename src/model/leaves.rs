@@ -119,35 +119,87 @@ impl fmt::Display for ByteSize {
     }
 }
 
+/// The one way a profile writes a size: a whole number and a unit, `K`, `M`, `G` or `T`
+/// (powers of 1024, as QEMU writes them): `"512M"`, `"16G"`. Nothing else is taken silently:
+/// `16GB` could mean 10^9 or 2^30, `16` could be bytes or MiB (QEMU's `-m` reads MiB), so a
+/// size written another way is refused with the spelling that means what it most likely meant.
 impl FromStr for ByteSize {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         const FORM: &str =
-            "write a whole number with a suffix K, M, G or T (powers of 1024), e.g. `16G`";
-        let trimmed = text.trim();
-        let split = trimmed
+            "a size is a whole number and a unit, K, M, G or T (powers of 1024), e.g. `16G`";
+        let split = text
             .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(trimmed.len());
-        let (digits, suffix) = trimmed.split_at(split);
-        if digits.is_empty() {
-            return Err(format!("`{text}` does not start with a number; {FORM}"));
-        }
-        let number: u64 = digits
-            .parse()
-            .map_err(|_| format!("`{text}` is too large; {FORM}"))?;
-        let multiplier: u64 = match suffix.trim() {
-            "" | "B" => 1,
-            "K" | "k" | "KiB" | "KB" => 1 << 10,
-            "M" | "m" | "MiB" | "MB" => 1 << 20,
-            "G" | "g" | "GiB" | "GB" => 1 << 30,
-            "T" | "t" | "TiB" | "TB" => 1 << 40,
-            other => return Err(format!("unknown size suffix `{other}` in `{text}`; {FORM}")),
+            .unwrap_or(text.len());
+        let (digits, unit) = text.split_at(split);
+        let shift = match unit {
+            "K" => Some(10),
+            "M" => Some(20),
+            "G" => Some(30),
+            "T" => Some(40),
+            _ => None,
         };
-        number
-            .checked_mul(multiplier)
-            .map(ByteSize)
-            .ok_or_else(|| format!("`{text}` is too large"))
+        if let (false, Some(shift)) = (digits.is_empty(), shift) {
+            let number: u64 = digits
+                .parse()
+                .map_err(|_| format!("`{text}` is too large; {FORM}"))?;
+            return number
+                .checked_mul(1 << shift)
+                .map(ByteSize)
+                .ok_or_else(|| format!("`{text}` is too large; {FORM}"));
+        }
+        let trimmed = text.trim();
+        if trimmed.chars().all(|c| c.is_ascii_digit()) && !trimmed.is_empty() {
+            return Err(format!(
+                "`{text}` has no unit; {FORM}: write `{trimmed}M` for MiB or `{trimmed}G` for GiB"
+            ));
+        }
+        match ByteSize::parse_lenient(trimmed) {
+            Some(meant) if meant.0 > 0 => Err(format!(
+                "`{text}` is not how vmrun writes sizes; {FORM}: write `{meant}`"
+            )),
+            _ => Err(format!("`{text}` is not a size; {FORM}")),
+        }
+    }
+}
+
+impl ByteSize {
+    /// A size as QEMU and other tools spell it: optional spaces, any case, `KB`/`KiB`/`B`
+    /// suffixes, a fraction (`1.5G`), a bare number of bytes. For reading other programs'
+    /// values (libvirt import) and for suggesting the profile's spelling of a size.
+    pub fn parse_lenient(text: &str) -> Option<ByteSize> {
+        let text = text.trim();
+        let split = text
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let unit = unit.trim().to_ascii_lowercase();
+        let unit = unit
+            .strip_suffix("ib")
+            .or_else(|| unit.strip_suffix('b'))
+            .unwrap_or(&unit);
+        let shift: u32 = match unit {
+            "" => 0,
+            "k" => 10,
+            "m" => 20,
+            "g" => 30,
+            "t" => 40,
+            _ => return None,
+        };
+        let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+        let whole: u64 = whole.parse().ok()?;
+        let mut bytes = whole.checked_mul(1u64 << shift)?;
+        if !fraction.is_empty() {
+            let digits: u32 = fraction.len().try_into().ok()?;
+            let numerator: u64 = fraction.parse().ok()?;
+            let denominator = 10u64.checked_pow(digits)?;
+            bytes = bytes.checked_add(
+                u64::try_from(u128::from(numerator) * (1u128 << shift) / u128::from(denominator))
+                    .ok()?,
+            )?;
+        }
+        Some(ByteSize(bytes))
     }
 }
 
@@ -585,14 +637,17 @@ mod tests {
     fn byte_sizes_use_powers_of_1024() {
         assert_eq!("16G".parse::<ByteSize>().unwrap().bytes(), 16 << 30);
         assert_eq!("512M".parse::<ByteSize>().unwrap().bytes(), 512 << 20);
-        assert_eq!("4096".parse::<ByteSize>().unwrap().bytes(), 4096);
-        assert_eq!("2MiB".parse::<ByteSize>().unwrap().bytes(), 2 << 20);
+        assert_eq!("1T".parse::<ByteSize>().unwrap().bytes(), 1 << 40);
+        assert_eq!("64K".parse::<ByteSize>().unwrap().bytes(), 64 << 10);
         assert!("16Q"
             .parse::<ByteSize>()
             .unwrap_err()
-            .contains("suffix `Q`"));
+            .contains("not a size"));
         assert!("G".parse::<ByteSize>().is_err());
-        assert!("99999999999999999999".parse::<ByteSize>().is_err());
+        assert!("99999999999999999999G"
+            .parse::<ByteSize>()
+            .unwrap_err()
+            .contains("too large"));
         assert!("20000000T"
             .parse::<ByteSize>()
             .unwrap_err()
@@ -600,6 +655,29 @@ mod tests {
         assert_eq!(ByteSize(16 << 30).qemu_spelling(), "16G");
         assert_eq!(ByteSize(540672).qemu_spelling(), "528K");
         assert_eq!(ByteSize(1000).qemu_spelling(), "1000");
+    }
+
+    /// One grammar: every other spelling is refused with the one that means the same.
+    #[test]
+    fn other_size_spellings_are_refused_with_the_right_one() {
+        for (written, write) in [
+            ("16GB", "write `16G`"),
+            ("16 GiB", "write `16G`"),
+            ("16g", "write `16G`"),
+            ("2MiB", "write `2M`"),
+            ("1.5G", "write `1536M`"),
+            ("4096", "write `4096M` for MiB or `4096G` for GiB"),
+            (" 16G", "write `16G`"),
+        ] {
+            let error = written.parse::<ByteSize>().unwrap_err();
+            assert!(error.contains(write), "{written}: {error}");
+            assert!(error.contains("K, M, G or T"), "{written}: {error}");
+        }
+        assert_eq!(
+            ByteSize::parse_lenient("33554432"),
+            Some(ByteSize(32 << 20))
+        );
+        assert_eq!(ByteSize::parse_lenient("32m"), Some(ByteSize(32 << 20)));
     }
 
     #[test]

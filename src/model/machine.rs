@@ -79,12 +79,21 @@ impl Validator {
                 );
             }
         }
+        // Written like every size (`"1G"`, `"2M"`; `"1024M"` is the same page), and one of
+        // the two page sizes x86 has.
         let hugepages = m.hugepages.as_ref().and_then(|text| {
-            self.pick(
-                text,
-                "machine.hugepages",
-                &[("2M", HugePageSize::TwoMiB), ("1G", HugePageSize::OneGiB)],
-            )
+            let size = self.parse::<ByteSize>(text, "machine.hugepages")?;
+            let page = [HugePageSize::TwoMiB, HugePageSize::OneGiB]
+                .into_iter()
+                .find(|page| page.bytes() == size.bytes());
+            if page.is_none() {
+                self.error(
+                    text.span(),
+                    "machine.hugepages",
+                    format!("{size} is not a hugepage size of x86; write \"2M\" or \"1G\""),
+                );
+            }
+            page
         });
         if let (Some(pages), Some(size), Some(text)) = (hugepages, memory, &m.hugepages) {
             if size.bytes() % pages.bytes() != 0 {

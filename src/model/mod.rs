@@ -12,6 +12,7 @@ pub mod display;
 pub mod hooks;
 pub mod input;
 pub mod isolation;
+pub mod keys;
 pub mod leaves;
 pub mod looking_glass;
 pub mod machine;
@@ -154,6 +155,45 @@ impl VmConfig {
     pub fn vcpu_count(&self) -> u32 {
         self.cpu.topology.vcpus()
     }
+}
+
+/// Reads and validates a profile: every problem of the file at once, those of its TOML shape
+/// (unknown keys, wrong types, tables written the wrong way) and those of its values, in line
+/// order. A value problem that only follows from a key already reported (a vCPU list checked
+/// against a `cores` that could not be read) is left out: fixing that key settles it or brings
+/// it back.
+pub fn load(source: &ProfileSource) -> Result<(VmConfig, Vec<Diagnostic>), Vec<Diagnostic>> {
+    let reading = parse::read(source);
+    let Some(raw) = reading.raw else {
+        return Err(reading.problems);
+    };
+    let validated = validate(source, &raw);
+    if reading.problems.is_empty() {
+        return validated;
+    }
+    let reported: Vec<&str> = reading
+        .problems
+        .iter()
+        .map(|d| d.key.as_str())
+        .chain(reading.left_out.iter().map(String::as_str))
+        .collect();
+    let follows = |diagnostic: &Diagnostic| {
+        reported.iter().any(|key| {
+            !key.is_empty()
+                && (diagnostic.key == *key
+                    || diagnostic.key.starts_with(&format!("{key}."))
+                    || diagnostic.key.starts_with(&format!("{key}["))
+                    || (key.contains('.') && diagnostic.message.contains(key)))
+        })
+    };
+    let more = match validated {
+        Ok((_, warnings)) => warnings,
+        Err(diagnostics) => diagnostics,
+    };
+    let mut problems = reading.problems.clone();
+    problems.extend(more.into_iter().filter(|d| !follows(d)));
+    problems.sort_by_key(|d| d.line.unwrap_or(0));
+    Err(problems)
 }
 
 /// Validates a parsed profile. `Ok` carries the model and its warnings. Files the profile

@@ -115,13 +115,32 @@ impl Validator {
                 Vec::new()
             }
             Some((span, RawVcpus::List(entries))) => {
-                if entries.len() != vcpu_count {
+                // A count that could not be read was reported; the list is not measured
+                // against the default standing in for it.
+                let count_known = ["cpu.sockets", "cpu.cores", "cpu.threads", "cpu"]
+                    .iter()
+                    .all(|key| !self.diags.has_error_for(key));
+                if count_known && entries.len() != vcpu_count {
+                    // The list `show` printed for "auto" has the host's threads per core, which
+                    // a profile without `threads` does not: say what makes them agree.
+                    let per_core = entries.len() / vcpu_count.max(1);
+                    let threads_hint = if !cpu.threads_given
+                        && per_core > 1
+                        && entries.len() % vcpu_count.max(1) == 0
+                    {
+                        format!(
+                            "; for {per_core} threads per core (as \"auto\" gives on this host's \
+                             cores), write `threads = {per_core}` in [cpu]"
+                        )
+                    } else {
+                        String::new()
+                    };
                     self.error(
                         span,
                         "pinning.vcpus",
                         format!(
                             "has {} entries but the VM has {vcpu_count} vCPUs (cpu.sockets * cpu.cores * \
-                             cpu.threads = {} * {} * {}); give one host CPU per vCPU",
+                             cpu.threads = {} * {} * {}); give one host CPU per vCPU{threads_hint}",
                             entries.len(),
                             cpu.topology.sockets,
                             cpu.topology.cores,

@@ -27,7 +27,7 @@ pub enum PlanError {
     Firmware(#[from] FirmwareError),
     #[error(transparent)]
     Paths(#[from] PathsError),
-    #[error(transparent)]
+    #[error("pinning.vcpus = {0}")]
     Auto(#[from] topology::AutoError),
     #[error("isolation.host_cpus = \"auto\" needs this host's online CPUs, and /sys/devices/system/cpu/online cannot be read")]
     NoOnlineCpus,

@@ -188,12 +188,12 @@ pub struct AutoPlacement {
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum AutoError {
-    #[error("pinning.vcpus = \"auto\": this host reports no CPU topology ({0})")]
+    #[error("\"auto\" needs this host's CPU topology, which cannot be read ({0}); give the host CPU of each vCPU as a list instead")]
     NoTopology(String),
     #[error(
-        "pinning.vcpus = \"auto\": the VM asks for {wanted} cores but this host can give at most \
-         {available} {kind}s while keeping core {host_core} (CPUs {host_cpus}) for itself; lower \
-         cpu.cores{hint}"
+        "\"auto\": the VM asks for {wanted} cores but this host can give at most {available} \
+         {kind}s while keeping core {host_core} (CPUs {host_cpus}) for itself; set cpu.cores \
+         (times cpu.sockets) to {available} or fewer{hint}"
     )]
     TooMany {
         wanted: usize,
@@ -204,7 +204,7 @@ pub enum AutoError {
         hint: &'static str,
     },
     #[error(
-        "pinning.vcpus = \"auto\" pins whole host cores, which have {host} thread(s) each here, but \
+        "\"auto\" pins whole host cores, which have {host} thread(s) each here, but \
          cpu.threads = {guest}; set cpu.threads = {host} or leave it out (auto then matches it)"
     )]
     Threads { guest: usize, host: usize },

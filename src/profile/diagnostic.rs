@@ -147,6 +147,14 @@ impl Diagnostics {
         self.push(Severity::Warning, Some(span), key, message);
     }
 
+    /// Whether an error about `key` was reported: a rule that depends on that key says nothing
+    /// more about it.
+    pub fn has_error_for(&self, key: &str) -> bool {
+        self.items
+            .iter()
+            .any(|d| d.severity == Severity::Error && d.key == key)
+    }
+
     pub fn has_errors(&self) -> bool {
         self.items.iter().any(|d| d.severity == Severity::Error)
     }

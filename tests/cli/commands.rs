@@ -186,14 +186,29 @@ fn an_invalid_profile_exits_2_naming_file_line_and_key() {
         stderr.contains("bad.toml:6: pinning.bogus: unknown key"),
         "{stderr}"
     );
+    // The unknown key does not hide the value problem two lines above it.
+    assert!(
+        stderr.contains("bad.toml:3: cpu.cores: 0 is out of range"),
+        "{stderr}"
+    );
     let (code, stdout, _) = run(vmrun(dir.path()).args(["check", "bad.toml", "--json"]));
     assert_eq!(code, 2);
     let value = json(&stdout);
     assert_eq!(value["ok"], false);
-    assert!(value["findings"][0]["message"]
-        .as_str()
+    let messages: Vec<&str> = value["findings"]
+        .as_array()
         .unwrap()
-        .contains("bad.toml:6"));
+        .iter()
+        .map(|f| f["message"].as_str().unwrap())
+        .collect();
+    assert!(
+        messages[0].contains("bad.toml:3: cpu.cores"),
+        "{messages:?}"
+    );
+    assert!(
+        messages[1].contains("bad.toml:6: pinning.bogus"),
+        "{messages:?}"
+    );
 }
 
 #[test]
@@ -352,5 +367,44 @@ fn a_missing_qemu_binary_fails_check_and_run_before_anything_starts() {
     assert!(
         !dir.path().join("state/noqemu/qemu.log").exists(),
         "nothing was started"
+    );
+}
+
+/// `status` and `stop` of a name that is no profile and no VM that ever ran here say that it
+/// is unknown (exit 2) instead of "not running"; a mistyped command is named.
+#[test]
+fn unknown_vms_and_mistyped_commands_are_said() {
+    let dir = crate::common::tempdir();
+    let vmrun_here = || {
+        let mut command = vmrun(dir.path());
+        command
+            .env("HOME", dir.path())
+            .env("XDG_CONFIG_HOME", dir.path())
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .arg("--runtime-dir")
+            .arg(dir.path().join("run"));
+        command
+    };
+    for command in ["status", "stop"] {
+        let (code, stdout, stderr) = run(vmrun_here().args([command, "win12"]));
+        assert_eq!(code, 2, "{command}: {stdout}{stderr}");
+        assert!(
+            stderr.contains("no VM named `win12` is known here") && !stderr.contains("not running"),
+            "{command}: {stderr}"
+        );
+    }
+    // A VM that ran here once is known, and simply not running.
+    std::fs::create_dir_all(dir.path().join("state/old")).unwrap();
+    let (code, stdout, _) = run(vmrun_here().args(["status", "old"]));
+    assert_eq!((code, stdout.trim()), (7, "old: not running"));
+
+    let (code, _, stderr) = run(vmrun_here().args(["stpo", "demo"]));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains(
+            "`stpo` is not a command, nor a profile on the search path; did you mean `vmrun stop`?"
+        ),
+        "{stderr}"
     );
 }

@@ -44,8 +44,7 @@ pub fn validate_text(
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(&path, text).unwrap();
     let source = ProfileSource::read(&path).unwrap();
-    let raw = vmrun::model::parse(&source)?;
-    vmrun::model::validate(&source, &raw)
+    vmrun::model::load(&source)
 }
 
 /// The 1-based line of the only line that contains `marker`.

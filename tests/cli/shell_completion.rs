@@ -144,8 +144,106 @@ fn the_man_page_renders_with_man_and_documents_every_command() {
         "vmrun logs [-f|--follow] [--qemu] [--console]",
         "VMRUN ROM DUMP",
         "--state-dir",
-        "Exit codes: 0 success, 1 runtime failure",
+        "EXIT STATUS 0 success",
     ] {
         assert!(text.contains(expected), "{expected:?} missing:\n{text}");
+    }
+}
+
+/// Renders a page with `man -l` (man-db, installed by scripts/install-deps.sh --tests) as plain
+/// text on one long line per paragraph, and returns it with what groff warned about.
+fn rendered(page: &str) -> (String, String) {
+    let dir = crate::common::tempdir();
+    let mut args = vec!["man"];
+    if !page.is_empty() {
+        args.push(page);
+    }
+    let (code, roff, stderr) = crate::common::run(crate::common::vmrun(dir.path()).args(&args));
+    assert_eq!(code, 0, "{stderr}");
+    let file = dir.path().join("page");
+    std::fs::write(&file, roff).unwrap();
+    let output = std::process::Command::new("man")
+        .arg("-l")
+        .arg(&file)
+        .env("MANWIDTH", "1000")
+        .env("MAN_KEEP_FORMATTING", "")
+        .env_remove("MANPAGER")
+        .env_remove("PAGER")
+        .output()
+        .expect("`man` runs (install man-db: scripts/install-deps.sh --tests)");
+    assert!(output.status.success(), "{output:?}");
+    (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_manual_page_has_what_a_manual_page_needs() {
+    let (text, warnings) = rendered("");
+    assert!(warnings.is_empty(), "{warnings}");
+    for section in [
+        "NAME",
+        "SYNOPSIS",
+        "OPTIONS",
+        "ENVIRONMENT",
+        "FILES",
+        "EXIT STATUS",
+        "EXAMPLES",
+        "SEE ALSO",
+    ] {
+        assert!(
+            text.lines().any(|line| line == section),
+            "no {section} section:\n{text}"
+        );
+    }
+    for command in [
+        "run",
+        "status",
+        "stop",
+        "check",
+        "show",
+        "man",
+        "import libvirt",
+    ] {
+        assert!(
+            text.contains(&format!("VMRUN {}", command.to_uppercase())),
+            "{command}"
+        );
+    }
+    for code in vmrun::exit::ExitCode::ALL {
+        assert!(
+            text.contains(&format!("       {}      {}", code.code(), code.meaning())),
+            "exit {}:\n{text}",
+            code.code()
+        );
+    }
+    for variable in ["VMRUN_PROFILE_PATH", "VMRUN_STATE_DIR", "VMRUN_SYSROOT"] {
+        assert!(text.contains(variable), "{variable}");
+    }
+}
+
+/// vmrun.toml(5) lists every key the profile reader knows, with its example (the key table
+/// and docs/profile.md are held to the same keys by a unit test).
+#[test]
+fn the_profile_manual_page_lists_every_key() {
+    let (text, warnings) = rendered("vmrun.toml");
+    assert!(warnings.is_empty(), "{warnings}");
+    assert!(text.starts_with("VMRUN.TOML(5)"), "{text}");
+    for key in vmrun::model::keys::KEYS {
+        let example = format!("{} = {}", key.name, key.example);
+        assert!(
+            text.contains(&example),
+            "[{}] {}: no `{example}` in the page",
+            key.table,
+            key.name
+        );
+    }
+    for table in vmrun::model::keys::TABLES {
+        assert!(
+            text.contains(&format!("[{}]", table.name)),
+            "{}",
+            table.name
+        );
     }
 }

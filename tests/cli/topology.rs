@@ -414,3 +414,69 @@ fn hugepages_come_from_the_numa_node_of_the_pinned_vcpus() {
     let json = show_json(root.path(), &path).unwrap();
     assert!(!backend(&json).contains("host-nodes"));
 }
+
+/// What the host makes of `vcpus = "auto"` is about the profile: an impossible placement is a
+/// profile error at the line of `vcpus` (exit 2, for `show` and `check` alike, and `check`
+/// does not call the profile valid first), and a vCPU count taken from the host is said.
+#[test]
+fn auto_problems_point_into_the_profile() {
+    let (root, _) = host("ryzen7-5800x");
+    let dir = crate::common::tempdir();
+    let path = profile(dir.path(), "big", "cores = 8", "vcpus = \"auto\"");
+    let (code, _, stderr) = run(vmrun_on(root.path(), dir.path()).arg("show").arg(&path));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{}:11: pinning.vcpus: \"auto\": the VM asks for 8 cores but this host can give at \
+             most 7 cores while keeping core 0 (CPUs 0,8) for itself; set cpu.cores (times \
+             cpu.sockets) to 7 or fewer",
+            path.display()
+        )),
+        "{stderr}"
+    );
+    let (code, stdout, stderr) = run(vmrun_on(root.path(), dir.path()).arg("check").arg(&path));
+    assert_eq!(code, 2, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("FAIL") && stdout.contains(":11: pinning.vcpus: \"auto\""),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("PASS profile"), "{stdout}");
+
+    let path = profile(dir.path(), "said", "cores = 2", "vcpus = \"auto\"");
+    let (code, _, stderr) = run(vmrun_on(root.path(), dir.path()).arg("show").arg(&path));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{}:11: warning: pinning.vcpus: \"auto\" gives each guest core this host's 2 threads \
+             per core, so the VM has 4 vCPUs (cpu.sockets 1 × cpu.cores 2 × 2); write \
+             `threads = 2` in [cpu] to say so (pinned by list, a profile without `threads` has \
+             2 vCPUs)",
+            path.display()
+        )),
+        "{stderr}"
+    );
+    let path = profile(
+        dir.path(),
+        "overlap",
+        "cores = 2",
+        "vcpus = \"auto\"\n[isolation]\nhost_cpus = \"0-15\"",
+    );
+    let (code, _, stderr) = run(vmrun_on(root.path(), dir.path()).arg("show").arg(&path));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{}:13: isolation.host_cpus: includes CPUs",
+            path.display()
+        )) && stderr.contains("that pinning.vcpus = \"auto\" chose"),
+        "{stderr}"
+    );
+    let path = profile(
+        dir.path(),
+        "written",
+        "cores = 2\nthreads = 2",
+        "vcpus = \"auto\"",
+    );
+    let (code, _, stderr) = run(vmrun_on(root.path(), dir.path()).arg("show").arg(&path));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!stderr.contains("warning"), "{stderr}");
+}

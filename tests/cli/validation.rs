@@ -53,6 +53,27 @@ fn vcpu_count_must_match_the_pin_list() {
     );
 }
 
+/// Switching from "auto" to the list `show` printed for it: without `threads` the VM has half
+/// the vCPUs, which is an error that says what to write, never a silent change.
+#[test]
+fn a_pin_list_of_auto_s_threads_says_to_write_threads() {
+    expect_error(
+        "[cpu]\ncores = 4\n[pinning]\nvcpus = [2, 10, 3, 11, 4, 12, 5, 13] #<\n",
+        "pinning.vcpus",
+        "has 8 entries but the VM has 4 vCPUs (cpu.sockets * cpu.cores * cpu.threads = 1 * 4 * \
+         1); give one host CPU per vCPU; for 2 threads per core (as \"auto\" gives on this \
+         host's cores), write `threads = 2` in [cpu]",
+    );
+    let dir = crate::common::tempdir();
+    let (config, _) = crate::common::validate_text(
+        dir.path(),
+        "t",
+        "[cpu]\ncores = 4\nthreads = 2\n[pinning]\nvcpus = [2, 10, 3, 11, 4, 12, 5, 13]\n",
+    )
+    .unwrap();
+    assert_eq!(config.vcpu_count(), 8);
+}
+
 #[test]
 fn cpu_lists_use_taskset_syntax() {
     expect_error(
@@ -136,18 +157,54 @@ fn sizes_need_known_suffixes() {
     expect_error(
         "[machine]\nmemory = \"16Q\" #<\n",
         "machine.memory",
-        "unknown size suffix `Q`",
+        "`16Q` is not a size; a size is a whole number and a unit, K, M, G or T",
     );
     expect_error(
         "[machine]\nmemory = \"lots\" #<\n",
         "machine.memory",
-        "does not start with a number",
+        "`lots` is not a size",
     );
     expect_error(
         "[machine]\nhugepages = \"4M\" #<\n",
         "machine.hugepages",
-        "not one of \"2M\", \"1G\"",
+        "4M is not a hugepage size of x86; write \"2M\" or \"1G\"",
     );
+}
+
+/// One grammar for every size key: what `memory` refuses, `hugepages` and `looking_glass.size`
+/// refuse with the same words, and the same spelling is taken by all three.
+#[test]
+fn every_size_key_takes_one_grammar() {
+    for (key, table, written, says) in [
+        ("memory", "machine", "16GB", "`16GB` is not how vmrun writes sizes; a size is a whole number and a unit, K, M, G or T (powers of 1024), e.g. `16G`: write `16G`"),
+        ("memory", "machine", "16 GiB", "write `16G`"),
+        ("memory", "machine", "16g", "write `16G`"),
+        ("memory", "machine", "16384", "`16384` has no unit"),
+        ("hugepages", "machine", "1GB", "write `1G`"),
+        ("size", "looking_glass", "64MB", "write `64M`"),
+    ] {
+        expect_error(
+            &format!("[{table}]\n{key} = \"{written}\" #<\n"),
+            &format!("{table}.{key}"),
+            says,
+        );
+    }
+    let dir = crate::common::tempdir();
+    let (config, _) = crate::common::validate_text(
+        dir.path(),
+        "t",
+        "[machine]\nmemory = \"2048M\"\nhugepages = \"1024M\"\n",
+    )
+    .unwrap();
+    assert_eq!(config.machine.memory.bytes(), 2 << 30);
+    assert_eq!(
+        config.machine.hugepages,
+        Some(vmrun::model::HugePageSize::OneGiB)
+    );
+}
+
+#[test]
+fn hugepages_must_divide_memory() {
     expect_error(
         "[machine]\nmemory = \"1536M\"\nhugepages = \"1G\" #<\n",
         "machine.hugepages",
@@ -386,6 +443,202 @@ fn every_problem_is_reported_at_once() {
             "network.mac",
             "pci[0].address",
             "usb[0].device"
+        ]
+    );
+}
+
+/// Every problem of `text` as `vmrun` prints it, the file shown as `t.toml`.
+fn shown(text: &str) -> Vec<String> {
+    let dir = crate::common::tempdir();
+    let found = match crate::common::validate_text(dir.path(), "t", text) {
+        Ok((_, warnings)) => warnings,
+        Err(errors) => errors,
+    };
+    let prefix = format!("{}/", dir.path().display());
+    found
+        .iter()
+        .map(|d| d.to_string().replacen(&prefix, "", 1))
+        .collect()
+}
+
+/// The message of each kind of mistake in a profile's shape, word for word: what is wrong, in
+/// the profile's words, and what to write instead; never the TOML reader's own wording.
+#[test]
+fn golden_messages_for_each_kind_of_mistake() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "[machine]\nmemroy = \"16G\"\n",
+            "t.toml:2: machine.memroy: unknown key; did you mean `memory`? valid keys in \
+             [machine]: memory, hugepages, type, accel, iothreads, suspend",
+        ),
+        (
+            "[cpu]\ncores = \"4\"\n",
+            "t.toml:2: cpu.cores: is the string \"4\"; write a whole number without quotes: \
+             `cores = 4`",
+        ),
+        (
+            "[cpu]\ncores = 4.0\n",
+            "t.toml:2: cpu.cores: is the number 4.0; write a whole number without quotes, e.g. \
+             `cores = 4`",
+        ),
+        (
+            "[clock]\nhpet = \"false\"\n",
+            "t.toml:2: clock.hpet: is the string \"false\"; write true or false without quotes: \
+             `hpet = false`",
+        ),
+        (
+            "[input]\nevdev = \"/dev/input/by-id/kbd-event-kbd\"\n",
+            "t.toml:2: input.evdev: is the string \"/dev/input/by-id/kbd-event-kbd\"; write a \
+             list of strings, even for one: `evdev = [\"/dev/input/by-id/kbd-event-kbd\"]`",
+        ),
+        (
+            "[tpm]\nversion = 2\n",
+            "t.toml:2: tpm.version: is the number 2; write a string in quotes, e.g. \
+             `version = \"2.0\"`",
+        ),
+        (
+            "[machine]\nmemory = 16\n",
+            "t.toml:2: machine.memory: is the number 16; write a size in quotes, a whole number \
+             with the unit K, M, G or T, e.g. `memory = \"16G\"`",
+        ),
+        (
+            "[cpu]\ncores = 2\n[pinning]\nvcpus = [2, \"3\"]\n",
+            "t.toml:4: pinning.vcpus[1]: is the string \"3\"; write a host CPU number without \
+             quotes",
+        ),
+        (
+            "[cpu]\nhyperv = \"yes\"\n",
+            "t.toml:2: cpu.hyperv: is the string \"yes\"; write true, false or a list of names, \
+             e.g. `hyperv = true`",
+        ),
+        (
+            "[pci]\naddress = \"01:00.0\"\n[pci]\naddress = \"01:00.1\"\n",
+            "t.toml:3: pci: is written [pci], one table, but there is one [[pci]] table per \
+             item: write [[pci]], with two brackets, above each one",
+        ),
+        (
+            "[[pci]]\naddress = \"01:00.0\"\n[pci]\naddress = \"01:00.1\"\n",
+            "t.toml:3: pci: is written [pci], one table, but there is one [[pci]] table per \
+             item: write [[pci]], with two brackets, above each one",
+        ),
+        (
+            "[[cpu]]\ncores = 2\n",
+            "t.toml:1: cpu: is written [[cpu]], a list of tables, but there is one [cpu]: write \
+             [cpu], with one pair of brackets, once, and all its keys below it",
+        ),
+        (
+            "machine = \"q35\"\n",
+            "t.toml:1: machine: is the string \"q35\", but [machine] is a table: write [machine] \
+             on a line of its own, its keys below it",
+        ),
+        (
+            "disk = \"/vm.qcow2\"\n",
+            "t.toml:1: disk: is the string \"/vm.qcow2\"; write a table [[disk]], with two \
+             brackets, for each item, its keys below it",
+        ),
+        (
+            "[cpu]\ncores = 2\n[cpu]\nthreads = 1\n",
+            "t.toml:3: cpu: the table [cpu] is written a second time (first on line 1); write \
+             all its keys under one [cpu]",
+        ),
+        (
+            "[cpu]\ncores = 2\ncores = 4\n",
+            "t.toml:3: cpu.cores: is set a second time; keep one of the two",
+        ),
+        (
+            "[hooks]\npre_start = [\"/bin/a\", [\"/bin/b\"]]\n",
+            "t.toml:2: hooks.pre_start: mixes strings and lists, or holds other values; write a \
+             command as a list of strings, or a list of such commands, e.g. \
+             `pre_start = [\"/usr/local/bin/before\"]`",
+        ),
+        (
+            "[machine]\nmemory = 16G\n",
+            "t.toml:2: machine.memory: `16G` is not in quotes; write `memory = \"16G\"`",
+        ),
+        (
+            "[machine]\nmemory = \"16GB\"\n",
+            "t.toml:2: machine.memory: `16GB` is not how vmrun writes sizes; a size is a whole \
+             number and a unit, K, M, G or T (powers of 1024), e.g. `16G`: write `16G`",
+        ),
+        (
+            "[machine]\nhugepages = \"1GB\"\n",
+            "t.toml:2: machine.hugepages: `1GB` is not how vmrun writes sizes; a size is a whole \
+             number and a unit, K, M, G or T (powers of 1024), e.g. `16G`: write `1G`",
+        ),
+    ];
+    for (text, expected) in cases {
+        assert_eq!(shown(text), [expected.to_string()], "{text}");
+    }
+}
+
+/// The file of the report that asked for this: ten assorted mistakes, each reported once, on
+/// its line, in one run; nothing stops at the first.
+#[test]
+fn a_file_with_ten_mistakes_reports_all_ten() {
+    let text = "\
+name = \"ten\"
+colour = \"red\"
+[machine]
+memroy = \"16G\"
+hugepages = \"1GB\"
+[cpu]
+cores = \"4\"
+threads = 2
+[input]
+evdev = \"/dev/input/by-id/kbd-event-kbd\"
+[tpm]
+version = 2
+[pci]
+address = \"01:00.0\"
+[pci]
+address = \"01:00.1\"
+[network]
+mode = \"bridge\"
+bridge = \"br0\"
+mac = \"01:00:5e:00:00:01\"
+[[cpu]]
+sockets = 1
+[shutdown]
+timeout = -5
+";
+    let found = shown(text);
+    let lines: Vec<&str> = found
+        .iter()
+        .map(|d| d.split(": ").next().unwrap())
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "t.toml:2",
+            "t.toml:4",
+            "t.toml:5",
+            "t.toml:7",
+            "t.toml:10",
+            "t.toml:12",
+            "t.toml:15",
+            "t.toml:20",
+            "t.toml:21",
+            "t.toml:24"
+        ],
+        "{found:#?}"
+    );
+    let keys: Vec<&str> = found
+        .iter()
+        .map(|d| d.split(": ").nth(1).unwrap())
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "colour",
+            "machine.memroy",
+            "machine.hugepages",
+            "cpu.cores",
+            "input.evdev",
+            "tpm.version",
+            "pci",
+            "network.mac",
+            "cpu",
+            "shutdown.timeout"
         ]
     );
 }

@@ -62,7 +62,7 @@ impl Importer {
                         .and_then(|id| self.commandline.objects.get(id));
                     let size = object
                         .and_then(|o| o.get("size"))
-                        .and_then(|s| s.parse::<ByteSize>().ok());
+                        .and_then(|s| ByteSize::parse_lenient(s));
                     let path = object.and_then(|o| o.get("mem-path")).cloned();
                     let free = self
                         .profile
