@@ -840,7 +840,7 @@ fn resolve_profile(
         }
         Err(other) => Err(other.into()),
         Ok(config) => {
-            let topology = config.resolved.cpu.topology;
+            let topology = config.config().cpu.topology;
             if threads_from_host && topology.threads != 1 {
                 diagnostics.push(
                     profile::Severity::Warning,
