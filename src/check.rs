@@ -158,6 +158,11 @@ fn qemu_user_findings(config: &VmConfig, root: &Sysroot, qemu: Option<&Path>) ->
         }
     }
     for (what, path, access) in must_reach {
+        // A file that is not there is reported once, as missing, with the profile's other
+        // files: not also as something QEMU's user cannot reach.
+        if matches!(path.try_exists(), Ok(false)) {
+            continue;
+        }
         findings.push(match reach(identity, &path, access) {
             Ok(()) => Finding::pass(
                 "qemu-user",
@@ -409,6 +414,9 @@ fn qemu_version(path: &Path) -> Finding {
     }
 }
 
+/// The accelerator's device node. Its finding is `kvm`, not `accel`: `check` also asks QEMU
+/// whether it starts under KVM (`accel`), and the node opening while QEMU fails are two things,
+/// never one thing said to pass and fail.
 fn accelerator(accel: Accel, root: &Sysroot) -> Finding {
     match accel {
         Accel::Tcg => Finding::new(
@@ -419,10 +427,10 @@ fn accelerator(accel: Accel, root: &Sysroot) -> Finding {
         Accel::Kvm => {
             let kvm = root.path("/dev/kvm");
             match std::fs::OpenOptions::new().read(true).write(true).open(&kvm) {
-                Ok(_) => Finding::new(Status::Pass, "accel", format!("KVM: {} is usable", kvm.display())),
+                Ok(_) => Finding::new(Status::Pass, "kvm", format!("{} opens read-write", kvm.display())),
                 Err(error) if error.kind() == std::io::ErrorKind::NotFound => Finding::new(
                     Status::Fail,
-                    "accel",
+                    "kvm",
                     format!(
                         "{} does not exist: enable virtualization (VT-x/AMD-V) in the firmware setup and load kvm_intel or kvm_amd",
                         kvm.display()
@@ -430,7 +438,7 @@ fn accelerator(accel: Accel, root: &Sysroot) -> Finding {
                 ),
                 Err(error) => Finding::new(
                     Status::Fail,
-                    "accel",
+                    "kvm",
                     format!(
                         "cannot open {} read-write ({error}); run as root or add the user to the `kvm` group",
                         kvm.display()
@@ -544,7 +552,9 @@ fn cpu_findings(config: &VmConfig, facts: &HostFacts) -> Vec<Finding> {
             Status::Fail,
             "pinning",
             format!(
-                "host CPUs not online here (online: {online}): {}",
+                "host CPUs not online here (online: {online}): {}; list CPUs of this host, or write \
+                 `vcpus = \"auto\"` to let vmrun choose whole cores from its topology \
+                 (`vmrun topology` shows them)",
                 missing.join(", ")
             ),
         )]

@@ -600,6 +600,11 @@ impl App {
     }
 
     /// A device's vendor and device ids.
+    /// The host's PCI ID database (empty without one).
+    pub fn pci_names(&self) -> crate::host::pci_ids::PciNames {
+        crate::host::pci_ids::PciNames::load(&self.sysroot)
+    }
+
     pub fn device_ids(
         &self,
         address: model::PciAddress,
