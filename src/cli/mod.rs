@@ -235,6 +235,11 @@ enum Command {
     /// Print the manual page as roff: `vmrun man | man -l -`, or install it with
     /// `vmrun man > /usr/local/share/man/man1/vmrun.1`.
     Man,
+    /// Write a first profile from this host's facts: the GPU's whole IOMMU group, vCPUs on
+    /// whole host cores (`vcpus = "auto"`), memory and hugepages that fit, firmware and TPM for
+    /// Windows 11, a single-GPU session when the GPU is the host's only one. Prints what it
+    /// chose and what to check next. Never overwrites a file.
+    New(NewArgs),
     /// Translate another tool's VM definition into a profile.
     Import {
         #[command(subcommand)]
@@ -245,6 +250,37 @@ enum Command {
         #[command(subcommand)]
         target: libvirt_commands::ExportTarget,
     },
+}
+
+#[derive(Debug, Args)]
+struct NewArgs {
+    /// The VM's name (also the profile's file name, NAME.toml).
+    name: String,
+    /// The PCI address of the GPU to pass (`vmrun iommu` lists them) [default: the host's only
+    /// GPU, or the only one whose IOMMU group holds nothing else and that the host did not boot on].
+    #[arg(long, value_name = "ADDR")]
+    gpu: Option<String>,
+    /// Guest memory, e.g. 16G [default: half the host's RAM, 4G to 16G for Windows, 2G to 16G for Linux].
+    #[arg(long, value_name = "SIZE")]
+    memory: Option<String>,
+    /// The guest OS the profile is made for.
+    #[arg(long, value_enum, default_value = "windows11")]
+    template: NewTemplate,
+    /// The guest's disk image [default: /var/lib/vmrun/images/NAME.qcow2 as root,
+    /// $XDG_DATA_HOME/vmrun/images/NAME.qcow2 otherwise].
+    #[arg(long, value_name = "PATH")]
+    image: Option<PathBuf>,
+    /// Where to write the profile (`-`: print it) [default: /etc/vmrun/profiles/NAME.toml as
+    /// root, $XDG_CONFIG_HOME/vmrun/profiles/NAME.toml otherwise].
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum NewTemplate {
+    Windows11,
+    Windows10,
+    Linux,
 }
 
 #[derive(Debug, Args)]
@@ -335,6 +371,7 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Some(Command::Topology { profile, json }) => {
             topology_commands::topology(&app, profile.as_deref(), json, global.quiet)
         }
+        Some(Command::New(args)) => profile_commands::new(&app, args, global.quiet),
         Some(Command::Import { source }) => libvirt_commands::import(&app, source, global.quiet),
         Some(Command::Export { target }) => libvirt_commands::export(&app, target, global.quiet),
         Some(Command::Rom(args)) => rom(&app, args),

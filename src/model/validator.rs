@@ -126,7 +126,11 @@ impl Validator {
             Kind::MissingFile,
             Some(span),
             key,
-            format!("{what} {} does not exist{}", path.display(), missing_hint(what, path)),
+            format!(
+                "{what} {} does not exist{}",
+                path.display(),
+                missing_hint(what, path)
+            ),
         );
     }
 }
@@ -145,9 +149,9 @@ fn missing_hint(what: &str, path: &Path) -> String {
         "disk image" if path.extension().is_some_and(|e| e == "iso") => {
             "; download it there, or remove this [[disk]]".to_string()
         }
-        "disk image" => format!(
-            "; create it (`qemu-img create -f qcow2 {quoted} 64G`) or correct the path"
-        ),
+        "disk image" => {
+            format!("; create it (`qemu-img create -f qcow2 {quoted} 64G`) or correct the path")
+        }
         _ => String::new(),
     }
 }
