@@ -2,6 +2,7 @@
 //! results; everything between (profile → model → firmware → plan + host steps → preflight →
 //! host session → run and supervise → teardown, and `recover`) happens here, once.
 
+pub mod console;
 pub mod detach;
 pub mod logs;
 pub mod new;

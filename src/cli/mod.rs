@@ -211,9 +211,21 @@ enum Command {
         /// QEMU's stderr instead of vmrun's log.
         #[arg(long, conflicts_with = "console")]
         qemu: bool,
-        /// The guest's serial console instead of vmrun's log.
+        /// The guest's serial console instead of vmrun's log, without its escape sequences
+        /// (colors, cursor moves, screen clears) and control characters.
         #[arg(long)]
         console: bool,
+        /// With --console: the bytes as the guest wrote them, escape sequences included.
+        #[arg(long, requires = "console")]
+        raw: bool,
+    },
+    /// Attach to the guest's serial console (`[console] serial = "log"`), interactive, as
+    /// `virsh console`: what you type goes to the guest, Ctrl-] detaches and the VM runs on.
+    /// One client at a time; the console is logged to console.log all along.
+    Console {
+        /// VM name or profile.
+        #[arg(add = ArgValueCandidates::new(running_candidates))]
+        name: String,
     },
     /// Hot-plug host USB devices into a running VM (onto its xHCI controller), unplug them, or
     /// list what the guest has and what the host offers. DEVICE is VENDOR:PRODUCT as lsusb
@@ -395,14 +407,16 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
             follow,
             qemu,
             console,
+            raw,
         }) => {
             let kind = match (qemu, console) {
                 (true, _) => crate::app::logs::LogKind::Qemu,
                 (_, true) => crate::app::logs::LogKind::Console,
                 _ => crate::app::logs::LogKind::Vmrun,
             };
-            logs(&app, &name, kind, follow)
+            logs(&app, &name, kind, follow, raw)
         }
+        Some(Command::Console { name }) => vm_commands::console(&app, &name, global),
         Some(Command::Usb { name, action }) => usb_commands::usb(&app, &name, action, global),
         Some(Command::Completions { shell }) => shell_commands::completions(shell),
         Some(Command::Man) => shell_commands::man(),

@@ -244,10 +244,60 @@ pub(super) fn logs(
     name: &str,
     kind: crate::app::logs::LogKind,
     follow: bool,
+    raw: bool,
 ) -> Result<ExitCode, CliError> {
+    use crate::app::logs::{copy_log, empty_reason, LogKind, StripControls};
     let path = app.log_file(name, kind, follow)?;
     let mut out = std::io::stdout().lock();
     // Followed until the reader goes away or a signal ends vmrun (the default action).
-    crate::app::logs::copy_log(&path, &mut out, follow, &|| true)?;
+    if kind == LogKind::Console && !raw {
+        copy_log(&path, &mut StripControls::new(&mut out), follow, &|| true)?;
+    } else {
+        copy_log(&path, &mut out, follow, &|| true)?;
+    }
+    // An empty log printed as nothing would look like a broken command.
+    if !follow && std::fs::metadata(&path).is_ok_and(|meta| meta.len() == 0) {
+        eprintln!(
+            "vmrun: {} is empty: {}",
+            path.display(),
+            empty_reason(kind)
+        );
+    }
+    Ok(ExitCode::Ok)
+}
+
+pub(super) fn console(app: &App, name: &str, global: &GlobalArgs) -> Result<ExitCode, CliError> {
+    use crate::app::console::{attach, is_terminal, Ended, RawTerminal};
+    use std::os::fd::AsFd;
+    let socket_path = app.console_socket(name)?;
+    let mut socket = std::os::unix::net::UnixStream::connect(&socket_path).map_err(|error| {
+        CliError::App(AppError::Host(format!(
+            "cannot connect to {}: {error}",
+            socket_path.display()
+        )))
+    })?;
+    // Read through an unbuffered copy of stdin: what poll reports must be all there is.
+    let stdin = std::io::stdin();
+    let mut input = std::fs::File::from(stdin.as_fd().try_clone_to_owned()?);
+    let terminal = is_terminal(&input);
+    if terminal && !global.quiet {
+        eprint!("vmrun: connected to {name}'s serial console; detach with Ctrl-]\r\n");
+    }
+    let ended = {
+        let _raw = if terminal {
+            RawTerminal::enter(stdin.as_fd())
+        } else {
+            None
+        };
+        let mut out = std::io::stdout().lock();
+        attach(&mut socket, &mut input, &mut out)?
+    };
+    if !global.quiet {
+        match ended {
+            Ended::Detached => eprintln!("\r\nvmrun: detached from {name}'s console"),
+            Ended::InputClosed => {}
+            Ended::VmStopped => eprintln!("\r\nvmrun: {name}'s console closed: the VM stopped"),
+        }
+    }
     Ok(ExitCode::Ok)
 }
