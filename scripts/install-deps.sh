@@ -3,7 +3,8 @@
 # needs). With --tests also what the test suite runs against: swtpm + swtpm-tools for [tpm];
 # QEMU's PulseAudio module (qemu-system-gui) for [audio]; PulseAudio with pactl, which the audio
 # test starts for a throwaway user; and libvirt for the tests that check `vmrun export libvirt`
-# with libvirt itself (a private session daemon; the system daemon is never used). Does nothing
+# with libvirt itself (a private session daemon; the system daemon is never used); tmux, the
+# terminal the `vmrun console` and `stop` countdown tests type into. Does nothing
 # when all are present. Needs root (uses sudo when not root).
 set -euo pipefail
 
@@ -28,6 +29,7 @@ command -v swtpm_setup >/dev/null 2>&1 || missing+=(swtpm-tools)
 compgen -G '/usr/lib/*/qemu/audio-pa.so' >/dev/null || missing+=(qemu-system-gui)
 command -v pulseaudio >/dev/null 2>&1 || missing+=(pulseaudio)
 command -v pactl >/dev/null 2>&1 || missing+=(pulseaudio-utils)
+command -v tmux >/dev/null 2>&1 || missing+=(tmux)
 fi
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0

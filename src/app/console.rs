@@ -18,12 +18,17 @@ use crate::run::{control, state};
 /// The byte Ctrl-] sends: what `virsh console` and telnet detach on.
 pub const DETACH: u8 = 0x1d;
 
+/// After the input ends, the session lasts until the guest has written nothing for this
+/// long (so that `echo cmd | vmrun console vm` prints the answer), and at most `DRAIN_LIMIT`.
+const DRAIN_QUIET_MS: u16 = 1000;
+const DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// How a console session ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Ended {
     /// Ctrl-] was typed.
     Detached,
-    /// The input ended (a pipe, or the terminal went away).
+    /// The input ended (a pipe, or the terminal went away) and the guest then went quiet.
     InputClosed,
     /// QEMU closed the connection: the VM stopped.
     VmStopped,
@@ -83,18 +88,32 @@ pub fn attach(
     output: &mut impl Write,
 ) -> std::io::Result<Ended> {
     let mut buffer = [0u8; 4096];
+    // After the input ended: when it did.
+    let mut draining: Option<std::time::Instant> = None;
     loop {
         let (input_ready, socket_ready) = {
-            let mut fds = [
-                PollFd::new(input.as_fd(), PollFlags::POLLIN),
-                PollFd::new(socket.as_fd(), PollFlags::POLLIN),
-            ];
-            poll(&mut fds, PollTimeout::NONE).map_err(std::io::Error::from)?;
             let ready = |fd: &PollFd| {
-                fd.revents()
-                    .is_some_and(|r| r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR))
+                fd.revents().is_some_and(|r| {
+                    r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR)
+                })
             };
-            (ready(&fds[0]), ready(&fds[1]))
+            if let Some(since) = draining {
+                let mut fds = [PollFd::new(socket.as_fd(), PollFlags::POLLIN)];
+                let quiet = poll(&mut fds, PollTimeout::from(DRAIN_QUIET_MS))
+                    .map_err(std::io::Error::from)?
+                    == 0;
+                if quiet || since.elapsed() > DRAIN_LIMIT {
+                    return Ok(Ended::InputClosed);
+                }
+                (false, ready(&fds[0]))
+            } else {
+                let mut fds = [
+                    PollFd::new(input.as_fd(), PollFlags::POLLIN),
+                    PollFd::new(socket.as_fd(), PollFlags::POLLIN),
+                ];
+                poll(&mut fds, PollTimeout::NONE).map_err(std::io::Error::from)?;
+                (ready(&fds[0]), ready(&fds[1]))
+            }
         };
         if socket_ready {
             let count = match socket.read(&mut buffer) {
@@ -116,7 +135,11 @@ pub fn attach(
                 Err(error) => return Err(error),
             };
             if count == 0 {
-                return Ok(Ended::InputClosed);
+                // Input from a pipe ends before the guest has read it all (a serial port
+                // takes a few bytes at a time, and QEMU drops the rest when the client
+                // leaves): stay until the guest has been quiet for a moment.
+                draining = Some(std::time::Instant::now());
+                continue;
             }
             let typed = &buffer[..count];
             match typed.iter().position(|byte| *byte == DETACH) {
@@ -163,7 +186,10 @@ mod tests {
         let (typed, rest) = reader.join().unwrap();
         assert_eq!(ended, Ended::Detached);
         assert_eq!(&typed, b"ver\r");
-        assert_eq!(rest, b"x", "the bytes before Ctrl-] are sent, the rest are not");
+        assert_eq!(
+            rest, b"x",
+            "the bytes before Ctrl-] are sent, the rest are not"
+        );
         assert_eq!(output, b"Shell> ");
     }
 

@@ -140,6 +140,10 @@ pub struct StripControls<W: Write> {
     state: Strip,
     at_line_start: bool,
     carriage_return: bool,
+    /// The parameters of the CSI sequence being read.
+    params: Vec<u8>,
+    /// The terminal row the text is on, as far as cursor moves tell.
+    row: Option<u32>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -161,6 +165,8 @@ impl<W: Write> StripControls<W> {
             state: Strip::Text,
             at_line_start: true,
             carriage_return: false,
+            params: Vec::new(),
+            row: None,
         }
     }
 
@@ -186,6 +192,7 @@ impl<W: Write> StripControls<W> {
                         b'\n' => {
                             out.push(b'\n');
                             self.at_line_start = true;
+                            self.row = self.row.map(|row| row + 1);
                         }
                         b'\t' => {
                             out.push(byte);
@@ -200,9 +207,14 @@ impl<W: Write> StripControls<W> {
                 }
                 Strip::Escape => {
                     self.state = match byte {
-                        b'[' => Strip::Csi,
+                        b'[' => {
+                            self.params.clear();
+                            Strip::Csi
+                        }
                         b']' | b'P' | b'X' | b'^' | b'_' => Strip::Str,
-                        b'(' | b')' | b'*' | b'+' | b'-' | b'.' | b'/' | b'#' | b'%' => Strip::Charset,
+                        b'(' | b')' | b'*' | b'+' | b'-' | b'.' | b'/' | b'#' | b'%' => {
+                            Strip::Charset
+                        }
                         _ => Strip::Text,
                     }
                 }
@@ -210,11 +222,33 @@ impl<W: Write> StripControls<W> {
                 Strip::Csi => {
                     if (0x40..=0x7e).contains(&byte) {
                         self.state = Strip::Text;
-                        // Cursor positioning and screen clears start a new line in a log.
-                        if matches!(byte, b'H' | b'f' | b'J') {
-                            newline(&mut out, &mut self.at_line_start);
+                        // A cursor move to another row or to a row's start, or a cleared
+                        // screen, starts a new line in a log; a move along the row (a shell
+                        // echoing what is typed) does not.
+                        match byte {
+                            b'H' | b'f' => {
+                                let text = String::from_utf8_lossy(&self.params);
+                                let mut numbers =
+                                    text.split(';').map(|n| n.parse::<u32>().unwrap_or(1));
+                                let row = numbers.next().unwrap_or(1);
+                                let column = numbers.next().unwrap_or(1);
+                                // The start of a row rewrites it: a new line in the log.
+                                if self.row != Some(row) || column <= 1 {
+                                    newline(&mut out, &mut self.at_line_start);
+                                }
+                                self.row = Some(row);
+                            }
+                            b'J' => {
+                                newline(&mut out, &mut self.at_line_start);
+                                self.row = None;
+                            }
+                            _ => {}
                         }
-                    } else if !(0x20..=0x3f).contains(&byte) {
+                    } else if (0x20..=0x3f).contains(&byte) {
+                        if self.params.len() < 32 {
+                            self.params.push(byte);
+                        }
+                    } else {
                         // Not a CSI byte: a broken sequence ends here.
                         self.state = Strip::Text;
                     }
@@ -268,13 +302,19 @@ mod tests {
         let uefi: &[u8] = b"\x1b[2J\x1b[01;01H\x1b[=3hUEFI Interactive Shell v2.2\r\nEDK II\r\n\
             \x1b[1m\x1b[33m\x1b[40mMapping table\x1b[0m\x1b[37m\x1b[40m\r\n\x1b[05;01HPress \x1b[1mESC\x1b[0m in 5 seconds\
             \x1b[05;01HPress ESC in 4 seconds\x1b]0;title\x07\x08Shell> ";
-        let expected = "UEFI Interactive Shell v2.2\nEDK II\nMapping table\nPress ESC in 5 seconds\n\
+        let expected =
+            "UEFI Interactive Shell v2.2\nEDK II\nMapping table\nPress ESC in 5 seconds\n\
                         Press ESC in 4 secondsShell> ";
         assert_eq!(stripped(&[uefi]), expected);
         for split in 1..uefi.len() {
             let (a, b) = uefi.split_at(split);
             assert_eq!(stripped(&[a, b]), expected, "split at {split}");
         }
+        // The UEFI shell echoes each typed key with a move to its column in the same row.
+        assert_eq!(
+            stripped(&[b"\x1b[06;01HShell> \x1b[06;08He\x1b[06;09Hc\x1b[06;10Hho\r\nok\r\n\x1b[08;01HShell> "]),
+            "Shell> echo\nok\nShell> "
+        );
         assert_eq!(stripped(&["grüße\r\n".as_bytes()]), "grüße\n");
         assert_eq!(stripped(&[b"50%\r100%\n"]), "50%\n100%\n");
     }

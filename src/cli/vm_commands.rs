@@ -257,11 +257,7 @@ pub(super) fn logs(
     }
     // An empty log printed as nothing would look like a broken command.
     if !follow && std::fs::metadata(&path).is_ok_and(|meta| meta.len() == 0) {
-        eprintln!(
-            "vmrun: {} is empty: {}",
-            path.display(),
-            empty_reason(kind)
-        );
+        eprintln!("vmrun: {} is empty: {}", path.display(), empty_reason(kind));
     }
     Ok(ExitCode::Ok)
 }

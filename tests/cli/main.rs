@@ -4,6 +4,7 @@
 mod accel_probe;
 mod commands;
 mod common;
+mod console;
 mod countdown;
 mod fake_host;
 mod fake_topology;
