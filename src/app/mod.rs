@@ -7,6 +7,7 @@ pub mod detach;
 pub mod logs;
 pub mod new;
 pub mod usb;
+pub mod view;
 
 use std::path::{Path, PathBuf};
 

@@ -227,6 +227,17 @@ enum Command {
         #[arg(add = ArgValueCandidates::new(running_candidates))]
         name: String,
     },
+    /// Open a running VM's display for the desktop user: looking-glass-client on its Looking
+    /// Glass file, or remote-viewer on its SPICE/VNC display. Says what to install when the
+    /// viewer is missing.
+    View {
+        /// The VM's profile (or its name on the search path).
+        #[arg(add = ArgValueCandidates::new(running_candidates))]
+        name: String,
+        /// Print the viewer's command line instead of starting it.
+        #[arg(long)]
+        print: bool,
+    },
     /// Hot-plug host USB devices into a running VM (onto its xHCI controller), unplug them, or
     /// list what the guest has and what the host offers. DEVICE is VENDOR:PRODUCT as lsusb
     /// prints it (046d:c52b) or the host port as sysfs names it (1-4.2). Devices attached here
@@ -416,6 +427,7 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
             };
             logs(&app, &name, kind, follow, raw)
         }
+        Some(Command::View { name, print }) => vm_commands::view(&app, &name, print),
         Some(Command::Console { name }) => vm_commands::console(&app, &name, global),
         Some(Command::Usb { name, action }) => usb_commands::usb(&app, &name, action, global),
         Some(Command::Completions { shell }) => shell_commands::completions(shell),

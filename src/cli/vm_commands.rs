@@ -297,3 +297,22 @@ pub(super) fn console(app: &App, name: &str, global: &GlobalArgs) -> Result<Exit
     }
     Ok(ExitCode::Ok)
 }
+
+pub(super) fn view(app: &App, name: &str, print: bool) -> Result<ExitCode, CliError> {
+    let viewer = app.viewer(name)?;
+    if print {
+        let words: Vec<String> = viewer
+            .argv
+            .iter()
+            .map(|w| {
+                shlex::try_quote(w)
+                    .map(|q| q.into_owned())
+                    .unwrap_or_else(|_| w.clone())
+            })
+            .collect();
+        writeln!(std::io::stdout().lock(), "{}", words.join(" "))?;
+        return Ok(ExitCode::Ok);
+    }
+    let program = crate::app::view::find(&viewer)?;
+    Err(crate::app::view::exec(&viewer, program).into())
+}

@@ -27,5 +27,6 @@ mod started_hook;
 mod topology;
 mod usb;
 mod validation;
+mod view;
 mod win11_e2e;
 mod win11_profile;
