@@ -176,14 +176,54 @@ pub(super) fn stop(
     let name = &target.name;
     // The supervisor bounds every stage itself; this only guards against a hung supervisor.
     let patience = std::time::Duration::from_secs(timeout.unwrap_or(600) + 120);
+    // Without --timeout the supervisor applies the timeout of the profile it runs: read from
+    // that same file, so the countdown shows what the supervisor will do.
     let timeout = timeout.map(std::time::Duration::from_secs);
-    // Without --timeout the profile's (the supervisor's) applies: count up instead of down.
-    let mut countdown = crate::progress::Countdown::new(
-        format!("stopping {name}"),
-        timeout.filter(|_| !force),
-        !global.quiet,
+    let profile_timeout = || {
+        let run = state::running(&target.paths)?;
+        let loaded = app.load(&run.profile.to_string_lossy()).ok()?;
+        Some(loaded.config.shutdown.timeout)
+    };
+    let graceful = if force {
+        None
+    } else {
+        timeout.or_else(profile_timeout)
+    };
+    let log = Log::new(global.verbose, global.quiet);
+    let (label, overdue) = (
+        format!("stopping {name}: waiting for the guest to power off (ACPI)"),
+        format!("stopping {name}: the guest did not power off; forcing QEMU off (QMP quit, then SIGTERM, SIGKILL)"),
     );
+    let mut countdown = if force {
+        log.debug(&format!(
+            "stopping {name}: --force, quitting QEMU without asking the guest"
+        ));
+        crate::progress::Countdown::new(
+            format!("stopping {name}: quitting QEMU (--force)"),
+            None,
+            !global.quiet,
+        )
+    } else {
+        match graceful {
+            Some(limit) => log.debug(&format!(
+                "stopping {name}: waiting up to {} s for the guest to power off (ACPI), then QMP quit, SIGTERM, SIGKILL",
+                limit.as_secs()
+            )),
+            None => log.debug(&format!(
+                "stopping {name}: waiting for the guest to power off (ACPI) for the profile's shutdown.timeout"
+            )),
+        }
+        crate::progress::Countdown::new(label, graceful, !global.quiet)
+            .at_deadline("then QEMU is forced off", overdue)
+    };
+    let mut said_overdue = false;
     let stopped = control::stop(&target.paths, name, timeout, force, patience, &mut || {
+        if !said_overdue && countdown.overdue() {
+            said_overdue = true;
+            log.debug(&format!(
+                "stopping {name}: the guest did not power off in time; vmrun forces QEMU off"
+            ));
+        }
         countdown.tick()
     });
     // Erases the countdown's line before the outcome is printed.
