@@ -75,3 +75,33 @@ fn view_of_a_profile_without_a_display_says_what_to_add() {
         "{stderr}"
     );
 }
+
+#[test]
+fn view_opens_looking_glass_client_on_the_profiles_file() {
+    let file = format!("/dev/shm/vmrun-test-view-{}", std::process::id());
+    let vm = Vm::seabios(
+        "view-lg",
+        "",
+        &format!("[looking_glass]\npath = \"{file}\"\n"),
+    );
+    let (code, stderr) = vm.detach(&[]);
+    assert_eq!(code, 0, "{stderr}");
+    let _stop = StopOnDrop(&vm);
+    vm.wait_running();
+    let (code, printed, stderr) = run(vm.vmrun().args(["view", "--print"]).arg(&vm.profile));
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(printed.trim(), format!("looking-glass-client -f {file}"));
+    let empty = vm.dir.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let (code, _, stderr) = run(vm
+        .vmrun()
+        .env("PATH", &empty)
+        .args(["view"])
+        .arg(&vm.profile));
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("`looking-glass-client` is not installed")
+            && stderr.contains("looking-glass.io"),
+        "{stderr}"
+    );
+}
