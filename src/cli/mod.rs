@@ -216,7 +216,7 @@ enum Command {
         #[arg(long)]
         console: bool,
         /// With --console: the bytes as the guest wrote them, escape sequences included.
-        #[arg(long, requires = "console")]
+        #[arg(long)]
         raw: bool,
     },
     /// Attach to the guest's serial console (`[console] serial = "log"`), interactive, as
@@ -420,6 +420,12 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
             console,
             raw,
         }) => {
+            if raw && !console {
+                return Err(CliError::Usage(
+                    "--raw goes with --console: the other logs have no escape sequences to keep"
+                        .into(),
+                ));
+            }
             let kind = match (qemu, console) {
                 (true, _) => crate::app::logs::LogKind::Qemu,
                 (_, true) => crate::app::logs::LogKind::Console,
