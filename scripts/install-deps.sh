@@ -3,8 +3,9 @@
 # needs). With --tests also what the test suite runs against: swtpm + swtpm-tools for [tpm];
 # QEMU's PulseAudio module (qemu-system-gui) for [audio]; PulseAudio with pactl, which the audio
 # test starts for a throwaway user; libvirt for the tests that check `vmrun export libvirt`
-# with libvirt itself (a private session daemon; the system daemon is never used); and man-db,
-# whose `man -l` renders the manual pages in their tests. Does nothing
+# with libvirt itself (a private session daemon; the system daemon is never used); man-db,
+# whose `man -l` renders the manual pages in their tests; and tmux, the terminal the
+# `vmrun console`, `stop` countdown and `vmrun top` tests type into. Does nothing
 # when all are present. Needs root (uses sudo when not root).
 set -euo pipefail
 
@@ -31,6 +32,7 @@ command -v pulseaudio >/dev/null 2>&1 || missing+=(pulseaudio)
 command -v pactl >/dev/null 2>&1 || missing+=(pulseaudio-utils)
 # `man -l` renders vmrun(1) and vmrun.toml(5) in the manual page tests.
 command -v man >/dev/null 2>&1 || missing+=(man-db)
+command -v tmux >/dev/null 2>&1 || missing+=(tmux)
 fi
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0

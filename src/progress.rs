@@ -31,6 +31,10 @@ pub struct Countdown {
     started: Instant,
     deadline: Option<Instant>,
     shown: Option<u64>,
+    /// Said after the seconds left: what happens at the deadline (`then QEMU is forced off`).
+    then: Option<String>,
+    /// The label once the deadline has passed (`forcing QEMU off`), counting up from it.
+    overdue: Option<String>,
 }
 
 impl Countdown {
@@ -45,7 +49,27 @@ impl Countdown {
             started,
             deadline: total.map(|total| started + total),
             shown: None,
+            then: None,
+            overdue: None,
         }
+    }
+
+    /// What the line says happens at the deadline, and its label once the deadline passed.
+    pub fn at_deadline(mut self, then: impl Into<String>, overdue: impl Into<String>) -> Self {
+        self.then = Some(then.into());
+        self.overdue = Some(overdue.into());
+        self
+    }
+
+    /// Whether the deadline has passed.
+    pub fn overdue(&self) -> bool {
+        self.deadline
+            .is_some_and(|deadline| Instant::now() >= deadline)
+    }
+
+    /// Moves the deadline (a `vmrun stop --timeout` can change it while the guest is asked).
+    pub fn set_deadline(&mut self, deadline: Instant) {
+        self.deadline = Some(deadline);
     }
 
     /// Redraws the line when the number of seconds it shows has changed.
@@ -53,14 +77,27 @@ impl Countdown {
         if !self.enabled || self.started.elapsed() < SHOW_AFTER {
             return;
         }
-        let (seconds, text) = match self.deadline {
-            Some(deadline) => {
-                let left = deadline.saturating_duration_since(Instant::now());
+        let now = Instant::now();
+        let (seconds, text) = match (self.deadline, &self.overdue) {
+            (Some(deadline), Some(overdue)) if now >= deadline => {
+                let seconds = now.duration_since(deadline).as_secs();
+                (seconds, format!("vmrun: {overdue}: {seconds} s"))
+            }
+            (Some(deadline), _) => {
+                let left = deadline.saturating_duration_since(now);
                 // Rounded up: "0 s left" while time is still left would read as a hang.
                 let seconds = left.as_secs() + u64::from(left.subsec_nanos() > 0);
-                (seconds, format!("vmrun: {}: {seconds} s left", self.label))
+                let then = self
+                    .then
+                    .as_deref()
+                    .map(|then| format!(", {then}"))
+                    .unwrap_or_default();
+                (
+                    seconds,
+                    format!("vmrun: {}: {seconds} s left{then}", self.label),
+                )
             }
-            None => {
+            (None, _) => {
                 let seconds = self.started.elapsed().as_secs();
                 (seconds, format!("vmrun: {}: {seconds} s", self.label))
             }

@@ -116,10 +116,208 @@ pub fn copy_log(
     }
 }
 
+/// What an empty log means, for a user who asked for it and got nothing.
+pub fn empty_reason(kind: LogKind) -> &'static str {
+    match kind {
+        LogKind::Qemu => {
+            "QEMU wrote nothing to stderr in its last run: it writes there only warnings and errors \
+             (the guest's own output is in `logs --console`)"
+        }
+        LogKind::Console => {
+            "the guest wrote nothing to its first serial port yet (Windows writes nothing there; \
+             a Linux guest needs console=ttyS0 on its command line)"
+        }
+        LogKind::Vmrun => "the VM's last run logged nothing yet",
+    }
+}
+
+/// The guest's serial output made fit for a terminal or a file: escape sequences (colors,
+/// cursor moves, screen clears), other control characters and carriage returns removed,
+/// cursor positioning turned into line breaks. Streams: a sequence split between two writes
+/// is still recognized.
+pub struct StripControls<W: Write> {
+    inner: W,
+    state: Strip,
+    at_line_start: bool,
+    carriage_return: bool,
+    /// The parameters of the CSI sequence being read.
+    params: Vec<u8>,
+    /// The terminal row the text is on, as far as cursor moves tell.
+    row: Option<u32>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Strip {
+    Text,
+    Escape,
+    /// ESC ( and friends: one more byte names a character set.
+    Charset,
+    Csi,
+    /// OSC, DCS, SOS, PM, APC: up to BEL or ESC \.
+    Str,
+    StrEscape,
+}
+
+impl<W: Write> StripControls<W> {
+    pub fn new(inner: W) -> Self {
+        StripControls {
+            inner,
+            state: Strip::Text,
+            at_line_start: true,
+            carriage_return: false,
+            params: Vec::new(),
+            row: None,
+        }
+    }
+
+    fn filter(&mut self, bytes: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(bytes.len());
+        for &byte in bytes {
+            let newline = |out: &mut Vec<u8>, at_line_start: &mut bool| {
+                if !*at_line_start {
+                    out.push(b'\n');
+                    *at_line_start = true;
+                }
+            };
+            match self.state {
+                Strip::Text => {
+                    if self.carriage_return && byte != b'\n' {
+                        // A lone carriage return overwrote its line on a terminal.
+                        newline(&mut out, &mut self.at_line_start);
+                    }
+                    self.carriage_return = false;
+                    match byte {
+                        0x1b => self.state = Strip::Escape,
+                        b'\r' => self.carriage_return = true,
+                        b'\n' => {
+                            out.push(b'\n');
+                            self.at_line_start = true;
+                            self.row = self.row.map(|row| row + 1);
+                        }
+                        b'\t' => {
+                            out.push(byte);
+                            self.at_line_start = false;
+                        }
+                        0x00..=0x1f | 0x7f => {}
+                        _ => {
+                            out.push(byte);
+                            self.at_line_start = false;
+                        }
+                    }
+                }
+                Strip::Escape => {
+                    self.state = match byte {
+                        b'[' => {
+                            self.params.clear();
+                            Strip::Csi
+                        }
+                        b']' | b'P' | b'X' | b'^' | b'_' => Strip::Str,
+                        b'(' | b')' | b'*' | b'+' | b'-' | b'.' | b'/' | b'#' | b'%' => {
+                            Strip::Charset
+                        }
+                        _ => Strip::Text,
+                    }
+                }
+                Strip::Charset => self.state = Strip::Text,
+                Strip::Csi => {
+                    if (0x40..=0x7e).contains(&byte) {
+                        self.state = Strip::Text;
+                        // A cursor move to another row or to a row's start, or a cleared
+                        // screen, starts a new line in a log; a move along the row (a shell
+                        // echoing what is typed) does not.
+                        match byte {
+                            b'H' | b'f' => {
+                                let text = String::from_utf8_lossy(&self.params);
+                                let mut numbers =
+                                    text.split(';').map(|n| n.parse::<u32>().unwrap_or(1));
+                                let row = numbers.next().unwrap_or(1);
+                                let column = numbers.next().unwrap_or(1);
+                                // The start of a row rewrites it: a new line in the log.
+                                if self.row != Some(row) || column <= 1 {
+                                    newline(&mut out, &mut self.at_line_start);
+                                }
+                                self.row = Some(row);
+                            }
+                            b'J' => {
+                                newline(&mut out, &mut self.at_line_start);
+                                self.row = None;
+                            }
+                            _ => {}
+                        }
+                    } else if (0x20..=0x3f).contains(&byte) {
+                        if self.params.len() < 32 {
+                            self.params.push(byte);
+                        }
+                    } else {
+                        // Not a CSI byte: a broken sequence ends here.
+                        self.state = Strip::Text;
+                    }
+                }
+                Strip::Str => match byte {
+                    0x07 => self.state = Strip::Text,
+                    0x1b => self.state = Strip::StrEscape,
+                    _ => {}
+                },
+                Strip::StrEscape => {
+                    self.state = if byte == b'\\' {
+                        Strip::Text
+                    } else {
+                        Strip::Str
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+impl<W: Write> Write for StripControls<W> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let filtered = self.filter(bytes);
+        self.inner.write_all(&filtered)?;
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn stripped(chunks: &[&[u8]]) -> String {
+        let mut out = StripControls::new(Vec::new());
+        for chunk in chunks {
+            out.write_all(chunk).unwrap();
+        }
+        String::from_utf8(out.inner).unwrap()
+    }
+
+    #[test]
+    fn escape_sequences_and_controls_are_stripped_even_when_split() {
+        // OVMF's UEFI shell, as it reaches console.log.
+        let uefi: &[u8] = b"\x1b[2J\x1b[01;01H\x1b[=3hUEFI Interactive Shell v2.2\r\nEDK II\r\n\
+            \x1b[1m\x1b[33m\x1b[40mMapping table\x1b[0m\x1b[37m\x1b[40m\r\n\x1b[05;01HPress \x1b[1mESC\x1b[0m in 5 seconds\
+            \x1b[05;01HPress ESC in 4 seconds\x1b]0;title\x07\x08Shell> ";
+        let expected =
+            "UEFI Interactive Shell v2.2\nEDK II\nMapping table\nPress ESC in 5 seconds\n\
+                        Press ESC in 4 secondsShell> ";
+        assert_eq!(stripped(&[uefi]), expected);
+        for split in 1..uefi.len() {
+            let (a, b) = uefi.split_at(split);
+            assert_eq!(stripped(&[a, b]), expected, "split at {split}");
+        }
+        // The UEFI shell echoes each typed key with a move to its column in the same row.
+        assert_eq!(
+            stripped(&[b"\x1b[06;01HShell> \x1b[06;08He\x1b[06;09Hc\x1b[06;10Hho\r\nok\r\n\x1b[08;01HShell> "]),
+            "Shell> echo\nok\nShell> "
+        );
+        assert_eq!(stripped(&["grüße\r\n".as_bytes()]), "grüße\n");
+        assert_eq!(stripped(&[b"50%\r100%\n"]), "50%\n100%\n");
+    }
 
     #[test]
     fn a_truncated_log_is_read_again_from_its_start() {

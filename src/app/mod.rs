@@ -2,9 +2,12 @@
 //! results; everything between (profile → model → firmware → plan + host steps → preflight →
 //! host session → run and supervise → teardown, and `recover`) happens here, once.
 
+pub mod console;
 pub mod detach;
 pub mod logs;
+pub mod new;
 pub mod usb;
+pub mod view;
 
 use std::path::{Path, PathBuf};
 
@@ -727,6 +730,58 @@ impl App {
     }
 
     /// A device's vendor and device ids.
+    /// `vmrun new`: composes a profile from this host's facts, checks it as any profile is
+    /// checked (parse, validate, `auto` resolved against this host), then writes it to `output`
+    /// (never over an existing file), or returns only the text when `output` is None.
+    pub fn new_profile(
+        &self,
+        request: &new::NewRequest,
+        output: Option<&Path>,
+    ) -> Result<new::Composed, AppError> {
+        let _: VmName = request.name.parse().map_err(|e: String| {
+            AppError::Usage(format!("`{}` cannot be a VM name: {e}", request.name))
+        })?;
+        let facts = new::NewFacts::read(&self.sysroot);
+        let composed = new::compose(request, &facts).map_err(|e| AppError::Usage(e.to_string()))?;
+        let source = ProfileSource {
+            path: output
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| PathBuf::from(format!("{}.toml", request.name))),
+            text: composed.text.clone(),
+        };
+        let invalid = |diagnostics: Vec<Diagnostic>| {
+            AppError::Host(format!(
+                "the profile vmrun composed does not validate (a bug; please report it with `vmrun iommu` and `vmrun topology`):\n{}",
+                profile::display_diagnostics(&diagnostics)
+            ))
+        };
+        let raw = model::parse(&source).map_err(invalid)?;
+        let (config, _) = model::validate(&source, &raw).map_err(invalid)?;
+        let facts = self.facts(&config);
+        plan::resolve(config, &facts)?;
+        if let Some(path) = output {
+            new::write_new(path, &composed.text).map_err(|error| {
+                if error.kind() == std::io::ErrorKind::AlreadyExists {
+                    AppError::Usage(format!(
+                        "{} exists; vmrun new never overwrites a profile: choose another NAME or --output, or move it away",
+                        path.display()
+                    ))
+                } else {
+                    AppError::Io(std::io::Error::new(
+                        error.kind(),
+                        format!("cannot write {}: {error}", path.display()),
+                    ))
+                }
+            })?;
+        }
+        Ok(composed)
+    }
+
+    /// The host's PCI ID database (empty without one).
+    pub fn pci_names(&self) -> crate::host::pci_ids::PciNames {
+        crate::host::pci_ids::PciNames::load(&self.sysroot)
+    }
+
     pub fn device_ids(
         &self,
         address: model::PciAddress,

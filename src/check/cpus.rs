@@ -51,7 +51,9 @@ pub(super) fn cpu_findings(config: &VmConfig, facts: &HostFacts) -> Vec<Finding>
             Status::Fail,
             "pinning",
             format!(
-                "host CPUs not online here (online: {online}): {}",
+                "host CPUs not online here (online: {online}): {}; list CPUs of this host, or write \
+                 `vcpus = \"auto\"` to let vmrun choose whole cores from its topology \
+                 (`vmrun topology` shows them)",
                 missing.join(", ")
             ),
         )]

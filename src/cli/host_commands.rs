@@ -188,15 +188,36 @@ pub(super) fn print_rom(
 #[derive(Serialize)]
 pub(super) struct IommuGroupOutput {
     group: u32,
-    devices: Vec<crate::host::pci::PciDeviceInfo>,
+    devices: Vec<IommuDevice>,
+}
+
+/// A device with its names from the PCI ID database (null without the database).
+#[derive(Serialize)]
+pub(super) struct IommuDevice {
+    #[serde(flatten)]
+    info: crate::host::pci::PciDeviceInfo,
+    class_name: Option<String>,
+    name: Option<String>,
 }
 
 pub(super) fn iommu(app: &App, json: bool) -> Result<ExitCode, CliError> {
     let groups = app.iommu_groups();
+    let names = app.pci_names();
+    let named = |info: crate::host::pci::PciDeviceInfo| {
+        let ids = crate::host::pci_ids::parse_ids(&info.vendor_device);
+        IommuDevice {
+            class_name: names.class(info.class_code).map(str::to_string),
+            name: ids.and_then(|(vendor, device)| names.device(vendor, device)),
+            info,
+        }
+    };
     if json {
         let list: Vec<IommuGroupOutput> = groups
             .into_iter()
-            .map(|(group, devices)| IommuGroupOutput { group, devices })
+            .map(|(group, devices)| IommuGroupOutput {
+                group,
+                devices: devices.into_iter().map(named).collect(),
+            })
             .collect();
         stdout_json(&list)?;
         return Ok(if list.is_empty() {
@@ -212,18 +233,33 @@ pub(super) fn iommu(app: &App, json: bool) -> Result<ExitCode, CliError> {
     let mut out = std::io::stdout().lock();
     for (group, devices) in groups {
         writeln!(out, "IOMMU group {group}")?;
-        for device in devices {
+        for device in devices.into_iter().map(named) {
+            let info = &device.info;
+            // As lspci: the class's name, then the vendor's and device's; the class code
+            // when the database does not know the class.
+            let class = device
+                .class_name
+                .clone()
+                .unwrap_or_else(|| format!("class {}", info.class));
+            let name = device.name.as_deref().map(|n| format!(": {n}"));
             writeln!(
                 out,
-                "  {}  {}  {}  {:<14} reset: {}{}",
-                device.address,
-                device.class,
-                device.vendor_device,
-                device.driver.as_deref().unwrap_or("(no driver)"),
-                if device.resettable { "yes" } else { "no" },
-                if device.boot_vga { "  boot VGA" } else { "" }
+                "  {}  {}  {:<14} reset: {:<3}{}  {class}{}",
+                info.address,
+                info.vendor_device,
+                info.driver.as_deref().unwrap_or("(no driver)"),
+                if info.resettable { "yes" } else { "no" },
+                if info.boot_vga { "  boot VGA" } else { "" },
+                name.unwrap_or_default(),
             )?;
         }
+    }
+    if names.is_empty() {
+        writeln!(
+            out,
+            "(no PCI ID database at {}: install the `pci.ids` or `hwdata` package for device names)",
+            crate::host::pci_ids::DATABASE_PATHS.join(" or ")
+        )?;
     }
     Ok(ExitCode::Ok)
 }

@@ -261,9 +261,32 @@ enum Command {
         /// QEMU's stderr instead of vmrun's log.
         #[arg(long, conflicts_with = "console")]
         qemu: bool,
-        /// The guest's serial console instead of vmrun's log.
+        /// The guest's serial console instead of vmrun's log, without its escape sequences
+        /// (colors, cursor moves, screen clears) and control characters.
         #[arg(long)]
         console: bool,
+        /// With --console: the bytes as the guest wrote them, escape sequences included.
+        #[arg(long)]
+        raw: bool,
+    },
+    /// Attach to the guest's serial console (`[console] serial = "log"`), interactive, as
+    /// `virsh console`: what you type goes to the guest, Ctrl-] detaches and the VM runs on.
+    /// One client at a time; the console is logged to console.log all along.
+    Console {
+        /// VM name or profile.
+        #[arg(add = ArgValueCandidates::new(running_candidates))]
+        name: String,
+    },
+    /// Open a running VM's display for the desktop user: looking-glass-client on its Looking
+    /// Glass file, or remote-viewer on its SPICE/VNC display. Says what to install when the
+    /// viewer is missing.
+    View {
+        /// The VM's profile (or its name on the search path).
+        #[arg(add = ArgValueCandidates::new(running_candidates))]
+        name: String,
+        /// Print the viewer's command line instead of starting it.
+        #[arg(long)]
+        print: bool,
     },
     /// Hot-plug host USB devices into a running VM (onto its xHCI controller), unplug them, or
     /// list what the guest has and what the host offers. DEVICE is VENDOR:PRODUCT as lsusb
@@ -292,6 +315,11 @@ enum Command {
         #[arg(value_enum, default_value = "vmrun")]
         page: man_pages::Page,
     },
+    /// Write a first profile from this host's facts: the GPU's whole IOMMU group, vCPUs on
+    /// whole host cores (`vcpus = "auto"`), memory and hugepages that fit, firmware and TPM for
+    /// Windows 11, a single-GPU session when the GPU is the host's only one. Prints what it
+    /// chose and what to check next. Never overwrites a file.
+    New(NewArgs),
     /// Translate another tool's VM definition into a profile.
     Import {
         #[command(subcommand)]
@@ -302,6 +330,37 @@ enum Command {
         #[command(subcommand)]
         target: libvirt_commands::ExportTarget,
     },
+}
+
+#[derive(Debug, Args)]
+struct NewArgs {
+    /// The VM's name (also the profile's file name, NAME.toml).
+    name: String,
+    /// The PCI address of the GPU to pass (`vmrun iommu` lists them) [default: the host's only
+    /// GPU, or the only one whose IOMMU group holds nothing else and that the host did not boot on].
+    #[arg(long, value_name = "ADDR")]
+    gpu: Option<String>,
+    /// Guest memory, e.g. 16G [default: half the host's RAM, 4G to 16G for Windows, 2G to 16G for Linux].
+    #[arg(long, value_name = "SIZE")]
+    memory: Option<String>,
+    /// The guest OS the profile is made for.
+    #[arg(long, value_enum, default_value = "windows11")]
+    template: NewTemplate,
+    /// The guest's disk image [default: /var/lib/vmrun/images/NAME.qcow2 as root,
+    /// $XDG_DATA_HOME/vmrun/images/NAME.qcow2 otherwise].
+    #[arg(long, value_name = "PATH")]
+    image: Option<PathBuf>,
+    /// Where to write the profile (`-`: print it) [default: /etc/vmrun/profiles/NAME.toml as
+    /// root, $XDG_CONFIG_HOME/vmrun/profiles/NAME.toml otherwise].
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum NewTemplate {
+    Windows11,
+    Windows10,
+    Linux,
 }
 
 #[derive(Debug, Args)]
@@ -400,6 +459,7 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Some(Command::Topology { profile, json }) => {
             topology_commands::topology(&app, profile.as_deref(), json, global.quiet)
         }
+        Some(Command::New(args)) => profile_commands::new(&app, args, global.quiet),
         Some(Command::Import { source }) => libvirt_commands::import(&app, source, global.quiet),
         Some(Command::Export { target }) => libvirt_commands::export(&app, target, global.quiet),
         Some(Command::Rom(args)) => rom(&app, args),
@@ -423,14 +483,23 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
             follow,
             qemu,
             console,
+            raw,
         }) => {
+            if raw && !console {
+                return Err(CliError::Usage(
+                    "--raw goes with --console: the other logs have no escape sequences to keep"
+                        .into(),
+                ));
+            }
             let kind = match (qemu, console) {
                 (true, _) => crate::app::logs::LogKind::Qemu,
                 (_, true) => crate::app::logs::LogKind::Console,
                 _ => crate::app::logs::LogKind::Vmrun,
             };
-            logs(&app, &name, kind, follow)
+            logs(&app, &name, kind, follow, raw)
         }
+        Some(Command::View { name, print }) => vm_commands::view(&app, &name, print),
+        Some(Command::Console { name }) => vm_commands::console(&app, &name, global),
         Some(Command::Usb { name, action }) => usb_commands::usb(&app, &name, action, global),
         Some(Command::Completions { shell }) => shell_commands::completions(shell),
         Some(Command::Man { page }) => man_pages::man(page),

@@ -218,3 +218,72 @@ pub(super) fn list(app: &App, json: bool) -> Result<ExitCode, CliError> {
     }
     Ok(ExitCode::Ok)
 }
+
+pub(super) fn new(app: &App, args: NewArgs, quiet: bool) -> Result<ExitCode, CliError> {
+    use crate::app::new::{default_dir, default_image, NewRequest, Template};
+    let is_root = nix::unistd::geteuid().is_root();
+    let var = |name: &str| std::env::var(name).ok();
+    let gpu = args.gpu.as_deref().map(parse_address).transpose()?;
+    let memory = args
+        .memory
+        .as_deref()
+        .map(|text| {
+            text.parse::<model::ByteSize>()
+                .map_err(|e| CliError::Usage(format!("--memory: {e}")))
+        })
+        .transpose()?;
+    let request = NewRequest {
+        name: args.name.clone(),
+        gpu,
+        memory,
+        template: match args.template {
+            NewTemplate::Windows11 => Template::Windows11,
+            NewTemplate::Windows10 => Template::Windows10,
+            NewTemplate::Linux => Template::Linux,
+        },
+        image: args
+            .image
+            .clone()
+            .unwrap_or_else(|| default_image(is_root, &args.name, var)),
+    };
+    let to_stdout = args.output.as_deref() == Some(std::path::Path::new("-"));
+    let output = match (&args.output, to_stdout) {
+        (_, true) => None,
+        (Some(path), false) => Some(path.clone()),
+        (None, false) => Some(
+            default_dir(is_root, var)
+                .ok_or_else(|| {
+                    CliError::Usage("neither XDG_CONFIG_HOME nor HOME is set; give --output".into())
+                })?
+                .join(format!("{}.toml", args.name)),
+        ),
+    };
+    let composed = app.new_profile(&request, output.as_deref())?;
+    if to_stdout {
+        std::io::stdout()
+            .lock()
+            .write_all(composed.text.as_bytes())?;
+    }
+    // What was chosen and what comes next: on stdout when the profile went to a file, on
+    // stderr when stdout carries the profile.
+    let mut report = String::new();
+    if let Some(path) = &output {
+        report.push_str(&format!("wrote {}\n", path.display()));
+    }
+    report.push_str("chose:\n");
+    for line in &composed.chose {
+        report.push_str(&format!("  {line}\n"));
+    }
+    report.push_str("next:\n");
+    for line in &composed.next {
+        report.push_str(&format!("  {line}\n"));
+    }
+    if to_stdout {
+        if !quiet {
+            eprint!("{report}");
+        }
+    } else {
+        std::io::stdout().lock().write_all(report.as_bytes())?;
+    }
+    Ok(ExitCode::Ok)
+}

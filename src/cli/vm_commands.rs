@@ -193,14 +193,54 @@ pub(super) fn stop(
     let name = &target.name;
     // The supervisor bounds every stage itself; this only guards against a hung supervisor.
     let patience = std::time::Duration::from_secs(timeout.unwrap_or(600) + 120);
+    // Without --timeout the supervisor applies the timeout of the profile it runs: read from
+    // that same file, so the countdown shows what the supervisor will do.
     let timeout = timeout.map(std::time::Duration::from_secs);
-    // Without --timeout the profile's (the supervisor's) applies: count up instead of down.
-    let mut countdown = crate::progress::Countdown::new(
-        format!("stopping {name}"),
-        timeout.filter(|_| !force),
-        !global.quiet,
+    let profile_timeout = || {
+        let run = state::running(&target.paths)?;
+        let loaded = app.load(&run.profile.to_string_lossy()).ok()?;
+        Some(loaded.config.shutdown.timeout)
+    };
+    let graceful = if force {
+        None
+    } else {
+        timeout.or_else(profile_timeout)
+    };
+    let log = Log::new(global.verbose, global.quiet);
+    let (label, overdue) = (
+        format!("stopping {name}: waiting for the guest to power off (ACPI)"),
+        format!("stopping {name}: the guest did not power off; forcing QEMU off (QMP quit, then SIGTERM, SIGKILL)"),
     );
+    let mut countdown = if force {
+        log.debug(&format!(
+            "stopping {name}: --force, quitting QEMU without asking the guest"
+        ));
+        crate::progress::Countdown::new(
+            format!("stopping {name}: quitting QEMU (--force)"),
+            None,
+            !global.quiet,
+        )
+    } else {
+        match graceful {
+            Some(limit) => log.debug(&format!(
+                "stopping {name}: waiting up to {} s for the guest to power off (ACPI), then QMP quit, SIGTERM, SIGKILL",
+                limit.as_secs()
+            )),
+            None => log.debug(&format!(
+                "stopping {name}: waiting for the guest to power off (ACPI) for the profile's shutdown.timeout"
+            )),
+        }
+        crate::progress::Countdown::new(label, graceful, !global.quiet)
+            .at_deadline("then QEMU is forced off", overdue)
+    };
+    let mut said_overdue = false;
     let stopped = control::stop(&target.paths, name, timeout, force, patience, &mut || {
+        if !said_overdue && countdown.overdue() {
+            said_overdue = true;
+            log.debug(&format!(
+                "stopping {name}: the guest did not power off in time; vmrun forces QEMU off"
+            ));
+        }
         countdown.tick()
     });
     // Erases the countdown's line before the outcome is printed.
@@ -261,10 +301,75 @@ pub(super) fn logs(
     name: &str,
     kind: crate::app::logs::LogKind,
     follow: bool,
+    raw: bool,
 ) -> Result<ExitCode, CliError> {
+    use crate::app::logs::{copy_log, empty_reason, LogKind, StripControls};
     let path = app.log_file(name, kind, follow)?;
     let mut out = std::io::stdout().lock();
     // Followed until the reader goes away or a signal ends vmrun (the default action).
-    crate::app::logs::copy_log(&path, &mut out, follow, &|| true)?;
+    if kind == LogKind::Console && !raw {
+        copy_log(&path, &mut StripControls::new(&mut out), follow, &|| true)?;
+    } else {
+        copy_log(&path, &mut out, follow, &|| true)?;
+    }
+    // An empty log printed as nothing would look like a broken command.
+    if !follow && std::fs::metadata(&path).is_ok_and(|meta| meta.len() == 0) {
+        eprintln!("vmrun: {} is empty: {}", path.display(), empty_reason(kind));
+    }
     Ok(ExitCode::Ok)
+}
+
+pub(super) fn console(app: &App, name: &str, global: &GlobalArgs) -> Result<ExitCode, CliError> {
+    use crate::app::console::{attach, is_terminal, Ended, RawTerminal};
+    use std::os::fd::AsFd;
+    let socket_path = app.console_socket(name)?;
+    let mut socket = std::os::unix::net::UnixStream::connect(&socket_path).map_err(|error| {
+        CliError::App(AppError::Host(format!(
+            "cannot connect to {}: {error}",
+            socket_path.display()
+        )))
+    })?;
+    // Read through an unbuffered copy of stdin: what poll reports must be all there is.
+    let stdin = std::io::stdin();
+    let mut input = std::fs::File::from(stdin.as_fd().try_clone_to_owned()?);
+    let terminal = is_terminal(&input);
+    if terminal && !global.quiet {
+        eprint!("vmrun: connected to {name}'s serial console; detach with Ctrl-]\r\n");
+    }
+    let ended = {
+        let _raw = if terminal {
+            RawTerminal::enter(stdin.as_fd())
+        } else {
+            None
+        };
+        let mut out = std::io::stdout().lock();
+        attach(&mut socket, &mut input, &mut out)?
+    };
+    if !global.quiet {
+        match ended {
+            Ended::Detached => eprintln!("\r\nvmrun: detached from {name}'s console"),
+            Ended::InputClosed => {}
+            Ended::VmStopped => eprintln!("\r\nvmrun: {name}'s console closed: the VM stopped"),
+        }
+    }
+    Ok(ExitCode::Ok)
+}
+
+pub(super) fn view(app: &App, name: &str, print: bool) -> Result<ExitCode, CliError> {
+    let viewer = app.viewer(name)?;
+    if print {
+        let words: Vec<String> = viewer
+            .argv
+            .iter()
+            .map(|w| {
+                shlex::try_quote(w)
+                    .map(|q| q.into_owned())
+                    .unwrap_or_else(|_| w.clone())
+            })
+            .collect();
+        writeln!(std::io::stdout().lock(), "{}", words.join(" "))?;
+        return Ok(ExitCode::Ok);
+    }
+    let program = crate::app::view::find(&viewer)?;
+    Err(crate::app::view::exec(&viewer, program).into())
 }

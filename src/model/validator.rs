@@ -126,7 +126,32 @@ impl Validator {
             Kind::MissingFile,
             Some(span),
             key,
-            format!("{what} {} does not exist", path.display()),
+            format!(
+                "{what} {} does not exist{}",
+                path.display(),
+                missing_hint(what, path)
+            ),
         );
+    }
+}
+
+/// What to do about a missing file, by kind: the shipped profiles name ROMs and images no
+/// checkout has, so the message is the next step, not only the fact.
+fn missing_hint(what: &str, path: &Path) -> String {
+    let quoted = shlex::try_quote(&path.to_string_lossy())
+        .map(|q| q.into_owned())
+        .unwrap_or_else(|_| path.display().to_string());
+    match what {
+        "ROM file" => format!(
+            "; dump the card's ROM with `vmrun rom dump ADDRESS {quoted}` (on a host where it is \
+             not the boot GPU), or remove `romfile` to use the card's own"
+        ),
+        "disk image" if path.extension().is_some_and(|e| e == "iso") => {
+            "; download it there, or remove this [[disk]]".to_string()
+        }
+        "disk image" => {
+            format!("; create it (`qemu-img create -f qcow2 {quoted} 64G`) or correct the path")
+        }
+        _ => String::new(),
     }
 }

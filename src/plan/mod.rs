@@ -152,7 +152,7 @@ pub struct RemoteAccess {
 }
 
 impl RemoteAccess {
-    fn of(config: &VmConfig, paths: &VmPaths) -> Option<Self> {
+    pub fn of(config: &VmConfig, paths: &VmPaths) -> Option<Self> {
         let remote = config.display.remote.as_ref()?;
         let protocol = remote.protocol.as_str();
         Some(match &remote.listen {

@@ -82,6 +82,9 @@ pub struct VmPaths {
     /// The supervisor's samples of each vCPU's run delay, for `status`.
     pub sched_samples: PathBuf,
     pub console_log: PathBuf,
+    /// The serial console's socket (`vmrun console`): QEMU listens on it in its own directory
+    /// and logs what the guest writes to `console_log` whether a client is connected or not.
+    pub console_socket: PathBuf,
     pub log: PathBuf,
     pub qemu_log: PathBuf,
     /// What the `started` hooks print.
@@ -125,6 +128,7 @@ impl VmPaths {
         }
         Ok(VmPaths {
             console_log: state_dir.join("console.log"),
+            console_socket: runtime_dir.join("qemu/console.sock"),
             log: state_dir.join("vmrun.log"),
             qemu_log: state_dir.join("qemu.log"),
             hooks_log: state_dir.join("hooks.log"),

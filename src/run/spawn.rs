@@ -296,13 +296,15 @@ pub(super) fn prepare_qemu_dir(
     }
     let own = &paths.qemu_dir;
     let _ = std::fs::remove_dir_all(own);
-    let Some(user) = identity else {
-        return Ok(lent);
-    };
+    // Also when QEMU runs as vmrun's own user: it creates its sockets (the serial console's,
+    // the remote display's) there.
     std::fs::DirBuilder::new()
         .mode(0o700)
         .create(own)
         .map_err(setup_error(own))?;
+    let Some(user) = identity else {
+        return Ok(lent);
+    };
     std::os::unix::fs::chown(own, Some(user.uid), Some(user.gid)).map_err(setup_error(own))?;
     Ok(lent)
 }

@@ -284,6 +284,48 @@ fn check_fails_with_exit_3_when_a_named_file_is_missing() {
             .any(|l| l.starts_with("FAIL  files") && l.contains("gpu.toml:7: pci[0].romfile")),
         "{stdout}"
     );
+    // Once, as missing, with how to get one; never also as a file QEMU's user cannot reach.
+    let mentions: Vec<&str> = stdout.lines().filter(|l| l.contains("gone.rom")).collect();
+    assert_eq!(mentions.len(), 1, "{stdout}");
+    assert!(
+        mentions[0].contains("does not exist; dump the card's ROM with `vmrun rom dump ADDRESS"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn check_offers_auto_pinning_for_cpus_this_host_lacks_and_never_passes_and_fails_one_thing() {
+    let dir = crate::common::tempdir();
+    std::fs::write(
+        dir.path().join("pin.toml"),
+        "[machine]\naccel = \"tcg\"\n[firmware]\ntype = \"seabios\"\n[cpu]\ncores = 1\n[pinning]\nvcpus = [4095]\nscheduler = \"other\"\n",
+    )
+    .unwrap();
+    let (code, stdout, _) = run(vmrun(dir.path())
+        .args(["check", "pin.toml"])
+        .arg("--runtime-dir")
+        .arg(dir.path()));
+    assert_eq!(code, 3, "{stdout}");
+    assert!(
+        stdout.lines().any(|l| l.starts_with("FAIL  pinning")
+            && l.contains("pinning.vcpus[0] = 4095")
+            && l.contains("`vcpus = \"auto\"`")),
+        "{stdout}"
+    );
+    let mut verdicts: std::collections::BTreeMap<&str, std::collections::BTreeSet<&str>> =
+        Default::default();
+    for line in stdout.lines() {
+        let mut words = line.split_whitespace();
+        if let (Some(status), Some(check)) = (words.next(), words.next()) {
+            if ["PASS", "FAIL"].contains(&status) && ["accel", "kvm", "pinning"].contains(&check) {
+                verdicts.entry(check).or_default().insert(status);
+            }
+        }
+    }
+    assert!(
+        verdicts.values().all(|v| v.len() == 1),
+        "{verdicts:?}\n{stdout}"
+    );
 }
 
 #[test]

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::common::run;
+use crate::console::{vmrun_line, StopOnDrop, Tmux};
 use crate::run_e2e::Vm;
 
 fn seabios_vm(name: &str) -> Vm {
@@ -53,13 +54,14 @@ fn stop_on_a_terminal_counts_down_and_erases_the_line() {
         .unwrap();
     assert_eq!(output.status.code(), Some(5));
     let text = String::from_utf8_lossy(&output.stdout);
+    let waiting = "vmrun: stopping cd-tty: waiting for the guest to power off (ACPI): ";
     assert!(
-        text.contains("vmrun: stopping cd-tty: 3 s left")
-            || text.contains("vmrun: stopping cd-tty: 2 s left"),
+        text.contains(&format!("{waiting}3 s left, then QEMU is forced off"))
+            || text.contains(&format!("{waiting}2 s left, then QEMU is forced off")),
         "{text:?}"
     );
     assert!(
-        text.contains("vmrun: stopping cd-tty: 1 s left"),
+        text.contains(&format!("{waiting}1 s left, then QEMU is forced off")),
         "{text:?}"
     );
     // The countdown's line is erased before the outcome is printed on its own line.
@@ -68,4 +70,74 @@ fn stop_on_a_terminal_counts_down_and_erases_the_line() {
         "{text:?}"
     );
     std::thread::sleep(Duration::from_millis(100));
+}
+
+#[test]
+fn stop_in_a_terminal_says_what_it_waits_for_and_counts_the_profiles_timeout_down() {
+    // Without --timeout: the profile's shutdown.timeout (2 s here), read from the profile the
+    // supervisor runs.
+    let vm = seabios_vm("cd-tmux");
+    let (code, stderr) = vm.detach(&[]);
+    assert_eq!(code, 0, "{stderr}");
+    let _stop = StopOnDrop(&vm);
+    vm.wait_running();
+    let Some(tmux) = Tmux::start(
+        "stop",
+        &format!(
+            "{}; echo \"exit=$?\"; sleep 60",
+            vmrun_line(&vm, "stop cd-tmux")
+        ),
+    ) else {
+        return;
+    };
+    // The line is rewritten in place: collect what the screen showed over time.
+    let mut seen = std::collections::BTreeSet::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let screen = tmux.screen();
+        for line in screen.lines().filter(|l| l.contains("stopping cd-tmux")) {
+            seen.insert(line.trim_end().to_string());
+        }
+        if screen.contains("exit=") {
+            assert!(screen.contains("exit=5"), "{screen}");
+            assert!(
+                // By QMP quit, or by SIGTERM on a loaded machine where quit takes too long.
+                screen.contains("vmrun: cd-tmux: the guest did not shut down in time; stopped by"),
+                "{screen}"
+            );
+            assert!(
+                !screen
+                    .lines()
+                    .any(|l| l.contains("s left") && l.contains("did not shut down")),
+                "the countdown is erased before the outcome: {screen}"
+            );
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{screen}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        seen.iter().any(|l| l
+            == "vmrun: stopping cd-tmux: waiting for the guest to power off (ACPI): 1 s left, then QEMU is forced off"),
+        "{seen:#?}"
+    );
+}
+
+#[test]
+fn stop_with_v_logs_what_it_waits_for() {
+    let vm = seabios_vm("cd-verbose");
+    let (code, stderr) = vm.detach(&[]);
+    assert_eq!(code, 0, "{stderr}");
+    let _stop = StopOnDrop(&vm);
+    vm.wait_running();
+    let (code, _, stderr) = run(vm.vmrun().args(["-v", "stop", "cd-verbose"]));
+    assert_eq!(code, 5, "{stderr}");
+    assert!(
+        stderr.contains("vmrun: stopping cd-verbose: waiting up to 2 s for the guest to power off (ACPI), then QMP quit, SIGTERM, SIGKILL"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("vmrun: stopping cd-verbose: the guest did not power off in time; vmrun forces QEMU off"),
+        "{stderr}"
+    );
 }

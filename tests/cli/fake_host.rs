@@ -34,6 +34,8 @@ pub struct Options {
     /// A CPU topology fixture (tests/fixtures/topology), with what isolation touches: IRQ
     /// affinities, the workqueue cpumask, cgroup v2 with cpuset, cpufreq governors.
     pub topology: Option<&'static str>,
+    /// `MemTotal` in /proc/meminfo, in GiB (no /proc/meminfo without it).
+    pub memory_gib: Option<u64>,
 }
 
 impl Options {
@@ -232,6 +234,21 @@ impl FakeHost {
             );
             std::fs::create_dir_all(root.join(".fake/properties")).unwrap();
         }
+        if let Some(gib) = options.memory_gib {
+            write(
+                &root.join("proc/meminfo"),
+                &format!(
+                    "MemTotal:       {} kB\nMemFree:        {} kB\n",
+                    gib * 1024 * 1024,
+                    gib * 512 * 1024
+                ),
+            );
+        }
+        // The PCI ID database, as Debian's `pci.ids` package installs it.
+        write(
+            &root.join("usr/share/misc/pci.ids"),
+            &std::fs::read_to_string(repo_root().join("tests/fixtures/hosts/pci.ids")).unwrap(),
+        );
         write(&root.join(".fake/calls.log"), "");
         std::fs::create_dir_all(root.join("dev/shm")).unwrap();
         // The system bus the sleep inhibitor needs: only its presence is checked.

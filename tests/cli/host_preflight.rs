@@ -55,6 +55,11 @@ fn iommu_lists_every_group_with_its_devices() {
     assert_eq!(gpu["vendor_device"], "10de:1c02");
     assert_eq!(gpu["driver"], "vfio-pci");
     assert_eq!(gpu["class"], "0x030000");
+    assert_eq!(gpu["class_name"], "VGA compatible controller");
+    assert_eq!(
+        gpu["name"],
+        "NVIDIA Corporation GP106 [GeForce GTX 1060 3GB]"
+    );
     assert_eq!(gpu["resettable"], true);
     let group15 = groups
         .as_array()
@@ -79,7 +84,10 @@ fn iommu_lists_every_group_with_its_devices() {
         .arg("iommu"));
     assert_eq!(code, 0);
     assert!(
-        text.contains("IOMMU group 16\n  0000:08:00.0  0x030000  10de:1c02  vfio-pci"),
+        text.contains(
+            "IOMMU group 16\n  0000:08:00.0  10de:1c02  vfio-pci       reset: yes  VGA compatible controller: \
+             NVIDIA Corporation GP106 [GeForce GTX 1060 3GB]\n"
+        ),
         "{text}"
     );
 }

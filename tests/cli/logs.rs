@@ -62,6 +62,30 @@ fn each_flag_prints_its_own_file_and_a_missing_log_says_why() {
     assert!(stderr.contains("serial = \"log\""), "{stderr}");
     let (code, _, stderr) = run(logs_command(dir.path()).args(["desk", "--console", "--qemu"]));
     assert_eq!(code, 2, "{stderr}");
+    // --raw only means something for the console.
+    let (code, _, stderr) = run(logs_command(dir.path()).args(["desk", "--qemu", "--raw"]));
+    assert_eq!(code, 2, "{stderr}");
+
+    // An empty QEMU log prints nothing, and says why on stderr.
+    std::fs::write(vm.join("qemu.log"), "").unwrap();
+    let (code, stdout, stderr) = run(logs_command(dir.path()).args(["desk", "--qemu"]));
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout, "");
+    assert!(
+        stderr.contains("qemu.log is empty: QEMU wrote nothing to stderr in its last run"),
+        "{stderr}"
+    );
+
+    // The console without its escape sequences, unless --raw.
+    std::fs::write(
+        vm.join("console.log"),
+        "\x1b[2J\x1b[01;01H\x1b[1m\x1b[33mShell> \x1b[0mver\r\nUEFI v2.70\r\n",
+    )
+    .unwrap();
+    let (_, stdout, _) = run(logs_command(dir.path()).args(["desk", "--console"]));
+    assert_eq!(stdout, "Shell> ver\nUEFI v2.70\n");
+    let (_, stdout, _) = run(logs_command(dir.path()).args(["desk", "--console", "--raw"]));
+    assert!(stdout.starts_with("\x1b[2J"), "{stdout:?}");
 }
 
 #[test]

@@ -87,9 +87,14 @@ impl LoadVfioPci {
         }
         let mut by_group: std::collections::BTreeMap<u32, Vec<String>> =
             std::collections::BTreeMap::new();
+        let names = crate::host::pci_ids::PciNames::load(root);
         for (group, device) in missing {
+            let name = names
+                .describe(device.class_code, &device.vendor_device)
+                .map(|name| format!(", {name}"))
+                .unwrap_or_default();
             by_group.entry(group).or_default().push(format!(
-                "{} ({} class {}, driver {})",
+                "{} ({} class {}, driver {}{name})",
                 device.address,
                 device.vendor_device,
                 device.class,
@@ -179,6 +184,19 @@ impl BindVfio {
                     "{key}: {address} is the boot GPU and has no romfile: the host firmware ran and shadowed \
                      its ROM, and the copy the guest reads is often unusable (black screen); dump a clean ROM \
                      (`vmrun rom dump` on a system where it is not the boot GPU, or the vendor's) and set romfile"
+                ),
+            ));
+        }
+        if findings.is_empty() {
+            let name = crate::host::pci_ids::PciNames::load(&host.root)
+                .describe(info.class_code, &info.vendor_device)
+                .unwrap_or_else(|| format!("class {}", info.class));
+            findings.push(Finding::pass(
+                "pci",
+                format!(
+                    "{key}: {address} {} {name}, driver {}",
+                    info.vendor_device,
+                    info.driver.as_deref().unwrap_or("none")
                 ),
             ));
         }

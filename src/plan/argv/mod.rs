@@ -277,12 +277,18 @@ pub fn build(
     input(&mut argv, config);
     looking_glass(&mut argv, config);
     if config.serial == SerialConsole::Log {
+        // A socket QEMU listens on for `vmrun console` (one client at a time; QEMU listens
+        // again when it leaves), with every byte the guest writes also in console.log,
+        // connected or not. QEMU creates the socket in the one directory it owns.
         let console = files.fdset(&mut argv, &paths.console_log, &[OpenAs::Create], "console");
         argv.push(
             "-chardev",
-            Opts::new("file")
+            Opts::new("socket")
                 .set("id", "console")
-                .set("path", console)
+                .set("path", escape_path(&paths.console_socket))
+                .set("server", "on")
+                .set("wait", "off")
+                .set("logfile", console)
                 .build(),
         );
         argv.push("-device", "isa-serial,chardev=console");
