@@ -301,7 +301,7 @@ pub fn draw(frame: &mut Frame, report: &Report, history: &History, title: &str) 
             let spark_at = columns.len().min(4);
             if spark > 0 {
                 widths.insert(spark_at, Constraint::Length(spark));
-                header.insert(spark_at, format!("wait, last {spark} s"));
+                header.insert(spark_at, format!("last {spark} s"));
             }
             let rows = vm.vcpus.iter().map(|vcpu| {
                 let mut cells: Vec<String> = columns.iter().map(|c| (c.cell)(vcpu)).collect();
