@@ -2,9 +2,9 @@
 # Installs what vmrun needs to boot VMs on Debian/Ubuntu: QEMU and OVMF (what the quick start
 # needs). With --tests also what the test suite runs against: swtpm + swtpm-tools for [tpm];
 # QEMU's PulseAudio module (qemu-system-gui) for [audio]; PulseAudio with pactl, which the audio
-# test starts for a throwaway user; and libvirt for the tests that check `vmrun export libvirt`
-# with libvirt itself (a private session daemon; the system daemon is never used). Does nothing
-# when all are present. Needs root (uses sudo when not root).
+# test starts for a throwaway user; tmux, the terminal `vmrun top` is tested in; and libvirt for
+# the tests that check `vmrun export libvirt` with libvirt itself (a private session daemon; the
+# system daemon is never used). Does nothing when all are present. Needs root (uses sudo when not root).
 set -euo pipefail
 
 tests=false
@@ -28,6 +28,8 @@ command -v swtpm_setup >/dev/null 2>&1 || missing+=(swtpm-tools)
 compgen -G '/usr/lib/*/qemu/audio-pa.so' >/dev/null || missing+=(qemu-system-gui)
 command -v pulseaudio >/dev/null 2>&1 || missing+=(pulseaudio)
 command -v pactl >/dev/null 2>&1 || missing+=(pulseaudio-utils)
+# `vmrun top` is tested on a real terminal: tmux, read back with capture-pane.
+command -v tmux >/dev/null 2>&1 || missing+=(tmux)
 fi
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0

@@ -86,7 +86,10 @@ fn device_name(description: &[&str]) -> String {
     });
     match trigger {
         Some(at) if at + 1 < description.len() => description[at + 1..].join(" "),
-        _ => description.last().map(|s| s.to_string()).unwrap_or_default(),
+        _ => description
+            .last()
+            .map(|s| s.to_string())
+            .unwrap_or_default(),
     }
 }
 
@@ -274,8 +277,7 @@ impl Probe {
             tids.sort_unstable();
             for tid in tids {
                 // Threads end between the listing and the read: they are simply gone.
-                let Ok(stat) = std::fs::read_to_string(task_dir.join(format!("{tid}/stat")))
-                else {
+                let Ok(stat) = std::fs::read_to_string(task_dir.join(format!("{tid}/stat"))) else {
                     continue;
                 };
                 if let Some(thread) = host_thread(pid, tid, &process, &stat) {
@@ -482,10 +484,9 @@ MIS:          0
 
     #[test]
     fn offline_cpus_keep_the_numbers_of_the_header() {
-        let table = CpuTable::parse(
-            "        CPU0   CPU2\n     NET_RX:   5   7\n      TIMER:   1   2\n",
-        )
-        .unwrap();
+        let table =
+            CpuTable::parse("        CPU0   CPU2\n     NET_RX:   5   7\n      TIMER:   1   2\n")
+                .unwrap();
         assert_eq!(table.rows[0].name, "NET_RX");
         assert_eq!(table.rows[0].per_cpu, BTreeMap::from([(0, 5), (2, 7)]));
         assert!(CpuTable::parse("garbage\n").is_none());

@@ -177,9 +177,8 @@ fn vm_report(
     seconds: f64,
     previous_ticks: &BTreeMap<i32, u64>,
 ) -> VmReport {
-    let thread_before = |tid: i32| -> Option<&VmThread> {
-        before?.threads.iter().find(|t| t.tid == tid)
-    };
+    let thread_before =
+        |tid: i32| -> Option<&VmThread> { before?.threads.iter().find(|t| t.tid == tid) };
     let run_percent = |thread: &VmThread| -> Option<f64> {
         let (then, now) = (thread_before(thread.tid)?.counters?, thread.counters?);
         Some(now.run_ns.saturating_sub(then.run_ns) as f64 / 1e7 / seconds)
@@ -201,14 +200,17 @@ fn vm_report(
                 index,
             );
             let switches = then.zip(thread.counters).map(|(a, b)| {
-                b.involuntary_switches.saturating_sub(a.involuntary_switches) as f64 / seconds
+                b.involuntary_switches
+                    .saturating_sub(a.involuntary_switches) as f64
+                    / seconds
             });
             let cpu = thread.processor;
             let freq = later.cpus.get(&cpu).cloned().unwrap_or_default();
-            let table_rates = |pick: fn(&Raw) -> Option<&CpuTable>| match (pick(earlier), pick(later)) {
-                (Some(a), Some(b)) => rates(a, b, cpu, seconds),
-                _ => Vec::new(),
-            };
+            let table_rates =
+                |pick: fn(&Raw) -> Option<&CpuTable>| match (pick(earlier), pick(later)) {
+                    (Some(a), Some(b)) => rates(a, b, cpu, seconds),
+                    _ => Vec::new(),
+                };
             let interrupts = table_rates(|raw| raw.interrupts.as_ref());
             let softirqs = table_rates(|raw| raw.softirqs.as_ref());
             Some(VcpuReport {

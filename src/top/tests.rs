@@ -16,7 +16,15 @@ fn write(root: &Path, path: &str, text: &str) {
 }
 
 /// A `stat` line with the fields `top` reads; the others are zero.
-fn stat(tid: i32, name: &str, state: char, ticks: u64, processor: usize, rt: u32, policy: u32) -> String {
+fn stat(
+    tid: i32,
+    name: &str,
+    state: char,
+    ticks: u64,
+    processor: usize,
+    rt: u32,
+    policy: u32,
+) -> String {
     let mut fields: Vec<String> = (3..=52).map(|_| "0".to_string()).collect();
     let mut set = |field: usize, value: String| fields[field - 3] = value;
     set(3, state.to_string());
@@ -77,9 +85,17 @@ fn lay(root: &Path, m: &Moment) {
         } else {
             (3_600_000, "performance")
         };
-        write(root, &format!("{dir}/scaling_cur_freq"), &format!("{khz}\n"));
+        write(
+            root,
+            &format!("{dir}/scaling_cur_freq"),
+            &format!("{khz}\n"),
+        );
         write(root, &format!("{dir}/cpuinfo_max_freq"), "3600000\n");
-        write(root, &format!("{dir}/scaling_governor"), &format!("{governor}\n"));
+        write(
+            root,
+            &format!("{dir}/scaling_governor"),
+            &format!("{governor}\n"),
+        );
     }
     write(root, "/proc/interrupts", &interrupts(m.nvme, m.loc));
     write(root, "/proc/softirqs", &softirqs(m.net_rx, m.timer));
@@ -90,12 +106,28 @@ fn lay(root: &Path, m: &Moment) {
         "Name:\tqemu-system-x86\nVmRSS:\t  524288 kB\nHugetlbPages:\t 2097152 kB\n",
     );
     let main = "/proc/100/task/100";
-    write(root, &format!("{main}/stat"), &stat(100, "qemu-system-x86", 'S', m.qemu_main_ticks, 3, 0, 0));
+    write(
+        root,
+        &format!("{main}/stat"),
+        &stat(100, "qemu-system-x86", 'S', m.qemu_main_ticks, 3, 0, 0),
+    );
     write(root, &format!("{main}/status"), &thread_status("0-3", 0));
-    write(root, &format!("{main}/schedstat"), &format!("{} 0 1\n", m.qemu_main_run_ns));
+    write(
+        root,
+        &format!("{main}/schedstat"),
+        &format!("{} 0 1\n", m.qemu_main_run_ns),
+    );
     let vcpu = "/proc/100/task/101";
-    write(root, &format!("{vcpu}/stat"), &stat(101, "CPU 0/KVM", 'R', 50, 3, 0, 0));
-    write(root, &format!("{vcpu}/status"), &thread_status("3", m.vcpu_involuntary));
+    write(
+        root,
+        &format!("{vcpu}/stat"),
+        &stat(101, "CPU 0/KVM", 'R', 50, 3, 0, 0),
+    );
+    write(
+        root,
+        &format!("{vcpu}/status"),
+        &thread_status("3", m.vcpu_involuntary),
+    );
     write(
         root,
         &format!("{vcpu}/schedstat"),
@@ -107,7 +139,11 @@ fn lay(root: &Path, m: &Moment) {
         "/proc/200/task/201/stat",
         &stat(201, "Web Content", 'R', m.firefox_ticks, 3, 0, 0),
     );
-    write(root, "/proc/200/task/200/stat", &stat(200, "firefox", 'S', 7, 0, 0, 0));
+    write(
+        root,
+        "/proc/200/task/200/stat",
+        &stat(200, "firefox", 'S', 7, 0, 0, 0),
+    );
 }
 
 const BEFORE: Moment = Moment {
@@ -173,7 +209,10 @@ fn interrupts_softirqs_and_frequency_are_rates_on_the_vcpus_cpu() {
         .collect();
     assert_eq!(
         rates,
-        [("142", "nvme0q3", 2900.0), ("LOC", "Local timer interrupts", 250.0)]
+        [
+            ("142", "nvme0q3", 2900.0),
+            ("LOC", "Local timer interrupts", 250.0)
+        ]
     );
     assert_eq!(vcpu.interrupts_per_s, 3150.0);
     let softirqs: Vec<(&str, f64)> = vcpu
@@ -200,7 +239,15 @@ fn run_delay_switches_and_competitors_come_from_the_threads_counters() {
     let who: Vec<(u32, i32, &str, &str, bool)> = vcpu
         .competitors
         .iter()
-        .map(|c| (c.pid, c.tid, c.process.as_str(), c.thread.as_str(), c.runnable))
+        .map(|c| {
+            (
+                c.pid,
+                c.tid,
+                c.process.as_str(),
+                c.thread.as_str(),
+                c.runnable,
+            )
+        })
         .collect();
     // firefox ran 40 ticks on CPU 3 and is runnable; QEMU's main thread ran 10; firefox's
     // idle main thread on CPU 0 is no competitor.
@@ -249,7 +296,11 @@ fn a_quiet_host_has_no_findings() {
     let report = report::compute(&first, &second);
     assert_eq!(report.vms[0].vcpus[0].run_delay_ms_per_s, Some(0.0));
     assert!(report.vms[0].vcpus[0].interrupts.is_empty());
-    assert!(report.vms[0].findings.is_empty(), "{:?}", report.vms[0].findings);
+    assert!(
+        report.vms[0].findings.is_empty(),
+        "{:?}",
+        report.vms[0].findings
+    );
 }
 
 #[test]
@@ -260,7 +311,8 @@ fn what_cannot_be_read_is_named_and_the_rest_still_sampled() {
     std::fs::remove_file(root.path().join("proc/interrupts")).unwrap();
     std::fs::create_dir(root.path().join("proc/interrupts")).unwrap();
     for cpu in 0..4 {
-        std::fs::remove_dir_all(root.path().join(format!("sys/devices/system/cpu/cpu{cpu}"))).unwrap();
+        std::fs::remove_dir_all(root.path().join(format!("sys/devices/system/cpu/cpu{cpu}")))
+            .unwrap();
     }
     let mut probe = Probe::new(Sysroot::new(root.path()), false);
     let first = probe.sample(&[target()], 1_000);
@@ -269,7 +321,10 @@ fn what_cannot_be_read_is_named_and_the_rest_still_sampled() {
     let report = report::compute(&first, &second);
     let unreadable = report.unreadable.join("\n");
     assert!(unreadable.contains("/proc/interrupts: "), "{unreadable}");
-    assert!(unreadable.contains("CPU frequencies: no cpufreq"), "{unreadable}");
+    assert!(
+        unreadable.contains("CPU frequencies: no cpufreq"),
+        "{unreadable}"
+    );
     let vcpu = &report.vms[0].vcpus[0];
     assert!(vcpu.interrupts.is_empty());
     assert_eq!(vcpu.cpu_mhz, None);
@@ -324,23 +379,42 @@ fn fixed() -> (Report, History) {
 }
 
 fn golden(name: &str, text: &str) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name);
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::write(&path, text).unwrap();
     }
     let expected = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("{}: {e} (UPDATE_GOLDEN=1 writes it)", path.display()));
-    assert_eq!(text, expected, "{} differs (UPDATE_GOLDEN=1 rewrites it)", path.display());
+    assert_eq!(
+        text,
+        expected,
+        "{} differs (UPDATE_GOLDEN=1 rewrites it)",
+        path.display()
+    );
 }
 
 #[test]
 fn a_narrow_terminal_still_shows_the_vcpu_table() {
     let (report, history) = fixed();
-    let text = ui::render_text(&report, &history, "vmrun top: 1 VM, every 1 s, q quits", 40, 16);
+    let text = ui::render_text(
+        &report,
+        &history,
+        "vmrun top: 1 VM, every 1 s, q quits",
+        40,
+        16,
+    );
     golden("top-narrow-40x16.txt", &text);
     let lines: Vec<&str> = text.lines().collect();
-    assert!(lines.iter().any(|l| l.starts_with("vCPU CPU  wait ms/s")), "{text}");
-    assert!(lines.iter().any(|l| l.starts_with("0    3    400.0")), "{text}");
+    assert!(
+        lines.iter().any(|l| l.starts_with("vCPU CPU  wait ms/s")),
+        "{text}"
+    );
+    assert!(
+        lines.iter().any(|l| l.starts_with("0    3    400.0")),
+        "{text}"
+    );
 }
 
 #[test]
@@ -348,15 +422,33 @@ fn a_wide_terminal_shows_every_column_and_the_last_minute() {
     let (report, history) = fixed();
     let height = ui::height(&report, 160);
     let text = ui::render_text(&report, &history, "vmrun top", 160, height);
-    for header in ["sched", "last 60 s", "preempt/s", "MHz", "IRQ/s", "softirq/s", "governor", "busiest IRQ /s"] {
+    for header in [
+        "sched",
+        "last 60 s",
+        "preempt/s",
+        "MHz",
+        "IRQ/s",
+        "softirq/s",
+        "governor",
+        "busiest IRQ /s",
+    ] {
         assert!(text.contains(header), "{header} in\n{text}");
     }
     assert!(text.contains("142 nvme0q3 2900"), "{text}");
     assert!(text.contains("powersave"), "{text}");
-    assert!(text.contains("! vCPU 0 waits 400 ms/s: CPU 3 is shared with pid 200 (firefox)"), "{text}");
-    assert!(text.contains("cannot read QMP of `win10`: permission denied"), "{text}");
+    assert!(
+        text.contains("! vCPU 0 waits 400 ms/s: CPU 3 is shared with pid 200 (firefox)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("cannot read QMP of `win10`: permission denied"),
+        "{text}"
+    );
     // Everything fits: the last line is the last unreadable item.
-    assert_eq!(text.lines().last().unwrap(), "cannot read QMP of `win10`: permission denied");
+    assert_eq!(
+        text.lines().last().unwrap(),
+        "cannot read QMP of `win10`: permission denied"
+    );
     // The sparkline's highest bar is full, its zeros blank.
     assert!(text.contains('█'), "{text}");
 }
@@ -378,7 +470,10 @@ fn the_monitor_reports_from_its_second_tick_and_keeps_a_minute() {
     for _ in 0..65 {
         assert!(monitor.tick(&[target()]).is_some());
     }
-    assert_eq!(monitor.history.of(100, 0).unwrap().len(), super::HISTORY_SECONDS);
+    assert_eq!(
+        monitor.history.of(100, 0).unwrap().len(),
+        super::HISTORY_SECONDS
+    );
     // A VM that stopped leaves the history.
     monitor.tick(&[]);
     assert!(monitor.history.of(100, 0).is_none());

@@ -35,9 +35,9 @@ fn sched(v: &VcpuReport) -> String {
 }
 
 fn top_irq(v: &VcpuReport) -> String {
-    v.interrupts
-        .first()
-        .map_or("-".into(), |r| format!("{} {:.0}", short_source(&r.source, &r.name), r.per_s))
+    v.interrupts.first().map_or("-".into(), |r| {
+        format!("{} {:.0}", short_source(&r.source, &r.name), r.per_s)
+    })
 }
 
 fn short_source(source: &str, name: &str) -> String {
@@ -225,7 +225,8 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
     let mut lines = Vec::new();
     let mut current = String::new();
     for word in text.split(' ') {
-        let needed = current.chars().count() + usize::from(!current.is_empty()) + word.chars().count();
+        let needed =
+            current.chars().count() + usize::from(!current.is_empty()) + word.chars().count();
         if !current.is_empty() && needed > width {
             lines.push(std::mem::take(&mut current));
         }
@@ -247,7 +248,10 @@ fn vm_notes(vm: &VmReport, width: u16) -> Vec<Line<'static>> {
         .fg(Color::Yellow)
         .add_modifier(Modifier::BOLD);
     for text in &vm.findings {
-        for (n, part) in wrap(text, usize::from(width).saturating_sub(2)).into_iter().enumerate() {
+        for (n, part) in wrap(text, usize::from(width).saturating_sub(2))
+            .into_iter()
+            .enumerate()
+        {
             let mark = if n == 0 { "! " } else { "  " };
             lines.push(Line::from(Span::styled(format!("{mark}{part}"), finding)));
         }
@@ -288,15 +292,22 @@ pub fn draw(frame: &mut Frame, report: &Report, history: &History, title: &str) 
     for vm in &report.vms {
         let summary = wrap(&vm_summary(vm), usize::from(area.width))
             .into_iter()
-            .map(|l| Line::from(Span::styled(l, Style::default().add_modifier(Modifier::BOLD))))
+            .map(|l| {
+                Line::from(Span::styled(
+                    l,
+                    Style::default().add_modifier(Modifier::BOLD),
+                ))
+            })
             .collect();
         put(frame, summary, &mut y);
         // The table: header and one row per vCPU, clipped at the bottom of the screen.
         let rows_fit = bottom.saturating_sub(y);
         let height = (vm.vcpus.len() as u16 + 1).min(rows_fit);
         if height > 0 {
-            let mut widths: Vec<Constraint> =
-                columns.iter().map(|c| Constraint::Length(c.width)).collect();
+            let mut widths: Vec<Constraint> = columns
+                .iter()
+                .map(|c| Constraint::Length(c.width))
+                .collect();
             let mut header: Vec<String> = columns.iter().map(|c| c.header.to_string()).collect();
             let spark_at = columns.len().min(4);
             if spark > 0 {
@@ -346,12 +357,21 @@ pub fn height(report: &Report, width: u16) -> u16 {
 }
 
 /// The screen as plain text (no colours), each line without trailing spaces.
-pub fn render_text(report: &Report, history: &History, title: &str, width: u16, height: u16) -> String {
+pub fn render_text(
+    report: &Report,
+    history: &History,
+    title: &str,
+    width: u16,
+    height: u16,
+) -> String {
     let backend = ratatui::backend::TestBackend::new(width, height);
     let Ok(mut terminal) = ratatui::Terminal::new(backend) else {
         return String::new();
     };
-    if terminal.draw(|frame| draw(frame, report, history, title)).is_err() {
+    if terminal
+        .draw(|frame| draw(frame, report, history, title))
+        .is_err()
+    {
         return String::new();
     }
     let buffer = terminal.backend().buffer();

@@ -169,11 +169,24 @@ fn check_schema(json: &Value) {
     };
     assert_eq!(keys(json), ["interval_s", "unix_ms", "unreadable", "vms"]);
     assert!(json["unix_ms"].is_u64() && json["interval_s"].is_f64());
-    assert!(json["unreadable"].as_array().unwrap().iter().all(Value::is_string));
+    assert!(json["unreadable"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(Value::is_string));
     for vm in json["vms"].as_array().unwrap() {
         assert_eq!(
             keys(vm),
-            ["accel", "findings", "kvm", "memory", "name", "other_threads", "pid", "vcpus"]
+            [
+                "accel",
+                "findings",
+                "kvm",
+                "memory",
+                "name",
+                "other_threads",
+                "pid",
+                "vcpus"
+            ]
         );
         assert_eq!(
             keys(&vm["kvm"]),
@@ -185,7 +198,10 @@ fn check_schema(json: &Value) {
                 "unavailable"
             ]
         );
-        assert_eq!(keys(&vm["memory"]), ["guest_mib", "hugepages_mib", "rss_mib"]);
+        assert_eq!(
+            keys(&vm["memory"]),
+            ["guest_mib", "hugepages_mib", "rss_mib"]
+        );
         for vcpu in vm["vcpus"].as_array().unwrap() {
             assert_eq!(
                 keys(vcpu),
@@ -231,7 +247,11 @@ fn check_schema(json: &Value) {
                 ["affinity", "cpu", "cpu_percent", "name", "thread_id"]
             );
         }
-        assert!(vm["findings"].as_array().unwrap().iter().all(Value::is_string));
+        assert!(vm["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(Value::is_string));
     }
 }
 
@@ -255,7 +275,10 @@ fn top_json_prints_one_object_per_second_with_the_documented_schema() {
     assert_eq!(vms[0]["pid"], status["pid"]);
     let vcpu = &vms[0]["vcpus"][0];
     assert_eq!(vcpu["thread_id"], status["vcpus"][0]["thread_id"]);
-    assert_eq!((vcpu["cpu"].as_u64(), vcpu["affinity"].as_str()), (Some(1), Some("1")));
+    assert_eq!(
+        (vcpu["cpu"].as_u64(), vcpu["affinity"].as_str()),
+        (Some(1), Some("1"))
+    );
     // The spinning vCPU ran most of the second.
     assert!(vcpu["cpu_percent"].as_f64().unwrap() > 10.0, "{vcpu}");
     let accel = status["accel"].as_str().unwrap();
