@@ -20,7 +20,6 @@
 //! `cargo bench --bench latency` (as root). BENCH_SECONDS (10) sets the seconds measured per
 //! layout and round, BENCH_ROUNDS (2) the rounds.
 
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -63,16 +62,13 @@ fn vmrun(dir: &Path) -> Command {
     command
 }
 
-/// A new session for a child: with autogroup scheduling each session gets an equal share of a
-/// CPU, so QEMU and every competitor are each in one, as vmrun's detached QEMU is.
-fn in_own_session(command: &mut Command) -> &mut Command {
-    // SAFETY: setsid is async-signal-safe and touches only the child between fork and exec.
-    unsafe {
-        command.pre_exec(|| {
-            nix::unistd::setsid().map_err(std::io::Error::from)?;
-            Ok(())
-        })
-    }
+/// A program started in a new session (`setsid`, which execs it: the pid stays the program's).
+/// With autogroup scheduling each session gets an equal share of a CPU, so QEMU and every
+/// competitor are each in one, as vmrun's detached QEMU is.
+fn in_own_session(program: &str) -> Command {
+    let mut command = Command::new("setsid");
+    command.arg(program);
+    command
 }
 
 /// The competing processes, ended by `timeout` even if the benchmark dies, and here on drop.
@@ -83,13 +79,9 @@ impl Load {
         Load(
             (0..count)
                 .map(|_| {
-                    in_own_session(Command::new("timeout").args([
-                        &seconds.to_string(),
-                        "sh",
-                        "-c",
-                        "while :; do :; done",
-                    ]))
-                    .spawn()
+                    in_own_session("timeout")
+                        .args([&seconds.to_string(), "sh", "-c", "while :; do :; done"])
+                        .spawn()
                     .expect("timeout and sh run")
                 })
                 .collect(),
@@ -185,15 +177,13 @@ impl Bench {
             Layout::Unpinned | Layout::LibvirtLike => {
                 std::fs::create_dir_all(&self.runtime).unwrap();
                 let _ = std::fs::remove_file(&self.qmp_socket);
-                let mut child = in_own_session(
-                    Command::new(&self.argv[0])
-                        .args(&self.argv[1..])
-                        .stdin(Stdio::null())
-                        .stdout(Stdio::null())
-                        .stderr(Stdio::null()),
-                )
-                .spawn()
-                .expect("QEMU starts");
+                let mut child = in_own_session(&self.argv[0])
+                    .args(&self.argv[1..])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("QEMU starts");
                 let deadline = Instant::now() + Duration::from_secs(20);
                 let stream = loop {
                     if let Ok(stream) = std::os::unix::net::UnixStream::connect(&self.qmp_socket) {

@@ -4,7 +4,8 @@
 # QEMU's PulseAudio module (qemu-system-gui) for [audio]; PulseAudio with pactl, which the audio
 # test starts for a throwaway user; tmux, the terminal `vmrun top` is tested in; and libvirt for
 # the tests that check `vmrun export libvirt` with libvirt itself (a private session daemon; the
-# system daemon is never used). Does nothing when all are present. Needs root (uses sudo when not root).
+# system daemon is never used). Does nothing when all are present. Needs root (uses sudo when
+# not root).
 set -euo pipefail
 
 tests=false

@@ -113,13 +113,11 @@ const DEVICE_SOFTIRQS: &[&str] = &["HI", "NET_TX", "NET_RX", "BLOCK", "IRQ_POLL"
 const SLOW_CPU_SHARE: f64 = 0.6;
 const EMULATOR_FINDING_PERCENT: f64 = 5.0;
 
+/// Clock ticks per second (`utime`/`stime` in `stat` count them); 100 on every Linux.
 fn ticks_per_second() -> f64 {
-    // SAFETY: sysconf only reads a system constant.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if ticks > 0 {
-        ticks as f64
-    } else {
-        100.0
+    match nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK) {
+        Ok(Some(ticks)) if ticks > 0 => ticks as f64,
+        _ => 100.0,
     }
 }
 
