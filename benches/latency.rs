@@ -82,7 +82,7 @@ impl Load {
                     in_own_session("timeout")
                         .args([&seconds.to_string(), "sh", "-c", "while :; do :; done"])
                         .spawn()
-                    .expect("timeout and sh run")
+                        .expect("timeout and sh run")
                 })
                 .collect(),
         )

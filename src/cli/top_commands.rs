@@ -36,7 +36,19 @@ fn targets(app: &App, name: Option<&str>) -> Result<Vec<VmTarget>, CliError> {
             }),
             // A VM named on the command line must run; of all VMs, one may just have stopped.
             None if name.is_some() => {
-                return Err(AppError::Control(ControlError::NotRunning(target.name)).into())
+                // Another user's VM is not "not running" when its state cannot be read.
+                if let Err(error) = std::fs::metadata(&target.paths.run_state) {
+                    if error.kind() == std::io::ErrorKind::PermissionDenied {
+                        return Err(CliError::Output(std::io::Error::new(
+                            error.kind(),
+                            format!(
+                                "cannot read {}: {error}; run as root, or as the user QEMU runs as",
+                                target.paths.run_state.display()
+                            ),
+                        )));
+                    }
+                }
+                return Err(AppError::Control(ControlError::NotRunning(target.name)).into());
             }
             None => {}
         }
