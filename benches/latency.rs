@@ -91,8 +91,11 @@ impl Load {
 
 impl Drop for Load {
     fn drop(&mut self) {
+        // Each `timeout` leads its own session and process group, its `sh` in it: the whole
+        // group goes (killing `timeout` alone would leave the `sh` spinning).
         for child in &mut self.0 {
-            let _ = child.kill();
+            let group = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
             let _ = child.wait();
         }
     }

@@ -174,7 +174,7 @@ fn top_on_a_terminal_shows_the_vcpu_waiting_and_names_the_busy_process_on_its_cp
         assert_eq!(name, comm.trim_end(), "{screen}");
     }
     tmux.keys("q");
-    let after = tmux.wait_for("exit after q", Duration::from_secs(10), |screen| {
+    let after = tmux.wait_for("exit after q", Duration::from_secs(30), |screen| {
         screen.contains("top exited")
     });
     assert!(after.contains("top exited 0"), "{after}");
