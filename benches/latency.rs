@@ -144,8 +144,15 @@ impl Layout {
 
 /// A running VM of one layout: QEMU's pid and its vCPU's thread.
 enum Running {
-    Bare { child: Child, qmp: Qmp, tid: i32 },
-    Vmrun { pid: u32, tid: i32 },
+    Bare {
+        child: Child,
+        qmp: Box<Qmp>,
+        tid: i32,
+    },
+    Vmrun {
+        pid: u32,
+        tid: i32,
+    },
 }
 
 struct Bench {
@@ -206,7 +213,11 @@ impl Bench {
                     threads::set_policy(tid, Scheduler::Fifo, 1).unwrap();
                 }
                 qmp.execute("cont", None).expect("cont");
-                Running::Bare { child, qmp, tid }
+                Running::Bare {
+                    child,
+                    qmp: Box::new(qmp),
+                    tid,
+                }
             }
         }
     }
