@@ -25,3 +25,4 @@ pub mod qemu_advice;
 pub mod qmp;
 pub mod rom;
 pub mod run;
+pub mod top;

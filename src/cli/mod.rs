@@ -9,6 +9,7 @@ mod libvirt_commands;
 mod man_pages;
 mod profile_commands;
 mod shell_commands;
+mod top_commands;
 mod topology_commands;
 mod usb_commands;
 mod vm_commands;
@@ -243,6 +244,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// A live view of why a VM stutters, every second: per vCPU its CPU, policy, run delay
+    /// (ms per s, with the last minute as a sparkline), preemptions, the CPU's frequency and
+    /// governor, interrupts and softirqs on that CPU; per VM QEMU's other threads, RAM,
+    /// hugepages and KVM's exits; findings in words. All running VMs without NAME. `q` quits.
+    Top {
+        /// VM name or profile [default: every running VM].
+        #[arg(add = ArgValueCandidates::new(running_candidates))]
+        name: Option<String>,
+        /// One JSON object per second on stdout (one line each), for scripts and graphs.
+        #[arg(long)]
+        json: bool,
+        /// One interval (a second) and exit: as text, or one object with --json.
+        #[arg(long)]
+        once: bool,
+    },
     /// List the profiles on the search path.
     List {
         /// Print the profiles as JSON: name, path, shadowed paths, running, pid.
@@ -456,6 +472,9 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Some(Command::Show { profile, json }) => show(&app, &profile, json, global.quiet),
         Some(Command::Check { profile, json }) => check(&app, &profile, json),
         Some(Command::List { json }) => list(&app, json),
+        Some(Command::Top { name, json, once }) => {
+            top_commands::top(&app, name.as_deref(), json, once)
+        }
         Some(Command::Topology { profile, json }) => {
             topology_commands::topology(&app, profile.as_deref(), json, global.quiet)
         }

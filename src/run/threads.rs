@@ -54,7 +54,7 @@ impl ThreadInfo {
     }
 }
 
-fn policy_name(policy: u32) -> String {
+pub fn policy_name(policy: u32) -> String {
     match policy as i32 {
         libc::SCHED_OTHER => "other".into(),
         libc::SCHED_FIFO => "fifo".into(),
@@ -69,6 +69,14 @@ fn read(path: PathBuf) -> Result<String, ThreadError> {
     std::fs::read_to_string(&path).map_err(|source| ThreadError::Read { path, source })
 }
 
+/// A `stat` line as its name and the fields after it (field 3, the state, first).
+pub fn split_stat(stat: &str) -> Option<(&str, Vec<&str>)> {
+    let (name, after_comm) = stat
+        .split_once(" (")
+        .and_then(|(_, rest)| rest.rsplit_once(')'))?;
+    Some((name, after_comm.split_whitespace().collect()))
+}
+
 /// One file and one syscall per thread: `stat` holds the name, policy and priority, the
 /// affinity comes from the kernel directly. Pinning verifies every QEMU thread this way before
 /// the guest runs, so it is on the start's critical path.
@@ -78,14 +86,10 @@ pub fn thread_info(pid: u32, tid: i32) -> Result<ThreadInfo, ThreadError> {
     // `TID (comm) state ...`: the name may itself hold spaces and parentheses, so it ends at
     // the last `)`. After it, field 3 (state) comes first; rt_priority is field 40 and policy
     // field 41.
-    let (name, after_comm) = stat
-        .split_once(" (")
-        .and_then(|(_, rest)| rest.rsplit_once(')'))
-        .ok_or_else(|| ThreadError::Parse {
-            path: stat_path.clone(),
-            what: "no (name)".into(),
-        })?;
-    let fields: Vec<&str> = after_comm.split_whitespace().collect();
+    let (name, fields) = split_stat(&stat).ok_or_else(|| ThreadError::Parse {
+        path: stat_path.clone(),
+        what: "no (name)".into(),
+    })?;
     let field = |number: usize| -> Result<u32, ThreadError> {
         fields
             .get(number - 3)
@@ -131,7 +135,12 @@ pub struct SchedCounters {
 /// `/proc/PID/task/TID/schedstat` and the thread's involuntary context switches; None when the
 /// thread is gone or the kernel keeps no such counters (CONFIG_SCHED_INFO off).
 pub fn sched_counters(pid: u32, tid: i32) -> Option<SchedCounters> {
-    let dir = PathBuf::from(format!("/proc/{pid}/task/{tid}"));
+    sched_counters_in(&PathBuf::from(format!("/proc/{pid}/task/{tid}")))
+}
+
+/// The same counters from a thread's directory under any root (`vmrun top` reads through the
+/// host root, so that its sampling runs on a fake `/proc` too).
+pub fn sched_counters_in(dir: &std::path::Path) -> Option<SchedCounters> {
     let schedstat = std::fs::read_to_string(dir.join("schedstat")).ok()?;
     let mut fields = schedstat.split_whitespace().map(|f| f.parse::<u64>().ok());
     let run_ns = fields.next()??;

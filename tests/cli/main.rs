@@ -26,6 +26,7 @@ mod rom;
 mod run_e2e;
 mod shell_completion;
 mod started_hook;
+mod top;
 mod topology;
 mod usb;
 mod validation;

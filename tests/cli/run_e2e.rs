@@ -554,7 +554,7 @@ fn stale_sockets_and_a_dead_run_do_not_confuse_start_status_or_stop() {
 }
 
 /// A guest whose one vCPU spins forever: a boot sector that jumps to itself.
-fn spinning_vm(name: &str) -> Vm {
+pub(crate) fn spinning_vm(name: &str) -> Vm {
     let accel = if kvm_usable() { "kvm" } else { "tcg" };
     let model = if accel == "kvm" { "host" } else { "max" };
     eprintln!("[{name}] accelerator: {accel} (spinning boot sector)");
@@ -589,7 +589,7 @@ fn measured_vcpu(vm: &Vm) -> Value {
 }
 
 /// Busy processes, killed however the test ends.
-struct Hogs(Vec<Child>);
+pub(crate) struct Hogs(pub(crate) Vec<Child>);
 
 impl Drop for Hogs {
     fn drop(&mut self) {
