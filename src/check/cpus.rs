@@ -198,3 +198,71 @@ pub(super) fn ignore_msrs(config: &VmConfig, root: &Sysroot) -> Option<Finding> 
         )
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::CpuSet;
+
+    fn config(text: &str) -> VmConfig {
+        let dir = tempfile::tempdir().unwrap();
+        let source = crate::profile::ProfileSource {
+            path: dir.path().join("vm.toml"),
+            text: text.to_string(),
+        };
+        let raw = crate::model::parse(&source).unwrap();
+        crate::model::validate(&source, &raw).unwrap().0
+    }
+
+    #[test]
+    fn vcpus_outside_vmruns_cgroup_fail() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Sysroot::new(dir.path());
+        let write = |path: &str, text: &str| {
+            let real = dir.path().join(path);
+            std::fs::create_dir_all(real.parent().unwrap()).unwrap();
+            std::fs::write(real, text).unwrap();
+        };
+        let vm = config("[cpu]\ncores = 2\n[pinning]\nvcpus = [2, 3]\n");
+        assert!(
+            cgroup_cpus(&vm, &root).is_none(),
+            "unknown cgroup: no finding"
+        );
+        write("proc/self/cgroup", "0::/user.slice/session-1.scope\n");
+        write(
+            "sys/fs/cgroup/user.slice/session-1.scope/cpuset.cpus.effective",
+            "0-2\n",
+        );
+        let finding = cgroup_cpus(&vm, &root).unwrap();
+        assert_eq!(finding.status, Status::Fail);
+        assert!(
+            finding.message.contains("cannot be pinned to 3"),
+            "{}",
+            finding.message
+        );
+        write(
+            "sys/fs/cgroup/user.slice/session-1.scope/cpuset.cpus.effective",
+            "0-7\n",
+        );
+        assert_eq!(cgroup_cpus(&vm, &root).unwrap().status, Status::Pass);
+    }
+
+    #[test]
+    fn real_time_vcpus_warn_beside_the_emulator_and_fail_beside_another_vm() {
+        let vm = config(
+            "[cpu]\ncores = 2\n[pinning]\nvcpus = [1, 2]\nemulator = \"0-1\"\nscheduler = \"rr\"\n",
+        );
+        let facts = HostFacts {
+            online_cpus: Some(CpuSet::from_cpus(0..4)),
+            running_realtime: vec![("other".to_string(), CpuSet::from_cpus([2]))],
+            ..Default::default()
+        };
+        let findings = realtime_sharing(&vm, &facts);
+        let statuses: Vec<Status> = findings.iter().map(|f| f.status).collect();
+        assert_eq!(statuses, [Status::Warn, Status::Fail], "{findings:?}");
+        assert!(findings[1].message.contains("running VM other"));
+        let other_scheduler =
+            config("[cpu]\ncores = 2\n[pinning]\nvcpus = [1, 2]\nscheduler = \"other\"\n");
+        assert!(realtime_sharing(&other_scheduler, &facts).is_empty());
+    }
+}

@@ -102,3 +102,67 @@ impl Undoable for DeleteTap {
             .map(|_| ())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::steps::testing::{log, output, FakeHost};
+    use crate::host::steps::HostStep;
+
+    /// `ip` as the kernel would answer it: the tap's sysfs directory comes and goes.
+    fn ip() -> FakeHost {
+        FakeHost::answering(|root, line| {
+            let dir = root.join("sys/class/net/vmrun-t");
+            if line.starts_with("ip tuntap add") {
+                std::fs::create_dir_all(&dir).unwrap();
+            } else if line.starts_with("ip link del") {
+                std::fs::remove_dir_all(&dir).unwrap();
+            }
+            output("")
+        })
+    }
+
+    fn step() -> HostStep {
+        HostStep::AddBridgeTap(AddBridgeTap {
+            tap: "vmrun-t".to_string(),
+            bridge: "br0".to_string(),
+        })
+    }
+
+    #[test]
+    fn the_tap_is_made_on_the_bridge_and_deleted_after() {
+        let fake = ip();
+        let session = fake.session(vec![step()]);
+        session.apply(&log()).unwrap();
+        assert!(fake.exists("/sys/class/net/vmrun-t"));
+        session.undo_all(&log()).unwrap();
+        assert!(!fake.exists("/sys/class/net/vmrun-t"));
+        assert_eq!(
+            fake.calls(),
+            [
+                "ip tuntap add dev vmrun-t mode tap",
+                "ip link set dev vmrun-t master br0",
+                "ip link set dev vmrun-t up",
+                "ip link del dev vmrun-t",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_missing_bridge_fails_the_preflight() {
+        let fake = FakeHost::new();
+        let step = AddBridgeTap {
+            tap: "vmrun-t".to_string(),
+            bridge: "br0".to_string(),
+        };
+        let findings = step.preflight(&fake.host());
+        assert!(
+            findings[0].message.contains("br0 is not a bridge"),
+            "{findings:?}"
+        );
+        fake.write("/sys/class/net/br0/bridge/bridge_id", "8000.1");
+        assert!(step.preflight(&fake.host())[0]
+            .message
+            .contains("bridge br0 exists"));
+    }
+}

@@ -222,7 +222,7 @@ mod tests {
 
     #[test]
     fn the_slices_are_restricted_and_given_their_own_value_back() {
-        let fake = FakeHost::answering(|line| {
+        let fake = FakeHost::answering(|_, line| {
             output(if line.contains("show") && line.ends_with("user.slice") {
                 "0-7\n"
             } else {
@@ -266,7 +266,11 @@ mod tests {
             "[cpu]\ncores = 2\n[pinning]\nvcpus = [2, 3]\n[isolation]\nhost_cpus = \"auto\"\ngovernor = \"performance\"\n",
         );
         let notes = testing::libvirt(&HostStep::RestrictSlices(step()), &written);
-        assert!(notes.comments[0].contains("on CPUs 0-1"), "{}", notes.comments[0]);
+        assert!(
+            notes.comments[0].contains("on CPUs 0-1"),
+            "{}",
+            notes.comments[0]
+        );
         assert!(notes.comments[0].contains("performance governor"));
         let element = &notes.metadata[0];
         assert_eq!(element.name, "vmrun:isolation");

@@ -99,14 +99,21 @@ mod tests {
 
     #[test]
     fn an_active_display_manager_is_stopped_and_started_again() {
-        let fake = FakeHost::answering(|line| {
-            output(if line.contains("is-active") { "active\n" } else { "" })
+        let fake = FakeHost::answering(|_, line| {
+            output(if line.contains("is-active") {
+                "active\n"
+            } else {
+                ""
+            })
         });
         let session = fake.session(vec![step()]);
         session.apply(&log()).unwrap();
         assert_eq!(
             fake.calls(),
-            ["systemctl is-active gdm.service", "systemctl stop gdm.service"]
+            [
+                "systemctl is-active gdm.service",
+                "systemctl stop gdm.service"
+            ]
         );
         session.undo_all(&log()).unwrap();
         assert_eq!(fake.calls().last().unwrap(), "systemctl start gdm.service");
@@ -114,7 +121,7 @@ mod tests {
 
     #[test]
     fn an_inactive_one_is_left_alone_and_not_started_afterwards() {
-        let fake = FakeHost::answering(|_| output("inactive\n"));
+        let fake = FakeHost::answering(|_, _| output("inactive\n"));
         let session = fake.session(vec![step()]);
         session.apply(&log()).unwrap();
         session.undo_all(&log()).unwrap();

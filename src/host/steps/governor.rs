@@ -152,7 +152,9 @@ mod tests {
         );
         let findings = step().preflight(&fake.host());
         assert_eq!(findings[0].status, Status::Fail);
-        assert!(findings[0].message.contains("available: powersave schedutil"));
+        assert!(findings[0]
+            .message
+            .contains("available: powersave schedutil"));
         fake.write(
             "/sys/devices/system/cpu/cpu2/cpufreq/scaling_available_governors",
             "performance powersave",

@@ -334,3 +334,45 @@ impl Undoable for RunPostStop {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::steps::testing;
+    use crate::host::steps::{plan, HostStep};
+    use crate::plan::BaseDirs;
+
+    #[test]
+    fn each_hook_becomes_a_libvirt_hook_comment_and_metadata_in_its_phase() {
+        let config = testing::config(
+            "[hooks]\npre_start = [\"/bin/true\"]\nstarted = [[\"/bin/echo\", \"up\"]]\npost_stop = [[\"/bin/echo\", \"a\"], [\"/bin/echo\", \"b\"]]\n",
+        );
+        let paths = VmPaths::new(&BaseDirs::resolve(None, None), &config.name).unwrap();
+        let mut seen = Vec::new();
+        for step in plan(&config, &paths) {
+            if !matches!(
+                step,
+                HostStep::PreStartHook(_) | HostStep::StartedHooks(_) | HostStep::PostStopHooks(_)
+            ) {
+                continue;
+            }
+            let notes = testing::libvirt(&step, &config);
+            assert_eq!(notes.comments.len(), notes.metadata.len());
+            for (comment, element) in notes.comments.iter().zip(&notes.metadata) {
+                let phase = element.attributes[0].1.clone();
+                assert!(comment.contains(&format!("the {phase} hook")), "{comment}");
+                seen.push((phase, element.children.len()));
+            }
+        }
+        seen.sort();
+        assert_eq!(
+            seen,
+            [
+                ("post_stop".to_string(), 2),
+                ("post_stop".to_string(), 2),
+                ("pre_start".to_string(), 1),
+                ("started".to_string(), 2),
+            ]
+        );
+    }
+}

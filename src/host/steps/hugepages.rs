@@ -197,3 +197,67 @@ impl Undoable for SetHugepages {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::finding::Status;
+    use crate::host::steps::testing::{self, log, FakeHost};
+    use crate::host::steps::HostStep;
+    use crate::plan::BaseDirs;
+
+    const DIR: &str = "/sys/kernel/mm/hugepages/hugepages-2048kB";
+
+    fn step(pages: u64) -> ReserveHugepages {
+        ReserveHugepages {
+            page_size: ByteSize(2 << 20),
+            pages,
+            node: None,
+        }
+    }
+
+    #[test]
+    fn the_plan_counts_the_pages_of_guest_memory() {
+        let config = testing::config("[machine]\nmemory = \"1G\"\nhugepages = \"2M\"\n");
+        let paths = VmPaths::new(&BaseDirs::resolve(None, None), &config.name).unwrap();
+        let step = ReserveHugepages::plan(&config, &paths).unwrap();
+        assert_eq!((step.pages, step.page_size.0), (512, 2 << 20));
+        let notes = testing::libvirt(&HostStep::ReserveHugepages(step), &config);
+        assert!(notes.comments[0].contains("allocates 512 huge pages of 2048 KiB"));
+        assert!(notes.comments[0].contains("hugepages-2048kB/nr_hugepages"));
+    }
+
+    #[test]
+    fn findings_say_whether_enough_pages_are_free() {
+        let fake = FakeHost::new();
+        assert_eq!(step(8).preflight(&fake.host())[0].status, Status::Fail);
+        fake.write(&format!("{DIR}/free_hugepages"), "4");
+        assert_eq!(step(8).preflight(&fake.host())[0].status, Status::Warn);
+        assert_eq!(step(4).preflight(&fake.host())[0].status, Status::Pass);
+    }
+
+    #[test]
+    fn enough_free_pages_change_nothing() {
+        let fake = FakeHost::new();
+        fake.write(&format!("{DIR}/free_hugepages"), "8");
+        fake.write(&format!("{DIR}/nr_hugepages"), "8");
+        let session = fake.session(vec![HostStep::ReserveHugepages(step(8))]);
+        session.apply(&log()).unwrap();
+        assert!(session.leftovers().unwrap().is_empty());
+        assert_eq!(fake.read(&format!("{DIR}/nr_hugepages")), "8");
+    }
+
+    #[test]
+    fn pages_the_kernel_does_not_free_fail_the_start_and_the_count_goes_back() {
+        let fake = FakeHost::new();
+        fake.write(&format!("{DIR}/free_hugepages"), "2");
+        fake.write(&format!("{DIR}/nr_hugepages"), "6");
+        let session = fake.session(vec![HostStep::ReserveHugepages(step(8))]);
+        let error = session.apply(&log()).unwrap_err().to_string();
+        assert!(error.contains("only 2 of 8"), "{error}");
+        // Asked for the missing six on top of the six there.
+        assert_eq!(fake.read(&format!("{DIR}/nr_hugepages")), "12");
+        session.undo_all(&log()).unwrap();
+        assert_eq!(fake.read(&format!("{DIR}/nr_hugepages")), "6");
+    }
+}

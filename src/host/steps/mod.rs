@@ -26,7 +26,7 @@ pub mod vfio;
 pub mod workqueue;
 
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 
 use serde::{Deserialize, Serialize};
 

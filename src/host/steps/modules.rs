@@ -135,3 +135,84 @@ impl Undoable for UnloadModuleAgain {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::context::StepError;
+    use crate::host::steps::testing::{failure, log, output, FakeHost};
+    use crate::host::steps::HostStep;
+
+    const MODULES: &str = "/proc/modules";
+
+    /// modprobe as the kernel would answer it: `-r` removes the module's line unless `busy`.
+    fn modprobe(busy: bool) -> FakeHost {
+        FakeHost::answering(move |root, line| {
+            let modules = root.join("proc/modules");
+            let text = std::fs::read_to_string(&modules).unwrap_or_default();
+            if let Some(module) = line.strip_prefix("modprobe -r ") {
+                if busy {
+                    return failure("modprobe: FATAL: Module is in use.");
+                }
+                let kept: String = text
+                    .lines()
+                    .filter(|l| !l.starts_with(&format!("{module} ")))
+                    .map(|l| format!("{l}\n"))
+                    .collect();
+                std::fs::write(&modules, kept).unwrap();
+            } else if let Some(module) = line.strip_prefix("modprobe ") {
+                std::fs::write(&modules, format!("{text}{module} 16384 0 - Live\n")).unwrap();
+            }
+            output("")
+        })
+    }
+
+    fn step() -> HostStep {
+        HostStep::UnloadModule(UnloadModule {
+            module: "nvidia_drm".to_string(),
+        })
+    }
+
+    #[test]
+    fn a_loaded_module_is_unloaded_and_loaded_again() {
+        let fake = modprobe(false);
+        fake.write(
+            MODULES,
+            "nvidia_drm 73728 2 - Live\nnvidia 56000 1 - Live\n",
+        );
+        let session = fake.session(vec![step()]);
+        session.apply(&log()).unwrap();
+        assert!(!fake.read(MODULES).contains("nvidia_drm"));
+        session.undo_all(&log()).unwrap();
+        assert!(fake.read(MODULES).contains("nvidia_drm"));
+        assert_eq!(
+            fake.calls(),
+            ["modprobe -r nvidia_drm", "modprobe nvidia_drm"]
+        );
+    }
+
+    #[test]
+    fn a_module_not_loaded_is_neither_unloaded_nor_loaded_afterwards() {
+        let fake = modprobe(false);
+        fake.write(MODULES, "nvidia 56000 1 - Live\n");
+        let session = fake.session(vec![step()]);
+        session.apply(&log()).unwrap();
+        session.undo_all(&log()).unwrap();
+        assert!(fake.calls().is_empty());
+    }
+
+    #[test]
+    fn a_module_in_use_fails_after_the_retries_and_leaves_nothing_to_load() {
+        let fake = modprobe(true);
+        fake.write(MODULES, "nvidia_drm 73728 2 - Live\n");
+        let session = fake.session(vec![step()]);
+        let error = session.apply(&log()).unwrap_err();
+        assert!(
+            matches!(&error, StepError::ModuleInUse { attempts: 2, .. }),
+            "{error}"
+        );
+        assert_eq!(fake.calls().len(), 2);
+        session.undo_all(&log()).unwrap();
+        assert_eq!(fake.calls().len(), 2, "still loaded: nothing to load");
+    }
+}

@@ -126,3 +126,41 @@ impl Undoable for RescanPciBus {
         rescan_until_present(host, &self.address)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::finding::Status;
+    use crate::host::steps::testing::{self, FakeHost};
+    use crate::host::steps::HostStep;
+
+    fn step() -> RescanPciDevice {
+        RescanPciDevice {
+            address: "0000:03:00.0".parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_present_device_without_a_remove_attribute_fails_the_preflight() {
+        let fake = FakeHost::new();
+        // Absent devices are the vfio step's to report.
+        assert!(step().preflight(&fake.host()).is_empty());
+        fake.write("/sys/bus/pci/devices/0000:03:00.0/vendor", "0x8086");
+        let findings = step().preflight(&fake.host());
+        assert_eq!(findings.len(), 1, "{findings:?}");
+        assert_eq!(findings[0].status, Status::Fail);
+        fake.write("/sys/bus/pci/devices/0000:03:00.0/remove", "");
+        assert!(step().preflight(&fake.host()).is_empty());
+    }
+
+    #[test]
+    fn libvirt_gets_the_hook_and_the_key_in_metadata() {
+        let config = testing::config("");
+        let notes = testing::libvirt(&HostStep::RescanPciDevice(step()), &config);
+        assert!(notes.comments[0].contains("/sys/bus/pci/devices/0000:03:00.0/remove"));
+        assert_eq!(notes.metadata[0].name, "vmrun:pci");
+        assert!(notes.metadata[0]
+            .attributes
+            .contains(&("rescan".to_string(), "yes".to_string())));
+    }
+}

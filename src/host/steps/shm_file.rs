@@ -196,3 +196,72 @@ impl Undoable for RemoveFile {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::finding::Status;
+    use crate::host::steps::testing::{self, log, FakeHost};
+    use crate::host::steps::HostStep;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn step() -> CreateShmFile {
+        CreateShmFile {
+            path: PathBuf::from("/dev/shm/looking-glass"),
+            mode: 0o640,
+            owner: None,
+            group: None,
+        }
+    }
+
+    #[test]
+    fn the_file_is_made_with_its_mode_and_removed_after() {
+        let fake = FakeHost::new();
+        fake.write("/dev/shm/.keep", "");
+        assert_eq!(step().preflight(&fake.host())[0].status, Status::Pass);
+        let session = fake.session(vec![HostStep::CreateShmFile(step())]);
+        session.apply(&log()).unwrap();
+        let real = fake.root().join("dev/shm/looking-glass");
+        let mode = std::fs::metadata(&real).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o640);
+        session.undo_all(&log()).unwrap();
+        assert!(!real.exists());
+    }
+
+    #[test]
+    fn an_existing_file_is_used_and_kept() {
+        let fake = FakeHost::new();
+        fake.write("/dev/shm/looking-glass", "frames");
+        let session = fake.session(vec![HostStep::CreateShmFile(step())]);
+        session.apply(&log()).unwrap();
+        session.undo_all(&log()).unwrap();
+        assert_eq!(fake.read("/dev/shm/looking-glass"), "frames");
+    }
+
+    #[test]
+    fn a_missing_directory_or_group_fails_the_preflight() {
+        let fake = FakeHost::new();
+        let mut step = step();
+        assert_eq!(step.preflight(&fake.host())[0].status, Status::Fail);
+        step.group = Some("no-such-group-here".to_string());
+        let findings = step.preflight(&fake.host());
+        assert!(findings[1]
+            .message
+            .contains("no group `no-such-group-here`"));
+    }
+
+    #[test]
+    fn libvirt_is_told_the_owner_as_written() {
+        let written = testing::config("[looking_glass]\nsize = \"32M\"\n");
+        let mut step = step();
+        // As planned for an unprivileged QEMU: its uid, not what the profile wrote.
+        step.owner = Some("65534".to_string());
+        let notes = testing::libvirt(&HostStep::CreateShmFile(step), &written);
+        assert!(
+            notes.comments[0].contains("owner (vmrun's user)"),
+            "{}",
+            notes.comments[0]
+        );
+        assert!(notes.comments[0].contains("mode 0640"));
+    }
+}

@@ -14,11 +14,13 @@ use crate::host::{RealSysfs, Sysroot};
 use crate::log::Log;
 use crate::model::VmConfig;
 
-type Answer = Box<dyn Fn(&str) -> CommandOutput>;
+type Answer = Box<dyn Fn(&Path, &str) -> CommandOutput>;
 
-/// Records each command as one line (`systemctl stop gdm.service`) and answers it.
+/// Records each command as one line (`systemctl stop gdm.service`) and answers it; the
+/// answer may change the fake root as the real program would change the host.
 pub struct FakeRunner {
     pub calls: RefCell<Vec<String>>,
+    root: std::path::PathBuf,
     answer: Answer,
 }
 
@@ -31,7 +33,17 @@ impl CommandRunner for FakeRunner {
     ) -> Result<CommandOutput, RunnerError> {
         let line = argv.join(" ");
         self.calls.borrow_mut().push(line.clone());
-        Ok((self.answer)(&line))
+        Ok((self.answer)(&self.root, &line))
+    }
+}
+
+/// A failed command saying `stderr`.
+pub fn failure(stderr: &str) -> CommandOutput {
+    CommandOutput {
+        success: false,
+        code: Some(1),
+        stdout: String::new(),
+        stderr: stderr.to_string(),
     }
 }
 
@@ -54,20 +66,22 @@ pub struct FakeHost {
 impl FakeHost {
     /// Every command succeeds and prints nothing.
     pub fn new() -> Self {
-        Self::answering(|_| output(""))
+        Self::answering(|_, _| output(""))
     }
 
-    pub fn answering(answer: impl Fn(&str) -> CommandOutput + 'static) -> Self {
+    /// Commands answered by `answer(root, command line)`.
+    pub fn answering(answer: impl Fn(&Path, &str) -> CommandOutput + 'static) -> Self {
         let dir = tempfile::tempdir().unwrap();
         FakeHost {
             sysfs: RealSysfs {
                 root: Sysroot::new(dir.path()),
             },
-            dir,
             runner: FakeRunner {
                 calls: RefCell::new(Vec::new()),
+                root: dir.path().to_path_buf(),
                 answer: Box::new(answer),
             },
+            dir,
         }
     }
 

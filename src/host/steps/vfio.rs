@@ -520,3 +520,64 @@ mod tests {
         assert_eq!(has_msi(&space[..32]), None);
     }
 }
+
+#[cfg(test)]
+mod interrupt_tests {
+    use super::*;
+    use crate::host::steps::testing::FakeHost;
+
+    #[test]
+    fn interrupt_remapping_is_read_from_proc_interrupts() {
+        let fake = FakeHost::new();
+        let root = fake.host().root;
+        assert!(
+            interrupt_remapping(&root).is_none(),
+            "unreadable: no finding"
+        );
+        fake.write(
+            "/proc/interrupts",
+            "  24:  0  IR-PCI-MSI 512000-edge  ahci\n",
+        );
+        assert_eq!(interrupt_remapping(&root).unwrap().status, Status::Pass);
+        fake.write("/proc/interrupts", "  24:  0  PCI-MSI 512000-edge  ahci\n");
+        let off = interrupt_remapping(&root).unwrap();
+        assert!(off.message.contains("looks off"), "{}", off.message);
+        fake.write(
+            "/sys/module/vfio_iommu_type1/parameters/allow_unsafe_interrupts",
+            "Y",
+        );
+        let allowed = interrupt_remapping(&root).unwrap();
+        assert!(
+            allowed.message.contains("MSI injection"),
+            "{}",
+            allowed.message
+        );
+    }
+
+    #[test]
+    fn a_function_without_msi_is_warned_about() {
+        let fake = FakeHost::new();
+        let address: PciAddress = "0000:01:00.1".parse().unwrap();
+        let root = fake.host().root;
+        assert!(legacy_interrupts(address, &root).is_none());
+        let mut space = vec![0u8; 64];
+        fake.write("/sys/bus/pci/devices/0000:01:00.1/config", "");
+        std::fs::write(
+            fake.root().join("sys/bus/pci/devices/0000:01:00.1/config"),
+            &space,
+        )
+        .unwrap();
+        let finding = legacy_interrupts(address, &root).unwrap();
+        assert!(finding.message.contains("neither MSI nor MSI-X"));
+        space.resize(256, 0);
+        space[0x06] = 0x10;
+        space[0x34] = 0x50;
+        space[0x50] = 0x11; // MSI-X
+        std::fs::write(
+            fake.root().join("sys/bus/pci/devices/0000:01:00.1/config"),
+            &space,
+        )
+        .unwrap();
+        assert!(legacy_interrupts(address, &root).is_none());
+    }
+}

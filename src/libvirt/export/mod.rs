@@ -299,3 +299,62 @@ impl Exporter<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::steps::testing;
+    use crate::plan::{BaseDirs, HostFacts};
+
+    fn export_of(text: &str) -> String {
+        let written = testing::config(text);
+        let facts = HostFacts {
+            online_cpus: Some(crate::model::CpuSet::from_cpus(0..4)),
+            ..Default::default()
+        };
+        let vm = crate::plan::resolve(written, &facts).unwrap();
+        let paths = VmPaths::new(&BaseDirs::resolve(None, None), &vm.name).unwrap();
+        let host_steps = crate::host::steps::plan(&vm, &paths);
+        export(&ExportInput {
+            vm: &vm,
+            firmware: &BootFirmware::SeaBios,
+            paths: &paths,
+            host_steps: &host_steps,
+            emulator: PathBuf::from("/usr/bin/qemu-system-x86_64"),
+        })
+    }
+
+    #[test]
+    fn each_host_step_translates_itself_into_the_domain() {
+        let xml = export_of(
+            "[machine]\nmemory = \"1G\"\nhugepages = \"2M\"\n[cpu]\ncores = 2\n\
+             [pinning]\nvcpus = [2, 3]\n[isolation]\nhost_cpus = \"auto\"\n\
+             [firmware]\ntype = \"seabios\"\n[[pci]]\naddress = \"01:00.0\"\nrescan = true\n\
+             [hooks]\npre_start = [\"/bin/true\"]\n[tpm]\n",
+        );
+        for expected in [
+            "managed='yes' makes libvirt do the same",
+            "allocates 512 huge pages of 2048 KiB",
+            "on CPUs 0-1 and sets",
+            "<vmrun:isolation host-cpus='auto' governor='performance'/>",
+            "<vmrun:pci address='0000:01:00.0' rescan='yes'/>",
+            "<vmrun:hook phase='pre_start'>",
+            "<tpm model='tpm-crb'>",
+            "vmrun's TPM state is in",
+            "<vmrun:shutdown timeout=",
+        ] {
+            assert!(xml.contains(expected), "{expected} missing:\n{xml}");
+        }
+        // The step's device sits inside <devices>.
+        let devices = &xml[xml.find("<devices>").unwrap()..xml.find("</devices>").unwrap()];
+        assert!(devices.contains("<tpm model='tpm-crb'>"));
+    }
+
+    #[test]
+    fn a_vm_without_host_steps_gets_no_step_comments() {
+        let xml = export_of("[firmware]\ntype = \"seabios\"\n");
+        assert!(!xml.contains("libvirt hook"), "{xml}");
+        assert!(!xml.contains("vfio-pci"));
+        assert!(!xml.contains("<tpm"));
+    }
+}
