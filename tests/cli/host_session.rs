@@ -879,8 +879,8 @@ fn two_vms_that_grew_the_same_hugepage_pool_give_back_their_own_pages_in_any_ord
     }
 }
 
-/// Two isolated VMs on the same host change the workqueue mask and (on a shared CPU) the
-/// governor; stopped in either order, both end as they were before either VM. (Restored as the
+/// Two isolated VMs on the same host change the workqueue mask, the slices' AllowedCPUs and
+/// (on a shared CPU) the governor; stopped in either order, both end as they were before either VM. (Restored as the
 /// values each VM found, the VM that started second put back the first one's changes for good.)
 #[test]
 fn two_isolated_vms_give_back_the_workqueue_mask_and_governors_in_any_order() {
