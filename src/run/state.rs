@@ -262,16 +262,21 @@ pub fn start_ticks(pid: u32) -> Option<u64> {
     rest.split_whitespace().nth(19)?.parse().ok()
 }
 
-/// Records how a run ended: first in the runtime directory (a tmpfs, which a full state disk
-/// does not stop), then in the state directory, where it outlives a reboot.
+/// Records how a run ended in the state directory, where it outlives a reboot; when that
+/// cannot be written (a full disk), in the runtime directory (a tmpfs) instead, so that `stop`
+/// still reports how the run ended.
 pub fn record_last_run(paths: &VmPaths, last: &LastRun) -> Result<(), StateError> {
-    let volatile = write_json(&runtime_last_run(paths), last);
-    let durable = write_json(&paths.last_run, last);
-    volatile.or(durable)
+    match write_json(&paths.last_run, last) {
+        Ok(()) => {
+            clear_last_run(paths);
+            Ok(())
+        }
+        Err(durable) => write_json(&runtime_last_run(paths), last).map_err(|_| durable),
+    }
 }
 
-/// How the last run ended: the runtime directory's record (the newest), else the state
-/// directory's.
+/// How the last run ended: the runtime directory's record (there only when the state
+/// directory could not take it, and newer), else the state directory's.
 pub fn read_last_run(paths: &VmPaths) -> Option<LastRun> {
     read_json(&runtime_last_run(paths)).or_else(|| read_json(&paths.last_run))
 }

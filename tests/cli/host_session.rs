@@ -878,3 +878,63 @@ fn two_vms_that_grew_the_same_hugepage_pool_give_back_their_own_pages_in_any_ord
         );
     }
 }
+
+/// Two isolated VMs on the same host change the workqueue mask, the slices' AllowedCPUs and
+/// (on a shared CPU) the governor; stopped in either order, both end as they were before either VM. (Restored as the
+/// values each VM found, the VM that started second put back the first one's changes for good.)
+#[test]
+fn two_isolated_vms_give_back_the_workqueue_mask_and_governors_in_any_order() {
+    const MASK: &str = "sys/devices/virtual/workqueue/cpumask";
+    let governor = |cpu: usize| format!("sys/devices/system/cpu/cpu{cpu}/cpufreq/scaling_governor");
+    for first_to_stop in ["a", "b"] {
+        let host = FakeHost::new(
+            "intel-shared-rootport.tsv",
+            Options {
+                topology: Some("i5-9600k.lscpu"),
+                ..Options::default()
+            },
+        );
+        let (mask, gov2, gov3) = (
+            host.read(MASK),
+            host.read(&governor(2)),
+            host.read(&governor(3)),
+        );
+        assert_ne!(gov2, "performance", "the fixture must start elsewhere");
+        let dir = crate::common::tempdir();
+        let rig = Rig::new(&host);
+        // Both use CPU 2 (A for its vCPU, B for its vCPU and CPU 3): a shared governor.
+        let config = |name: &str, vcpus: &str| {
+            let text = format!(
+                "[machine]\nmemory = \"64M\"\naccel = \"tcg\"\n[cpu]\ncores = {}\n[pinning]\nvcpus = [{vcpus}]\n\
+                 emulator = \"0\"\n[firmware]\ntype = \"seabios\"\n[isolation]\nhost_cpus = \"0-1\"\n",
+                vcpus.split(',').count()
+            );
+            validate_text(dir.path(), name, &text).unwrap().0
+        };
+        let (a, b) = (config("a", "2"), config("b", "2, 3"));
+        let session_a = rig.prep(&a, &dir.path().join("a.journal"));
+        let session_b = rig.prep(&b, &dir.path().join("b.journal"));
+        session_a.prepare(&log()).unwrap();
+        session_b.prepare(&log()).unwrap();
+        assert_eq!(host.read(&governor(2)), "performance");
+        assert_eq!(host.read(&governor(3)), "performance");
+        let (first, second) = if first_to_stop == "a" {
+            (&session_a, &session_b)
+        } else {
+            (&session_b, &session_a)
+        };
+        first.restore(&log());
+        second.restore(&log());
+        assert_eq!(host.read(MASK), mask, "{first_to_stop} stopped first");
+        assert_eq!(
+            host.read(&governor(2)),
+            gov2,
+            "{first_to_stop} stopped first"
+        );
+        assert_eq!(
+            host.read(&governor(3)),
+            gov3,
+            "{first_to_stop} stopped first"
+        );
+    }
+}

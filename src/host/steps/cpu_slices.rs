@@ -26,11 +26,29 @@ pub struct RestrictSlices {
     pub vcpus: CpuSet,
 }
 
+/// Sets a unit's AllowedCPUs back. While it is still what this VM set, the value found is
+/// written back as it was; otherwise (another VM changed it meanwhile) the CPUs this VM took
+/// away are added to the current value, so that two VMs restore it in either order and a record
+/// replayed twice changes nothing.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RestoreAllowedCpus {
     pub unit: String,
     /// What `systemctl show` said before; empty means every CPU.
     pub value: String,
+    /// What this VM set (absent in journals of earlier versions: restored as found).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set: Option<String>,
+    /// The CPUs this VM took away from the unit, as a CPU list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removed: Option<String>,
+}
+
+fn cpus_of(value: &str) -> Option<CpuSet> {
+    if value.trim().is_empty() {
+        Some(CpuSet::from_cpus([]))
+    } else {
+        value.trim().parse().ok()
+    }
 }
 
 impl RestrictSlices {
@@ -178,10 +196,23 @@ impl Step for RestrictSlices {
                 if value.is_empty() { "(all)" } else { &value },
                 self.host_cpus
             ));
+            // Empty means every online CPU.
+            let had = if value.trim().is_empty() {
+                host.read("/sys/devices/system/cpu/online")
+                    .and_then(|online| cpus_of(&online))
+            } else {
+                cpus_of(&value)
+            };
+            let removed = had.map(|had| {
+                CpuSet::from_cpus(had.iter().filter(|cpu| !self.host_cpus.contains(*cpu)))
+                    .to_list_string()
+            });
             record.change(
                 RestoreAllowedCpus {
                     unit: unit.clone(),
                     value,
+                    set: Some(self.host_cpus.to_string()),
+                    removed,
                 },
                 || set_allowed_cpus(host, unit, &self.host_cpus.to_string(), log),
             )?;
@@ -201,6 +232,26 @@ impl Undoable for RestoreAllowedCpus {
                 &self.value
             }
         ));
+        if let (Some(set), Some(removed)) = (&self.set, &self.removed) {
+            let now = allowed_cpus(host, &self.unit, log)?;
+            if cpus_of(&now) != cpus_of(set) {
+                if now.trim().is_empty() {
+                    log.info(&format!(
+                        "{}: AllowedCPUs is every CPU again (another VM gave it back): left alone",
+                        self.unit
+                    ));
+                    return Ok(());
+                }
+                if let (Some(now), Some(removed)) = (cpus_of(&now), cpus_of(removed)) {
+                    let merged = CpuSet::from_cpus(now.iter().chain(removed.iter()));
+                    log.info(&format!(
+                        "{}: AllowedCPUs changed since this VM set it: adding back its CPUs ({merged})",
+                        self.unit
+                    ));
+                    return set_allowed_cpus(host, &self.unit, &merged.to_string(), log);
+                }
+            }
+        }
         set_allowed_cpus(host, &self.unit, &self.value, log)
     }
 }

@@ -16,10 +16,17 @@ pub struct SetGovernor {
     pub governor: String,
 }
 
+/// Sets each CPU's governor back, but only where it is still the one this VM set: a CPU whose
+/// governor changed since (another VM on the same CPU stopped first and set back what it found,
+/// or someone chose another) is left alone. Two VMs that share a CPU thus end with the governor
+/// the first of them found, in either order, and a record replayed twice changes nothing.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RestoreGovernors {
     /// (CPU, its governor before).
     pub cpus: Vec<(usize, String)>,
+    /// The governor this VM set (absent in journals of earlier versions: restored as found).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set: Option<String>,
 }
 
 fn governor_path(cpu: usize) -> String {
@@ -80,8 +87,13 @@ impl Step for SetGovernor {
             .iter()
             .filter_map(|cpu| Some((cpu, host.read(&governor_path(cpu))?)))
             .collect();
+        // CPUs already on the governor change nothing, and have nothing to give back.
+        let before: Vec<(usize, String)> = before
+            .into_iter()
+            .filter(|(_, governor)| *governor != self.governor)
+            .collect();
         if before.is_empty() {
-            log.info("no cpufreq on the vCPUs' CPUs: governor left alone");
+            log.info("no cpufreq on the vCPUs' CPUs, or all already there: governor left alone");
             return Ok(());
         }
         log.info(&format!(
@@ -91,6 +103,7 @@ impl Step for SetGovernor {
         record.change(
             RestoreGovernors {
                 cpus: before.clone(),
+                set: Some(self.governor.clone()),
             },
             || {
                 for (cpu, _) in &before {
@@ -105,6 +118,15 @@ impl Step for SetGovernor {
 impl Undoable for RestoreGovernors {
     fn undo(&self, host: &HostContext, log: &Log) -> Result<(), StepError> {
         for (cpu, governor) in &self.cpus {
+            let now = host.read(&governor_path(*cpu));
+            if let (Some(set), Some(now)) = (&self.set, &now) {
+                if now != set {
+                    log.info(&format!(
+                        "CPU {cpu}: governor is {now}, no longer the {set} this VM set: left alone"
+                    ));
+                    continue;
+                }
+            }
             log.info(&format!("CPU {cpu}: governor back to {governor}"));
             host.write(&governor_path(*cpu), governor)?;
         }

@@ -123,6 +123,25 @@ impl Undoable for UnloadModuleAgain {
         if !host.module_loaded(&self.module) {
             return Ok(());
         }
+        // A driver that still holds devices serves another VM (unloading it would unbind
+        // them): it stays loaded.
+        let bound = std::fs::read_dir(
+            host.root
+                .path(&format!("/sys/bus/pci/drivers/{}", self.module)),
+        )
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .any(|e| e.file_name().to_string_lossy().contains(':'))
+        })
+        .unwrap_or(false);
+        if bound {
+            log.info(&format!(
+                "module {} still has devices bound (another VM's?): left loaded",
+                self.module
+            ));
+            return Ok(());
+        }
         log.info(&format!("unloading module {}", self.module));
         if host.remove_module(&self.module, log)? {
             Ok(())

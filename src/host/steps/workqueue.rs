@@ -17,9 +17,38 @@ pub struct RestrictWorkqueues {
     pub host_cpus: CpuSet,
 }
 
+/// Gives the workqueues back the CPUs this VM took from them. While the mask is still the one
+/// this VM wrote, the mask it found is written back as it was; otherwise (another VM changed it
+/// meanwhile) the CPUs this VM removed are added to the current mask, so that two VMs restore
+/// the mask in either order and a record replayed twice changes nothing.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RestoreWorkqueueMask {
     pub mask: String,
+    /// The mask this VM wrote (absent in journals of earlier versions: restored as found).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set: Option<String>,
+    /// The CPUs of `mask` this VM removed, as a CPU list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removed: Option<String>,
+}
+
+/// A kernel cpumask (`ff`, `00000000,000000ff`) as CPU numbers.
+fn parse_mask(text: &str) -> Option<CpuSet> {
+    let mut cpus = Vec::new();
+    for (group, word) in text.trim().rsplit(',').enumerate() {
+        let bits = u32::from_str_radix(word, 16).ok()?;
+        cpus.extend(
+            (0..32)
+                .filter(|bit| bits & (1 << bit) != 0)
+                .map(|bit| group * 32 + bit),
+        );
+    }
+    Some(CpuSet::from_cpus(cpus))
+}
+
+/// Whether two masks name the same CPUs (the kernel may pad them differently).
+fn same_mask(a: &str, b: &str) -> bool {
+    matches!((parse_mask(a), parse_mask(b)), (Some(a), Some(b)) if a == b)
 }
 
 impl RestrictWorkqueues {
@@ -58,16 +87,70 @@ impl Step for RestrictWorkqueues {
         };
         let wanted = self.host_cpus.to_mask_string();
         log.info(&format!("workqueue cpumask {mask} → {wanted}"));
-        record.change(RestoreWorkqueueMask { mask }, || {
-            host.write(CPUMASK, &wanted)
-        })
+        let removed = parse_mask(&mask).map(|found| {
+            CpuSet::from_cpus(found.iter().filter(|cpu| !self.host_cpus.contains(*cpu)))
+                .to_list_string()
+        });
+        record.change(
+            RestoreWorkqueueMask {
+                mask,
+                set: Some(wanted.clone()),
+                removed,
+            },
+            || host.write(CPUMASK, &wanted),
+        )
     }
 }
 
 impl Undoable for RestoreWorkqueueMask {
     fn undo(&self, host: &HostContext, log: &Log) -> Result<(), StepError> {
-        log.info(&format!("workqueue cpumask back to {}", self.mask));
-        host.write(CPUMASK, &self.mask)
+        let now = host.read(CPUMASK);
+        let merged = match (&self.set, &self.removed, &now) {
+            (Some(set), Some(removed), Some(now)) if !same_mask(now, set) => {
+                // An empty list: this VM removed nothing, the mask stays as it is now.
+                let removed = if removed.trim().is_empty() {
+                    Ok(CpuSet::from_cpus([]))
+                } else {
+                    removed.parse::<CpuSet>()
+                };
+                match (parse_mask(now), removed) {
+                    (Some(now), Ok(removed)) => {
+                        Some(CpuSet::from_cpus(now.iter().chain(removed.iter())))
+                    }
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        match merged {
+            Some(merged) => {
+                let mask = merged.to_mask_string();
+                log.info(&format!(
+                    "workqueue cpumask changed since this VM set it: adding back its CPUs ({mask})"
+                ));
+                host.write(CPUMASK, &mask)
+            }
+            None => {
+                log.info(&format!("workqueue cpumask back to {}", self.mask));
+                host.write(CPUMASK, &self.mask)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_masks_are_read_as_cpu_sets() {
+        assert_eq!(parse_mask("ff\n"), Some(CpuSet::from_cpus(0..8)));
+        assert_eq!(
+            parse_mask("00000001,00000003"),
+            Some(CpuSet::from_cpus([0, 1, 32]))
+        );
+        assert!(same_mask("0000000f", "f"));
+        assert_eq!(parse_mask("zz"), None);
     }
 }
 
