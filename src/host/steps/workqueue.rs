@@ -141,6 +141,15 @@ impl Undoable for RestoreWorkqueueMask {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::host::finding::Status;
+    use crate::host::steps::testing::{log, FakeHost};
+    use crate::host::steps::HostStep;
+
+    fn step() -> RestrictWorkqueues {
+        RestrictWorkqueues {
+            host_cpus: CpuSet::from_cpus([0, 1]),
+        }
+    }
 
     #[test]
     fn kernel_masks_are_read_as_cpu_sets() {
@@ -151,20 +160,6 @@ mod tests {
         );
         assert!(same_mask("0000000f", "f"));
         assert_eq!(parse_mask("zz"), None);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::host::finding::Status;
-    use crate::host::steps::testing::{log, FakeHost};
-    use crate::host::steps::HostStep;
-
-    fn step() -> RestrictWorkqueues {
-        RestrictWorkqueues {
-            host_cpus: CpuSet::from_cpus([0, 1]),
-        }
     }
 
     #[test]
