@@ -14,7 +14,7 @@ use nix::unistd::Pid;
 use serde_json::Value;
 
 use crate::common::run;
-use crate::run_e2e::{kvm_usable, wait_gone, Vm};
+use crate::run_e2e::{seabios_accel, wait_gone, Vm};
 
 fn digest(path: &Path) -> Vec<u8> {
     std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
@@ -30,9 +30,7 @@ fn ovmf_with_startup(name: &str, script: &str, extra: &str) -> (Vm, tempfile::Te
 }
 
 fn seabios(name: &str, extra: &str) -> Vm {
-    let accel = if kvm_usable() { "kvm" } else { "tcg" };
-    let model = if accel == "kvm" { "host" } else { "max" };
-    eprintln!("[{name}] accelerator: {accel} (SeaBIOS guest)");
+    let (accel, model) = seabios_accel(name);
     Vm::new(
         name,
         &format!(
@@ -392,9 +390,7 @@ fn the_remote_display_sockets_answer_vnc_and_spice_and_status_says_how_to_connec
 
 #[test]
 fn windows_timers_power_smbios_and_usb_audio_are_accepted_by_a_real_qemu() {
-    let accel = if kvm_usable() { "kvm" } else { "tcg" };
-    let model = if accel == "kvm" { "host" } else { "max" };
-    eprintln!("[w11-timers] accelerator: {accel} (SeaBIOS guest)");
+    let (accel, model) = seabios_accel("w11-timers");
     let vm = Vm::new(
         "w11-timers",
         &format!(
