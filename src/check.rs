@@ -48,6 +48,7 @@ pub fn host_findings(
         (Some(path), Depth::Check) => findings.push(qemu_version(path)),
         (Some(_), _) => {}
     }
+    findings.extend(qemu_features(config, facts));
     findings.push(accelerator(config.machine.accel, &host.root));
     findings.extend(cpu_findings(config, facts));
     findings.extend(scheduler_capability(config));
@@ -256,7 +257,7 @@ fn audio_findings(plan: &Plan, depth: Depth) -> Vec<Finding> {
         _ => Finding::fail(
             "audio",
             format!(
-                "no sound server{who} at {}: the desktop user must be logged in with PulseAudio \
+                "no sound server{who} at {}: the desktop user must be logged in with PipeWire or PulseAudio \
                  (or PipeWire's pipewire-pulse) running; QEMU refuses to start without it",
                 server.display()
             ),
@@ -274,27 +275,98 @@ fn audio_findings(plan: &Plan, depth: Depth) -> Vec<Finding> {
         }
     }
     if depth == Depth::Check {
-        findings.push(qemu_pulseaudio_module(&plan.argv[0]));
+        findings.push(qemu_audio_module(plan));
     }
     findings
 }
 
-/// QEMU lists only the audio drivers it can load (`-audiodev help`).
-fn qemu_pulseaudio_module(binary: &str) -> Finding {
-    let output = Command::new(binary)
+/// QEMU lists only the audio drivers it can load (`-audiodev help`; a module whose library
+/// is missing makes QEMU 10 fail the whole list).
+fn qemu_audio_module(plan: &Plan) -> Finding {
+    let binary = plan
+        .qemu_program
+        .as_ref()
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_else(|| plan.argv[0].clone());
+    let (driver, name, packages) = match plan.audio.as_ref().map(|a| a.backend) {
+        Some("pipewire") => ("pipewire", "PipeWire", "qemu-system-gui libpipewire-0.3-0"),
+        _ => ("pa", "PulseAudio", "qemu-system-gui"),
+    };
+    let output = Command::new(&binary)
         .args(["-audiodev", "help"])
         .stdin(Stdio::null())
         .output();
     match output {
-        Ok(output) if String::from_utf8_lossy(&output.stdout).lines().any(|l| l.trim() == "pa") => {
-            Finding::pass("audio", "QEMU has its PulseAudio backend (pa)")
+        Ok(output)
+            if String::from_utf8_lossy(&output.stdout)
+                .lines()
+                .any(|l| l.trim() == driver) =>
+        {
+            Finding::pass("audio", format!("QEMU has its {name} backend ({driver})"))
         }
-        Ok(_) => Finding::fail(
+        Ok(output) => Finding::fail(
             "audio",
-            "QEMU lacks its PulseAudio backend (`-audiodev help` has no `pa`): Debian/Ubuntu: apt install qemu-system-gui",
+            format!(
+                "QEMU cannot load its {name} backend (`-audiodev help` has no `{driver}`{}): \
+                 Debian/Ubuntu: apt install {packages}",
+                last_lines(&String::from_utf8_lossy(&output.stderr), 1)
+                    .split_once("help: ")
+                    .map(|(_, why)| format!("; {why}"))
+                    .unwrap_or_default()
+            ),
         ),
         Err(error) => Finding::fail("audio", format!("cannot run {binary}: {error}")),
     }
+}
+
+/// What the profile asks of QEMU that this QEMU may lack, from its probed capabilities: a
+/// missing feature fails, naming the first QEMU that has it.
+fn qemu_features(config: &VmConfig, facts: &HostFacts) -> Vec<Finding> {
+    use crate::qemu_caps::Feature;
+    let mut wanted = Vec::new();
+    if let Some(audio) = &config.audio {
+        if let crate::model::AudioBackend::PipeWire { .. } = audio.backend {
+            wanted.push(("audio.backend = \"pipewire\"", Feature::PipeWireAudio));
+        }
+    }
+    if wanted.is_empty() {
+        return Vec::new();
+    }
+    let Some((caps, _)) = &facts.qemu_caps else {
+        return match &facts.qemu_caps_problem {
+            Some(problem) => vec![Finding::fail(
+                "qemu-features",
+                format!("cannot ask QEMU what it has: {problem}"),
+            )],
+            None => Vec::new(),
+        };
+    };
+    wanted
+        .into_iter()
+        .map(|(key, feature)| {
+            if caps.has(feature) {
+                Finding::pass(
+                    "qemu-features",
+                    format!("{key}: QEMU {} has {}", caps.version, feature.describe()),
+                )
+            } else {
+                Finding::fail(
+                    "qemu-features",
+                    format!(
+                        "{key}: QEMU {} ({}) lacks {}, which QEMU {}.{} added; install QEMU {}.{} \
+                         or later (Debian 12: bookworm-backports) or choose another setting",
+                        caps.version,
+                        caps.key.path.display(),
+                        feature.describe(),
+                        feature.since().major,
+                        feature.since().minor,
+                        feature.since().major,
+                        feature.since().minor,
+                    ),
+                )
+            }
+        })
+        .collect()
 }
 
 fn display_findings(plan: &Plan) -> Vec<Finding> {

@@ -16,8 +16,8 @@ const FALLBACK_ID: u32 = 65534;
 
 fn audio_user(config: &VmConfig) -> Option<String> {
     match &config.audio.as_ref()?.backend {
-        AudioBackend::PulseAudio { user, .. } => user.clone(),
-        _ => None,
+        AudioBackend::PulseAudio { user, .. } | AudioBackend::PipeWire { user, .. } => user.clone(),
+        AudioBackend::None => None,
     }
 }
 
