@@ -41,12 +41,34 @@ pub fn test_path() -> String {
     format!("{}:{path}", dir.display())
 }
 
+/// The capability cache the tests' vmrun uses (removed by nobody: it is a few small files in
+/// the temporary directory, and a later run has another pid).
+pub fn test_cache_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("vmrun-test-cache-{}", std::process::id()))
+}
+
+/// Fails the test unless `program` is installed, naming the Debian package that brings it
+/// (scripts/install-deps.sh --tests installs them all).
+pub fn require_program(program: &str, package: &str) {
+    let found = std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+        .any(|dir| dir.join(program).is_file());
+    assert!(
+        found,
+        "this test needs `{program}`: apt install {package} (scripts/install-deps.sh --tests installs it)"
+    );
+}
+
 /// The real `vmrun` binary with a clean, predictable environment.
 pub fn vmrun(dir: &Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_vmrun"));
     command
         .current_dir(dir)
         .env("PATH", test_path())
+        // QEMU's capability cache: one per test process, never the host's /var/cache/vmrun.
+        .env("VMRUN_CACHE_DIR", test_cache_dir())
         .env_remove("VMRUN_PROFILE_PATH")
         .env_remove("VMRUN_STATE_DIR")
         .env_remove("VMRUN_RUNTIME_DIR")

@@ -17,6 +17,7 @@ mod least_privilege;
 mod libvirt;
 mod loader_props;
 mod logs;
+mod qemu_caps;
 mod qemu_escaping;
 mod rom;
 mod run_e2e;

@@ -291,6 +291,14 @@ fn vcpus_are_pinned_before_they_run_and_status_agrees_with_proc() {
     assert_eq!(stdout.trim(), "{}");
     assert_eq!(vm.status()["run_state"], "running");
     std::thread::sleep(Duration::from_millis(1500));
+    // KVM's own counters where the guest runs under KVM (QEMU 7.1+ has query-stats).
+    let stats = &vm.status()["kvm_stats"];
+    if accel_choice().0.is_some() {
+        assert_eq!(stats["vcpus"], 2, "{stats}");
+        assert!(stats["counters"]["exits"].as_u64().unwrap() > 0, "{stats}");
+    } else {
+        assert!(stats.is_null(), "TCG has no KVM statistics: {stats}");
+    }
     for (_, name, affinity, policy, _) in threads(pid) {
         if !name.starts_with("CPU ") {
             assert_eq!(
