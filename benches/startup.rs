@@ -254,13 +254,13 @@ fn main() {
         nix::unistd::geteuid().is_root(),
         "the benchmark pins threads with SCHED_RR: run it as root"
     );
-    // Opening /dev/kvm proves nothing: only starting QEMU does (nested hosts refuse `-cpu host`).
-    let accel = if vmrun::check::kvm_starts("qemu-system-x86_64", "host") {
-        "kvm"
-    } else {
-        "tcg"
+    // Opening /dev/kvm proves nothing: only starting QEMU does, as the user vmrun runs it as
+    // (who may lack /dev/kvm; nested hosts refuse `-cpu host`).
+    let (accel, why) = match vmrun::check::kvm_for_default_user("qemu-system-x86_64", "host") {
+        Ok(why) => ("kvm", why),
+        Err(why) => ("tcg", why),
     };
-    println!("accelerator: {accel} (KVM only where QEMU starts with -accel kvm -cpu host)");
+    println!("accelerator: {accel} ({why})");
     // The benchmark is the host's own work: on CPU 0 with the emulator, never on the
     // real-time vCPU's CPU, where it would wait for RT throttling to be scheduled.
     threads::set_affinity(0, &CpuSet::from_cpus([0])).unwrap();

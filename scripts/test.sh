@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # The whole test suite: installs QEMU and OVMF when missing, then formatting, lints, every test
-# (unit, integration against the real vmrun binary, real-QEMU tests, property tests), and the
-# real-kernel VFIO test bed (tests/vfio-bed/run.sh: Debian's kernel under QEMU with an IOMMU).
+# (unit, integration against the real vmrun binary, real-QEMU tests, property tests), the
+# end-to-end tests again on the /dev/kvm variants users' hosts have and against QEMU 10.0, and
+# the real-kernel VFIO test bed (tests/vfio-bed/run.sh: Debian's kernel under QEMU with an IOMMU).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh --tests
+./scripts/install-deps.sh --qemu10
+qemu10=/opt/vmrun-tests/qemu-10.0/bin/qemu-system-x86_64
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
 log=$(mktemp)
@@ -16,6 +19,55 @@ cargo test --locked >"$log" 2>&1 &
 tests=$!
 tail -n +1 -f --pid="$tests" "$log"
 wait "$tests" || status=$?
+
+# The tests that boot guests, again, each time in a mount namespace whose /dev/kvm is what
+# another host has (this host's own /dev/kvm is the run above): none at all; a node every user
+# may open (0666, as udev leaves it on most distributions); a node of a group QEMU's user is
+# not in (0660 root:kvm, the group vmrun lends QEMU for the run). Whatever this host's KVM
+# does with `-cpu host` (a nested host aborts; the wrapper test covers that on every variant),
+# each variant prints what its tests chose and why.
+e2e=(run_e2e:: win11_e2e:: accel_probe:: least_privilege:: countdown::)
+variant() {
+    local name=$1 setup=$2
+    shift 2
+    local out
+    out=$(mktemp)
+    echo "== variant $name: $setup" | tee -a "$log"
+    local rc=0
+    unshare --mount --propagation private bash -c "set -e; $setup; exec \"\$@\"" variant \
+        "$@" >"$out" 2>&1 || rc=$?
+    cat "$out" >>"$log"
+    # What ran: the accelerator lines the tests print, once each, and the counts.
+    grep -ho 'accelerator: [a-z]*, -cpu [a-z0-9]* ([^;]*; [^)]\{0,160\}' "$out" | sort | uniq -c | sed "s/^/variant $name: /" || true
+    grep -h '^test result:' "$out" | sed "s/^/variant $name: /"
+    rm -f "$out"
+    [ "$rc" -eq 0 ] || status=$rc
+}
+dev_without_kvm='old=$(mktemp -d); mount --rbind /dev "$old"; mount -t tmpfs -o mode=755 devtmp /dev;
+    for entry in "$old"/*; do name=${entry##*/}; [ "$name" = kvm ] && continue;
+        if [ -L "$entry" ]; then cp -P "$entry" /dev/;
+        elif [ -d "$entry" ]; then mkdir "/dev/$name"; mount --rbind "$entry" "/dev/$name";
+        else touch "/dev/$name"; mount --bind "$entry" "/dev/$name"; fi; done; umount -l "$old"'
+kvm_node() { # mode group: a real KVM node with that mode and group over /dev/kvm
+    echo "node=\$(mktemp -d); mount -t tmpfs -o mode=755 kvmnode \$node; mknod -m $1 \$node/kvm c 10 232;
+        chgrp $2 \$node/kvm; [ -e /dev/kvm ] || touch /dev/kvm; mount --bind \$node/kvm /dev/kvm"
+}
+if [ -e /dev/kvm ]; then
+    variant kvm-missing "$dev_without_kvm" cargo test --locked --test cli -- "${e2e[@]}"
+    variant kvm-0666 "$(kvm_node 0666 0)" cargo test --locked --test cli -- "${e2e[@]}"
+    # gid 36 is `kvm` on Fedora; no user here is in it, so only vmrun's grant reaches it.
+    variant kvm-0660-group "$(kvm_node 0660 36)" cargo test --locked --test cli -- "${e2e[@]}"
+else
+    echo "== no /dev/kvm on this host: the main run was the kvm-missing variant" | tee -a "$log"
+fi
+# QEMU 10.0 (bookworm-backports, unpacked by install-deps --qemu10): every test of the cli
+# binary, which holds the ones that run QEMU.
+echo "== QEMU 10.0: $("$qemu10" --version | head -n 1)" | tee -a "$log"
+qemu10_out=$(mktemp)
+VMRUN_TEST_QEMU=$qemu10 cargo test --locked --test cli >"$qemu10_out" 2>&1 || status=$?
+cat "$qemu10_out" >>"$log"
+grep -h '^test result:\|FAILED' "$qemu10_out" | sed 's/^/QEMU 10.0: /'
+rm -f "$qemu10_out"
 bed_status=0
 tests/vfio-bed/run.sh 2>&1 | tee -a "$log" || bed_status=$?
 [ "$bed_status" -eq 0 ] || status=$bed_status

@@ -22,6 +22,7 @@ pub mod process;
 pub mod profile;
 pub mod progress;
 pub mod qemu_advice;
+pub mod qemu_caps;
 pub mod qmp;
 pub mod rom;
 pub mod run;

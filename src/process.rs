@@ -84,6 +84,42 @@ pub fn spawn(command: &mut Command) -> std::io::Result<Child> {
     child
 }
 
+/// The child becomes `uid`/`gid` with `groups` before exec: its groups, gid and uid (which
+/// clears every capability), no way back through set-uid programs, and a locked-memory limit
+/// (for VFIO) raised while it still may be. Not root: only no_new_privs (nothing to drop).
+/// QEMU is started this way, and so is every probe that must see what QEMU will see.
+pub fn run_as(
+    command: &mut Command,
+    uid: u32,
+    gid: u32,
+    groups: &[u32],
+    memlock_bytes: Option<u64>,
+) {
+    use nix::sys::resource::{setrlimit, Resource};
+    use nix::unistd::{setgroups, setresgid, setresuid, Gid, Uid};
+    let uid = Uid::from_raw(uid);
+    let gid = Gid::from_raw(gid);
+    let groups: Vec<Gid> = groups.iter().map(|g| Gid::from_raw(*g)).collect();
+    let privileged = nix::unistd::geteuid().is_root();
+    // SAFETY: the closure runs in the forked child before exec and only makes system calls
+    // (setrlimit, setgroups, setresgid, setresuid, prctl) on data prepared before the fork;
+    // it allocates nothing and takes no locks.
+    unsafe {
+        command.pre_exec(move || {
+            if privileged {
+                if let Some(bytes) = memlock_bytes {
+                    setrlimit(Resource::RLIMIT_MEMLOCK, bytes, bytes)?;
+                }
+                setgroups(&groups)?;
+                setresgid(gid, gid, gid)?;
+                setresuid(uid, uid, uid)?;
+            }
+            nix::sys::prctl::set_no_new_privs()?;
+            Ok(())
+        });
+    }
+}
+
 /// How a process ended, for people: `exit status 1`, `killed by signal 6`.
 pub fn describe_exit(status: &std::process::ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt;

@@ -224,8 +224,23 @@ impl App {
         };
         let smbios_from_host = config.smbios.as_ref().is_some_and(|s| s.from_host);
         let requested_user = match config.audio.as_ref().map(|a| &a.backend) {
-            Some(model::AudioBackend::PulseAudio { user, .. }) => Some(user.as_deref()),
+            Some(
+                model::AudioBackend::PulseAudio { user, .. }
+                | model::AudioBackend::PipeWire { user, .. },
+            ) => Some(user.as_deref()),
             _ => None,
+        };
+        let qemu_program = crate::host::find_program(&config.qemu.binary);
+        // Asked once per QEMU build: the cache answers every later command.
+        let (qemu_caps, qemu_caps_problem) = match &qemu_program {
+            Some(program) => match crate::qemu_caps::capabilities(
+                program,
+                &crate::qemu_caps::default_cache_dir(),
+            ) {
+                Ok(caps) => (Some(caps), None),
+                Err(error) => (None, Some(error.to_string())),
+            },
+            None => (None, None),
         };
         HostFacts {
             online_cpus: crate::host::online_cpus(&self.sysroot),
@@ -239,7 +254,9 @@ impl App {
             topology,
             topology_problem,
             running_realtime: self.running_realtime(),
-            qemu_program: crate::host::find_program(&config.qemu.binary),
+            qemu_program,
+            qemu_caps,
+            qemu_caps_problem,
             qemu_user: match crate::host::identity::qemu_identity(config, &self.sysroot, |var| {
                 std::env::var(var).ok()
             }) {

@@ -2,6 +2,7 @@
 
 use std::process::{Command, Stdio};
 
+use super::qemu::last_lines;
 use super::{Depth, Finding};
 use crate::plan::Plan;
 
@@ -36,7 +37,7 @@ pub(super) fn audio_findings(plan: &Plan, depth: Depth) -> Vec<Finding> {
         _ => Finding::fail(
             "audio",
             format!(
-                "no sound server{who} at {}: the desktop user must be logged in with PulseAudio \
+                "no sound server{who} at {}: the desktop user must be logged in with PipeWire or PulseAudio \
                  (or PipeWire's pipewire-pulse) running; QEMU refuses to start without it",
                 server.display()
             ),
@@ -54,24 +55,45 @@ pub(super) fn audio_findings(plan: &Plan, depth: Depth) -> Vec<Finding> {
         }
     }
     if depth == Depth::Check {
-        findings.push(qemu_pulseaudio_module(&plan.argv[0]));
+        findings.push(qemu_audio_module(plan));
     }
     findings
 }
 
-/// QEMU lists only the audio drivers it can load (`-audiodev help`).
-pub(super) fn qemu_pulseaudio_module(binary: &str) -> Finding {
-    let output = Command::new(binary)
+/// QEMU lists only the audio drivers it can load (`-audiodev help`; a module whose library
+/// is missing makes QEMU 10 fail the whole list).
+pub(super) fn qemu_audio_module(plan: &Plan) -> Finding {
+    let binary = plan
+        .qemu_program
+        .as_ref()
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_else(|| plan.argv[0].clone());
+    let (driver, name, packages) = match plan.audio.as_ref().map(|a| a.backend) {
+        Some("pipewire") => ("pipewire", "PipeWire", "qemu-system-gui libpipewire-0.3-0"),
+        _ => ("pa", "PulseAudio", "qemu-system-gui"),
+    };
+    let output = Command::new(&binary)
         .args(["-audiodev", "help"])
         .stdin(Stdio::null())
         .output();
     match output {
-        Ok(output) if String::from_utf8_lossy(&output.stdout).lines().any(|l| l.trim() == "pa") => {
-            Finding::pass("audio", "QEMU has its PulseAudio backend (pa)")
+        Ok(output)
+            if String::from_utf8_lossy(&output.stdout)
+                .lines()
+                .any(|l| l.trim() == driver) =>
+        {
+            Finding::pass("audio", format!("QEMU has its {name} backend ({driver})"))
         }
-        Ok(_) => Finding::fail(
+        Ok(output) => Finding::fail(
             "audio",
-            "QEMU lacks its PulseAudio backend (`-audiodev help` has no `pa`): Debian/Ubuntu: apt install qemu-system-gui",
+            format!(
+                "QEMU cannot load its {name} backend (`-audiodev help` has no `{driver}`{}): \
+                 Debian/Ubuntu: apt install {packages}",
+                last_lines(&String::from_utf8_lossy(&output.stderr), 1)
+                    .split_once("help: ")
+                    .map(|(_, why)| format!("; {why}"))
+                    .unwrap_or_default()
+            ),
         ),
         Err(error) => Finding::fail("audio", format!("cannot run {binary}: {error}")),
     }

@@ -19,7 +19,7 @@ use cpus::{cgroup_cpus, cpu_findings, ignore_msrs, realtime_sharing, scheduler_c
 use firmware::firmware_findings;
 use media::{audio_findings, display_findings};
 pub use qemu::{accel_probe, kvm_starts};
-use qemu::{accelerator, qemu_version};
+use qemu::{accelerator, qemu_features, qemu_version};
 use user::{qemu_user_findings, qemu_user_reaches_runtime};
 
 pub use crate::host::finding::{Finding, Status};
@@ -56,6 +56,7 @@ pub fn host_findings(
         (Some(path), Depth::Check) => findings.push(qemu_version(path)),
         (Some(_), _) => {}
     }
+    findings.extend(qemu_features(config, facts));
     findings.push(accelerator(config.machine.accel, &host.root));
     findings.extend(cpu_findings(config, facts));
     findings.extend(scheduler_capability(config));
@@ -92,7 +93,7 @@ pub fn host_findings(
 pub fn plan_findings(firmware: &BootFirmware, plan: &Plan, depth: Depth) -> Vec<Finding> {
     let mut findings = firmware_findings(firmware, &plan.paths);
     if depth == Depth::Check && plan.accel == Accel::Kvm.as_str() {
-        findings.push(accel_probe(&plan.argv));
+        findings.push(accel_probe_as(&plan.argv, plan.qemu_user.as_ref()));
     }
     findings.extend(audio_findings(plan, depth));
     findings.extend(display_findings(plan));

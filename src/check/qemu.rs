@@ -6,7 +6,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use super::{Finding, Status, Sysroot};
-use crate::model::Accel;
+use crate::model::{Accel, QemuIdentity, VmConfig};
+use crate::plan::HostFacts;
 
 /// The QEMU `check` found, with the version it reports.
 pub(super) fn qemu_version(path: &Path) -> Finding {
@@ -78,20 +79,50 @@ pub(super) fn accelerator(accel: Accel, root: &Sysroot) -> Finding {
     }
 }
 
-/// Whether `binary` starts a q35 machine under KVM with `cpu_model`: what tests and the
-/// benchmark ask before choosing KVM (else they use TCG and say so).
-pub fn kvm_starts(binary: &str, cpu_model: &str) -> bool {
+/// Whether `binary` starts a q35 machine under KVM with `cpu_model` as `identity` would (the
+/// user QEMU runs as; None: vmrun's own user): what tests and the benchmark ask before choosing
+/// KVM, so that they decide as `run` does. `Err` says why not, in words.
+pub fn kvm_starts_as(
+    binary: &str,
+    cpu_model: &str,
+    identity: Option<&QemuIdentity>,
+) -> Result<String, String> {
     let argv = [
         binary, "-machine", "q35", "-accel", "kvm", "-cpu", cpu_model,
     ]
     .map(str::to_string);
-    accel_probe(&argv).status == Status::Pass
+    let finding = accel_probe_as(&argv, identity);
+    match finding.status {
+        Status::Pass => Ok(finding.message),
+        _ => Err(finding.message),
+    }
+}
+
+/// Whether a VM under KVM with `-cpu cpu_model` starts here as `run` would start it for a
+/// profile that names no QEMU user: /dev/kvm must exist and QEMU, probed as that user, must
+/// start. What the tests and the benchmark ask before choosing KVM; either way the words say
+/// why.
+pub fn kvm_for_default_user(binary: &str, cpu_model: &str) -> Result<String, String> {
+    let root = Sysroot::from_env();
+    let kvm = root.path("/dev/kvm");
+    if !kvm.exists() {
+        return Err(format!("{} does not exist", kvm.display()));
+    }
+    let identity =
+        crate::host::identity::default_kvm_identity(&root, |var| std::env::var(var).ok())?;
+    kvm_starts_as(binary, cpu_model, identity.as_ref())
+}
+
+/// [`accel_probe_as`] as vmrun's own user.
+pub fn accel_probe(argv: &[String]) -> Finding {
+    accel_probe_as(argv, None)
 }
 
 /// What QEMU does with the profile's machine, accelerator, CPU model and flags, started paused
-/// with nothing else: opening /dev/kvm proves nothing, since a kernel can refuse an MSR the CPU
-/// model sets and QEMU aborts at its first vCPU reset.
-pub fn accel_probe(argv: &[String]) -> Finding {
+/// with nothing else, as the user QEMU runs as (who may lack /dev/kvm where root has it):
+/// opening /dev/kvm proves nothing, since a kernel can refuse an MSR the CPU model sets and
+/// QEMU aborts at its first vCPU reset.
+pub fn accel_probe_as(argv: &[String], identity: Option<&QemuIdentity>) -> Finding {
     let Some(binary) = argv.first() else {
         return Finding::fail("accel", "no QEMU binary in the plan");
     };
@@ -101,6 +132,19 @@ pub fn accel_probe(argv: &[String]) -> Finding {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    let who = match identity {
+        Some(identity) => {
+            crate::process::run_as(
+                &mut probe,
+                identity.uid,
+                identity.gid,
+                &identity.groups,
+                None,
+            );
+            format!(" as {}", identity.name)
+        }
+        None => String::new(),
+    };
     let result = probe.spawn().and_then(|mut child| {
         if let Some(mut stdin) = child.stdin.take() {
             // Asked once QEMU is past machine creation and its first reset, where it aborts.
@@ -114,23 +158,29 @@ pub fn accel_probe(argv: &[String]) -> Finding {
     match result {
         Ok(Some(output)) if output.status.success() => Finding::pass(
             "accel",
-            format!("QEMU starts with KVM and CPU model {}", cpu_model(cpu)),
+            format!("QEMU{who} starts with KVM and CPU model {}", cpu_model(cpu)),
         ),
         Ok(Some(output)) => {
             let stderr = String::from_utf8_lossy(&output.stderr);
+            // The remedies fit a refused CPU, not a user who may not open /dev/kvm (which
+            // the qemu-user findings explain).
+            let remedies = if crate::qemu_advice::is_kvm_refusal(&stderr) {
+                format!("; {}", crate::qemu_advice::remedies_for(&stderr))
+            } else {
+                String::new()
+            };
             Finding::fail(
                 "accel",
                 format!(
-                    "QEMU fails under KVM with this CPU ({}): {}; {}",
+                    "QEMU{who} fails under KVM with this CPU ({}): {}{remedies}",
                     crate::process::describe_exit(&output.status),
                     last_lines(&stderr, 3),
-                    crate::qemu_advice::remedies_for(&stderr)
                 ),
             )
         }
         Ok(None) => Finding::fail(
             "accel",
-            "QEMU did not start or stop within 30 s under KVM with this CPU".to_string(),
+            format!("QEMU{who} did not start or stop within 30 s under KVM with this CPU"),
         ),
         Err(error) => Finding::fail("accel", format!("cannot run {binary}: {error}")),
     }
@@ -225,4 +275,54 @@ mod tests {
         );
         assert!(!args.iter().any(|a| a.contains("vfio") || a == "16G"));
     }
+}
+
+/// What the profile asks of QEMU that this QEMU may lack, from its probed capabilities: a
+/// missing feature fails, naming the first QEMU that has it.
+pub(super) fn qemu_features(config: &VmConfig, facts: &HostFacts) -> Vec<Finding> {
+    use crate::qemu_caps::Feature;
+    let mut wanted = Vec::new();
+    if let Some(audio) = &config.audio {
+        if let crate::model::AudioBackend::PipeWire { .. } = audio.backend {
+            wanted.push(("audio.backend = \"pipewire\"", Feature::PipeWireAudio));
+        }
+    }
+    if wanted.is_empty() {
+        return Vec::new();
+    }
+    let Some((caps, _)) = &facts.qemu_caps else {
+        return match &facts.qemu_caps_problem {
+            Some(problem) => vec![Finding::fail(
+                "qemu-features",
+                format!("cannot ask QEMU what it has: {problem}"),
+            )],
+            None => Vec::new(),
+        };
+    };
+    wanted
+        .into_iter()
+        .map(|(key, feature)| {
+            if caps.has(feature) {
+                Finding::pass(
+                    "qemu-features",
+                    format!("{key}: QEMU {} has {}", caps.version, feature.describe()),
+                )
+            } else {
+                Finding::fail(
+                    "qemu-features",
+                    format!(
+                        "{key}: QEMU {} ({}) lacks {}, which QEMU {}.{} added; install QEMU {}.{} \
+                         or later (Debian 12: bookworm-backports) or choose another setting",
+                        caps.version,
+                        caps.key.path.display(),
+                        feature.describe(),
+                        feature.since().major,
+                        feature.since().minor,
+                        feature.since().major,
+                        feature.since().minor,
+                    ),
+                )
+            }
+        })
+        .collect()
 }

@@ -12,6 +12,17 @@ pub(super) struct ShowOutput<'a> {
     /// What the host layer does before QEMU starts (and undoes after), in order.
     host_steps: Vec<StepView<'a>>,
     warnings: Vec<String>,
+    /// The QEMU found and its version (None: not found, or it did not answer).
+    qemu: Option<QemuView<'a>>,
+}
+
+#[derive(Serialize)]
+pub(super) struct QemuView<'a> {
+    binary: &'a std::path::Path,
+    version: String,
+    package: &'a str,
+    /// `cache` or `probe`: whether vmrun's capability cache answered.
+    capabilities_from: crate::qemu_caps::Source,
 }
 
 pub(super) fn show(
@@ -26,6 +37,16 @@ pub(super) fn show(
             plan: &recipe.plan,
             host_steps: recipe.host_steps.iter().map(StepView::from).collect(),
             warnings: recipe.warnings.iter().map(ToString::to_string).collect(),
+            qemu: recipe
+                .facts
+                .qemu_caps
+                .as_ref()
+                .map(|(caps, source)| QemuView {
+                    binary: &caps.key.path,
+                    version: caps.version.to_string(),
+                    package: &caps.package,
+                    capabilities_from: *source,
+                }),
         })?;
         return Ok(ExitCode::Ok);
     }

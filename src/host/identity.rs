@@ -16,8 +16,8 @@ const FALLBACK_ID: u32 = 65534;
 
 fn audio_user(config: &VmConfig) -> Option<String> {
     match &config.audio.as_ref()?.backend {
-        AudioBackend::PulseAudio { user, .. } => user.clone(),
-        _ => None,
+        AudioBackend::PulseAudio { user, .. } | AudioBackend::PipeWire { user, .. } => user.clone(),
+        AudioBackend::None => None,
     }
 }
 
@@ -54,18 +54,41 @@ pub fn qemu_identity(
     root: &Sysroot,
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<Option<QemuIdentity>, String> {
+    identity_of(
+        &config.qemu.user,
+        config.qemu.group.as_deref(),
+        audio_user(config),
+        config.machine.accel == Accel::Kvm,
+        root,
+        env,
+    )
+}
+
+/// Who QEMU runs as under KVM for a profile that names no user and no sound server: what the
+/// tests and the benchmark probe KVM as, so that they choose the accelerator `run` can use.
+pub fn default_kvm_identity(
+    root: &Sysroot,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Option<QemuIdentity>, String> {
+    identity_of(&QemuUser::Default, None, None, true, root, env)
+}
+
+fn identity_of(
+    user: &QemuUser,
+    group: Option<&str>,
+    audio_user: Option<String>,
+    kvm: bool,
+    root: &Sysroot,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Option<QemuIdentity>, String> {
     let invoking = |var: &str| invoking_uid(&env, var);
-    let (word, source) = match &config.qemu.user {
+    let (word, source) = match user {
         QemuUser::Root => return Ok(None),
         QemuUser::Resolved(identity) => return Ok(Some(identity.clone())),
         QemuUser::Named(word) => (word.clone(), "profile"),
         // The user whose sound server the guest plays on comes first: QEMU as that user
         // reaches it without any cookie.
-        QemuUser::Default => match (
-            audio_user(config),
-            invoking("SUDO_UID"),
-            invoking("PKEXEC_UID"),
-        ) {
+        QemuUser::Default => match (audio_user, invoking("SUDO_UID"), invoking("PKEXEC_UID")) {
             (Some(user), _, _) => (user, "audio.user"),
             (None, Some(uid), _) => (uid.to_string(), "sudo"),
             (None, None, Some(uid)) => (uid.to_string(), "pkexec"),
@@ -96,7 +119,7 @@ pub fn qemu_identity(
             "qemu.user = \"{word}\" is root; write qemu.user = \"root\" to run QEMU as root on purpose"
         ));
     }
-    let gid = match &config.qemu.group {
+    let gid = match group {
         None => primary,
         Some(group) => group_id(group)
             .ok_or_else(|| format!("qemu.group = \"{group}\": this host has no such group"))?,
@@ -109,7 +132,7 @@ pub fn qemu_identity(
     };
     // QEMU needs /dev/kvm and nothing else of its group: granted for the run instead of
     // asking every user to join `kvm`.
-    if config.machine.accel == Accel::Kvm {
+    if kvm {
         if let Ok(meta) = std::fs::metadata(root.path("/dev/kvm")) {
             if meta.gid() != 0 {
                 groups.push(meta.gid());

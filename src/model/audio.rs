@@ -1,5 +1,6 @@
 //! `[audio]`: a sound card for the guest and where its sound goes: the desktop user's
-//! PulseAudio server (PipeWire's pipewire-pulse serves the same socket), or nowhere.
+//! PulseAudio server (PipeWire's pipewire-pulse serves the same socket), the desktop user's
+//! PipeWire through QEMU's native backend (QEMU 8.1 and later), or nowhere.
 //! What the profile says (`Raw*`), what it means, and the rules between them. Whose server
 //! (the user who ran `sudo` by default) is a host fact, resolved by `plan`.
 
@@ -37,6 +38,14 @@ pub enum AudioBackend {
         /// The desktop user (name or uid); by default the user who ran `sudo`.
         user: Option<String>,
     },
+    /// QEMU's native PipeWire backend (`-audiodev pipewire`, QEMU 8.1+). No cookie: PipeWire
+    /// lets in whoever may open its socket, so QEMU runs as the desktop user by default.
+    PipeWire {
+        /// The server's socket; by default the desktop user's `/run/user/UID/pipewire-0`.
+        server: Option<PathBuf>,
+        /// The desktop user (name or uid); by default the user who ran `sudo`.
+        user: Option<String>,
+    },
     /// A sound card whose sound goes nowhere.
     None,
 }
@@ -50,11 +59,21 @@ pub struct Audio {
 impl Validator {
     pub(super) fn audio(&mut self, raw: &RawProfile) -> Option<Audio> {
         let a = raw.audio.as_ref()?.get_ref();
-        let pulse = self.choose(
+        #[derive(Clone, Copy, PartialEq)]
+        enum Kind {
+            Pulse,
+            PipeWire,
+            None,
+        }
+        let kind = self.choose(
             &a.backend,
             "audio.backend",
-            &[("pulseaudio", true), ("none", false)],
-            true,
+            &[
+                ("pulseaudio", Kind::Pulse),
+                ("pipewire", Kind::PipeWire),
+                ("none", Kind::None),
+            ],
+            Kind::Pulse,
         );
         let device = self.choose(
             &a.device,
@@ -98,25 +117,37 @@ impl Validator {
                 None
             }
         });
-        if !pulse {
-            for (value, key) in [
+        let ignored: &[(&Option<Text>, &str)] = match kind {
+            Kind::Pulse => &[],
+            Kind::PipeWire => &[(&a.cookie, "audio.cookie")],
+            Kind::None => &[
                 (&a.server, "audio.server"),
                 (&a.cookie, "audio.cookie"),
                 (&a.user, "audio.user"),
-            ] {
-                if let Some(text) = value {
-                    self.warning(text.span(), key, "is ignored with audio.backend = \"none\"");
-                }
+            ],
+        };
+        let backend_name = match kind {
+            Kind::Pulse => "pulseaudio",
+            Kind::PipeWire => "pipewire",
+            Kind::None => "none",
+        };
+        for (value, key) in ignored {
+            if let Some(text) = value {
+                self.warning(
+                    text.span(),
+                    key,
+                    format!("is ignored with audio.backend = \"{backend_name}\""),
+                );
             }
         }
-        let backend = if pulse {
-            AudioBackend::PulseAudio {
+        let backend = match kind {
+            Kind::Pulse => AudioBackend::PulseAudio {
                 server,
                 cookie,
                 user,
-            }
-        } else {
-            AudioBackend::None
+            },
+            Kind::PipeWire => AudioBackend::PipeWire { server, user },
+            Kind::None => AudioBackend::None,
         };
         Some(Audio { backend, device })
     }

@@ -95,6 +95,10 @@ pub struct HostFacts {
     pub qemu_user: QemuUserFact,
     /// `qemu.binary` as found on PATH (None: not found, or not looked up).
     pub qemu_program: Option<PathBuf>,
+    /// What that QEMU has (`qemu_caps`), and whether the cache answered; None: not asked.
+    pub qemu_caps: Option<(crate::qemu_caps::QemuCaps, crate::qemu_caps::Source)>,
+    /// Why QEMU could not be asked what it has.
+    pub qemu_caps_problem: Option<String>,
     /// The VMs running now with real-time vCPUs: (name, their host CPUs).
     pub running_realtime: Vec<(String, CpuSet)>,
 }
@@ -134,6 +138,8 @@ pub struct SmbiosValue {
 /// The sound server QEMU connects to.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct AudioServer {
+    /// `pulseaudio` or `pipewire`: QEMU's backend.
+    pub backend: &'static str,
     /// None when no desktop user could be told: `check` fails on it.
     pub server: Option<PathBuf>,
     pub cookie: Option<PathBuf>,
@@ -216,16 +222,27 @@ pub fn smbios_values(config: &VmConfig, facts: &HostFacts) -> Vec<SmbiosValue> {
 }
 
 fn audio_server(config: &VmConfig, facts: &HostFacts) -> Option<AudioServer> {
-    let AudioBackend::PulseAudio {
-        server,
-        cookie,
-        user,
-    } = &config.audio.as_ref()?.backend
-    else {
-        return None;
-    };
     let desktop = facts.desktop_user.as_ref();
+    let (server, cookie, user) = match &config.audio.as_ref()?.backend {
+        AudioBackend::PulseAudio {
+            server,
+            cookie,
+            user,
+        } => (server, cookie, user),
+        AudioBackend::PipeWire { server, user } => {
+            return Some(AudioServer {
+                backend: "pipewire",
+                server: server.clone().or_else(|| {
+                    desktop.map(|u| PathBuf::from(format!("/run/user/{}/pipewire-0", u.uid)))
+                }),
+                cookie: None,
+                user: user.clone().or_else(|| desktop.map(|u| u.name.clone())),
+            })
+        }
+        AudioBackend::None => return None,
+    };
     Some(AudioServer {
+        backend: "pulseaudio",
         server: server.clone().or_else(|| {
             desktop.map(|u| PathBuf::from(format!("/run/user/{}/pulse/native", u.uid)))
         }),
@@ -234,6 +251,41 @@ fn audio_server(config: &VmConfig, facts: &HostFacts) -> Option<AudioServer> {
             .or_else(|| desktop.map(|u| u.home.join(".config/pulse/cookie"))),
         user: user.clone().or_else(|| desktop.map(|u| u.name.clone())),
     })
+}
+
+/// QEMU's environment for its sound server. libpulse reads the cookie named in
+/// `PULSE_COOKIE`: QEMU as root gets "Access denied" from a user's server without it (measured
+/// with Debian's PulseAudio 16 and QEMU 7.2). QEMU's PipeWire backend has no option for the
+/// server: libpipewire finds it as `PIPEWIRE_REMOTE` in `PIPEWIRE_RUNTIME_DIR`, which win
+/// over whatever runtime directory vmrun was started with (root's, under sudo).
+fn audio_env(audio: Option<&AudioServer>) -> Vec<(String, String)> {
+    let Some(audio) = audio else {
+        return Vec::new();
+    };
+    let mut env = Vec::new();
+    if let Some(cookie) = &audio.cookie {
+        env.push((
+            "PULSE_COOKIE".to_string(),
+            cookie.to_string_lossy().into_owned(),
+        ));
+    }
+    if audio.backend == "pipewire" {
+        if let Some((dir, name)) = audio
+            .server
+            .as_ref()
+            .and_then(|server| Some((server.parent()?, server.file_name()?)))
+        {
+            env.push((
+                "PIPEWIRE_RUNTIME_DIR".to_string(),
+                dir.to_string_lossy().into_owned(),
+            ));
+            env.push((
+                "PIPEWIRE_REMOTE".to_string(),
+                name.to_string_lossy().into_owned(),
+            ));
+        }
+    }
+    env
 }
 
 /// What the argv needs from the host, resolved once.
@@ -409,19 +461,7 @@ impl Plan {
             audio: audio_server(config, facts),
         };
         let argv::QemuCommand { argv, files } = argv::build(config, firmware, &paths, &resolved);
-        // libpulse reads the cookie named here: QEMU as root gets "Access denied" from a
-        // user's server without it (measured with Debian's PulseAudio 16 and QEMU 7.2).
-        let env = resolved
-            .audio
-            .as_ref()
-            .and_then(|audio| audio.cookie.as_ref())
-            .map(|cookie| {
-                vec![(
-                    "PULSE_COOKIE".to_string(),
-                    cookie.to_string_lossy().into_owned(),
-                )]
-            })
-            .unwrap_or_default();
+        let env = audio_env(resolved.audio.as_ref());
         let (firmware, vars) = match firmware {
             BootFirmware::Ovmf(resolved) => (
                 Some(resolved.clone()),

@@ -177,33 +177,15 @@ fn close_unnamed_fds(command: &mut Command, highest_fd: i32) {
     }
 }
 
-/// QEMU becomes `identity` in the child before exec: its groups, gid and uid (which clears
-/// every capability), no way back through set-uid programs, and a locked-memory limit for
-/// VFIO raised while it still may be.
+/// QEMU becomes `identity` in the child before exec (see `process::run_as`).
 fn run_as(command: &mut Command, identity: &QemuIdentity, memlock_bytes: Option<u64>) {
-    use nix::sys::resource::{setrlimit, Resource};
-    use nix::unistd::{setgroups, setresgid, setresuid, Gid, Uid};
-    let uid = Uid::from_raw(identity.uid);
-    let gid = Gid::from_raw(identity.gid);
-    let groups: Vec<Gid> = identity.groups.iter().map(|g| Gid::from_raw(*g)).collect();
-    let privileged = nix::unistd::geteuid().is_root();
-    // SAFETY: the closure runs in the forked child before exec and only makes system calls
-    // (setrlimit, setgroups, setresgid, setresuid, prctl) on data prepared before the fork;
-    // it allocates nothing and takes no locks.
-    unsafe {
-        command.pre_exec(move || {
-            if privileged {
-                if let Some(bytes) = memlock_bytes {
-                    setrlimit(Resource::RLIMIT_MEMLOCK, bytes, bytes)?;
-                }
-                setgroups(&groups)?;
-                setresgid(gid, gid, gid)?;
-                setresuid(uid, uid, uid)?;
-            }
-            nix::sys::prctl::set_no_new_privs()?;
-            Ok(())
-        });
-    }
+    crate::process::run_as(
+        command,
+        identity.uid,
+        identity.gid,
+        &identity.groups,
+        memlock_bytes,
+    );
 }
 
 pub(super) fn tail(path: &Path, lines: usize) -> String {

@@ -17,7 +17,7 @@ for arg in "$@"; do
         kill -ABRT $$
     fi
 done
-exec /usr/bin/qemu-system-x86_64 "$@"
+exec QEMU "$@"
 "#;
 
 struct Rig {
@@ -30,7 +30,12 @@ impl Rig {
         let bin = dir.path().join("bin");
         std::fs::create_dir_all(&bin).unwrap();
         let wrapper = bin.join("qemu-system-x86_64");
-        std::fs::write(&wrapper, ABORTS_UNDER_KVM).unwrap();
+        let qemu = vmrun::check::find_program(&crate::common::test_qemu()).expect("QEMU");
+        std::fs::write(
+            &wrapper,
+            ABORTS_UNDER_KVM.replace("exec QEMU", &format!("exec {}", qemu.display())),
+        )
+        .unwrap();
         std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
         let root = dir.path().join("root");
         std::fs::create_dir_all(root.join("dev")).unwrap();
@@ -137,8 +142,9 @@ fn run_adds_the_remedies_to_qemus_abort() {
 #[test]
 fn the_probe_runs_real_qemu_and_passes_where_it_starts() {
     // Under TCG on any machine: the probe's own arguments must be ones QEMU accepts.
+    let qemu = crate::common::test_qemu();
     let argv = [
-        "qemu-system-x86_64",
+        qemu.as_str(),
         "-machine",
         "q35,pflash0=ovmf-code,memory-backend=ram",
         "-accel",
@@ -156,13 +162,10 @@ fn the_probe_runs_real_qemu_and_passes_where_it_starts() {
         "{}",
         finding.message
     );
-    let kvm = vmrun::check::kvm_starts("qemu-system-x86_64", "host");
+    // What the end-to-end tests decide from: KVM as the user vmrun runs QEMU as.
+    let (model, why) = crate::run_e2e::accel_choice();
     eprintln!(
-        "[probe] this machine: KVM with -cpu host {}",
-        if kvm {
-            "starts"
-        } else {
-            "aborts or is missing"
-        }
+        "[probe] this machine: {} ({why})",
+        model.map_or("TCG".to_string(), |m| format!("KVM with -cpu {m}"))
     );
 }

@@ -10,11 +10,65 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The QEMU the tests run: `VMRUN_TEST_QEMU` (a path, e.g. the QEMU 10 that
+/// `scripts/install-deps.sh --qemu10` unpacks), else `qemu-system-x86_64` from PATH.
+pub fn test_qemu() -> String {
+    std::env::var("VMRUN_TEST_QEMU")
+        .ok()
+        .filter(|path| !path.is_empty())
+        .unwrap_or_else(|| "qemu-system-x86_64".to_string())
+}
+
+/// PATH with the test QEMU first as `qemu-system-x86_64` (a directory holding a link to it),
+/// so that vmrun finds it as it finds any QEMU; unchanged without `VMRUN_TEST_QEMU`.
+pub fn test_path() -> String {
+    let path = std::env::var("PATH").unwrap_or_default();
+    let Some(qemu) = std::env::var_os("VMRUN_TEST_QEMU").filter(|q| !q.is_empty()) else {
+        return path;
+    };
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        use std::os::unix::fs::PermissionsExt;
+        // One directory per test process, readable by the unprivileged QEMU user.
+        let dir = std::env::temp_dir().join(format!("vmrun-test-qemu-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::os::unix::fs::symlink(&qemu, dir.join("qemu-system-x86_64")).unwrap();
+        eprintln!("[tests] QEMU: {}", qemu.to_string_lossy());
+        dir
+    });
+    format!("{}:{path}", dir.display())
+}
+
+/// The capability cache the tests' vmrun uses (removed by nobody: it is a few small files in
+/// the temporary directory, and a later run has another pid).
+pub fn test_cache_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("vmrun-test-cache-{}", std::process::id()))
+}
+
+/// Fails the test unless `program` is installed, naming the Debian package that brings it
+/// (scripts/install-deps.sh --tests installs them all).
+pub fn require_program(program: &str, package: &str) {
+    let found = std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+        .any(|dir| dir.join(program).is_file());
+    assert!(
+        found,
+        "this test needs `{program}`: apt install {package} (scripts/install-deps.sh --tests installs it)"
+    );
+}
+
 /// The real `vmrun` binary with a clean, predictable environment.
 pub fn vmrun(dir: &Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_vmrun"));
     command
         .current_dir(dir)
+        .env("PATH", test_path())
+        // QEMU's capability cache: one per test process, never the host's /var/cache/vmrun.
+        .env("VMRUN_CACHE_DIR", test_cache_dir())
         .env_remove("VMRUN_PROFILE_PATH")
         .env_remove("VMRUN_STATE_DIR")
         .env_remove("VMRUN_RUNTIME_DIR")
@@ -109,7 +163,17 @@ pub fn qemu_command(shown: &serde_json::Value, dir: &Path) -> Command {
             child_fd: file["fd"].as_i64().unwrap() as i32,
         });
     }
-    let mut command = Command::new(&argv[0]);
+    // A program name is looked up as vmrun looks it up: the test QEMU first.
+    let program = if argv[0].contains('/') {
+        argv[0].clone()
+    } else {
+        std::env::split_paths(&test_path())
+            .map(|dir| dir.join(&argv[0]))
+            .find(|candidate| candidate.is_file())
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_else(|| argv[0].clone())
+    };
+    let mut command = Command::new(program);
     command.args(&argv[1..]);
     command.fd_mappings(mappings).unwrap();
     command

@@ -21,6 +21,7 @@ mod libvirt;
 mod loader_props;
 mod logs;
 mod new_profile;
+mod qemu_caps;
 mod qemu_escaping;
 mod rom;
 mod run_e2e;

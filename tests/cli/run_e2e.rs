@@ -1,6 +1,9 @@
 //! End to end: the real vmrun boots real QEMU and the tests check the result in /proc.
-//! KVM is used where /dev/kvm works (SeaBIOS guests run under our nested KVM); OVMF runs under
-//! TCG here. Each test prints the accelerator it used. Needs root (SCHED_RR, CAP_SYS_NICE).
+//! SeaBIOS guests run under KVM where vmrun could run them under KVM: QEMU, started as the user
+//! vmrun runs it as, starts with `-accel kvm -cpu host` (a host may have no /dev/kvm, keep it
+//! from that user, or abort under `-cpu host`); else under TCG. OVMF runs under TCG (it does
+//! not run under nested KVM). Each test prints the accelerator it used and why. Every VM is
+//! stopped by a guard when its test ends, failed or not. Needs root (SCHED_RR, CAP_SYS_NICE).
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -18,11 +21,44 @@ pub(crate) struct Vm {
     pub(crate) profile: PathBuf,
 }
 
-/// KVM only where QEMU really starts with it and `-cpu host` (opening /dev/kvm proves
-/// nothing on nested hosts that refuse the CPU's MSRs); probed once.
-pub(crate) fn kvm_usable() -> bool {
-    static USABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *USABLE.get_or_init(|| vmrun::check::kvm_starts("qemu-system-x86_64", "host"))
+/// The accelerator and CPU model for SeaBIOS guests, with the reason: KVM only where QEMU
+/// really starts with it as the user vmrun runs it as (opening /dev/kvm as root proves nothing:
+/// that user may lack it), with `-cpu host`, else `qemu64` (nested hosts refuse the host
+/// model's MSRs); else TCG. Probed once.
+pub(crate) fn accel_choice() -> &'static (Option<&'static str>, String) {
+    static CHOICE: std::sync::OnceLock<(Option<&'static str>, String)> = std::sync::OnceLock::new();
+    CHOICE.get_or_init(|| {
+        let qemu = crate::common::test_qemu();
+        let mut refusals = Vec::new();
+        for model in ["host", "qemu64"] {
+            match vmrun::check::kvm_for_default_user(&qemu, model) {
+                Ok(why) => return (Some(model), why),
+                // Only a refused CPU model is worth another model.
+                Err(why) if vmrun::qemu_advice::is_kvm_refusal(&why) => {
+                    refusals.push(format!("-cpu {model}: {why}"))
+                }
+                Err(why) => {
+                    refusals.push(why);
+                    break;
+                }
+            }
+        }
+        (
+            None,
+            format!("no KVM for vmrun's QEMU: {}", refusals.join("; ")),
+        )
+    })
+}
+
+/// The accelerator and CPU model for a SeaBIOS guest, printed with the reason for the choice.
+pub(crate) fn seabios_accel(name: &str) -> (&'static str, &'static str) {
+    let (model, why) = accel_choice();
+    let (accel, model) = match model {
+        Some(model) => ("kvm", *model),
+        None => ("tcg", "max"),
+    };
+    eprintln!("[{name}] accelerator: {accel}, -cpu {model} (SeaBIOS guest; {why})");
+    (accel, model)
 }
 
 fn require_root() {
@@ -35,9 +71,7 @@ fn require_root() {
 impl Vm {
     /// A SeaBIOS guest without disks: it idles in the BIOS. Under KVM when usable.
     pub(crate) fn seabios(name: &str, pinning: &str, extra: &str) -> Self {
-        let accel = if kvm_usable() { "kvm" } else { "tcg" };
-        eprintln!("[{name}] accelerator: {accel} (SeaBIOS guest)");
-        let model = if accel == "kvm" { "host" } else { "max" };
+        let (accel, model) = seabios_accel(name);
         Self::new(
             name,
             &format!(
@@ -169,6 +203,18 @@ impl Vm {
     }
 }
 
+impl Drop for Vm {
+    /// The guard: a VM its test left running (a failed assert) is stopped with the test.
+    fn drop(&mut self) {
+        let _ = self
+            .vmrun()
+            .args(["stop", &self.name, "--force", "--timeout", "1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
 /// Placement of every thread of `pid`, from /proc: (name, affinity list, policy, priority).
 pub(crate) fn threads(pid: u32) -> Vec<(i32, String, String, String, u32)> {
     vmrun::run::threads::threads_of(pid)
@@ -245,6 +291,14 @@ fn vcpus_are_pinned_before_they_run_and_status_agrees_with_proc() {
     assert_eq!(stdout.trim(), "{}");
     assert_eq!(vm.status()["run_state"], "running");
     std::thread::sleep(Duration::from_millis(1500));
+    // KVM's own counters where the guest runs under KVM (QEMU 7.1+ has query-stats).
+    let stats = &vm.status()["kvm_stats"];
+    if accel_choice().0.is_some() {
+        assert_eq!(stats["vcpus"], 2, "{stats}");
+        assert!(stats["counters"]["exits"].as_u64().unwrap() > 0, "{stats}");
+    } else {
+        assert!(stats.is_null(), "TCG has no KVM statistics: {stats}");
+    }
     for (_, name, affinity, policy, _) in threads(pid) {
         if !name.starts_with("CPU ") {
             assert_eq!(
@@ -555,9 +609,7 @@ fn stale_sockets_and_a_dead_run_do_not_confuse_start_status_or_stop() {
 
 /// A guest whose one vCPU spins forever: a boot sector that jumps to itself.
 pub(crate) fn spinning_vm(name: &str) -> Vm {
-    let accel = if kvm_usable() { "kvm" } else { "tcg" };
-    let model = if accel == "kvm" { "host" } else { "max" };
-    eprintln!("[{name}] accelerator: {accel} (spinning boot sector)");
+    let (accel, model) = seabios_accel(name);
     let vm = Vm::new(
         name,
         &format!(

@@ -14,7 +14,7 @@ use nix::unistd::Pid;
 use serde_json::Value;
 
 use crate::common::run;
-use crate::run_e2e::{kvm_usable, wait_gone, Vm};
+use crate::run_e2e::{seabios_accel, wait_gone, Vm};
 
 fn digest(path: &Path) -> Vec<u8> {
     std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
@@ -30,9 +30,7 @@ fn ovmf_with_startup(name: &str, script: &str, extra: &str) -> (Vm, tempfile::Te
 }
 
 fn seabios(name: &str, extra: &str) -> Vm {
-    let accel = if kvm_usable() { "kvm" } else { "tcg" };
-    let model = if accel == "kvm" { "host" } else { "max" };
-    eprintln!("[{name}] accelerator: {accel} (SeaBIOS guest)");
+    let (accel, model) = seabios_accel(name);
     Vm::new(
         name,
         &format!(
@@ -392,9 +390,7 @@ fn the_remote_display_sockets_answer_vnc_and_spice_and_status_says_how_to_connec
 
 #[test]
 fn windows_timers_power_smbios_and_usb_audio_are_accepted_by_a_real_qemu() {
-    let accel = if kvm_usable() { "kvm" } else { "tcg" };
-    let model = if accel == "kvm" { "host" } else { "max" };
-    eprintln!("[w11-timers] accelerator: {accel} (SeaBIOS guest)");
+    let (accel, model) = seabios_accel("w11-timers");
     let vm = Vm::new(
         "w11-timers",
         &format!(
@@ -417,19 +413,46 @@ fn windows_timers_power_smbios_and_usb_audio_are_accepted_by_a_real_qemu() {
         format!("{}{err}", out.trim())
     };
     assert_eq!(qom("/machine", "hpet"), "false");
-    let (_, children, _) = run(vm.vmrun().args([
-        "qmp",
-        &vm.name,
-        "qom-list",
-        "{\"path\":\"/machine/unattached\"}",
-    ]));
-    let children: Value = serde_json::from_str(&children).unwrap();
+    // Devices move in QOM between QEMU versions (QEMU 10 puts q35's RTC under its LPC bridge,
+    // 7.2 under /machine/unattached): each is found by its type, by walking the tree QEMU
+    // reports, over one connection to the VM's second monitor.
+    let mut qmp = vmrun::qmp::Qmp::connect(
+        &vm.runtime_dir().join("w11-timers/ctl.sock"),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    let mut by_type: Vec<(String, String)> = Vec::new();
+    let mut pending = vec!["/machine".to_string()];
+    while let Some(path) = pending.pop() {
+        let children = qmp
+            .execute("qom-list", Some(serde_json::json!({ "path": path })))
+            .unwrap_or(Value::Null);
+        for child in children.as_array().into_iter().flatten() {
+            let (Some(name), Some(kind)) = (child["name"].as_str(), child["type"].as_str()) else {
+                continue;
+            };
+            if let Some(kind) = kind
+                .strip_prefix("child<")
+                .and_then(|k| k.strip_suffix('>'))
+            {
+                let child_path = format!("{path}/{name}");
+                by_type.push((kind.to_string(), child_path.clone()));
+                pending.push(child_path);
+            }
+        }
+    }
+    drop(qmp);
     let child_of_type = |kind: &str| -> Option<String> {
-        children.as_array().unwrap().iter().find_map(|c| {
-            (c["type"] == format!("child<{kind}>"))
-                .then(|| format!("/machine/unattached/{}", c["name"].as_str().unwrap()))
-        })
+        by_type
+            .iter()
+            .find(|(k, _)| k == kind)
+            .map(|(_, path)| path.clone())
     };
+    eprintln!(
+        "[w11-timers] RTC at {:?}, LPC at {:?}",
+        child_of_type("mc146818rtc"),
+        child_of_type("ICH9-LPC")
+    );
     let lpc = child_of_type("ICH9-LPC").expect("q35 has its ICH9 LPC bridge");
     assert_eq!(qom(&lpc, "disable_s3"), "1", "machine.suspend = false");
     assert_eq!(qom(&lpc, "disable_s4"), "1");

@@ -294,7 +294,7 @@ fn check_names_a_missing_or_old_swtpm_and_the_package_to_install() {
     let dir = crate::common::tempdir();
     let bin = dir.path().join("bin");
     std::fs::create_dir(&bin).unwrap();
-    let qemu = vmrun::check::find_program("qemu-system-x86_64").unwrap();
+    let qemu = vmrun::check::find_program(&crate::common::test_qemu()).unwrap();
     std::os::unix::fs::symlink(&qemu, bin.join("qemu-system-x86_64")).unwrap();
     let profile = format!("{SEABIOS_TCG}[tpm]\n");
     let (code, lines) = check_lines(dir.path(), &profile, &bin.to_string_lossy(), "tpm");

@@ -212,6 +212,25 @@ impl Exporter<'_> {
                 }
                 element
             }
+            AudioBackend::PipeWire { server, user } => {
+                if let Some(user) = user {
+                    self.metadata
+                        .push(Element::new("vmrun:audio").attr("user", user.clone()));
+                }
+                devices.comment(format!(
+                    "vmrun plays through the PipeWire server of {}; <audio type='pipewire'> needs \
+                     libvirt 9.10 or later, QEMU 8.1 or later, and qemu.conf's user set to the desktop user",
+                    user.as_deref().unwrap_or("the user who ran sudo"),
+                ));
+                let mut element = Element::new("audio")
+                    .attr("id", "1")
+                    .attr("type", "pipewire");
+                if let Some(server) = server {
+                    element =
+                        element.attr("runtimeDir", path_text(server.parent().unwrap_or(server)));
+                }
+                element
+            }
             AudioBackend::None => Element::new("audio").attr("id", "1").attr("type", "none"),
         };
         devices.push(backend);

@@ -93,6 +93,12 @@ pub(super) fn audio(argv: &mut Argv, config: &VmConfig, resolved: &Resolved) {
                 None => opts,
             }
         }
+        // The server is found through the environment (`plan::audio_env`); the stream is
+        // named after the VM in the desktop's mixer.
+        (AudioBackend::PipeWire { .. }, Some(_)) => Opts::new("pipewire")
+            .set("id", "audio0")
+            .set("out.stream-name", config.name.to_string())
+            .set("in.stream-name", config.name.to_string()),
         _ => Opts::new("none").set("id", "audio0"),
     };
     argv.push("-audiodev", backend.build());
