@@ -299,12 +299,13 @@ fn main() {
             .unwrap_or(default)
     };
     let (seconds, rounds) = (setting("BENCH_SECONDS", 10), setting("BENCH_ROUNDS", 2));
-    // Opening /dev/kvm proves nothing: only starting QEMU does (nested hosts refuse `-cpu host`).
-    let accel = if vmrun::check::kvm_starts("qemu-system-x86_64", "host") {
-        "kvm"
-    } else {
-        "tcg"
+    // Opening /dev/kvm proves nothing: only starting QEMU does, as the user vmrun runs it as
+    // (who may lack /dev/kvm; nested hosts refuse `-cpu host`). Every layout uses the answer.
+    let (accel, why) = match vmrun::check::kvm_for_default_user("qemu-system-x86_64", "host") {
+        Ok(why) => ("kvm", why),
+        Err(why) => ("tcg", why),
     };
+    println!("accelerator: {accel} ({why})");
     let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
     let load = 2 * cpus;
     let dir = tempfile::tempdir().unwrap().keep();

@@ -18,7 +18,7 @@ use crate::plan::{BootFirmware, HostFacts, Plan};
 use cpus::{cgroup_cpus, cpu_findings, ignore_msrs, realtime_sharing, scheduler_capability};
 use firmware::firmware_findings;
 use media::{audio_findings, display_findings};
-pub use qemu::{accel_probe, kvm_starts};
+pub use qemu::{accel_probe, accel_probe_as, kvm_for_default_user, kvm_starts_as};
 use qemu::{accelerator, qemu_features, qemu_version};
 use user::{qemu_user_findings, qemu_user_reaches_runtime};
 
