@@ -695,15 +695,12 @@ fn program_exists(name: &str) -> bool {
         .any(|dir| dir.join(name).is_file())
 }
 
+/// The group that may open /dev/kvm (whatever its name: `kvm` on Debian), given to the
+/// daemon's user as vmrun gives it to QEMU's; none when only root may.
 fn kvm_gid() -> Option<u32> {
-    std::fs::read_to_string("/etc/group")
-        .ok()?
-        .lines()
-        .find(|line| line.starts_with("kvm:"))?
-        .split(':')
-        .nth(2)?
-        .parse()
-        .ok()
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata("/dev/kvm").ok()?;
+    (meta.gid() != 0 && meta.mode() & 0o060 == 0o060).then_some(meta.gid())
 }
 
 impl PrivateLibvirt {
@@ -837,6 +834,10 @@ fn libvirt_accepts_the_exported_domains_and_would_run_the_same_vm() {
     };
     // virt-xml-validate runs xmllint, a Recommends of libvirt-clients.
     crate::common::require_program("xmllint", "libxml2-utils");
+    let (code, _, _) = libvirt.virsh(&["domcapabilities", "--virttype", "kvm"]);
+    let libvirt_has_kvm = code == 0;
+    eprintln!("libvirt offers KVM domains here: {libvirt_has_kvm}");
+    let mut compared = 0;
     let dir = crate::common::tempdir();
     for profile in vm_profiles() {
         let name = profile.file_stem().unwrap().to_string_lossy().into_owned();
@@ -850,6 +851,17 @@ fn libvirt_accepts_the_exported_domains_and_would_run_the_same_vm() {
             "{name}: virt-xml-validate: {stdout}{stderr}\n{xml}"
         );
 
+        // libvirt offers a KVM domain only where its daemon's user may open /dev/kvm; on a
+        // host whose /dev/kvm is root's alone (or missing) only the schema is checked for
+        // those, and the test says so.
+        if xml.contains("<domain type='kvm'") && !libvirt_has_kvm {
+            eprintln!(
+                "{name}: libvirt here offers no KVM domains (its daemon runs as nobody, who may \
+                 not open /dev/kvm): schema checked, define and argv comparison skipped"
+            );
+            continue;
+        }
+        compared += 1;
         let (code, stdout, stderr) = libvirt.virsh(&["define", path.to_str().unwrap()]);
         assert_eq!(code, 0, "{name}: virsh define: {stdout}{stderr}\n{xml}");
         let (code, dumped, _) = libvirt.virsh(&["dumpxml", &name]);
@@ -919,6 +931,8 @@ fn libvirt_accepts_the_exported_domains_and_would_run_the_same_vm() {
             "{name}: the same kinds of devices"
         );
     }
+    // The TCG demo is always compared; with KVM every shipped profile is.
+    assert!(compared >= 1, "no exported domain was compared with libvirt's argv");
 }
 
 /// The guest addresses in the exported XML are the ones QEMU gives the devices under vmrun:

@@ -179,7 +179,15 @@ impl Vm {
     pub(crate) fn wait_running(&self) -> Value {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let status = self.status();
+            // By its profile: until the run has made the VM's state directory, its bare name
+            // is no VM vmrun knows (the profile is not on the search path).
+            let (_, stdout, stderr) = run(self
+                .vmrun()
+                .arg("status")
+                .arg(&self.profile)
+                .arg("--json"));
+            let status: Value = serde_json::from_str(&stdout)
+                .unwrap_or_else(|e| panic!("{e}: {stdout} {stderr}"));
             if status["running"] == true && status["run_state"].is_string() {
                 return status;
             }

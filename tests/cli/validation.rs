@@ -508,8 +508,8 @@ fn golden_messages_for_each_kind_of_mistake() {
         ),
         (
             "[cpu]\nhyperv = \"yes\"\n",
-            "t.toml:2: cpu.hyperv: is the string \"yes\"; write true, false or a list of names, \
-             e.g. `hyperv = true`",
+            "t.toml:2: cpu.hyperv: `yes` is not a choice; write true, false, \"passthrough\" or a \
+             list of enlightenments",
         ),
         (
             "[pci]\naddress = \"01:00.0\"\n[pci]\naddress = \"01:00.1\"\n",
