@@ -236,47 +236,6 @@ pub(super) fn last_lines(text: &str, count: usize) -> String {
     lines[lines.len().saturating_sub(count)..].join(" / ")
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_probe_keeps_the_machine_type_smm_accel_and_cpu_only() {
-        let argv: Vec<String> = [
-            "qemu-system-x86_64",
-            "-machine",
-            "q35,smm=on,pflash0=ovmf-code,pflash1=ovmf-vars,memory-backend=ram",
-            "-accel",
-            "kvm",
-            "-cpu",
-            "host,kvm=off,hv-relaxed",
-            "-smp",
-            "4,sockets=1,cores=4,threads=1",
-            "-m",
-            "16G",
-            "-device",
-            "vfio-pci,host=0000:01:00.0",
-        ]
-        .map(str::to_string)
-        .to_vec();
-        let args = probe_args(&argv);
-        assert_eq!(
-            &args[..8],
-            [
-                "-machine",
-                "q35,smm=on",
-                "-accel",
-                "kvm",
-                "-cpu",
-                "host,kvm=off,hv-relaxed",
-                "-smp",
-                "4,sockets=1,cores=4,threads=1"
-            ]
-        );
-        assert!(!args.iter().any(|a| a.contains("vfio") || a == "16G"));
-    }
-}
-
 /// What the profile asks of QEMU that this QEMU may lack, from its probed capabilities: a
 /// missing feature fails, naming the first QEMU that has it.
 pub(super) fn qemu_features(config: &VmConfig, facts: &HostFacts) -> Vec<Finding> {
@@ -325,4 +284,45 @@ pub(super) fn qemu_features(config: &VmConfig, facts: &HostFacts) -> Vec<Finding
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_probe_keeps_the_machine_type_smm_accel_and_cpu_only() {
+        let argv: Vec<String> = [
+            "qemu-system-x86_64",
+            "-machine",
+            "q35,smm=on,pflash0=ovmf-code,pflash1=ovmf-vars,memory-backend=ram",
+            "-accel",
+            "kvm",
+            "-cpu",
+            "host,kvm=off,hv-relaxed",
+            "-smp",
+            "4,sockets=1,cores=4,threads=1",
+            "-m",
+            "16G",
+            "-device",
+            "vfio-pci,host=0000:01:00.0",
+        ]
+        .map(str::to_string)
+        .to_vec();
+        let args = probe_args(&argv);
+        assert_eq!(
+            &args[..8],
+            [
+                "-machine",
+                "q35,smm=on",
+                "-accel",
+                "kvm",
+                "-cpu",
+                "host,kvm=off,hv-relaxed",
+                "-smp",
+                "4,sockets=1,cores=4,threads=1"
+            ]
+        );
+        assert!(!args.iter().any(|a| a.contains("vfio") || a == "16G"));
+    }
 }

@@ -932,7 +932,10 @@ fn libvirt_accepts_the_exported_domains_and_would_run_the_same_vm() {
         );
     }
     // The TCG demo is always compared; with KVM every shipped profile is.
-    assert!(compared >= 1, "no exported domain was compared with libvirt's argv");
+    assert!(
+        compared >= 1,
+        "no exported domain was compared with libvirt's argv"
+    );
 }
 
 /// The guest addresses in the exported XML are the ones QEMU gives the devices under vmrun:

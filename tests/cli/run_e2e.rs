@@ -181,13 +181,10 @@ impl Vm {
         loop {
             // By its profile: until the run has made the VM's state directory, its bare name
             // is no VM vmrun knows (the profile is not on the search path).
-            let (_, stdout, stderr) = run(self
-                .vmrun()
-                .arg("status")
-                .arg(&self.profile)
-                .arg("--json"));
-            let status: Value = serde_json::from_str(&stdout)
-                .unwrap_or_else(|e| panic!("{e}: {stdout} {stderr}"));
+            let (_, stdout, stderr) =
+                run(self.vmrun().arg("status").arg(&self.profile).arg("--json"));
+            let status: Value =
+                serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout} {stderr}"));
             if status["running"] == true && status["run_state"].is_string() {
                 return status;
             }
