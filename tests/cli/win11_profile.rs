@@ -61,7 +61,7 @@ fn the_new_tables_report_bad_keys_and_values_with_file_line_and_key() {
     expect_error(
         "[audio]\nbackend = \"alsa\" #<\n",
         "audio.backend",
-        "\"pulseaudio\", \"none\"",
+        "\"pulseaudio\", \"pipewire\", \"none\"",
     );
     expect_error(
         "[audio]\nserver = \"pulse/native\" #<\n",
