@@ -13,6 +13,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use crate::common::{run, wait_for};
+use crate::fake_host::diff;
 use crate::host_e2e::{setup, Setup};
 
 /// Every file, link and directory of the fake tree with its exact bytes, mode and owner; the
@@ -72,23 +73,6 @@ fn raw_tree(root: &Path) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     walk(root, root, &mut out);
     out
-}
-
-fn differences(before: &BTreeMap<String, String>, after: &BTreeMap<String, String>) -> Vec<String> {
-    let mut lines = Vec::new();
-    for (key, value) in before {
-        match after.get(key) {
-            None => lines.push(format!("- {key} = {value}")),
-            Some(other) if other != value => lines.push(format!("~ {key}: {value} -> {other}")),
-            _ => {}
-        }
-    }
-    for (key, value) in after {
-        if !before.contains_key(key) {
-            lines.push(format!("+ {key} = {value}"));
-        }
-    }
-    lines
 }
 
 /// A small xorshift generator: the points are random, the seed is printed to replay a failure
@@ -207,7 +191,7 @@ fn kill_9_at_random_points_of_stop_and_recover_then_recover_restores_the_tree_by
             if force { "--force" } else { "" }
         );
         let after = raw_tree(&s.host.root);
-        let changed = differences(&before, &after);
+        let changed = diff(&before, &after);
         if !changed.is_empty() {
             let log = std::fs::read_to_string(s.dir.path().join("state/sgpu/vmrun.log"))
                 .unwrap_or_default();
@@ -250,7 +234,7 @@ fn a_journal_replayed_after_a_complete_undo_changes_nothing() {
         Some("nvidia"),
         "the replay took the GPU from its driver"
     );
-    let changed = differences(&before, &raw_tree(&s.host.root));
+    let changed = diff(&before, &raw_tree(&s.host.root));
     assert!(changed.is_empty(), "{}", changed.join("\n"));
 }
 
@@ -302,7 +286,7 @@ fn sigint_to_the_caller_of_run_detach_cancels_the_start_and_restores_the_host() 
         }
         let (code, _, _) = run(s.vmrun().args(["status", "sgpu"]));
         assert_eq!(code, 7, "after SIGINT at {delay} ms the VM must not run");
-        let changed = differences(&before, &raw_tree(&s.host.root));
+        let changed = diff(&before, &raw_tree(&s.host.root));
         assert!(
             changed.is_empty(),
             "SIGINT at {delay} ms left:\n{}",
