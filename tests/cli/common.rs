@@ -255,3 +255,22 @@ impl Drop for ThrowawayUser {
         let _ = std::fs::remove_dir_all(self.runtime());
     }
 }
+
+/// The findings of `vmrun check --json` output as (check, status, message); a failed parse
+/// shows everything vmrun printed.
+pub fn check_findings(stdout: &str, stderr: &str) -> Vec<(String, String, String)> {
+    let value: serde_json::Value =
+        serde_json::from_str(stdout).unwrap_or_else(|e| panic!("{e}: {stdout}{stderr}"));
+    value["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["check"].as_str().unwrap().to_string(),
+                f["status"].as_str().unwrap().to_string(),
+                f["message"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}

@@ -14,7 +14,9 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
 
-use crate::common::{repo_root, require_program, run, vmrun, wait_for, ThrowawayUser};
+use crate::common::{
+    check_findings, repo_root, require_program, run, vmrun, wait_for, ThrowawayUser,
+};
 
 /// Where `scripts/install-deps.sh --qemu10` puts QEMU 10.0.
 const QEMU10: &str = "/opt/vmrun-tests/qemu-10.0/bin/qemu-system-x86_64";
@@ -157,20 +159,7 @@ fn check(dir: &Path, qemu: &Path, name: &str, text: &str) -> Vec<(String, String
         .env("PATH", path_with(&bin))
         .args(["check", "--json"])
         .arg(&profile));
-    let value: Value =
-        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}{stderr}"));
-    value["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| {
-            (
-                f["check"].as_str().unwrap().to_string(),
-                f["status"].as_str().unwrap().to_string(),
-                f["message"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
+    check_findings(&stdout, &stderr)
 }
 
 /// The version `show --json` reports for `qemu`.
