@@ -13,7 +13,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use crate::common::{run, wait_for};
-use crate::fake_host::diff;
+use crate::fake_host::{diff, entries_by_key};
 use crate::host_e2e::{setup, Setup};
 
 /// Every file, link and directory of the fake tree with its exact bytes, mode and owner; the
@@ -21,17 +21,7 @@ use crate::host_e2e::{setup, Setup};
 fn raw_tree(root: &Path) -> BTreeMap<String, String> {
     use std::os::unix::fs::MetadataExt;
     fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
-        let mut entries: Vec<_> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        entries.sort();
-        for path in entries {
-            let key = path
-                .strip_prefix(base)
-                .unwrap()
-                .to_string_lossy()
-                .into_owned();
+        for (key, path) in entries_by_key(base, dir) {
             if key == ".fake/removed"
                 || [".fake/calls.log", ".fake/modules.tmp", ".fake/kernel.log"]
                     .contains(&key.as_str())
