@@ -25,11 +25,13 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use vmrun::model::{CpuSet, Scheduler};
-use vmrun::plan::argv::{argv_with_paths, PassedFile};
 use vmrun::qmp::Qmp;
 use vmrun::run::threads;
 
-const VMRUN: &str = env!("CARGO_BIN_EXE_vmrun");
+mod common;
+
+use common::{bare_argv, shown, vmrun};
+
 const VCPU_CPU: usize = 1;
 
 fn profile_text(accel: &str) -> String {
@@ -49,17 +51,6 @@ fn spinning_disk(dir: &Path) {
     image[..2].copy_from_slice(&[0xEB, 0xFE]); // jmp $
     image[510..512].copy_from_slice(&[0x55, 0xAA]);
     std::fs::write(dir.join("spin.img"), image).unwrap();
-}
-
-fn vmrun(dir: &Path) -> Command {
-    let mut command = Command::new(VMRUN);
-    command
-        .arg("-q")
-        .arg("--state-dir")
-        .arg(dir.join("state"))
-        .arg("--runtime-dir")
-        .arg(dir.join("run"));
-    command
 }
 
 /// A program started in a new session (`setsid`, which execs it: the pid stays the program's).
@@ -99,30 +90,6 @@ impl Drop for Load {
             let _ = child.wait();
         }
     }
-}
-
-/// vmrun's argv as a script would write it: the monitors as paths QEMU creates itself, and
-/// the files vmrun passes as descriptors named by their paths.
-fn bare_argv(shown: &serde_json::Value, runtime: &Path) -> (Vec<String>, PathBuf) {
-    let qmp = runtime.join("bare-qmp.sock");
-    let argv: Vec<String> = serde_json::from_value(shown["argv"].clone()).unwrap();
-    let files: Vec<PassedFile> = serde_json::from_value(shown["passed_files"].clone()).unwrap();
-    let argv = argv_with_paths(&argv, &files)
-        .into_iter()
-        .map(|arg| {
-            if arg.starts_with("socket,id=qmp,fd=") {
-                format!("socket,id=qmp,path={},server=on,wait=off", qmp.display())
-            } else if arg.starts_with("socket,id=qmp-ctl,fd=") {
-                format!(
-                    "socket,id=qmp-ctl,path={},server=on,wait=off",
-                    runtime.join("bare-ctl.sock").display()
-                )
-            } else {
-                arg
-            }
-        })
-        .collect();
-    (argv, qmp)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -312,13 +279,7 @@ fn main() {
     let profile = dir.join("latency.toml");
     std::fs::write(&profile, profile_text(accel)).unwrap();
     spinning_disk(&dir);
-    let output = vmrun(&dir)
-        .arg("show")
-        .arg(&profile)
-        .arg("--json")
-        .output()
-        .unwrap();
-    let shown: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let shown = shown(&dir, &profile);
     let runtime = dir.join("run/latency-bare");
     let (argv, qmp_socket) = bare_argv(&shown, &runtime);
     let bench = Bench {

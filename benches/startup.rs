@@ -13,11 +13,12 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use vmrun::model::{CpuSet, Scheduler};
-use vmrun::plan::argv::{argv_with_paths, PassedFile};
 use vmrun::qmp::Qmp;
 use vmrun::run::threads;
 
-const VMRUN: &str = env!("CARGO_BIN_EXE_vmrun");
+mod common;
+
+use common::{bare_argv, shown, vmrun};
 
 /// One SCHED_RR vCPU on CPU 1, QEMU's other threads alone on CPU 0: a real host's layout.
 fn profile_text(accel: &str, firmware: &str) -> String {
@@ -27,17 +28,6 @@ fn profile_text(accel: &str, firmware: &str) -> String {
          [pinning]\nvcpus = [1]\nemulator = \"0\"\nscheduler = \"rr\"\npriority = 1\n\
          [firmware]\ntype = \"{firmware}\"\n[network]\nmode = \"none\"\n[shutdown]\ntimeout = 1\n"
     )
-}
-
-fn vmrun(dir: &Path) -> Command {
-    let mut command = Command::new(VMRUN);
-    command
-        .arg("-q")
-        .arg("--state-dir")
-        .arg(dir.join("state"))
-        .arg("--runtime-dir")
-        .arg(dir.join("run"));
-    command
 }
 
 struct VmrunRun {
@@ -74,30 +64,6 @@ fn time_vmrun(dir: &Path, profile: &Path) -> VmrunRun {
         stop,
         phases,
     }
-}
-
-/// vmrun's argv as a script would write it: the monitors as paths QEMU creates itself, and
-/// the files vmrun passes as descriptors named by their paths.
-fn bare_argv(shown: &serde_json::Value, runtime: &Path) -> (Vec<String>, PathBuf) {
-    let qmp = runtime.join("bare-qmp.sock");
-    let argv: Vec<String> = serde_json::from_value(shown["argv"].clone()).unwrap();
-    let files: Vec<PassedFile> = serde_json::from_value(shown["passed_files"].clone()).unwrap();
-    let argv = argv_with_paths(&argv, &files)
-        .into_iter()
-        .map(|arg| {
-            if arg.starts_with("socket,id=qmp,fd=") {
-                format!("socket,id=qmp,path={},server=on,wait=off", qmp.display())
-            } else if arg.starts_with("socket,id=qmp-ctl,fd=") {
-                format!(
-                    "socket,id=qmp-ctl,path={},server=on,wait=off",
-                    runtime.join("bare-ctl.sock").display()
-                )
-            } else {
-                arg
-            }
-        })
-        .collect();
-    (argv, qmp)
 }
 
 fn time_bare(argv: &[String], qmp_socket: &Path, runtime: &Path) -> Duration {
@@ -178,17 +144,6 @@ fn peak_rss_kib(dir: &Path, profile: &Path) -> (u64, u64) {
     let rss = (field("VmHWM:"), field("VmRSS:"));
     let _ = vmrun(dir).args(["stop", "bench", "--force"]).status();
     rss
-}
-
-/// What `vmrun run` would start, from `vmrun show --json`.
-fn shown(dir: &Path, profile: &Path) -> serde_json::Value {
-    let output = vmrun(dir)
-        .arg("show")
-        .arg(profile)
-        .arg("--json")
-        .output()
-        .unwrap();
-    serde_json::from_slice(&output.stdout).unwrap()
 }
 
 fn bench(firmware: &str, accel: &str, iterations: usize) -> PathBuf {

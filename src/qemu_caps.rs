@@ -227,21 +227,25 @@ fn write_cache(cache_dir: &Path, file: &Path, caps: &QemuCaps) -> std::io::Resul
     std::fs::rename(&partial, file)
 }
 
+/// QEMU's arguments for a probe: no default devices or user config, no display, paused before
+/// the guest runs, answering QMP read from stdin. Shared with `vmrun check`'s accelerator
+/// probe, so both start QEMU the same way.
+pub const PAUSED_WITH_QMP_ON_STDIO: [&str; 7] = [
+    "-nodefaults",
+    "-no-user-config",
+    "-display",
+    "none",
+    "-S",
+    "-qmp",
+    "stdio",
+];
+
 /// Asks QEMU over QMP on stdio, with no machine, for everything at once.
 fn probe(binary: &Path, key: CacheKey) -> Result<QemuCaps, CapsError> {
     let mut command = Command::new(binary);
     command
-        .args([
-            "-machine",
-            "none",
-            "-nodefaults",
-            "-no-user-config",
-            "-display",
-            "none",
-            "-S",
-            "-qmp",
-            "stdio",
-        ])
+        .args(["-machine", "none"])
+        .args(PAUSED_WITH_QMP_ON_STDIO)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

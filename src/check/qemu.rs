@@ -204,18 +204,10 @@ pub(super) fn probe_args(argv: &[String]) -> Vec<String> {
         }
     }
     args.extend(
-        [
-            "-m",
-            "64M",
-            "-nodefaults",
-            "-no-user-config",
-            "-display",
-            "none",
-            "-S",
-            "-qmp",
-            "stdio",
-        ]
-        .map(str::to_string),
+        ["-m", "64M"]
+            .into_iter()
+            .chain(crate::qemu_caps::PAUSED_WITH_QMP_ON_STDIO)
+            .map(str::to_string),
     );
     args
 }

@@ -200,3 +200,77 @@ pub fn tempdir() -> tempfile::TempDir {
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
     dir
 }
+
+/// A throwaway login-less user with a home under /tmp and a /run/user/UID runtime directory,
+/// for the tests that run a per-user sound server; removed with both directories on drop.
+pub struct ThrowawayUser {
+    pub name: &'static str,
+    pub uid: u32,
+    pub home: PathBuf,
+}
+
+impl ThrowawayUser {
+    /// Creates `name` afresh (an old one from a failed run is removed first).
+    pub fn create(name: &'static str) -> Self {
+        let _ = Command::new("userdel").args(["-r", name]).output();
+        let home = PathBuf::from(format!("/tmp/{name}-home"));
+        let _ = std::fs::remove_dir_all(&home);
+        let (code, _, err) = run(Command::new("useradd").args(["-m", "-d"]).arg(&home).args([
+            "-s",
+            "/usr/sbin/nologin",
+            name,
+        ]));
+        assert_eq!(code, 0, "useradd: {err}");
+        let uid = nix::unistd::User::from_name(name)
+            .unwrap()
+            .unwrap()
+            .uid
+            .as_raw();
+        let user = ThrowawayUser { name, uid, home };
+        let runtime = user.runtime();
+        std::fs::create_dir_all(&runtime).unwrap();
+        nix::unistd::chown(&runtime, Some(uid.into()), None).unwrap();
+        user
+    }
+
+    pub fn runtime(&self) -> PathBuf {
+        PathBuf::from(format!("/run/user/{}", self.uid))
+    }
+
+    /// `runuser` running what the caller adds as this user, with its runtime directory and home.
+    pub fn command(&self) -> Command {
+        let mut command = Command::new("runuser");
+        command
+            .args(["-u", self.name, "--", "env"])
+            .arg(format!("XDG_RUNTIME_DIR={}", self.runtime().display()))
+            .arg(format!("HOME={}", self.home.display()));
+        command
+    }
+}
+
+impl Drop for ThrowawayUser {
+    fn drop(&mut self) {
+        let _ = Command::new("userdel").args(["-r", self.name]).output();
+        let _ = std::fs::remove_dir_all(&self.home);
+        let _ = std::fs::remove_dir_all(self.runtime());
+    }
+}
+
+/// The findings of `vmrun check --json` output as (check, status, message); a failed parse
+/// shows everything vmrun printed.
+pub fn check_findings(stdout: &str, stderr: &str) -> Vec<(String, String, String)> {
+    let value: serde_json::Value =
+        serde_json::from_str(stdout).unwrap_or_else(|e| panic!("{e}: {stdout}{stderr}"));
+    value["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["check"].as_str().unwrap().to_string(),
+                f["status"].as_str().unwrap().to_string(),
+                f["message"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}

@@ -13,6 +13,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use crate::common::{run, wait_for};
+use crate::fake_host::{diff, entries_by_key};
 use crate::host_e2e::{setup, Setup};
 
 /// Every file, link and directory of the fake tree with its exact bytes, mode and owner; the
@@ -20,17 +21,7 @@ use crate::host_e2e::{setup, Setup};
 fn raw_tree(root: &Path) -> BTreeMap<String, String> {
     use std::os::unix::fs::MetadataExt;
     fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
-        let mut entries: Vec<_> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        entries.sort();
-        for path in entries {
-            let key = path
-                .strip_prefix(base)
-                .unwrap()
-                .to_string_lossy()
-                .into_owned();
+        for (key, path) in entries_by_key(base, dir) {
             if key == ".fake/removed"
                 || [".fake/calls.log", ".fake/modules.tmp", ".fake/kernel.log"]
                     .contains(&key.as_str())
@@ -72,23 +63,6 @@ fn raw_tree(root: &Path) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     walk(root, root, &mut out);
     out
-}
-
-fn differences(before: &BTreeMap<String, String>, after: &BTreeMap<String, String>) -> Vec<String> {
-    let mut lines = Vec::new();
-    for (key, value) in before {
-        match after.get(key) {
-            None => lines.push(format!("- {key} = {value}")),
-            Some(other) if other != value => lines.push(format!("~ {key}: {value} -> {other}")),
-            _ => {}
-        }
-    }
-    for (key, value) in after {
-        if !before.contains_key(key) {
-            lines.push(format!("+ {key} = {value}"));
-        }
-    }
-    lines
 }
 
 /// A small xorshift generator: the points are random, the seed is printed to replay a failure
@@ -207,7 +181,7 @@ fn kill_9_at_random_points_of_stop_and_recover_then_recover_restores_the_tree_by
             if force { "--force" } else { "" }
         );
         let after = raw_tree(&s.host.root);
-        let changed = differences(&before, &after);
+        let changed = diff(&before, &after);
         if !changed.is_empty() {
             let log = std::fs::read_to_string(s.dir.path().join("state/sgpu/vmrun.log"))
                 .unwrap_or_default();
@@ -250,7 +224,7 @@ fn a_journal_replayed_after_a_complete_undo_changes_nothing() {
         Some("nvidia"),
         "the replay took the GPU from its driver"
     );
-    let changed = differences(&before, &raw_tree(&s.host.root));
+    let changed = diff(&before, &raw_tree(&s.host.root));
     assert!(changed.is_empty(), "{}", changed.join("\n"));
 }
 
@@ -304,7 +278,7 @@ fn sigint_to_the_caller_of_run_detach_cancels_the_start_and_restores_the_host() 
         // no VM of that bare name behind (exit 2, unknown), which is not what is asked here.
         let (code, _, _) = run(s.vmrun().arg("status").arg(&s.profile));
         assert_eq!(code, 7, "after SIGINT at {delay} ms the VM must not run");
-        let changed = differences(&before, &raw_tree(&s.host.root));
+        let changed = diff(&before, &raw_tree(&s.host.root));
         assert!(
             changed.is_empty(),
             "SIGINT at {delay} ms left:\n{}",

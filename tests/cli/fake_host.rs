@@ -397,17 +397,7 @@ impl FakeHost {
     /// and directories. The call log is not state.
     pub fn snapshot(&self) -> BTreeMap<String, String> {
         fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
-            let mut entries: Vec<_> = std::fs::read_dir(dir)
-                .unwrap()
-                .map(|e| e.unwrap().path())
-                .collect();
-            entries.sort();
-            for path in entries {
-                let key = path
-                    .strip_prefix(base)
-                    .unwrap()
-                    .to_string_lossy()
-                    .into_owned();
+            for (key, path) in entries_by_key(base, dir) {
                 let meta = std::fs::symlink_metadata(&path).unwrap();
                 if meta.file_type().is_symlink() {
                     out.insert(
@@ -446,6 +436,27 @@ impl FakeHost {
         walk(&self.root, &self.root, &mut out);
         out
     }
+}
+
+/// The entries of `dir` in name order, each with its path relative to `base` as its key: the
+/// walk both tree snapshots (this one and crash_undo's byte-exact one) make.
+pub fn entries_by_key(base: &Path, dir: &Path) -> Vec<(String, PathBuf)> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    entries.sort();
+    entries
+        .into_iter()
+        .map(|path| {
+            let key = path
+                .strip_prefix(base)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            (key, path)
+        })
+        .collect()
 }
 
 /// Differences between two snapshots, for assertion messages.

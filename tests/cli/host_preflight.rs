@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use crate::common::run;
+use crate::common::{check_findings, run};
 use crate::fake_host::{FakeHost, Options};
 
 fn check(host: &FakeHost, pci: &[&str], extra: &str) -> (i32, Vec<String>) {
@@ -257,19 +257,7 @@ fn findings(host: &FakeHost, profile: &str) -> Vec<(String, String, String)> {
         .env("VMRUN_SYSROOT", &host.root)
         .args(["check", "vm.toml", "--json", "--runtime-dir"])
         .arg(dir.path().join("run")));
-    let json: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stderr}"));
-    json["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| {
-            (
-                f["check"].as_str().unwrap().to_string(),
-                f["status"].as_str().unwrap().to_string(),
-                f["message"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
+    check_findings(&stdout, &stderr)
 }
 
 fn about<'a>(

@@ -7,14 +7,16 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
 
-use crate::common::{repo_root, require_program, run, vmrun, wait_for};
+use crate::common::{
+    check_findings, repo_root, require_program, run, vmrun, wait_for, ThrowawayUser,
+};
 
 /// Where `scripts/install-deps.sh --qemu10` puts QEMU 10.0.
 const QEMU10: &str = "/opt/vmrun-tests/qemu-10.0/bin/qemu-system-x86_64";
@@ -157,20 +159,7 @@ fn check(dir: &Path, qemu: &Path, name: &str, text: &str) -> Vec<(String, String
         .env("PATH", path_with(&bin))
         .args(["check", "--json"])
         .arg(&profile));
-    let value: Value =
-        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}{stderr}"));
-    value["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| {
-            (
-                f["check"].as_str().unwrap().to_string(),
-                f["status"].as_str().unwrap().to_string(),
-                f["message"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
+    check_findings(&stdout, &stderr)
 }
 
 /// The version `show --json` reports for `qemu`.
@@ -239,9 +228,8 @@ fn pipewire_audio_fails_check_under_qemu_7_2_naming_8_1_and_passes_under_qemu_10
 
 /// A PipeWire daemon run for a throwaway user, with its own runtime directory.
 struct PipeWireUser {
-    name: &'static str,
-    uid: u32,
-    home: PathBuf,
+    // Dropped after the daemon is stopped (`Drop` below runs before the fields drop).
+    user: ThrowawayUser,
     daemon: Child,
 }
 
@@ -249,39 +237,17 @@ impl PipeWireUser {
     fn start(name: &'static str) -> Self {
         require_program("pipewire", "pipewire-bin libspa-0.2-modules");
         require_program("pw-dump", "pipewire-bin");
-        let _ = Command::new("userdel").args(["-r", name]).output();
-        let home = PathBuf::from(format!("/tmp/{name}-home"));
-        let _ = std::fs::remove_dir_all(&home);
-        let (code, _, err) = run(Command::new("useradd").args(["-m", "-d"]).arg(&home).args([
-            "-s",
-            "/usr/sbin/nologin",
-            name,
-        ]));
-        assert_eq!(code, 0, "useradd: {err}");
-        let uid = nix::unistd::User::from_name(name)
-            .unwrap()
-            .unwrap()
-            .uid
-            .as_raw();
-        let runtime = PathBuf::from(format!("/run/user/{uid}"));
-        std::fs::create_dir_all(&runtime).unwrap();
-        nix::unistd::chown(&runtime, Some(uid.into()), None).unwrap();
+        let user = ThrowawayUser::create(name);
+        let runtime = user.runtime();
         std::fs::set_permissions(&runtime, std::fs::Permissions::from_mode(0o700)).unwrap();
-        let daemon = Command::new("runuser")
-            .args(["-u", name, "--", "env"])
-            .arg(format!("XDG_RUNTIME_DIR={}", runtime.display()))
-            .arg(format!("HOME={}", home.display()))
+        let daemon = user
+            .command()
             .arg("pipewire")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("runuser starts pipewire");
-        let user = PipeWireUser {
-            name,
-            uid,
-            home,
-            daemon,
-        };
+        let user = PipeWireUser { user, daemon };
         let socket = runtime.join("pipewire-0");
         wait_for("PipeWire's socket", Duration::from_secs(10), || {
             std::os::unix::net::UnixStream::connect(&socket).is_ok()
@@ -291,11 +257,7 @@ impl PipeWireUser {
 
     /// The application names of the server's clients, from `pw-dump`.
     fn clients(&self) -> Vec<String> {
-        let (_, out, err) = run(Command::new("runuser")
-            .args(["-u", self.name, "--", "env"])
-            .arg(format!("XDG_RUNTIME_DIR=/run/user/{}", self.uid))
-            .arg(format!("HOME={}", self.home.display()))
-            .arg("pw-dump"));
+        let (_, out, err) = run(self.user.command().arg("pw-dump"));
         let objects: Value =
             serde_json::from_str(&out).unwrap_or_else(|e| panic!("pw-dump: {e}: {out}{err}"));
         objects
@@ -314,9 +276,6 @@ impl Drop for PipeWireUser {
         // runuser forwards the signal to pipewire.
         let _ = kill(Pid::from_raw(self.daemon.id() as i32), Signal::SIGTERM);
         let _ = self.daemon.wait();
-        let _ = Command::new("userdel").args(["-r", self.name]).output();
-        let _ = std::fs::remove_dir_all(&self.home);
-        let _ = std::fs::remove_dir_all(format!("/run/user/{}", self.uid));
     }
 }
 
@@ -328,7 +287,7 @@ fn a_users_pipewire_server_lists_qemu_10_as_a_client() {
         "pw-audio",
         &format!(
             "{SEABIOS_TCG}[audio]\nbackend = \"pipewire\"\nuser = \"{}\"\n[shutdown]\ntimeout = 1\n",
-            pipewire.name
+            pipewire.user.name
         ),
     );
     eprintln!("[pw-audio] accelerator: tcg (the profile asks for it; QEMU {QEMU10})");
@@ -348,7 +307,7 @@ fn a_users_pipewire_server_lists_qemu_10_as_a_client() {
     // QEMU runs as the user whose server it plays on.
     let proc_status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     assert!(
-        proc_status.contains(&format!("Uid:\t{0}\t{0}\t{0}\t{0}", pipewire.uid)),
+        proc_status.contains(&format!("Uid:\t{0}\t{0}\t{0}\t{0}", pipewire.user.uid)),
         "{proc_status}"
     );
     assert_eq!(vm.stop(), 5);

@@ -648,6 +648,23 @@ fn measured_vcpu(vm: &Vm) -> Value {
 /// Busy processes, killed however the test ends.
 pub(crate) struct Hogs(pub(crate) Vec<Child>);
 
+impl Hogs {
+    /// Four busy loops on CPU 1, each in a session of its own (`setsid`): with autogroup
+    /// scheduling each session gets an equal share of the CPU.
+    pub(crate) fn on_cpu_1() -> Hogs {
+        Hogs(
+            (0..4)
+                .map(|_| {
+                    Command::new("setsid")
+                        .args(["taskset", "-c", "1", "sh", "-c", "while :; do :; done"])
+                        .spawn()
+                        .unwrap()
+                })
+                .collect(),
+        )
+    }
+}
+
 impl Drop for Hogs {
     fn drop(&mut self) {
         for hog in &mut self.0 {
@@ -663,16 +680,7 @@ fn status_shows_a_vcpu_sharing_its_cpu_with_busy_threads_waiting_longer_than_one
     let alone = measured_vcpu(&spinning_vm("e2e-alone"));
     // Busy processes in sessions of their own: with autogroup scheduling each session gets an
     // equal share of the CPU, so four of them leave the vCPU (in vmrun's session) a fifth.
-    let hogs = Hogs(
-        (0..4)
-            .map(|_| {
-                Command::new("setsid")
-                    .args(["taskset", "-c", "1", "sh", "-c", "while :; do :; done"])
-                    .spawn()
-                    .unwrap()
-            })
-            .collect(),
-    );
+    let hogs = Hogs::on_cpu_1();
     let shared = measured_vcpu(&spinning_vm("e2e-shared"));
     drop(hogs);
     let rate = |vcpu: &Value, key: &str| {

@@ -106,20 +106,6 @@ impl Drop for Tmux {
     }
 }
 
-fn hogs_on_cpu_1() -> Hogs {
-    // In sessions of their own, as in run_e2e: with autogroup scheduling each gets a share.
-    Hogs(
-        (0..4)
-            .map(|_| {
-                Command::new("setsid")
-                    .args(["taskset", "-c", "1", "sh", "-c", "while :; do :; done"])
-                    .spawn()
-                    .unwrap()
-            })
-            .collect(),
-    )
-}
-
 /// The vCPU 0 row's run delay on the screen (`0    1    812.3 ...`).
 fn delay_on_screen(screen: &str) -> Option<f64> {
     screen.lines().find_map(|line| {
@@ -133,7 +119,7 @@ fn delay_on_screen(screen: &str) -> Option<f64> {
 fn top_on_a_terminal_shows_the_vcpu_waiting_and_names_the_busy_process_on_its_cpu() {
     let _serial = one_at_a_time();
     let vm = spinning_vm("top-shared");
-    let hogs = hogs_on_cpu_1();
+    let hogs = Hogs::on_cpu_1();
     let hog_pids: Vec<u32> = hogs.0.iter().map(|h| h.id()).collect();
     let (code, stderr) = vm.detach(&[]);
     assert_eq!(code, 0, "{stderr}");

@@ -45,13 +45,7 @@ fn view_opens_remote_viewer_on_the_spice_socket_or_says_what_to_install() {
         format!("remote-viewer spice+unix://{}", socket.display())
     );
 
-    let empty = vm.dir.path().join("empty");
-    std::fs::create_dir_all(&empty).unwrap();
-    let (code, _, stderr) = run(vm
-        .vmrun()
-        .env("PATH", &empty)
-        .args(["view"])
-        .arg(&vm.profile));
+    let (code, stderr) = view_with_no_viewer_installed(&vm);
     assert_eq!(code, 1, "{stderr}");
     assert!(
         stderr.contains("`remote-viewer` is not installed")
@@ -91,6 +85,17 @@ fn view_opens_looking_glass_client_on_the_profiles_file() {
     let (code, printed, stderr) = run(vm.vmrun().args(["view", "--print"]).arg(&vm.profile));
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(printed.trim(), format!("looking-glass-client -f {file}"));
+    let (code, stderr) = view_with_no_viewer_installed(&vm);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("`looking-glass-client` is not installed")
+            && stderr.contains("looking-glass.io"),
+        "{stderr}"
+    );
+}
+
+/// `vmrun view` with a PATH of one empty directory: no viewer is found, whichever it wants.
+fn view_with_no_viewer_installed(vm: &Vm) -> (i32, String) {
     let empty = vm.dir.path().join("empty");
     std::fs::create_dir_all(&empty).unwrap();
     let (code, _, stderr) = run(vm
@@ -98,10 +103,5 @@ fn view_opens_looking_glass_client_on_the_profiles_file() {
         .env("PATH", &empty)
         .args(["view"])
         .arg(&vm.profile));
-    assert_eq!(code, 1, "{stderr}");
-    assert!(
-        stderr.contains("`looking-glass-client` is not installed")
-            && stderr.contains("looking-glass.io"),
-        "{stderr}"
-    );
+    (code, stderr)
 }

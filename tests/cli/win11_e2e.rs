@@ -5,7 +5,7 @@
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -13,7 +13,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
 
-use crate::common::run;
+use crate::common::{run, ThrowawayUser};
 use crate::run_e2e::{seabios_accel, wait_gone, Vm};
 
 fn digest(path: &Path) -> Vec<u8> {
@@ -181,35 +181,17 @@ fn kill_9_of_vmrun_leaves_no_swtpm_and_recover_cleans_up() {
 
 /// A PulseAudio server run for a throwaway user, with its own runtime directory.
 struct PulseUser {
-    name: &'static str,
-    uid: u32,
-    home: PathBuf,
+    // Dropped after the server is stopped (`Drop` below runs before the fields drop).
+    user: ThrowawayUser,
     daemon: Child,
 }
 
 impl PulseUser {
     fn start(name: &'static str) -> Self {
-        let _ = Command::new("userdel").args(["-r", name]).output();
-        let home = PathBuf::from(format!("/tmp/{name}-home"));
-        let _ = std::fs::remove_dir_all(&home);
-        let (code, _, err) = run(Command::new("useradd").args(["-m", "-d"]).arg(&home).args([
-            "-s",
-            "/usr/sbin/nologin",
-            name,
-        ]));
-        assert_eq!(code, 0, "useradd: {err}");
-        let uid = nix::unistd::User::from_name(name)
-            .unwrap()
-            .unwrap()
-            .uid
-            .as_raw();
-        let runtime = PathBuf::from(format!("/run/user/{uid}"));
-        std::fs::create_dir_all(&runtime).unwrap();
-        nix::unistd::chown(&runtime, Some(uid.into()), None).unwrap();
-        let daemon = Command::new("runuser")
-            .args(["-u", name, "--", "env"])
-            .arg(format!("XDG_RUNTIME_DIR={}", runtime.display()))
-            .arg(format!("HOME={}", home.display()))
+        let user = ThrowawayUser::create(name);
+        let runtime = user.runtime();
+        let daemon = user
+            .command()
             .args([
                 "pulseaudio",
                 "--daemonize=no",
@@ -232,20 +214,11 @@ impl PulseUser {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        PulseUser {
-            name,
-            uid,
-            home,
-            daemon,
-        }
+        PulseUser { user, daemon }
     }
 
     fn clients(&self) -> String {
-        let (_, out, err) = run(Command::new("runuser")
-            .args(["-u", self.name, "--", "env"])
-            .arg(format!("XDG_RUNTIME_DIR=/run/user/{}", self.uid))
-            .arg(format!("HOME={}", self.home.display()))
-            .args(["pactl", "list", "clients"]));
+        let (_, out, err) = run(self.user.command().args(["pactl", "list", "clients"]));
         format!("{out}{err}")
     }
 }
@@ -255,9 +228,6 @@ impl Drop for PulseUser {
         // runuser forwards the signal to pulseaudio.
         let _ = kill(Pid::from_raw(self.daemon.id() as i32), Signal::SIGTERM);
         let _ = self.daemon.wait();
-        let _ = Command::new("userdel").args(["-r", self.name]).output();
-        let _ = std::fs::remove_dir_all(&self.home);
-        let _ = std::fs::remove_dir_all(format!("/run/user/{}", self.uid));
     }
 }
 
@@ -268,11 +238,11 @@ fn a_users_pulseaudio_server_sees_qemu_as_a_client_with_the_handed_over_cookie()
         "w11-audio",
         &format!(
             "[audio]\nbackend = \"pulseaudio\"\nuser = \"{}\"\n",
-            pulse.name
+            pulse.user.name
         ),
     );
     let (code, out, err) = run(vm.vmrun().arg("check").arg(&vm.profile));
-    let server = format!("/run/user/{}/pulse/native", pulse.uid);
+    let server = format!("/run/user/{}/pulse/native", pulse.user.uid);
     assert!(
         out.contains(&format!(
             "the PulseAudio/PipeWire server of vmrunpatest listens on {server}"
@@ -295,7 +265,7 @@ fn a_users_pulseaudio_server_sees_qemu_as_a_client_with_the_handed_over_cookie()
         .unwrap();
     let status = std::fs::read_to_string(format!("/proc/{qemu}/status")).unwrap();
     assert!(
-        status.contains(&format!("Uid:\t{0}\t{0}\t{0}\t{0}", pulse.uid)),
+        status.contains(&format!("Uid:\t{0}\t{0}\t{0}\t{0}", pulse.user.uid)),
         "QEMU runs as the audio user: {status}"
     );
     assert_eq!(vm.stop(), 5);
@@ -307,7 +277,7 @@ fn a_users_pulseaudio_server_sees_qemu_as_a_client_with_the_handed_over_cookie()
         "w11-nocookie",
         &format!(
             "[audio]\nuser = \"{}\"\ncookie = \"/nonexistent/cookie\"\n[qemu]\nuser = \"root\"\n",
-            pulse.name
+            pulse.user.name
         ),
     );
     let (code, _, stderr) = run(refused.vmrun().arg("run").arg(&refused.profile));

@@ -306,24 +306,14 @@ impl Exporter<'_> {
                 DiskBus::Sata => {
                     let dev = format!("sd{}", (b'a' + sd) as char);
                     sd += 1;
-                    let address = Element::new("address")
-                        .attr("type", "drive")
-                        .attr("controller", "0")
-                        .attr("bus", "0")
-                        .attr("target", "0")
-                        .attr("unit", sata_port.to_string());
+                    let address = drive_address(0, sata_port);
                     sata_port += 1;
                     (dev, "sata", address)
                 }
                 DiskBus::Scsi | DiskBus::Nvme => {
                     let dev = format!("sd{}", (b'a' + sd) as char);
                     sd += 1;
-                    let address = Element::new("address")
-                        .attr("type", "drive")
-                        .attr("controller", "0")
-                        .attr("bus", "0")
-                        .attr("target", scsi_target.to_string())
-                        .attr("unit", "0");
+                    let address = drive_address(scsi_target, 0);
                     scsi_target += 1;
                     (dev, "scsi", address)
                 }

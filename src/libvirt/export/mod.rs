@@ -71,6 +71,17 @@ pub(super) fn pci_address(bus: u8, slot: u8, function: u8) -> Element {
         .attr("function", format!("0x{function:x}"))
 }
 
+/// A disk's place on controller 0, bus 0 of its kind: SATA disks differ by unit (the port),
+/// SCSI disks by target.
+pub(super) fn drive_address(target: u8, unit: u8) -> Element {
+    Element::new("address")
+        .attr("type", "drive")
+        .attr("controller", "0")
+        .attr("bus", "0")
+        .attr("target", target.to_string())
+        .attr("unit", unit.to_string())
+}
+
 fn state_on(name: &str) -> Element {
     Element::new(name).attr("state", "on")
 }
