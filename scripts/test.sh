@@ -39,7 +39,7 @@ variant() {
     cat "$out" >>"$log"
     # What ran: the accelerator lines the tests print, once each, and the counts.
     grep -ho 'accelerator: [a-z]*, -cpu [a-z0-9]* ([^;]*; [^)]\{0,160\}' "$out" | sort | uniq -c | sed "s/^/variant $name: /" || true
-    grep -h '^test result:' "$out" | sed "s/^/variant $name: /"
+    grep -h '^test result:\|^test .* FAILED$' "$out" | sed "s/^/variant $name: /"
     rm -f "$out"
     [ "$rc" -eq 0 ] || status=$rc
 }
@@ -47,7 +47,11 @@ dev_without_kvm='old=$(mktemp -d); mount --rbind /dev "$old"; mount -t tmpfs -o 
     for entry in "$old"/*; do name=${entry##*/}; [ "$name" = kvm ] && continue;
         if [ -L "$entry" ]; then cp -P "$entry" /dev/;
         elif [ -d "$entry" ]; then mkdir "/dev/$name"; mount --rbind "$entry" "/dev/$name";
-        else touch "/dev/$name"; mount --bind "$entry" "/dev/$name"; fi; done; umount -l "$old"'
+        else touch "/dev/$name"; mount --bind "$entry" "/dev/$name"; fi; done; umount -l "$old";
+    # Terminals for the tests that drive vmrun through tmux and script: a pty instance of
+    # this namespace, since the host'"'"'s /dev/ptmx does not follow into a rebuilt /dev.
+    umount -l /dev/pts; mount -t devpts -o newinstance,ptmxmode=0666,mode=620 devpts /dev/pts;
+    umount -l /dev/ptmx 2>/dev/null || true; rm -f /dev/ptmx; ln -s pts/ptmx /dev/ptmx'
 kvm_node() { # mode group: a real KVM node with that mode and group over /dev/kvm
     echo "node=\$(mktemp -d); mount -t tmpfs -o mode=755 kvmnode \$node; mknod -m $1 \$node/kvm c 10 232;
         chgrp $2 \$node/kvm; [ -e /dev/kvm ] || touch /dev/kvm; mount --bind \$node/kvm /dev/kvm"

@@ -243,6 +243,13 @@ pub(super) fn stop(
         }
         countdown.tick()
     });
+    // Teardown can end between two ticks once the deadline has passed: the log still says
+    // that the guest was forced.
+    if !said_overdue && countdown.overdue() {
+        log.debug(&format!(
+            "stopping {name}: the guest did not power off in time; vmrun forces QEMU off"
+        ));
+    }
     // Erases the countdown's line before the outcome is printed.
     drop(countdown);
     match stopped {
