@@ -67,6 +67,8 @@ fn show_json_lists_the_host_steps_in_order_with_their_parameters() {
             "load_vfio_pci",
             "bind_vfio",
             "bind_vfio",
+            "keep_pci_powered",
+            "keep_pci_powered",
             "reserve_hugepages",
             "create_shm_file",
             "add_bridge_tap",
@@ -78,14 +80,16 @@ fn show_json_lists_the_host_steps_in_order_with_their_parameters() {
     }
     assert_eq!(steps[4]["module"], "nvidia_drm");
     assert_eq!(steps[9]["address"], "0000:01:00.0");
-    assert_eq!(steps[11]["page_size"], "1G");
-    assert_eq!(steps[11]["pages"], 16);
-    assert_eq!(steps[12]["mode"], "0660");
+    assert_eq!(steps[11]["address"], "0000:01:00.0");
+    assert_eq!(steps[12]["address"], "0000:01:00.1");
+    assert_eq!(steps[13]["page_size"], "1G");
+    assert_eq!(steps[13]["pages"], 16);
+    assert_eq!(steps[14]["mode"], "0660");
     // Root without SUDO_UID: QEMU runs as nobody, who gets the nodes QEMU opens by path.
-    assert_eq!(steps[14]["user"], "nobody");
-    assert_eq!(steps[14]["uid"], 65534);
+    assert_eq!(steps[16]["user"], "nobody");
+    assert_eq!(steps[16]["uid"], 65534);
     assert_eq!(
-        steps[14]["pci"],
+        steps[16]["pci"],
         serde_json::json!(["0000:01:00.0", "0000:01:00.1"])
     );
     let demo = show_json(dir.path(), "vm-profiles/demo.toml");

@@ -96,6 +96,10 @@ impl FakeHost {
             write(&dev.join("rom"), "");
             write(&dev.join("remove"), "");
             let bridge = class.starts_with("0x06");
+            // What a current kernel shows: powered, runtime PM on its default, D3cold allowed.
+            write(&dev.join("power_state"), "D0\n");
+            write(&dev.join("power/control"), "auto\n");
+            write(&dev.join("d3cold_allowed"), "1\n");
             if !bridge && !options.no_reset.contains(&address) {
                 write(&dev.join("reset"), "");
             }

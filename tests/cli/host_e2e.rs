@@ -116,7 +116,7 @@ fn a_single_gpu_run_takes_the_gpu_and_stop_gives_everything_back() {
         Some((uid, gid, 0o660)),
         "the evdev node behind the by-id link is QEMU's"
     );
-    assert_eq!(s.journal_entries(), 13, "every change journaled");
+    assert_eq!(s.journal_entries(), 17, "every change journaled");
     let (code, stdout, _) = run(s.vmrun().args(["status", "sgpu"]));
     assert_eq!(code, 0, "{stdout}");
     let (code, _, stderr) = run(s.vmrun().args(["stop", "sgpu"]));
@@ -214,7 +214,7 @@ fn crash_and_recover(stage: Option<usize>) {
 
 #[test]
 fn kill_9_at_every_stage_then_recover_restores_the_host() {
-    for stage in 1..=13 {
+    for stage in 1..=17 {
         crash_and_recover(Some(stage));
     }
 }
@@ -266,7 +266,7 @@ fn the_next_run_undoes_what_a_killed_run_left() {
     assert_eq!(code, 0, "{stderr}");
     let log = std::fs::read_to_string(s.dir.path().join("state/sgpu/vmrun.log")).unwrap();
     assert!(log.contains("left host changes behind"), "{log}");
-    assert_eq!(s.journal_entries(), 13, "one fresh set of changes, not two");
+    assert_eq!(s.journal_entries(), 17, "one fresh set of changes, not two");
     assert_eq!(run(s.vmrun().args(["stop", "sgpu"])).0, 5);
     assert!(diff(&before, &s.host.snapshot()).is_empty());
 }

@@ -171,6 +171,8 @@ fn a_single_gpu_session_is_prepared_in_order_and_restored_exactly() {
             "load_vfio_pci",
             "bind_vfio",
             "bind_vfio",
+            "keep_pci_powered",
+            "keep_pci_powered",
             "reserve_hugepages",
             "create_shm_file",
         ]
@@ -355,9 +357,19 @@ fn a_device_already_on_vfio_is_left_alone() {
     let prep = rig.prep(&config, &dir.path().join("journal"));
     prep.apply(&log()).unwrap();
     assert!(host.calls().is_empty());
+    // The binding is left alone; only the power settings of the two functions change (two
+    // attributes each), and they are restored with the rest.
+    let entries = Journal::at(&dir.path().join("journal")).entries().unwrap();
+    assert_eq!(entries.len(), 4, "{entries:?}");
     assert!(
-        !dir.path().join("journal").exists(),
-        "nothing changed, nothing journaled"
+        entries
+            .iter()
+            .all(|entry| matches!(entry.undo, steps::Undo::RestorePciPower(_))),
+        "{entries:?}"
+    );
+    assert_eq!(
+        host.read("sys/bus/pci/devices/0000:08:00.0/power/control"),
+        "on"
     );
     prep.undo_all(&log()).unwrap();
     assert!(diff(&before, &host.snapshot()).is_empty());
@@ -445,7 +457,9 @@ fn rescan_removes_the_device_and_rescans_before_binding_and_comes_back_after() {
             "load_vfio_pci",
             "rescan_pci_device",
             "bind_vfio",
-            "bind_vfio"
+            "bind_vfio",
+            "keep_pci_powered",
+            "keep_pci_powered"
         ],
         "the rescan comes before any device is bound"
     );

@@ -12,6 +12,7 @@ pub mod bridge_tap;
 pub mod consoles;
 pub mod cpu_slices;
 pub mod device_access;
+pub mod device_power;
 pub mod display_manager;
 pub mod framebuffers;
 pub mod governor;
@@ -223,6 +224,8 @@ register_steps! {
     LoadVfioPci(vfio::LoadVfioPci) undo [UnloadModule(modules::UnloadModuleAgain)],
     RescanPciDevice(rescan::RescanPciDevice) undo [RescanPciBus(rescan::RescanPciBus)],
     BindVfio(vfio::BindVfio) undo [RestorePciDriver(vfio::RestorePciDriver)],
+    // Right after the binding, so that it is undone before the devices go back to their drivers.
+    KeepPciPowered(device_power::KeepPciPowered) undo [RestorePciPower(device_power::RestorePciPower)],
     ReserveHugepages(hugepages::ReserveHugepages) undo [SetHugepages(hugepages::SetHugepages)],
     CreateShmFile(shm_file::CreateShmFile) undo [RemoveFile(shm_file::RemoveFile)],
     RestrictSlices(cpu_slices::RestrictSlices) undo [RestoreAllowedCpus(cpu_slices::RestoreAllowedCpus)],
