@@ -40,6 +40,8 @@ variant() {
     # What ran: the accelerator lines the tests print, once each, and the counts.
     grep -ho 'accelerator: [a-z]*, -cpu [a-z0-9]* ([^;]*; [^)]\{0,160\}' "$out" | sort | uniq -c | sed "s/^/variant $name: /" || true
     grep -h '^test result:\|^test .* FAILED$' "$out" | sed "s/^/variant $name: /"
+    # Why a test failed, where the log of this run shows it.
+    grep -h -A4 "^thread '.*' (.*) panicked at" "$out" | sed "s/^/variant $name: /" || true
     rm -f "$out"
     [ "$rc" -eq 0 ] || status=$rc
 }
@@ -71,6 +73,7 @@ qemu10_out=$(mktemp)
 VMRUN_TEST_QEMU=$qemu10 cargo test --locked --test cli >"$qemu10_out" 2>&1 || status=$?
 cat "$qemu10_out" >>"$log"
 grep -h '^test result:\|FAILED' "$qemu10_out" | sed 's/^/QEMU 10.0: /'
+grep -h -A4 "^thread '.*' (.*) panicked at" "$qemu10_out" | sed 's/^/QEMU 10.0: /' || true
 rm -f "$qemu10_out"
 bed_status=0
 tests/vfio-bed/run.sh 2>&1 | tee -a "$log" || bed_status=$?
