@@ -19,6 +19,7 @@ cargo test --locked >"$log" 2>&1 &
 tests=$!
 tail -n +1 -f --pid="$tests" "$log"
 wait "$tests" || status=$?
+e2e=(run_e2e:: win11_e2e:: accel_probe:: least_privilege:: countdown::)
 
 # The tests that boot guests, again, each time in a mount namespace whose /dev/kvm is what
 # another host has (this host's own /dev/kvm is the run above): none at all; a node every user
@@ -26,7 +27,6 @@ wait "$tests" || status=$?
 # not in (0660 root:kvm, the group vmrun lends QEMU for the run). Whatever this host's KVM
 # does with `-cpu host` (a nested host aborts; the wrapper test covers that on every variant),
 # each variant prints what its tests chose and why.
-e2e=(run_e2e:: win11_e2e:: accel_probe:: least_privilege:: countdown::)
 variant() {
     local name=$1 setup=$2
     shift 2
@@ -58,11 +58,13 @@ kvm_node() { # mode group: a real KVM node with that mode and group over /dev/kv
     echo "node=\$(mktemp -d); mount -t tmpfs -o mode=755 kvmnode \$node; mknod -m $1 \$node/kvm c 10 232;
         chgrp $2 \$node/kvm; [ -e /dev/kvm ] || touch /dev/kvm; mount --bind \$node/kvm /dev/kvm"
 }
+# This host as it is, again with the tests' own output shown: what they chose here and why.
+variant this-host ":" cargo test --locked --test cli -- "${e2e[@]}" --nocapture
 if [ -e /dev/kvm ]; then
-    variant kvm-missing "$dev_without_kvm" cargo test --locked --test cli -- "${e2e[@]}"
-    variant kvm-0666 "$(kvm_node 0666 0)" cargo test --locked --test cli -- "${e2e[@]}"
+    variant kvm-missing "$dev_without_kvm" cargo test --locked --test cli -- "${e2e[@]}" --nocapture
+    variant kvm-0666 "$(kvm_node 0666 0)" cargo test --locked --test cli -- "${e2e[@]}" --nocapture
     # gid 36 is `kvm` on Fedora; no user here is in it, so only vmrun's grant reaches it.
-    variant kvm-0660-group "$(kvm_node 0660 36)" cargo test --locked --test cli -- "${e2e[@]}"
+    variant kvm-0660-group "$(kvm_node 0660 36)" cargo test --locked --test cli -- "${e2e[@]}" --nocapture
 else
     echo "== no /dev/kvm on this host: the main run was the kvm-missing variant" | tee -a "$log"
 fi
