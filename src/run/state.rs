@@ -168,7 +168,12 @@ pub fn running(paths: &VmPaths) -> Option<RunState> {
     if !process_alive(holder, "vmrun") {
         return None;
     }
-    let qemu = qemu_child_of(holder)?;
+    let Some(qemu) = qemu_child_of(holder) else {
+        // QEMU has ended and the supervisor is giving the host back: the run is not over
+        // until it has recorded how it ended and let go of the lock, when it is this run's
+        // own state file that says so.
+        return claimed.filter(|state| state.vmrun_pid == holder);
+    };
     match claimed {
         Some(state) if state.vmrun_pid == holder && state.qemu_pid == qemu => Some(state),
         // The state file does not describe this run: what the kernel says about it.
