@@ -19,7 +19,11 @@ cargo test --locked >"$log" 2>&1 &
 tests=$!
 tail -n +1 -f --pid="$tests" "$log"
 wait "$tests" || status=$?
-e2e=(run_e2e:: win11_e2e:: accel_probe:: least_privilege:: countdown::)
+e2e=(run_e2e:: win11_e2e:: accel_probe:: least_privilege:: countdown::
+    # Compares a lone vCPU's run delay with a shared one's: in these reruns the other guests'
+    # real-time vCPUs on the same CPU make the lone one wait too (916 ms/s seen under KVM), so
+    # it runs in the main run and under QEMU 10 only.
+    --skip run_e2e::status_shows_a_vcpu_sharing_its_cpu_with_busy_threads_waiting_longer_than_one_alone)
 
 # The tests that boot guests, again, each time in a mount namespace whose /dev/kvm is what
 # another host has (this host's own /dev/kvm is the run above): none at all; a node every user
