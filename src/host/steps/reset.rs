@@ -384,9 +384,10 @@ impl SetResetMethod {
         vec![Finding::fail(
             "reset",
             format!(
-                "{address} does not offer the reset method {} (reset_method = \"{written}\"); it offers: \
-                 {offers}{hint}. Write methods from that list (if an earlier write narrowed it, `echo \
-                 default > /sys/bus/pci/devices/{address}/reset_method` shows the kernel's full list)",
+                "{address} does not offer the reset method{} {} (reset_method = \"{written}\"); it \
+                 offers: {offers}{hint}. Write methods from that list (if an earlier write narrowed it, \
+                 `echo default > /sys/bus/pci/devices/{address}/reset_method` shows the kernel's full list)",
+                if missing.len() > 1 { "s" } else { "" },
                 missing.join(", ")
             ),
         )]
@@ -1004,7 +1005,7 @@ mod tests {
         assert_eq!(fails.len(), 1, "{findings:?}");
         assert!(
             fails[0].starts_with(
-                "0000:01:00.0 does not offer the reset method pm, acpi (reset_method = \"pm acpi\"); \
+                "0000:01:00.0 does not offer the reset methods pm, acpi (reset_method = \"pm acpi\"); \
                  it offers: flr bus."
             ),
             "{}",
