@@ -459,11 +459,27 @@ impl RestorePciDriver {
             ));
             return Ok(());
         };
-        log.error(&format!(
-            "{address} does not answer after the guest: {problem} ({}); one remove and PCI rescan before giving up",
-            first.describe()
-        ));
-        pci_health::remove_and_rescan(host, address, log)?;
+        let seen = match &first.power_state {
+            Some(state) => format!("{problem}, power_state {state}"),
+            None => problem,
+        };
+        if first.present {
+            log.error(&format!(
+                "{address} does not answer after the guest: {seen}; one remove and PCI rescan before giving up"
+            ));
+        } else {
+            log.error(&format!(
+                "{address} is not on the PCI bus: one PCI rescan before giving up"
+            ));
+        }
+        let tried = match pci_health::remove_and_rescan(host, address, log) {
+            Ok(()) if first.present => "vmrun removed it and rescanned the PCI bus once",
+            Ok(()) => "vmrun rescanned the PCI bus",
+            Err(error) => {
+                log.warn(&format!("remove and rescan of {address} failed: {error}"));
+                "vmrun could not remove and rescan it"
+            }
+        };
         let after = pci_health::check(host, address, log);
         let Some(still) = after.dead() else {
             log.info(&format!(
@@ -472,18 +488,19 @@ impl RestorePciDriver {
             ));
             return Ok(());
         };
-        let host_driver = self.driver.as_deref().unwrap_or("a host driver");
-        let kept = if after.present {
-            self.keep_on_vfio(host, log)
+        let (still, kept) = if after.present {
+            (still, self.keep_on_vfio(host, log))
         } else {
-            format!("it is off the bus now, where no driver ({host_driver}) can touch it")
+            (
+                "it did not come back (the kernel does not add a function that does not answer)"
+                    .to_string(),
+                "it is off the bus, where no driver can touch it".to_string(),
+            )
         };
         Err(StepError::DeviceStuck {
             address: address.to_string(),
-            seen: format!("{problem} ({})", first.describe()),
-            done: format!(
-                "vmrun removed it and rescanned the PCI bus once, and {still}; {kept}"
-            ),
+            seen,
+            done: format!("{tried}, and {still}; {kept}"),
         })
     }
 
@@ -491,7 +508,7 @@ impl RestorePciDriver {
     /// when it has no driver), so that loading its host module again cannot probe it.
     fn keep_on_vfio(&self, host: &HostContext, log: &Log) -> String {
         let address = self.address.as_str();
-        let host_driver = self.driver.as_deref().unwrap_or("a host driver");
+        let host_driver = self.driver.as_deref().unwrap_or("its host driver");
         let _ = host.write(
             &format!("/sys/bus/pci/devices/{address}/driver_override"),
             "vfio-pci",
@@ -512,7 +529,7 @@ impl RestorePciDriver {
         ));
         match now.as_deref() {
             Some("vfio-pci") | None => format!(
-                "it stays on {} with driver_override vfio-pci, so that {host_driver} does not hang the host on it",
+                "it stays on {} with driver_override vfio-pci, so that {host_driver} cannot hang the host on it",
                 now.as_deref().unwrap_or("no driver")
             ),
             Some(other) => format!(
