@@ -699,3 +699,94 @@ mod interrupt_tests {
         assert!(legacy_interrupts(address, &root).is_none());
     }
 }
+
+#[cfg(test)]
+mod health_tests {
+    use super::*;
+    use crate::host::steps::testing::{log, FakeHost};
+
+    const A: &str = "0000:01:00.0";
+
+    /// A function on vfio-pci (its `driver` link), with nvidia registered, no `remove`
+    /// attribute (nothing here would act on it) and the config space `ids` reads.
+    fn on_vfio(fake: &FakeHost, ids: [u8; 4]) {
+        let dev = format!("/sys/bus/pci/devices/{A}");
+        fake.write(&format!("{dev}/driver_override"), "vfio-pci\n");
+        fake.write(&format!("{dev}/power_state"), "D0\n");
+        fake.write("/sys/bus/pci/drivers/vfio-pci/unbind", "");
+        fake.write("/sys/bus/pci/drivers/nvidia/bind", "");
+        fake.write("/sys/bus/pci/drivers_probe", "");
+        fake.write("/sys/bus/pci/rescan", "");
+        let mut space = vec![0u8; 64];
+        space[..4].copy_from_slice(&ids);
+        std::fs::write(fake.root().join(&dev[1..]).join("config"), space).unwrap();
+        std::os::unix::fs::symlink(
+            "../../drivers/vfio-pci",
+            fake.root().join(&dev[1..]).join("driver"),
+        )
+        .unwrap();
+    }
+
+    fn record() -> RestorePciDriver {
+        RestorePciDriver {
+            address: A.to_string(),
+            driver: Some("nvidia".to_string()),
+            driver_override: None,
+        }
+    }
+
+    #[test]
+    fn a_function_reading_all_ones_is_kept_on_vfio_pci_and_never_offered_to_its_driver() {
+        let fake = FakeHost::new();
+        on_vfio(&fake, [0xff; 4]);
+        let error = record().undo(&fake.host(), &log()).unwrap_err();
+        let StepError::DeviceStuck {
+            address,
+            seen,
+            done,
+        } = &error
+        else {
+            panic!("{error}");
+        };
+        assert_eq!(address, A);
+        assert_eq!(
+            seen,
+            "its config space reads vendor ffff device ffff (all ones: it does not answer), power_state D0"
+        );
+        assert!(
+            done.starts_with(
+                "vmrun could not remove and rescan it, and its config space reads vendor ffff"
+            ),
+            "{done}"
+        );
+        assert!(
+            done.ends_with("it stays on vfio-pci with driver_override vfio-pci, so that nvidia cannot hang the host on it"),
+            "{done}"
+        );
+        // Never unbound from vfio-pci, never probed for nvidia.
+        assert_eq!(
+            fake.read(&format!("/sys/bus/pci/devices/{A}/driver_override")),
+            "vfio-pci"
+        );
+        assert_eq!(fake.read("/sys/bus/pci/drivers/vfio-pci/unbind"), "");
+        assert_eq!(fake.read("/sys/bus/pci/drivers_probe"), "");
+        assert_eq!(
+            pci::driver_of(&fake.host().root, A).as_deref(),
+            Some("vfio-pci")
+        );
+    }
+
+    #[test]
+    fn a_function_that_answers_is_unbound_from_vfio_pci_for_its_driver() {
+        let fake = FakeHost::new();
+        on_vfio(&fake, [0xde, 0x10, 0x84, 0x21]);
+        // No kernel here: the unbind is written and never done, so the undo times out
+        // waiting; what matters is that the handover started.
+        let _ = record().undo(&fake.host(), &log());
+        assert_eq!(fake.read("/sys/bus/pci/drivers/vfio-pci/unbind"), A);
+        assert_eq!(
+            fake.read(&format!("/sys/bus/pci/devices/{A}/driver_override")),
+            ""
+        );
+    }
+}
