@@ -99,7 +99,7 @@ fn a_gpu_dead_after_the_guest_stays_off_its_driver_exit_8_and_recover_brings_it_
     assert!(text.contains("exit code 8"), "{text}");
     assert!(
         text.contains(&format!(
-            "  pci {GPU}: kept off its host driver by the journal"
+            "  pci {GPU}: not given back yet (driver none, power_state unknown): `vmrun recover sgpu`"
         )),
         "{text}"
     );
