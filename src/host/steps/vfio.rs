@@ -12,6 +12,7 @@ use super::{LibvirtContext, LibvirtNotes, Recorder, Step, Undoable};
 use crate::host::context::{HostContext, StepError};
 use crate::host::finding::{Finding, Status};
 use crate::host::pci;
+use crate::host::pci_health;
 use crate::host::Sysroot;
 use crate::log::Log;
 use crate::model::{Firmware, PciAddress, VmConfig};
@@ -431,9 +432,126 @@ fn legacy_interrupts(address: PciAddress, root: &Sysroot) -> Option<Finding> {
     })
 }
 
+/// The passed functions a journal still holds off their host driver (what `status` shows
+/// after a run that ended with a device that did not answer).
+pub fn journaled_functions(entries: &[crate::host::journal::JournalEntry]) -> Vec<String> {
+    entries
+        .iter()
+        .filter_map(|entry| match &entry.undo {
+            super::Undo::RestorePciDriver(restore) => Some(restore.address.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+impl RestorePciDriver {
+    /// Before a host driver can have the function again: it must answer (see
+    /// `host::pci_health`). One that does not gets one remove + rescan; one still dead stays
+    /// on vfio-pci (or off the bus) and the undo fails with `StepError::DeviceStuck`, so its
+    /// journal entry is kept for `vmrun recover`.
+    fn make_sure_it_answers(&self, host: &HostContext, log: &Log) -> Result<(), StepError> {
+        let address = self.address.as_str();
+        let first = pci_health::check(host, address, log);
+        let Some(problem) = first.dead() else {
+            log.info(&format!(
+                "{address} answers ({}): returning it to its driver",
+                first.describe()
+            ));
+            return Ok(());
+        };
+        let seen = match &first.power_state {
+            Some(state) => format!("{problem}, power_state {state}"),
+            None => problem,
+        };
+        if first.present {
+            log.error(&format!(
+                "{address} does not answer after the guest: {seen}; one remove and PCI rescan before giving up"
+            ));
+        } else {
+            log.error(&format!(
+                "{address} is not on the PCI bus: one PCI rescan before giving up"
+            ));
+        }
+        let tried = match pci_health::remove_and_rescan(host, address, log) {
+            Ok(()) if first.present => "vmrun removed it and rescanned the PCI bus once",
+            Ok(()) => "vmrun rescanned the PCI bus",
+            Err(error) => {
+                log.warn(&format!("remove and rescan of {address} failed: {error}"));
+                "vmrun could not remove and rescan it"
+            }
+        };
+        let after = pci_health::check(host, address, log);
+        let Some(still) = after.dead() else {
+            log.info(&format!(
+                "{address} answers again after the remove and rescan ({}): returning it to its driver",
+                after.describe()
+            ));
+            return Ok(());
+        };
+        let (still, kept) = if after.present {
+            (still, self.keep_on_vfio(host, log))
+        } else {
+            (
+                "it did not come back (the kernel does not add a function that does not answer)"
+                    .to_string(),
+                "it is off the bus, where no driver can touch it".to_string(),
+            )
+        };
+        Err(StepError::DeviceStuck {
+            address: address.to_string(),
+            seen,
+            done: format!("{tried}, and {still}; {kept}"),
+        })
+    }
+
+    /// A function that is back but dead: vfio-pci keeps it (driver_override, and a probe
+    /// when it has no driver), so that loading its host module again cannot probe it.
+    fn keep_on_vfio(&self, host: &HostContext, log: &Log) -> String {
+        let address = self.address.as_str();
+        let host_driver = self.driver.as_deref().unwrap_or("its host driver");
+        let _ = host.write(
+            &format!("/sys/bus/pci/devices/{address}/driver_override"),
+            "vfio-pci",
+        );
+        match pci::driver_of(&host.root, address) {
+            None if host.pci_driver_registered("vfio-pci") => {
+                let _ = host.write("/sys/bus/pci/drivers_probe", address);
+                host.wait_until(|| {
+                    pci::driver_of(&host.root, address).as_deref() == Some("vfio-pci")
+                });
+            }
+            _ => {}
+        }
+        let now = pci::driver_of(&host.root, address);
+        log.warn(&format!(
+            "{address} is kept away from {host_driver}: driver_override vfio-pci, now on {}",
+            now.as_deref().unwrap_or("no driver")
+        ));
+        match now.as_deref() {
+            Some("vfio-pci") | None => format!(
+                "it stays on {} with driver_override vfio-pci, so that {host_driver} cannot hang the host on it",
+                now.as_deref().unwrap_or("no driver")
+            ),
+            Some(other) => format!(
+                "the kernel gave it to {other} when it was rescanned; vmrun leaves it there"
+            ),
+        }
+    }
+}
+
 impl Undoable for RestorePciDriver {
     fn undo(&self, host: &HostContext, log: &Log) -> Result<(), StepError> {
         let address = self.address.as_str();
+        let before = pci::driver_of(&host.root, address);
+        let present = host
+            .root
+            .path(&format!("/sys/bus/pci/devices/{address}"))
+            .is_dir();
+        // Only a function vmrun is about to give back is checked: one already on the driver
+        // it had (a replayed record, a reboot before `recover`) is that driver's.
+        if !present || before != self.driver {
+            self.make_sure_it_answers(host, log)?;
+        }
         let current = pci::driver_of(&host.root, address);
         log.info(&format!(
             "returning {address} to {} (now {})",
@@ -579,5 +697,96 @@ mod interrupt_tests {
         )
         .unwrap();
         assert!(legacy_interrupts(address, &root).is_none());
+    }
+}
+
+#[cfg(test)]
+mod health_tests {
+    use super::*;
+    use crate::host::steps::testing::{log, FakeHost};
+
+    const A: &str = "0000:01:00.0";
+
+    /// A function on vfio-pci (its `driver` link), with nvidia registered, no `remove`
+    /// attribute (nothing here would act on it) and the config space `ids` reads.
+    fn on_vfio(fake: &FakeHost, ids: [u8; 4]) {
+        let dev = format!("/sys/bus/pci/devices/{A}");
+        fake.write(&format!("{dev}/driver_override"), "vfio-pci\n");
+        fake.write(&format!("{dev}/power_state"), "D0\n");
+        fake.write("/sys/bus/pci/drivers/vfio-pci/unbind", "");
+        fake.write("/sys/bus/pci/drivers/nvidia/bind", "");
+        fake.write("/sys/bus/pci/drivers_probe", "");
+        fake.write("/sys/bus/pci/rescan", "");
+        let mut space = vec![0u8; 64];
+        space[..4].copy_from_slice(&ids);
+        std::fs::write(fake.root().join(&dev[1..]).join("config"), space).unwrap();
+        std::os::unix::fs::symlink(
+            "../../drivers/vfio-pci",
+            fake.root().join(&dev[1..]).join("driver"),
+        )
+        .unwrap();
+    }
+
+    fn record() -> RestorePciDriver {
+        RestorePciDriver {
+            address: A.to_string(),
+            driver: Some("nvidia".to_string()),
+            driver_override: None,
+        }
+    }
+
+    #[test]
+    fn a_function_reading_all_ones_is_kept_on_vfio_pci_and_never_offered_to_its_driver() {
+        let fake = FakeHost::new();
+        on_vfio(&fake, [0xff; 4]);
+        let error = record().undo(&fake.host(), &log()).unwrap_err();
+        let StepError::DeviceStuck {
+            address,
+            seen,
+            done,
+        } = &error
+        else {
+            panic!("{error}");
+        };
+        assert_eq!(address, A);
+        assert_eq!(
+            seen,
+            "its config space reads vendor ffff device ffff (all ones: it does not answer), power_state D0"
+        );
+        assert!(
+            done.starts_with(
+                "vmrun could not remove and rescan it, and its config space reads vendor ffff"
+            ),
+            "{done}"
+        );
+        assert!(
+            done.ends_with("it stays on vfio-pci with driver_override vfio-pci, so that nvidia cannot hang the host on it"),
+            "{done}"
+        );
+        // Never unbound from vfio-pci, never probed for nvidia.
+        assert_eq!(
+            fake.read(&format!("/sys/bus/pci/devices/{A}/driver_override")),
+            "vfio-pci"
+        );
+        assert_eq!(fake.read("/sys/bus/pci/drivers/vfio-pci/unbind"), "");
+        assert_eq!(fake.read("/sys/bus/pci/drivers_probe"), "");
+        assert_eq!(
+            pci::driver_of(&fake.host().root, A).as_deref(),
+            Some("vfio-pci")
+        );
+    }
+
+    #[test]
+    fn a_function_that_answers_is_unbound_from_vfio_pci_for_its_driver() {
+        let fake = FakeHost::new();
+        on_vfio(&fake, [0xde, 0x10, 0x84, 0x21]);
+        // No kernel here: the unbind is written and never done, so the undo times out
+        // waiting; what matters is that the handover started.
+        let _ = record().undo(&fake.host(), &log());
+        assert_eq!(fake.read("/sys/bus/pci/drivers/vfio-pci/unbind"), A);
+        assert_eq!(
+            fake.read(&format!("/sys/bus/pci/devices/{A}/driver_override")),
+            ""
+        );
     }
 }
