@@ -19,6 +19,7 @@ pub mod pci;
 pub mod pci_ids;
 pub mod runner;
 pub mod session;
+pub mod sriov;
 pub mod steps;
 pub mod topology;
 pub mod usb;
