@@ -90,6 +90,9 @@ struct Importer {
     commandline: commandline::CommandlineReading,
     /// Host addresses of `[[pci]]` entries with `rescan = true`, from `<metadata>`.
     rescan: BTreeSet<String>,
+    /// Host addresses of `[[pci]]` entries that are SR-IOV VFs, from `<metadata>`: their
+    /// `pf`, `vf`, `mac` and `vlan`.
+    virtual_functions: std::collections::BTreeMap<String, crate::model::pci::RawPci>,
 }
 
 /// A value written by the importer: it has no place in a file yet.
@@ -259,6 +262,14 @@ impl Importer {
             let pci = pci.get_mut();
             if value_of(&pci.address).is_some_and(|a| self.rescan.contains(a)) {
                 pci.rescan = flag(true);
+            }
+            // The VF's address is this host's answer; the profile names it by PF and number.
+            if let Some(vf) = value_of(&pci.address).and_then(|a| self.virtual_functions.get(a)) {
+                pci.address = None;
+                pci.pf = vf.pf.clone();
+                pci.vf = vf.vf.clone();
+                pci.mac = vf.mac.clone();
+                pci.vlan = vf.vlan.clone();
             }
         }
     }
