@@ -733,6 +733,21 @@ mod tests {
                 }
                 self.set_vfs(pf, count);
             }
+            // Binding as the kernel does it: a probe follows driver_override, unbind drops
+            // the driver.
+            let device = String::from_utf8_lossy(data).trim().to_string();
+            if path == "/sys/bus/pci/drivers_probe" {
+                let dir = self.devices().join(&device);
+                let forced = std::fs::read_to_string(dir.join("driver_override"))?;
+                let forced = forced.trim();
+                if forced != "(null)" && !forced.is_empty() && !dir.join("driver").exists() {
+                    symlink(format!("../../drivers/{forced}"), dir.join("driver"))?;
+                }
+                return Ok(());
+            }
+            if path.starts_with("/sys/bus/pci/drivers/") && path.ends_with("/unbind") {
+                return std::fs::remove_file(self.devices().join(&device).join("driver"));
+            }
             self.inner.write(path, data)
         }
     }
@@ -841,6 +856,46 @@ mod tests {
         assert_eq!(numvfs(&fake), "0");
         assert!(!fake.exists("/sys/bus/pci/devices/0000:03:10.2"));
         assert_eq!(record(&fake), PfRecord::default());
+    }
+
+    #[test]
+    fn the_new_vf_is_bound_to_vfio_pci_and_given_back_before_the_count_is() {
+        let fake = sriov_host();
+        let kernel = SriovKernel::new(&fake);
+        std::fs::create_dir_all(fake.root().join("sys/bus/pci/drivers/vfio-pci")).unwrap();
+        let _lock = running(&fake.root().join("run"), "a");
+        let create = step(&fake, &[(0, None, None)]);
+        let bind = crate::host::steps::vfio::BindVfio {
+            address: create.vfs[0].address,
+            romfile: None,
+            uefi: false,
+            vf_of: Some(create.pf),
+        };
+        // Before the VF exists, bind_vfio's preflight says it will be made.
+        let before = bind.preflight(&fake.host());
+        assert!(
+            before[0].status == Status::Pass && before[0].message.contains("does not exist yet"),
+            "{before:?}"
+        );
+        let mut host = fake.host();
+        host.sysfs = &kernel;
+        host.vm.name = "a".into();
+        let session = HostSession::new(
+            host,
+            vec![HostStep::CreateSriovVfs(create), HostStep::BindVfio(bind)],
+            &fake.root().join("journal"),
+        );
+        session.apply(&testing::log()).unwrap();
+        assert_eq!(
+            std::fs::read_link(fake.root().join("sys/bus/pci/devices/0000:03:10.0/driver"))
+                .unwrap()
+                .file_name()
+                .unwrap(),
+            "vfio-pci"
+        );
+        session.undo_all(&testing::log()).unwrap();
+        assert_eq!(numvfs(&fake), "0");
+        assert!(!fake.exists("/sys/bus/pci/devices/0000:03:10.0"));
     }
 
     #[test]
