@@ -26,6 +26,7 @@ mod qemu_escaping;
 mod rom;
 mod run_e2e;
 mod shell_completion;
+mod sriov;
 mod started_hook;
 mod top;
 mod topology;
