@@ -260,3 +260,223 @@ fn a_vf_survives_export_then_import() {
     round_trip.profile_path = Default::default();
     assert_eq!(round_trip, original, "{imported}");
 }
+
+/// Real `vmrun run` on the fake igb host: QEMU is real, started through a wrapper that drops
+/// the vfio-pci devices (no real VF stands behind the fake sysfs).
+mod runs {
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+
+    use crate::common::{run, wait_for};
+    use crate::fake_host::{diff, FakeHost, Options};
+
+    const QEMU_WITHOUT_VFIO: &str = "#!/bin/bash\nargs=()\nwhile [ $# -gt 0 ]; do\n\
+        if [ \"$1\" = \"-device\" ] && [[ \"$2\" == vfio-pci,* ]]; then shift 2; continue; fi\n\
+        args+=(\"$1\"); shift\ndone\nexec qemu-system-x86_64 \"${args[@]}\"\n";
+
+    struct Bed {
+        host: FakeHost,
+        dir: tempfile::TempDir,
+    }
+
+    /// The running VMs' names, stopped (forced) when the test ends, failed or not.
+    struct Running<'a>(&'a Bed, Vec<&'static str>);
+
+    impl Drop for Running<'_> {
+        fn drop(&mut self) {
+            for name in &self.1 {
+                let _ = run(self.0.host.vmrun(self.0.dir.path()).args(["stop", name]));
+            }
+        }
+    }
+
+    fn bed() -> Bed {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "these tests run QEMU with pinned threads: run as root (CI does)"
+        );
+        let host = FakeHost::new(
+            "igb-sriov.tsv",
+            Options {
+                sriov: vec![("0000:03:00.0", "enp3s0")],
+                ..Options::default()
+            },
+        )
+        .with_kernel();
+        let dir = crate::common::tempdir();
+        let wrapper = dir.path().join("qemu-without-vfio");
+        std::fs::write(&wrapper, QEMU_WITHOUT_VFIO).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+        Bed { host, dir }
+    }
+
+    impl Bed {
+        fn profile(&self, name: &str, vf: &str) -> PathBuf {
+            let path = self.dir.path().join(format!("{name}.toml"));
+            std::fs::write(
+                &path,
+                format!(
+                    "[machine]\nmemory = \"128M\"\naccel = \"tcg\"\n[firmware]\ntype = \"seabios\"\n\
+                     [network]\nmode = \"none\"\n[display]\nvga = \"none\"\n\
+                     [[pci]]\npf = \"0000:03:00.0\"\n{vf}\n[shutdown]\ntimeout = 1\n\
+                     [qemu]\nbinary = \"{}\"\n",
+                    self.dir.path().join("qemu-without-vfio").display()
+                ),
+            )
+            .unwrap();
+            path
+        }
+
+        fn vmrun(&self) -> std::process::Command {
+            self.host.vmrun(self.dir.path())
+        }
+
+        fn numvfs(&self) -> String {
+            self.host
+                .read("sys/bus/pci/devices/0000:03:00.0/sriov_numvfs")
+        }
+
+        fn start(&self, profile: &PathBuf) {
+            let (code, _, stderr) = run(self.vmrun().arg("run").arg(profile).arg("--detach"));
+            assert_eq!(code, 0, "{stderr}");
+        }
+
+        fn log(&self, name: &str) -> String {
+            std::fs::read_to_string(self.dir.path().join(format!("state/{name}/vmrun.log")))
+                .unwrap_or_default()
+        }
+    }
+
+    #[test]
+    fn a_vf_is_made_unprobed_bound_passed_and_everything_given_back_after_stop() {
+        let bed = bed();
+        let before = bed.host.snapshot();
+        let profile = bed.profile("vfa", "vf = 1\nmac = \"52:54:00:3a:1b:7d\"\nvlan = 100");
+        let mut running = Running(&bed, vec![]);
+        bed.start(&profile);
+        running.1.push("vfa");
+        assert_eq!(bed.numvfs(), "2");
+        assert_eq!(bed.host.driver("0000:03:10.2").as_deref(), Some("vfio-pci"));
+        assert_eq!(
+            bed.host.driver("0000:03:10.0"),
+            None,
+            "autoprobe was off while the VFs appeared, so igbvf did not take VF 0"
+        );
+        assert_eq!(
+            bed.host
+                .read("sys/bus/pci/devices/0000:03:00.0/sriov_drivers_autoprobe"),
+            "1"
+        );
+        assert!(bed
+            .host
+            .calls()
+            .contains(&"ip link set dev enp3s0 vf 1 mac 52:54:00:3a:1b:7d vlan 100".to_string()));
+        let (code, _, stderr) = run(bed.vmrun().args(["stop", "vfa"]));
+        assert_eq!(
+            code, 5,
+            "SeaBIOS ignores ACPI, so the stop is forced: {stderr}"
+        );
+        running.1.clear();
+        assert!(bed
+            .host
+            .calls()
+            .contains(&"ip link set dev enp3s0 vf 1 mac 00:00:00:00:00:00 vlan 0".to_string()));
+        let after = bed.host.snapshot();
+        assert!(
+            diff(&before, &after).is_empty(),
+            "not restored:\n{}",
+            diff(&before, &after).join("\n")
+        );
+        let log = bed.log("vfa");
+        for line in [
+            "creating VFs on 0000:03:00.0: sriov_numvfs 0 -> 2 (host drivers do not probe them)",
+            "binding 0000:03:10.2 to vfio-pci (was unbound)",
+            "restoring sriov_numvfs of 0000:03:00.0: 2 -> 0",
+        ] {
+            assert!(log.contains(line), "{line:?} missing:\n{log}");
+        }
+    }
+
+    #[test]
+    fn kill_9_then_recover_sets_the_count_back() {
+        let bed = bed();
+        let before = bed.host.snapshot();
+        let profile = bed.profile("vfa", "vf = 0");
+        let mut running = Running(&bed, vec![]);
+        bed.start(&profile);
+        running.1.push("vfa");
+        assert_eq!(bed.numvfs(), "1");
+        let supervisor: i32 = std::fs::read_to_string(bed.dir.path().join("run/vfa/lock"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let qemu: u32 = std::fs::read_to_string(bed.dir.path().join("run/vfa/qemu.pid"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        kill(Pid::from_raw(supervisor), Signal::SIGKILL).unwrap();
+        // QEMU dies with its supervisor (parent-death signal).
+        wait_for("QEMU to go", Duration::from_secs(10), || {
+            !vmrun::run::state::process_alive(qemu, "qemu")
+        });
+        running.1.clear();
+        assert_eq!(bed.numvfs(), "1", "nothing was undone");
+        let (code, _, stderr) = run(bed.vmrun().args(["recover", "vfa"]));
+        assert_eq!(code, 0, "{stderr}");
+        let after = bed.host.snapshot();
+        assert!(
+            diff(&before, &after).is_empty(),
+            "recover left:\n{}",
+            diff(&before, &after).join("\n")
+        );
+    }
+
+    #[test]
+    fn two_vms_share_a_pf_and_the_last_one_sets_the_count_back() {
+        let bed = bed();
+        let before = bed.host.snapshot();
+        let a = bed.profile("vfa", "vf = 1");
+        let b = bed.profile("vfb", "vf = 0");
+        let mut running = Running(&bed, vec![]);
+        bed.start(&a);
+        running.1.push("vfa");
+        bed.start(&b);
+        running.1.push("vfb");
+        assert_eq!(bed.numvfs(), "2");
+        assert_eq!(bed.host.driver("0000:03:10.0").as_deref(), Some("vfio-pci"));
+        assert_eq!(bed.host.driver("0000:03:10.2").as_deref(), Some("vfio-pci"));
+        assert!(bed
+            .log("vfb")
+            .contains("0000:03:00.0 has 2 VFs (sriov_numvfs); VF 0 needs 1"));
+        // A third VM whose VF needs a higher count would have to destroy both.
+        let c = bed.profile("vfc", "vf = 4");
+        let (code, _, stderr) = run(bed.vmrun().arg("run").arg(&c).arg("--detach"));
+        assert_ne!(code, 0);
+        assert!(
+            stderr.contains("only through 0") && stderr.contains("VF 0 0000:03:10.0 (on vfio-pci)"),
+            "{stderr}"
+        );
+        assert_eq!(run(bed.vmrun().args(["stop", "vfa"])).0, 5);
+        assert_eq!(bed.numvfs(), "2", "B still uses VF 0");
+        assert_eq!(bed.host.driver("0000:03:10.0").as_deref(), Some("vfio-pci"));
+        assert!(bed
+            .log("vfa")
+            .contains("leaving sriov_numvfs of 0000:03:00.0 as it is: VM vfb still uses its VFs"));
+        assert_eq!(run(bed.vmrun().args(["stop", "vfb"])).0, 5);
+        running.1.clear();
+        assert_eq!(bed.numvfs(), "0");
+        // vfio-pci, loaded by A, stays: B's VF was on it when A stopped, and B did not load it
+        // (the modules step's own rule).
+        let left: Vec<String> = diff(&before, &bed.host.snapshot())
+            .into_iter()
+            .filter(|line| !line.contains("vfio-pci") && !line.contains("vfio_pci"))
+            .collect();
+        assert!(left.is_empty(), "not restored:\n{}", left.join("\n"));
+    }
+}
