@@ -116,6 +116,11 @@ fn pf_and_vf_follow_their_rules() {
         "multicast",
     );
     expect_error(
+        "[[pci]]\npf = \"03:00.0\"\nvf = 0\nrescan = true #<\n",
+        "pci[0].rescan",
+        "cannot be removed and rescanned",
+    );
+    expect_error(
         "[[pci]]\npf = \"03:00.0\"\nvf = -1 #<\n",
         "pci[0].vf",
         "out of range",
@@ -356,6 +361,13 @@ mod runs {
         let bed = bed();
         let before = bed.host.snapshot();
         let profile = bed.profile("vfa", "vf = 1\nmac = \"52:54:00:3a:1b:7d\"\nvlan = 100");
+        let (_, stdout, stderr) = run(bed.vmrun().arg("check").arg(&profile));
+        for finding in [
+            "0000:03:00.0 (driver igb): SR-IOV with 0 of 7 VFs made (sriov_numvfs), 0 on vfio-pci, 0 free, 7 more can be made",
+            "pci 0000:03:00.0 vf 1: 0000:03:10.2 will be made (sriov_numvfs 0 -> 2), then bound to vfio-pci",
+        ] {
+            assert!(stdout.contains(finding), "{finding:?} missing:\n{stdout}{stderr}");
+        }
         let mut running = Running(&bed, vec![]);
         bed.start(&profile);
         running.1.push("vfa");
