@@ -128,7 +128,7 @@ impl Validator {
                 Some((vf, pf_text)) => {
                     if let Some(first) = vf_seen.get(&(vf.pf, vf.index)) {
                         self.error(
-                            pf_text.span(),
+                            p.vf.as_ref().map_or(pf_text.span(), |raw| raw.span()),
                             &key("vf"),
                             format!(
                                 "pci[{first}] is VF {} of {} already; remove one",

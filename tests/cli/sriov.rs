@@ -126,7 +126,7 @@ fn pf_and_vf_follow_their_rules() {
         "out of range",
     );
     expect_error(
-        "[[pci]]\npf = \"03:00.0\"\nvf = 1\n[[pci]]\npf = \"0000:03:00.0\" #<\nvf = 1\n",
+        "[[pci]]\npf = \"03:00.0\"\nvf = 1\n[[pci]]\npf = \"0000:03:00.0\"\nvf = 1 #<\n",
         "pci[1].vf",
         "is VF 1 of 0000:03:00.0 already",
     );
