@@ -25,8 +25,9 @@ use crate::plan::VmPaths;
 /// step stops it for the run.
 pub const NVIDIA_PERSISTENCED: &str = "nvidia-persistenced.service";
 
-/// How often the holders are looked up again while they exit.
-const POLL: Duration = Duration::from_millis(50);
+/// How often the holders are looked up again while they exit: each look reads every
+/// process's descriptors and mappings, so not in a tight loop.
+const POLL: Duration = Duration::from_millis(100);
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct StopHolders {
