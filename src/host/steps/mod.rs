@@ -19,6 +19,7 @@ pub mod governor;
 pub mod hooks;
 pub mod hugepages;
 pub mod irq_affinity;
+pub mod mdev;
 pub mod modules;
 pub mod rescan;
 pub mod shm_file;
@@ -224,6 +225,7 @@ register_steps! {
     LoadVfioPci(vfio::LoadVfioPci) undo [UnloadModule(modules::UnloadModuleAgain)],
     RescanPciDevice(rescan::RescanPciDevice) undo [RescanPciBus(rescan::RescanPciBus)],
     BindVfio(vfio::BindVfio) undo [RestorePciDriver(vfio::RestorePciDriver)],
+    CreateMdev(mdev::CreateMdev) undo [RemoveMdev(mdev::RemoveMdev)],
     // Right after the binding, so that it is undone before the devices go back to their drivers.
     KeepPciPowered(device_power::KeepPciPowered) undo [RestorePciPower(device_power::RestorePciPower)],
     ReserveHugepages(hugepages::ReserveHugepages) undo [SetHugepages(hugepages::SetHugepages)],
