@@ -395,6 +395,17 @@ struct RomArgs {
     /// Write a copy that starts at the first image, without the dump header; FILE is not changed.
     #[arg(long, value_name = "OUT")]
     strip: Option<PathBuf>,
+    /// Extract the video BIOS images of the ACPI VFCT table (AMD APUs) into --output, each
+    /// checked like a ROM file.
+    #[arg(long, requires = "output", conflicts_with_all = ["file", "strip", "device"])]
+    from_acpi: bool,
+    /// With --from-acpi: the ROM file to write; with several images, one file per GPU named
+    /// by its PCI address (FILE `apu.rom`: `apu-c1-00.0.rom`, ...).
+    #[arg(short, long, value_name = "FILE", requires = "from_acpi")]
+    output: Option<PathBuf>,
+    /// With --from-acpi: overwrite existing files (never through a symbolic link).
+    #[arg(long, requires = "from_acpi")]
+    force: bool,
 }
 
 #[derive(Debug, Subcommand)]

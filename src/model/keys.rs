@@ -116,7 +116,10 @@ pub const TABLES: &[Table] = &[
     single("network", "the guest's network card"),
     repeated("pci", "one passed-through host PCI function each"),
     repeated("usb", "one passed-through host USB device each"),
-    repeated("mdev", "one mediated device (GVT-g, vGPU) created for the run each"),
+    repeated(
+        "mdev",
+        "one mediated device (GVT-g, vGPU) created for the run each",
+    ),
     single("input", "evdev keyboards and mice"),
     single(
         "display",

@@ -2,6 +2,7 @@
 //! command line, with real QEMU where a test needs it.
 
 mod accel_probe;
+mod acpi_rom;
 mod commands;
 mod common;
 mod console;

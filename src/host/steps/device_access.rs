@@ -53,7 +53,11 @@ impl GrantDeviceAccess {
             uid: identity.uid,
             gid: identity.gid,
             pci: config.pci.iter().map(|device| device.address).collect(),
-            mdev: config.mdev.iter().map(|device| device.uuid.clone()).collect(),
+            mdev: config
+                .mdev
+                .iter()
+                .map(|device| device.uuid.clone())
+                .collect(),
             evdev: config.input.evdev.clone(),
             usb: config.usb.clone(),
         };

@@ -124,7 +124,9 @@ impl MdevType {
 /// The parent's `mdev_supported_types`, sorted by name; None when it offers none (no
 /// `/sys/class/mdev_bus/PARENT`: the driver that creates mediated devices is not loaded).
 pub fn supported_types(root: &Sysroot, parent: &str) -> Option<Vec<MdevType>> {
-    let dir = root.path(&format!("/sys/class/mdev_bus/{parent}/mdev_supported_types"));
+    let dir = root.path(&format!(
+        "/sys/class/mdev_bus/{parent}/mdev_supported_types"
+    ));
     let entries = std::fs::read_dir(&dir).ok()?;
     let read = |path: &Path| {
         std::fs::read_to_string(path)
@@ -220,7 +222,11 @@ impl Step for CreateMdev {
             )];
         };
         let mut findings = Vec::new();
-        if let Some(api) = wanted.device_api.as_deref().filter(|api| *api != "vfio-pci") {
+        if let Some(api) = wanted
+            .device_api
+            .as_deref()
+            .filter(|api| *api != "vfio-pci")
+        {
             findings.push(Finding::fail(
                 "mdev",
                 format!(
@@ -362,10 +368,7 @@ impl Undoable for RemoveMdev {
 
     fn verify_restored(&self, host: &HostContext) -> Result<(), String> {
         if exists(host, &self.uuid) {
-            Err(format!(
-                "the mediated device {} is still there",
-                self.uuid
-            ))
+            Err(format!("the mediated device {} is still there", self.uuid))
         } else {
             Ok(())
         }
@@ -438,11 +441,16 @@ mod tests {
             .iter()
             .flat_map(|step| step.preflight(&fake.host()))
             .collect();
-        assert!(findings.iter().all(|f| f.status == Status::Pass), "{findings:?}");
+        assert!(
+            findings.iter().all(|f| f.status == Status::Pass),
+            "{findings:?}"
+        );
         assert!(findings[0].message.contains(
             "i915-GVTg_V5_4 (GVTg_V5_4, vfio-pci, 2 available: low_gm_size: 128MB high_gm_size: 512MB)"
         ), "{}", findings[0].message);
-        assert!(findings[0].message.contains("i915-GVTg_V5_8 (GVTg_V5_8, vfio-pci, 1 available"));
+        assert!(findings[0]
+            .message
+            .contains("i915-GVTg_V5_8 (GVTg_V5_8, vfio-pci, 1 available"));
 
         let fake = gvt_host(1);
         let findings: Vec<Finding> = steps(TWO)
@@ -451,7 +459,9 @@ mod tests {
             .collect();
         assert_eq!(findings.len(), 1, "one shortage, told once: {findings:?}");
         assert_eq!(findings[0].status, Status::Fail);
-        assert!(findings[0].message.contains("1 instance(s) left and the profile asks for 2"));
+        assert!(findings[0]
+            .message
+            .contains("1 instance(s) left and the profile asks for 2"));
 
         // A device this VM left behind is removed first: its instance counts as free.
         let planned = steps(TWO);
@@ -460,7 +470,10 @@ mod tests {
             .iter()
             .flat_map(|step| step.preflight(&fake.host()))
             .collect();
-        assert!(findings.iter().all(|f| f.status == Status::Pass), "{findings:?}");
+        assert!(
+            findings.iter().all(|f| f.status == Status::Pass),
+            "{findings:?}"
+        );
     }
 
     #[test]
@@ -469,7 +482,9 @@ mod tests {
         let step = &steps("[[mdev]]\nparent = \"00:02.0\"\ntype = \"nvidia-63\"\n")[0];
         let findings = step.preflight(&fake.host());
         assert_eq!(findings[0].status, Status::Fail);
-        assert!(findings[0].message.contains("has no type `nvidia-63`; its types: i915-GVTg_V5_4 ("));
+        assert!(findings[0]
+            .message
+            .contains("has no type `nvidia-63`; its types: i915-GVTg_V5_4 ("));
 
         let step = &steps("[[mdev]]\nparent = \"00:03.0\"\ntype = \"nvidia-63\"\n")[0];
         let findings = step.preflight(&fake.host());
@@ -480,7 +495,11 @@ mod tests {
         let step = &steps("[[mdev]]\nparent = \"00:02.0\"\ntype = \"i915-GVTg_V5_4\"\n")[0];
         let findings = step.preflight(&bare.host());
         assert_eq!(findings[0].status, Status::Fail);
-        assert!(findings[0].message.contains("enable_gvt=1"), "{}", findings[0].message);
+        assert!(
+            findings[0].message.contains("enable_gvt=1"),
+            "{}",
+            findings[0].message
+        );
     }
 
     #[test]
@@ -510,17 +529,23 @@ mod tests {
         let fake = FakeHost::new();
         let dir = fake.root().join("sys/bus/mdev/devices/u1");
         std::fs::create_dir_all(&dir).unwrap();
-        std::os::unix::fs::symlink("../../../../kernel/iommu_groups/17", dir.join("iommu_group"))
-            .unwrap();
+        std::os::unix::fs::symlink(
+            "../../../../kernel/iommu_groups/17",
+            dir.join("iommu_group"),
+        )
+        .unwrap();
         assert_eq!(vfio_node(&fake.host().root, "u1").unwrap(), "/dev/vfio/17");
-        assert!(vfio_node(&fake.host().root, "u2").unwrap_err().contains("no IOMMU group"));
+        assert!(vfio_node(&fake.host().root, "u2")
+            .unwrap_err()
+            .contains("no IOMMU group"));
     }
 
     #[test]
     fn libvirt_gets_the_mdev_hostdev_and_the_keys_in_metadata() {
         let config = testing::config("");
-        let mut step = steps("[[mdev]]\nparent = \"00:02.0\"\ntype = \"i915-GVTg_V5_4\"\ndisplay = true\n")
-            .remove(0);
+        let mut step =
+            steps("[[mdev]]\nparent = \"00:02.0\"\ntype = \"i915-GVTg_V5_4\"\ndisplay = true\n")
+                .remove(0);
         step.display = true;
         let uuid = step.uuid.clone();
         let notes = testing::libvirt(&HostStep::CreateMdev(step), &config);
@@ -528,8 +553,12 @@ mod tests {
             panic!("{:?}", notes.devices)
         };
         assert!(hostdev.attributes.contains(&("type".into(), "mdev".into())));
-        assert!(hostdev.attributes.contains(&("display".into(), "on".into())));
-        assert!(notes.metadata[0].attributes.contains(&("uuid".into(), uuid)));
+        assert!(hostdev
+            .attributes
+            .contains(&("display".into(), "on".into())));
+        assert!(notes.metadata[0]
+            .attributes
+            .contains(&("uuid".into(), uuid)));
         assert!(notes.comments[0].contains("nodedev-define"));
     }
 }
