@@ -21,6 +21,7 @@ mod least_privilege;
 mod libvirt;
 mod loader_props;
 mod logs;
+mod mdev;
 mod new_profile;
 mod qemu_caps;
 mod qemu_escaping;

@@ -155,6 +155,12 @@ fn exists(host: &HostContext, uuid: &str) -> bool {
     host.root.path(&device_dir(uuid)).is_dir()
 }
 
+/// Whether the device is ready for QEMU: its directory appears first, its IOMMU group and
+/// `/dev/vfio/N` only once its vfio driver (vfio_mdev, kvmgt's) has taken it.
+fn ready(host: &HostContext, uuid: &str) -> bool {
+    vfio_node(&host.root, uuid).is_ok_and(|node| host.root.path(&node).exists())
+}
+
 /// Writes 1 to the device's `remove` and waits until it is gone.
 fn remove(host: &HostContext, uuid: &str) -> Result<(), StepError> {
     host.write(&format!("{}/remove", device_dir(uuid)), "1")?;
@@ -307,8 +313,18 @@ impl Step for CreateMdev {
                         )),
                         other => other,
                     })?;
-                if host.wait_until(|| exists(host, &self.uuid)) {
+                if host.wait_until(|| ready(host, &self.uuid)) {
                     Ok(())
+                } else if exists(host, &self.uuid) {
+                    Err(StepError::Other(format!(
+                        "created {} but it got no IOMMU group or /dev/vfio node: {}",
+                        device_dir(&self.uuid),
+                        vfio_node(&host.root, &self.uuid)
+                            .map(|node| format!(
+                                "{node} does not exist; is vfio_mdev (or kvmgt) loaded?"
+                            ))
+                            .unwrap_or_else(|why| why)
+                    )))
                 } else {
                     Err(StepError::Other(format!(
                         "wrote {} to {} but no {} appeared",
@@ -446,7 +462,7 @@ mod tests {
             "{findings:?}"
         );
         assert!(findings[0].message.contains(
-            "i915-GVTg_V5_4 (GVTg_V5_4, vfio-pci, 2 available: low_gm_size: 128MB high_gm_size: 512MB)"
+            "i915-GVTg_V5_4 (GVTg_V5_4, vfio-pci, 2 available): low_gm_size: 128MB high_gm_size: 512MB"
         ), "{}", findings[0].message);
         assert!(findings[0]
             .message
