@@ -191,9 +191,12 @@ pub fn parse(table: &[u8]) -> Result<Vfct, VfctError> {
     })
 }
 
-/// Builds a VFCT table around `images` (PCI bus, device, function, vendor, device, image), as
-/// a firmware would: for tests, and to say in code what `parse` reads.
-pub fn build(images: &[(u32, u32, u32, u16, u16, &[u8])]) -> Vec<u8> {
+/// One image for `build`: PCI bus, device, function, vendor, device, the image's bytes.
+pub type BuildImage<'a> = (u32, u32, u32, u16, u16, &'a [u8]);
+
+/// Builds a VFCT table around `images`, as a firmware would: for tests, and to say in code
+/// what `parse` reads.
+pub fn build(images: &[BuildImage]) -> Vec<u8> {
     let mut table = vec![0u8; VFCT_HEADER_BYTES];
     table[0..4].copy_from_slice(b"VFCT");
     table[8] = 1;

@@ -234,7 +234,7 @@ fn recover_removes_what_a_crashed_run_left_and_the_next_run_starts_afresh() {
         at(&format!("mdev remove {uuid}")) < at(&format!("mdev create {uuid}")),
         "{kernel:?}"
     );
-    assert_eq!(host.mdevs(), [uuid.clone()]);
+    assert_eq!(host.mdevs(), std::slice::from_ref(uuid));
     session.undo_all(&log()).unwrap();
     assert!(host.mdevs().is_empty());
 }

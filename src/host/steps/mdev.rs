@@ -246,36 +246,27 @@ impl Step for CreateMdev {
         // it gives its instance back.
         let left = usize::from(exists(host, &self.uuid));
         let available = wanted.available.map(|n| n as usize + left);
+        let summaries: Vec<String> = types.iter().map(MdevType::summary).collect();
         match available {
-            Some(n) if n < self.wanted => {
-                if self.ordinal == 0 {
-                    findings.push(Finding::fail(
-                        "mdev",
-                        format!(
-                            "{key}: {parent} type {} has {n} instance(s) left and the profile \
-                             asks for {}: other mediated devices of the parent use the rest \
-                             (ls /sys/bus/mdev/devices/); remove one or choose a smaller type: {}",
-                            self.mdev_type,
-                            self.wanted,
-                            types
-                                .iter()
-                                .map(MdevType::summary)
-                                .collect::<Vec<_>>()
-                                .join("; ")
-                        ),
-                    ));
-                }
-            }
+            Some(n) if n < self.wanted && self.ordinal == 0 => findings.push(Finding::fail(
+                "mdev",
+                format!(
+                    "{key}: {parent} type {} has {n} instance(s) left and the profile asks for \
+                     {}: other mediated devices of the parent use the rest (ls \
+                     /sys/bus/mdev/devices/); remove one or choose a smaller type: {}",
+                    self.mdev_type,
+                    self.wanted,
+                    summaries.join("; ")
+                ),
+            )),
+            // The shortage is told once, by the first entry of the type.
+            Some(n) if n < self.wanted => {}
             _ if findings.is_empty() => findings.push(Finding::pass(
                 "mdev",
                 format!(
                     "{key}: {parent} type {}; the parent's types: {}",
                     self.mdev_type,
-                    types
-                        .iter()
-                        .map(MdevType::summary)
-                        .collect::<Vec<_>>()
-                        .join("; ")
+                    summaries.join("; ")
                 ),
             )),
             _ => {}
