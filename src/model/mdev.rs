@@ -51,6 +51,23 @@ fn valid_type_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
 }
 
+/// Whether `qemu.extra_args` give QEMU an OpenGL display (`-display gtk,gl=on`, `sdl,gl=on`,
+/// `egl-headless`, `-spice ...,gl=on`), which a mediated device's `display=on` needs.
+fn opengl_display(raw: &RawProfile) -> bool {
+    raw.qemu
+        .as_ref()
+        .and_then(|q| q.get_ref().extra_args.as_ref())
+        .is_some_and(|args| {
+            args.get_ref().iter().any(|arg| {
+                let arg = arg.get_ref();
+                arg.contains("egl-headless")
+                    || arg
+                        .split(',')
+                        .any(|part| part == "gl=on" || part == "gl=core" || part == "gl=es")
+            })
+        })
+}
+
 impl Validator {
     pub(super) fn mdev(&mut self, raw: &RawProfile, name: &VmName) -> Vec<MdevDevice> {
         let mut devices = Vec::new();
@@ -109,6 +126,16 @@ impl Validator {
                     );
                 }
                 display_seen = Some(index);
+                if !opengl_display(raw) {
+                    self.warning(
+                        flag.span(),
+                        &key("display"),
+                        "QEMU shows a mediated device's display only on an OpenGL display, \
+                         which vmrun does not set up: QEMU refuses to start without one; add \
+                         `extra_args = [\"-display\", \"gtk,gl=on\"]` to [qemu] (or \
+                         `egl-headless` beside a remote display)",
+                    );
+                }
             }
             if let (Some(parent), Some(mdev_type)) = (parent, mdev_type) {
                 devices.push(MdevDevice {

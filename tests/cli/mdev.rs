@@ -383,6 +383,14 @@ fn export_then_import_keeps_the_mediated_devices() {
     );
     let xml_path = dir.path().join("gvt.xml");
     std::fs::write(&xml_path, &xml).unwrap();
+    // libvirt's own schema takes it (virt-xml-validate comes with libvirt-clients, which the
+    // libvirt tests require on CI).
+    if Path::new("/usr/bin/virt-xml-validate").exists() {
+        let (code, stdout, stderr) = run(std::process::Command::new("virt-xml-validate")
+            .arg(&xml_path)
+            .arg("domain"));
+        assert_eq!(code, 0, "{stdout}{stderr}\n{xml}");
+    }
     let (code, imported, stderr) = run(crate::common::vmrun(dir.path())
         .args(["import", "libvirt"])
         .arg(&xml_path));
@@ -405,4 +413,94 @@ fn export_then_import_keeps_the_mediated_devices() {
         imported.contains("c0ffee00-0000-4000-8000-000000000000"),
         "{imported}"
     );
+}
+
+/// Real QEMU without the mediated devices: they exist only in the fake sysfs.
+const QEMU_WITHOUT_MDEV: &str = r#"#!/bin/bash
+args=()
+while [ $# -gt 0 ]; do
+    if [ "$1" = "-device" ] && [[ "$2" == vfio-pci,sysfsdev=* ]]; then shift 2; continue; fi
+    args+=("$1"); shift
+done
+exec qemu-system-x86_64 "${args[@]}"
+"#;
+
+/// Stops the VM when the test ends, passed or failed.
+struct Running<'a> {
+    host: &'a FakeHost,
+    dir: &'a Path,
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        let _ = run(self
+            .host
+            .vmrun(self.dir)
+            .args(["stop", "gvt", "--force", "--timeout", "1"]));
+    }
+}
+
+#[test]
+fn run_creates_the_device_for_qemu_and_stop_removes_it() {
+    use std::os::unix::fs::PermissionsExt;
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "QEMU runs as nobody with the device's node handed over: run as root (CI does)"
+    );
+    let host = gvt_host();
+    let dir = crate::common::tempdir();
+    let wrapper = dir.path().join("qemu-without-mdev");
+    std::fs::write(&wrapper, QEMU_WITHOUT_MDEV).unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // Read first: `config` writes its own gvt.toml.
+    let uuid = config(dir.path(), ONE).mdev[0].uuid.clone();
+    let profile = write_profile(
+        dir.path(),
+        &format!("{ONE}[qemu]\nbinary = \"{}\"\n", wrapper.display()),
+    );
+    let before = host.snapshot();
+    let (code, _, stderr) = run(host
+        .vmrun(dir.path())
+        .arg("run")
+        .arg(&profile)
+        .arg("--detach"));
+    let running = Running {
+        host: &host,
+        dir: dir.path(),
+    };
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(host.mdevs(), std::slice::from_ref(&uuid));
+    let group = std::fs::read_link(
+        host.root
+            .join(format!("sys/bus/mdev/devices/{uuid}/iommu_group")),
+    )
+    .unwrap();
+    let node = format!("dev/vfio/{}", group.file_name().unwrap().to_string_lossy());
+    assert_eq!(
+        host.owner(&node),
+        Some((65534, 65534, 0o600)),
+        "QEMU's user's"
+    );
+    let argv = std::fs::read_to_string(format!(
+        "/proc/{}/cmdline",
+        std::fs::read_to_string(dir.path().join("run/gvt/qemu.pid"))
+            .unwrap()
+            .trim()
+    ))
+    .unwrap_or_default();
+    assert!(!argv.is_empty(), "QEMU runs");
+
+    let (code, _, stderr) = run(host.vmrun(dir.path()).args(["stop", "gvt"]));
+    drop(running);
+    assert_eq!(
+        code, 5,
+        "SeaBIOS ignores ACPI, so the stop is forced: {stderr}"
+    );
+    assert!(host.mdevs().is_empty());
+    assert!(
+        diff(&before, &host.snapshot()).is_empty(),
+        "not restored:\n{}",
+        diff(&before, &host.snapshot()).join("\n")
+    );
+    assert!(host.kernel_log().contains(&format!("mdev remove {uuid}")));
 }
