@@ -69,14 +69,36 @@ fn opengl_display(raw: &RawProfile) -> bool {
 }
 
 impl Validator {
-    pub(super) fn mdev(&mut self, raw: &RawProfile, name: &VmName) -> Vec<MdevDevice> {
+    pub(super) fn mdev(
+        &mut self,
+        raw: &RawProfile,
+        name: &VmName,
+        pci: &[PciDevice],
+    ) -> Vec<MdevDevice> {
         let mut devices = Vec::new();
         let mut display_seen: Option<usize> = None;
         for (index, spanned) in raw.mdev.iter().enumerate() {
             let entry = spanned.get_ref();
             let key = |field: &str| format!("mdev[{index}].{field}");
             let parent = match &entry.parent {
-                Some(text) => self.parse::<PciAddress>(text, &key("parent")),
+                Some(text) => self
+                    .parse::<PciAddress>(text, &key("parent"))
+                    .filter(|address| {
+                        let Some(passed) = pci.iter().position(|d| d.address == *address) else {
+                            return true;
+                        };
+                        // vfio-pci would take the parent from the driver that creates the
+                        // mediated devices.
+                        self.error(
+                            text.span(),
+                            &key("parent"),
+                            format!(
+                                "{address} is pci[{passed}] too: a parent stays on its own driver \
+                                 to create mediated devices; remove the [[pci]] or this [[mdev]]"
+                            ),
+                        );
+                        false
+                    }),
                 None => {
                     self.error(
                         spanned.span(),

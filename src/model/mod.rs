@@ -246,7 +246,7 @@ impl Validator {
         let smbios = self.smbios(raw);
         let audio = self.audio(raw);
         let clock = self.clock(raw);
-        let mdev = self.mdev(raw, &name);
+        let mdev = self.mdev(raw, &name, &pci);
         VmConfig {
             name,
             profile_path: source.path.clone(),

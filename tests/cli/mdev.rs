@@ -347,13 +347,15 @@ fn qemu_gets_each_device_by_its_sysfs_path_and_display_adds_ramfb() {
     let (code, _, stderr) = run(crate::common::vmrun(dir.path()).arg("show").arg(write_profile(
         dir.path(),
         "[[mdev]]\nparent = \"00:02.0\"\ntype = \"i915-GVTg_V5_4\"\ndisplay = true\n\
-         [[mdev]]\nparent = \"00:02.0\"\ntype = \"../../x\"\ndisplay = true\n[[mdev]]\ntype = \"a\"\n",
+         [[mdev]]\nparent = \"00:02.0\"\ntype = \"../../x\"\ndisplay = true\n[[mdev]]\ntype = \"a\"\n\
+         [[mdev]]\nparent = \"01:00.0\"\ntype = \"a\"\n[[pci]]\naddress = \"0000:01:00.0\"\n",
     )));
     assert_eq!(code, 2, "{stderr}");
     for expected in [
         "mdev[1].display: mdev[0] already has display = true",
         "mdev[1].type: `../../x` is not a type name",
         "mdev[2].parent: every [[mdev]] needs `parent`",
+        "mdev[3].parent: 0000:01:00.0 is pci[0] too",
     ] {
         assert!(stderr.contains(expected), "{expected} missing:\n{stderr}");
     }
