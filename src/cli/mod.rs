@@ -225,7 +225,8 @@ enum Command {
     /// Inspect a GPU ROM file: its images (offset, code type, vendor:device, class, length,
     /// last flag, checksum; subsystem and machine type of EFI images), whether it has an EFI (GOP)
     /// image OVMF can use, and a dump header before the first image. Exit 0 when nothing is wrong,
-    /// 3 when something is (header, truncation, no image, --device mismatch).
+    /// 3 when something is (header, truncation, no image, --device mismatch). `--from-acpi
+    /// --output FILE` extracts an AMD APU's video BIOS from the ACPI VFCT table instead.
     Rom(RomArgs),
     /// Every IOMMU group of this host with its devices: address, class, vendor:device, driver,
     /// whether it can be reset, and which GPU the firmware booted on.
