@@ -363,6 +363,13 @@ impl Step for CreateMdev {
 
 impl Undoable for RemoveMdev {
     fn undo(&self, host: &HostContext, log: &Log) -> Result<(), StepError> {
+        // The UUID becomes a sysfs path: a journal entry that is not one is refused, not followed.
+        if uuid::Uuid::parse_str(&self.uuid).is_err() {
+            return Err(StepError::Other(format!(
+                "the journal names a mediated device `{}`, which is not a UUID",
+                self.uuid
+            )));
+        }
         if !exists(host, &self.uuid) {
             return Ok(());
         }
