@@ -11,6 +11,8 @@
 //! header. Every read is bounds-checked: the parser returns a report with problems, never
 //! panics, and stops when an image would not move forward.
 
+pub mod vfct;
+
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -543,6 +545,26 @@ pub enum RomError {
     NoImage(PathBuf),
     #[error("refusing to overwrite {} with its own stripped copy; give another OUT", .0.display())]
     SameFile(PathBuf),
+    #[error("{} exists; give --force to overwrite it", .0.display())]
+    Exists(PathBuf),
+    #[error("{} is a symbolic link; vmrun does not write through one: give the file's own path", .0.display())]
+    Symlink(PathBuf),
+    #[error(
+        "{} does not exist: this machine's firmware gives no VFCT table, which AMD APUs (and \
+         laptops' AMD GPUs without a ROM of their own) have; a card with a ROM of its own is \
+         read with `vmrun rom dump ADDR OUT`", .0.display()
+    )]
+    NoVfct(PathBuf),
+    #[error("cannot read {}: {source}; the ACPI tables are readable by root only: run vmrun as root", .path.display())]
+    VfctDenied {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", .path.display())]
+    Vfct {
+        path: PathBuf,
+        source: vfct::VfctError,
+    },
 }
 
 /// The largest ROM file read: PCI expansion ROM BARs are at most 16 MiB; four times that
@@ -627,9 +649,190 @@ pub fn strip(path: &Path, out: &Path) -> Result<RomReport, RomError> {
     Ok(parse(stripped))
 }
 
+/// Writes `data` to a ROM file vmrun creates, never through a symbolic link: without `force`
+/// it must not exist at all (`O_EXCL`, which also refuses a dangling link), with `force` an
+/// existing file is truncated but a link is refused (`O_NOFOLLOW`). Mode 0644 (QEMU, running
+/// as another user, reads `romfile` itself) whatever the umask.
+pub fn write_rom_file(path: &Path, data: &[u8], force: bool) -> Result<(), RomError> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut options = std::fs::OpenOptions::new();
+    options
+        .write(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC);
+    if force {
+        options.create(true).truncate(true);
+    } else {
+        options.create_new(true);
+    }
+    let write_error = |source| RomError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = match options.open(path) {
+        Ok(file) => file,
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(RomError::Exists(path.to_path_buf()))
+        }
+        Err(error) if error.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(RomError::Symlink(path.to_path_buf()))
+        }
+        Err(error) => return Err(write_error(error)),
+    };
+    if !file.metadata().map_err(write_error)?.is_file() {
+        return Err(RomError::NotRegular(path.to_path_buf()));
+    }
+    file.set_permissions(std::fs::Permissions::from_mode(0o644))
+        .map_err(write_error)?;
+    file.write_all(data).map_err(write_error)?;
+    file.sync_all().map_err(write_error)
+}
+
+/// Where `vmrun rom --from-acpi --output FILE` writes the table's images: FILE for one; with
+/// several, one file per GPU named by its PCI address before the extension
+/// (`apu.rom` -> `apu-c1-00.0.rom`), so each `[[pci]] romfile` names its own.
+pub fn acpi_rom_paths(output: &Path, images: &[vfct::VfctImage]) -> Vec<PathBuf> {
+    if images.len() == 1 {
+        return vec![output.to_path_buf()];
+    }
+    let stem = output
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let extension = output
+        .extension()
+        .map(|e| format!(".{}", e.to_string_lossy()))
+        .unwrap_or_default();
+    images
+        .iter()
+        .map(|image| {
+            output.with_file_name(format!(
+                "{stem}-{}{extension}",
+                image.address().replace(':', "-")
+            ))
+        })
+        .collect()
+}
+
+/// The host path of the VFCT table.
+pub const VFCT_PATH: &str = "/sys/firmware/acpi/tables/VFCT";
+
+/// Reads and parses the VFCT table at `path` (the host root's `VFCT_PATH`).
+pub fn read_vfct(path: &Path) -> Result<vfct::Vfct, RomError> {
+    let bytes = match RomBytes::open(path) {
+        Ok(bytes) => bytes,
+        Err(RomError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            return Err(RomError::NoVfct(path.to_path_buf()))
+        }
+        Err(RomError::Read { source, .. })
+            if source.kind() == std::io::ErrorKind::PermissionDenied =>
+        {
+            return Err(RomError::VfctDenied {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
+        Err(other) => return Err(other),
+    };
+    vfct::parse(bytes.bytes()).map_err(|source| RomError::Vfct {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// One image of the VFCT table: what the table says, what the walker makes of it, and whether
+/// it is for the GPU the table names.
+#[derive(Clone, Debug, Serialize)]
+pub struct AcpiImage {
+    #[serde(flatten)]
+    pub image: vfct::VfctImage,
+    pub report: RomReport,
+    /// The walker's first image carries the vendor:device the table names.
+    pub ids_match: bool,
+    pub ok: bool,
+}
+
+impl AcpiImage {
+    pub fn check(image: vfct::VfctImage) -> Self {
+        let report = parse(&image.data);
+        let ids = (
+            u16::from_str_radix(&image.vendor_id, 16).unwrap_or(0),
+            u16::from_str_radix(&image.device_id, 16).unwrap_or(0),
+        );
+        let ids_match = report.is_for(ids.0, ids.1);
+        // A header before the first image would have to be stripped first to be a `romfile`.
+        let ok = !report.images.is_empty()
+            && report.problems.is_empty()
+            && report.header_bytes == 0
+            && ids_match;
+        AcpiImage {
+            image,
+            report,
+            ids_match,
+            ok,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn several_acpi_images_get_one_file_each_named_by_address() {
+        let image = |bus, device| vfct::VfctImage {
+            bus,
+            device,
+            function: 0,
+            vendor_id: "1002".into(),
+            device_id: "1681".into(),
+            subsystem_vendor_id: "1002".into(),
+            subsystem_id: "0001".into(),
+            revision: 0,
+            offset: 0,
+            length: 1,
+            data: vec![0],
+        };
+        let out = Path::new("/roms/apu.rom");
+        assert_eq!(acpi_rom_paths(out, &[image(0xc1, 0)]), [out]);
+        assert_eq!(
+            acpi_rom_paths(out, &[image(0xc1, 0), image(3, 1)]),
+            [
+                PathBuf::from("/roms/apu-c1-00.0.rom"),
+                PathBuf::from("/roms/apu-03-01.0.rom")
+            ]
+        );
+    }
+
+    #[test]
+    fn a_rom_file_is_created_once_without_force_and_never_through_a_link() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.rom");
+        write_rom_file(&path, b"one", false).unwrap();
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o644
+        );
+        assert!(matches!(
+            write_rom_file(&path, b"two", false),
+            Err(RomError::Exists(_))
+        ));
+        write_rom_file(&path, b"two", true).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"two");
+        let link = dir.path().join("link.rom");
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        assert!(matches!(
+            write_rom_file(&link, b"x", true),
+            Err(RomError::Symlink(_))
+        ));
+        assert!(matches!(
+            write_rom_file(&link, b"x", false),
+            Err(RomError::Exists(_))
+        ));
+        assert_eq!(std::fs::read(&path).unwrap(), b"two");
+    }
 
     #[test]
     fn code_types_serialize_by_name_or_number() {

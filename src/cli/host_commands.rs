@@ -37,6 +37,9 @@ pub(super) fn rom(app: &App, args: RomArgs) -> Result<ExitCode, CliError> {
         );
         return Ok(ExitCode::Ok);
     }
+    if args.from_acpi {
+        return rom_from_acpi(app, args.output.unwrap_or_default(), args.force, args.json);
+    }
     let Some(file) = args.file else {
         return Err(CliError::Usage(
             "give a ROM file, or `vmrun rom dump ADDR OUT`".into(),
@@ -79,6 +82,150 @@ pub(super) fn rom(app: &App, args: RomArgs) -> Result<ExitCode, CliError> {
         print_rom(&file, &report, device.as_ref())?;
     }
     Ok(if ok {
+        ExitCode::Ok
+    } else {
+        ExitCode::CheckFailed
+    })
+}
+
+#[derive(Serialize)]
+struct AcpiRomOutput<'a> {
+    table: &'a std::path::Path,
+    length: usize,
+    checksum_ok: bool,
+    oem_id: &'a str,
+    images: Vec<AcpiRomImage<'a>>,
+}
+
+#[derive(Serialize)]
+struct AcpiRomImage<'a> {
+    address: String,
+    #[serde(flatten)]
+    checked: &'a crate::rom::AcpiImage,
+    /// Where it was written; null when the walker found a problem.
+    file: Option<&'a std::path::Path>,
+}
+
+/// `vmrun rom --from-acpi --output FILE`: the VFCT table's images, each walked like a ROM
+/// file; those without a problem are written for `romfile`. Exit 3 when any has one.
+fn rom_from_acpi(
+    app: &App,
+    output: std::path::PathBuf,
+    force: bool,
+    json: bool,
+) -> Result<ExitCode, CliError> {
+    let table = app.sysroot.path(crate::rom::VFCT_PATH);
+    let vfct = crate::rom::read_vfct(&table)?;
+    let paths = crate::rom::acpi_rom_paths(&output, &vfct.images);
+    let checked: Vec<crate::rom::AcpiImage> = vfct
+        .images
+        .iter()
+        .cloned()
+        .map(crate::rom::AcpiImage::check)
+        .collect();
+    // Every target is refused before any is written, so that a refusal leaves nothing half done.
+    if !force {
+        for (image, path) in checked.iter().zip(&paths) {
+            if image.ok && std::fs::symlink_metadata(path).is_ok() {
+                return Err(CliError::Usage(
+                    crate::rom::RomError::Exists(path.clone()).to_string(),
+                ));
+            }
+        }
+    }
+    for (image, path) in checked.iter().zip(&paths) {
+        if image.ok {
+            crate::rom::write_rom_file(path, &image.image.data, force).map_err(|e| match e {
+                crate::rom::RomError::Exists(_) | crate::rom::RomError::Symlink(_) => {
+                    CliError::Usage(e.to_string())
+                }
+                other => CliError::Rom(other),
+            })?;
+        }
+    }
+    let all_ok = checked.iter().all(|image| image.ok);
+    if json {
+        stdout_json(&AcpiRomOutput {
+            table: crate::rom::VFCT_PATH.as_ref(),
+            length: vfct.length,
+            checksum_ok: vfct.checksum_ok,
+            oem_id: &vfct.oem_id,
+            images: checked
+                .iter()
+                .zip(&paths)
+                .map(|(image, path)| AcpiRomImage {
+                    address: image.image.address(),
+                    checked: image,
+                    file: image.ok.then_some(path.as_path()),
+                })
+                .collect(),
+        })?;
+    } else {
+        let mut out = std::io::stdout().lock();
+        writeln!(
+            out,
+            "{}: {} bytes from {}, {} video BIOS image(s){}{}",
+            crate::rom::VFCT_PATH,
+            vfct.length,
+            if vfct.oem_id.is_empty() {
+                "?"
+            } else {
+                vfct.oem_id.as_str()
+            },
+            checked.len(),
+            if vfct.empty_blocks > 0 {
+                format!(", {} empty block(s) skipped", vfct.empty_blocks)
+            } else {
+                String::new()
+            },
+            if vfct.checksum_ok {
+                ""
+            } else {
+                " (the table's checksum is wrong; its images are checked one by one below)"
+            }
+        )?;
+        for (image, path) in checked.iter().zip(&paths) {
+            let header = &image.image;
+            writeln!(
+                out,
+                "GPU {} {}:{} (subsystem {}:{}): {} bytes at 0x{:x} of the table",
+                header.address(),
+                header.vendor_id,
+                header.device_id,
+                header.subsystem_vendor_id,
+                header.subsystem_id,
+                header.length,
+                header.offset
+            )?;
+            drop(out);
+            // Named by the file only when it was written.
+            let unwritten = std::path::PathBuf::from(format!("the image of {}", header.address()));
+            print_rom(
+                if image.ok { path } else { &unwritten },
+                &image.report,
+                None,
+            )?;
+            out = std::io::stdout().lock();
+            if !image.ids_match && !image.report.images.is_empty() {
+                writeln!(
+                    out,
+                    "problem: the image's first PCI image is not for {}:{}, the GPU the table names",
+                    header.vendor_id, header.device_id
+                )?;
+            }
+            if image.ok {
+                writeln!(
+                    out,
+                    "wrote {}: for `romfile` of [[pci]] address = \"{}\"",
+                    path.display(),
+                    header.address()
+                )?;
+            } else {
+                writeln!(out, "not written: the image has a problem (above)")?;
+            }
+        }
+    }
+    Ok(if all_ok {
         ExitCode::Ok
     } else {
         ExitCode::CheckFailed

@@ -226,7 +226,8 @@ enum Command {
     /// Inspect a GPU ROM file: its images (offset, code type, vendor:device, class, length,
     /// last flag, checksum; subsystem and machine type of EFI images), whether it has an EFI (GOP)
     /// image OVMF can use, and a dump header before the first image. Exit 0 when nothing is wrong,
-    /// 3 when something is (header, truncation, no image, --device mismatch).
+    /// 3 when something is (header, truncation, no image, --device mismatch). `--from-acpi
+    /// --output FILE` extracts an AMD APU's video BIOS from the ACPI VFCT table instead.
     Rom(RomArgs),
     /// Every IOMMU group of this host with its devices: address, class, vendor:device, driver,
     /// whether it can be reset, and which GPU the firmware booted on.
@@ -396,6 +397,17 @@ struct RomArgs {
     /// Write a copy that starts at the first image, without the dump header; FILE is not changed.
     #[arg(long, value_name = "OUT")]
     strip: Option<PathBuf>,
+    /// Extract the video BIOS images of the ACPI VFCT table (AMD APUs) into --output, each
+    /// checked like a ROM file.
+    #[arg(long, requires = "output", conflicts_with_all = ["file", "strip", "device"])]
+    from_acpi: bool,
+    /// With --from-acpi: the ROM file to write; with several images, one file per GPU named
+    /// by its PCI address (FILE `apu.rom`: `apu-c1-00.0.rom`, ...).
+    #[arg(short, long, value_name = "FILE", requires = "from_acpi")]
+    output: Option<PathBuf>,
+    /// With --from-acpi: overwrite existing files (never through a symbolic link).
+    #[arg(long, requires = "from_acpi")]
+    force: bool,
 }
 
 #[derive(Debug, Subcommand)]

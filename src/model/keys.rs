@@ -116,6 +116,10 @@ pub const TABLES: &[Table] = &[
     single("network", "the guest's network card"),
     repeated("pci", "one passed-through host PCI function each"),
     repeated("usb", "one passed-through host USB device each"),
+    repeated(
+        "mdev",
+        "one mediated device (GVT-g, vGPU) created for the run each",
+    ),
     single("input", "evdev keyboards and mice"),
     single(
         "display",
@@ -217,6 +221,9 @@ pub const KEYS: &[Key] = &[
     key("pci", "vlan", Int, "100"),
     key("usb", "device", Text, "\"046d:c52b\""),
     key("usb", "port", Text, "\"1-4.2\""),
+    key("mdev", "parent", Text, "\"0000:00:02.0\""),
+    key("mdev", "type", Text, "\"i915-GVTg_V5_4\""),
+    key("mdev", "display", Bool, "false"),
     key(
         "input",
         "evdev",

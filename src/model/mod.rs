@@ -17,6 +17,7 @@ pub mod keys;
 pub mod leaves;
 pub mod looking_glass;
 pub mod machine;
+pub mod mdev;
 pub mod network;
 pub mod parse;
 pub mod pci;
@@ -52,6 +53,7 @@ pub use leaves::{
 };
 pub use looking_glass::LookingGlass;
 pub use machine::{Accel, HugePageSize, Machine};
+pub use mdev::MdevDevice;
 pub use network::{Network, NetworkMode, NicModel};
 pub use parse::parse;
 pub use pci::{PciDevice, SriovVf};
@@ -94,6 +96,8 @@ pub struct RawProfile {
     pub smbios: Option<Spanned<smbios::RawSmbios>>,
     pub audio: Option<Spanned<audio::RawAudio>>,
     pub clock: Option<Spanned<clock::RawClock>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mdev: Vec<Spanned<mdev::RawMdev>>,
 }
 
 /// The keys a table accepts, read from its `Deserialize` impl so they never drift from the
@@ -124,6 +128,7 @@ pub fn keys_of_table(path: &[String]) -> &'static [&'static str] {
         (_, "smbios") => parse::field_names::<smbios::RawSmbios>(),
         (_, "audio") => parse::field_names::<audio::RawAudio>(),
         (_, "clock") => parse::field_names::<clock::RawClock>(),
+        (_, "mdev") => parse::field_names::<mdev::RawMdev>(),
         _ => &[],
     }
 }
@@ -154,6 +159,8 @@ pub struct VmConfig {
     pub smbios: Option<Smbios>,
     pub audio: Option<Audio>,
     pub clock: Option<Clock>,
+    /// Mediated devices, in the profile's order (their index is part of their UUID).
+    pub mdev: Vec<MdevDevice>,
 }
 
 impl VmConfig {
@@ -245,6 +252,7 @@ impl Validator {
         let smbios = self.smbios(raw);
         let audio = self.audio(raw);
         let clock = self.clock(raw);
+        let mdev = self.mdev(raw, &name, &pci);
         VmConfig {
             name,
             profile_path: source.path.clone(),
@@ -270,6 +278,7 @@ impl Validator {
             smbios,
             audio,
             clock,
+            mdev,
         }
     }
 

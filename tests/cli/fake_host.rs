@@ -376,6 +376,52 @@ impl FakeHost {
         }
     }
 
+    /// An Intel iGPU at `parent` offering mediated devices (GVT-g with kvmgt loaded): each
+    /// type `(directory, name, available_instances)` with its `create`. The fake kernel makes
+    /// a device of a UUID written there, with an IOMMU group of its own and its /dev/vfio node,
+    /// and removes it on a write to its `remove`.
+    pub fn add_mdev_parent(&self, parent: &str, types: &[(&str, &str, u32)]) {
+        let pci = self.root.join("sys/bus/pci/devices").join(parent);
+        for (attribute, value) in [
+            ("vendor", "0x8086"),
+            ("device", "0x3e98"),
+            ("class", "0x030000"),
+        ] {
+            if !pci.join(attribute).exists() {
+                write(&pci.join(attribute), &format!("{value}\n"));
+            }
+        }
+        std::fs::create_dir_all(self.root.join(".fake")).unwrap();
+        let supported = self
+            .root
+            .join("sys/class/mdev_bus")
+            .join(parent)
+            .join("mdev_supported_types");
+        for (id, name, available) in types {
+            let dir = supported.join(id);
+            write(&dir.join("name"), &format!("{name}\n"));
+            write(&dir.join("available_instances"), &format!("{available}\n"));
+            write(&dir.join("device_api"), "vfio-pci\n");
+            write(
+                &dir.join("description"),
+                "low_gm_size: 128MB\nhigh_gm_size: 512MB\nfence: 4\nresolution: 1920x1200\n",
+            );
+            write(&dir.join("create"), "");
+        }
+    }
+
+    /// The mediated devices that exist now, by UUID.
+    pub fn mdevs(&self) -> Vec<String> {
+        let mut found: Vec<String> = std::fs::read_dir(self.root.join("sys/bus/mdev/devices"))
+            .into_iter()
+            .flatten()
+            .filter_map(|entry| Some(entry.ok()?.file_name().to_string_lossy().into_owned()))
+            .filter(|name| !name.starts_with('.'))
+            .collect();
+        found.sort();
+        found
+    }
+
     /// Starts the fake kernel; it stops when the host is dropped.
     pub fn with_kernel(mut self) -> Self {
         self.kernel = Some(FakeKernel::start(self.root.clone()));
@@ -921,6 +967,115 @@ fn sriov_numvfs(root: &Path, refuse: &[String]) {
     }
 }
 
+fn read_count(path: &Path) -> i64 {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Replaces `path` at once (a temporary file renamed over it), so that a reader never sees it
+/// half written or with another mode, as with a kernel attribute or a devtmpfs node.
+fn replace_file(path: &Path, text: &str, mode: u32) {
+    let temporary = path.with_extension("fake-tmp");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&temporary, text).unwrap();
+    std::fs::set_permissions(&temporary, std::fs::Permissions::from_mode(mode)).unwrap();
+    std::fs::rename(&temporary, path).unwrap();
+}
+
+/// Mediated devices as the kernel's mdev core makes them: a UUID written to a type's `create`
+/// becomes `/sys/bus/mdev/devices/UUID` (its `mdev_type` and `iommu_group` links, `remove`)
+/// with `/dev/vfio/N` (root's, 0600) while the type has an instance left; a 1 written to its
+/// `remove` takes it all away and gives the instance back.
+fn mdev_create_and_remove(root: &Path) {
+    let devices = root.join("sys/bus/mdev/devices");
+    if let Ok(parents) = std::fs::read_dir(root.join("sys/class/mdev_bus")) {
+        for parent in parents.filter_map(Result::ok) {
+            let types = parent.path().join("mdev_supported_types");
+            for kind in std::fs::read_dir(&types)
+                .into_iter()
+                .flatten()
+                .filter_map(Result::ok)
+            {
+                let Some(uuid) = take(&kind.path().join("create")) else {
+                    continue;
+                };
+                let available = read_count(&kind.path().join("available_instances"));
+                let dev = devices.join(&uuid);
+                if available < 1 || dev.exists() {
+                    append_kernel_log(root, &format!("mdev create {uuid} refused"));
+                    continue;
+                }
+                // The instance is taken at once; the device appears whole (its directory with
+                // `remove` and `mdev_type`), and only then does its vfio driver give it an
+                // IOMMU group and a /dev/vfio node, as with the real mdev core.
+                replace_file(
+                    &kind.path().join("available_instances"),
+                    &format!("{}\n", available - 1),
+                    0o644,
+                );
+                let group = (100..)
+                    .find(|n| !root.join(format!("sys/kernel/iommu_groups/{n}")).exists())
+                    .unwrap();
+                let _ = std::fs::create_dir_all(
+                    root.join(format!("sys/kernel/iommu_groups/{group}/devices")),
+                );
+                let building = devices.join(format!(".{uuid}"));
+                write(&building.join("remove"), "");
+                symlink(
+                    &format!(
+                        "../../../../class/mdev_bus/{}/mdev_supported_types/{}",
+                        parent.file_name().to_string_lossy(),
+                        kind.file_name().to_string_lossy()
+                    ),
+                    &building.join("mdev_type"),
+                );
+                if std::fs::rename(&building, &dev).is_err() {
+                    return; // the tree is going away with its test
+                }
+                symlink(
+                    &format!("../../../../kernel/iommu_groups/{group}"),
+                    &dev.join("iommu_group"),
+                );
+                replace_file(&root.join(format!("dev/vfio/{group}")), "", 0o600);
+                append_kernel_log(root, &format!("mdev create {uuid}"));
+            }
+        }
+    }
+    for dev in std::fs::read_dir(&devices)
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+    {
+        if take(&dev.path().join("remove")).as_deref() != Some("1") {
+            continue;
+        }
+        let uuid = dev.file_name().to_string_lossy().into_owned();
+        if let Some(group) = link_name(&dev.path().join("iommu_group")) {
+            let _ = std::fs::remove_file(root.join("dev/vfio").join(&group));
+            let _ = std::fs::remove_dir_all(root.join("sys/kernel/iommu_groups").join(&group));
+        }
+        if let Ok(kind) = std::fs::canonicalize(dev.path().join("mdev_type")) {
+            let count = kind.join("available_instances");
+            replace_file(&count, &format!("{}\n", read_count(&count) + 1), 0o644);
+        }
+        if std::fs::remove_dir_all(dev.path()).is_err() {
+            return; // the tree is going away with its test
+        }
+        if std::fs::read_dir(&devices)
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(false)
+        {
+            // The bus directory is the mdev core's; the fixture has none before.
+            let _ = std::fs::remove_dir(&devices);
+            let _ = std::fs::remove_dir(devices.parent().unwrap());
+            let _ = std::fs::remove_dir(devices.parent().unwrap().parent().unwrap());
+        }
+        append_kernel_log(root, &format!("mdev remove {uuid}"));
+    }
+}
+
 /// A hugepage pool directory, read like a `DirEntry`.
 struct Pool(PathBuf);
 
@@ -941,6 +1096,7 @@ fn append_kernel_log(root: &Path, line: &str) {
 }
 
 fn tick(root: &Path, refuse: &[String], pages: &mut HashMap<PathBuf, i64>) {
+    mdev_create_and_remove(root);
     let drivers = root.join("sys/bus/pci/drivers");
     if let Ok(list) = std::fs::read_dir(&drivers) {
         for entry in list.filter_map(Result::ok) {

@@ -837,6 +837,7 @@ fn a_missing_vfio_node_stops_the_session_with_what_to_do() {
         uid: 65534,
         gid: 65534,
         pci: vec!["01:00.0".parse().unwrap()],
+        mdev: Vec::new(),
         evdev: Vec::new(),
         usb: Vec::new(),
     });

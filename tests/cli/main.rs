@@ -2,6 +2,7 @@
 //! command line, with real QEMU where a test needs it.
 
 mod accel_probe;
+mod acpi_rom;
 mod commands;
 mod common;
 mod console;
@@ -22,6 +23,7 @@ mod least_privilege;
 mod libvirt;
 mod loader_props;
 mod logs;
+mod mdev;
 mod new_profile;
 mod qemu_caps;
 mod qemu_escaping;

@@ -1,6 +1,7 @@
 //! The device nodes QEMU opens itself by path, handed to the unprivileged QEMU user for the
 //! run: `/dev/vfio/N` of each passed device's IOMMU group (vfio-pci opens it), the evdev nodes
-//! (by-id links resolved to `/dev/input/eventN`) and the `[[usb]]` devices'
+//! (by-id links resolved to `/dev/input/eventN`), the `/dev/vfio/N` of each `[[mdev]]` (its
+//! `iommu_group` once it is created) and the `[[usb]]` devices'
 //! `/dev/bus/usb/BBB/DDD`. vmrun cannot pass these as descriptors: QEMU opens them by name.
 //! Each node's owner and mode are journaled before its owner changes, so teardown and
 //! `recover` give it back to whoever had it.
@@ -26,6 +27,9 @@ pub struct GrantDeviceAccess {
     pub gid: u32,
     /// Their IOMMU groups' `/dev/vfio/N`.
     pub pci: Vec<PciAddress>,
+    /// The UUIDs of the mediated devices: their IOMMU groups' `/dev/vfio/N`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub mdev: Vec<String>,
     pub evdev: Vec<PathBuf>,
     pub usb: Vec<UsbDevice>,
 }
@@ -49,10 +53,19 @@ impl GrantDeviceAccess {
             uid: identity.uid,
             gid: identity.gid,
             pci: config.pci.iter().map(|device| device.address).collect(),
+            mdev: config
+                .mdev
+                .iter()
+                .map(|device| device.uuid.clone())
+                .collect(),
             evdev: config.input.evdev.clone(),
             usb: config.usb.clone(),
         };
-        (!step.pci.is_empty() || !step.evdev.is_empty() || !step.usb.is_empty()).then_some(step)
+        (!step.pci.is_empty()
+            || !step.mdev.is_empty()
+            || !step.evdev.is_empty()
+            || !step.usb.is_empty())
+        .then_some(step)
     }
 
     /// The `/dev/vfio/N` of `address`, or why there is none.
@@ -92,6 +105,20 @@ impl GrantDeviceAccess {
                 )));
             }
             add(PathBuf::from(node), format!("the IOMMU group of {address}"));
+        }
+        for uuid in &self.mdev {
+            // The mediated device exists by now: its step comes earlier.
+            let node = super::mdev::vfio_node(&host.root, uuid).map_err(StepError::Other)?;
+            if !host.root.path(&node).exists() {
+                return Err(StepError::Other(format!(
+                    "{node} (the IOMMU group of the mediated device {uuid}) does not exist; is \
+                     the vfio_mdev/kvmgt module loaded? `dmesg` says why"
+                )));
+            }
+            add(
+                PathBuf::from(node),
+                format!("the IOMMU group of the mediated device {uuid}"),
+            );
         }
         for path in &self.evdev {
             let real = resolve(&host.root, path).map_err(|source| StepError::Io {
@@ -208,6 +235,12 @@ impl Step for GrantDeviceAccess {
         if !self.pci.is_empty() {
             let addresses: Vec<String> = self.pci.iter().map(ToString::to_string).collect();
             what.push(format!("/dev/vfio of {}", addresses.join(", ")));
+        }
+        if !self.mdev.is_empty() {
+            what.push(format!(
+                "/dev/vfio of the mediated device(s) {}",
+                self.mdev.join(", ")
+            ));
         }
         if !self.evdev.is_empty() {
             what.push(format!("{} evdev node(s)", self.evdev.len()));

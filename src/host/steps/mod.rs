@@ -20,6 +20,7 @@ pub mod holders;
 pub mod hooks;
 pub mod hugepages;
 pub mod irq_affinity;
+pub mod mdev;
 pub mod modules;
 pub mod nvidia_persistence;
 pub mod rescan;
@@ -234,6 +235,7 @@ register_steps! {
     CreateSriovVfs(sriov::CreateSriovVfs) undo [ReleaseSriovVfs(sriov::ReleaseSriovVfs), RestoreSriovAutoprobe(sriov::RestoreSriovAutoprobe), ClearVfMac(sriov::ClearVfMac)],
     RescanPciDevice(rescan::RescanPciDevice) undo [RescanPciBus(rescan::RescanPciBus)],
     BindVfio(vfio::BindVfio) undo [RestorePciDriver(vfio::RestorePciDriver)],
+    CreateMdev(mdev::CreateMdev) undo [RemoveMdev(mdev::RemoveMdev)],
     // Right after the binding, so that it is undone before the devices go back to their drivers.
     KeepPciPowered(device_power::KeepPciPowered) undo [RestorePciPower(device_power::RestorePciPower)],
     SetResetMethod(reset::SetResetMethod) undo [UnloadVendorReset(reset::UnloadVendorReset), RestoreResetMethod(reset::RestoreResetMethod)],

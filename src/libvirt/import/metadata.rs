@@ -66,6 +66,21 @@ impl Importer {
                             self.virtual_functions.insert(address, raw);
                         }
                     }
+                    "mdev" => {
+                        // In the order the export wrote them: the index is part of the UUID.
+                        let mdev = crate::model::mdev::RawMdev {
+                            parent: attribute("parent").and_then(text),
+                            mdev_type: attribute("type").and_then(text),
+                            display: match setting.attribute("display") {
+                                Some("yes") => flag(true),
+                                _ => None,
+                            },
+                        };
+                        profile.mdev.push(super::spanned(mdev));
+                        if let Some(uuid) = attribute("uuid") {
+                            self.mdev_uuids.insert(uuid);
+                        }
+                    }
                     "qemu" => {
                         if setting.attribute("sandbox") == Some("no") {
                             section(&mut profile.qemu).sandbox = flag(false);

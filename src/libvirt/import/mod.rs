@@ -95,6 +95,10 @@ struct Importer {
     /// Host addresses of `[[pci]]` entries that are SR-IOV VFs, from `<metadata>`: their
     /// `pf`, `vf`, `mac` and `vlan`.
     virtual_functions: std::collections::BTreeMap<String, crate::model::pci::RawPci>,
+    /// UUIDs of the `[[mdev]]` entries `<metadata>` holds (their parent and type).
+    mdev_uuids: BTreeSet<String>,
+    /// UUIDs of `<hostdev type='mdev'>`: each needs its `[[mdev]]` from `<metadata>`.
+    mdev_hostdevs: Vec<String>,
 }
 
 /// A value written by the importer: it has no place in a file yet.
@@ -259,6 +263,17 @@ impl Importer {
                 audio.user = None;
             }
             _ => {}
+        }
+        for uuid in std::mem::take(&mut self.mdev_hostdevs) {
+            if !self.mdev_uuids.contains(&uuid) {
+                self.note(
+                    format!("<hostdev type='mdev'> {uuid}"),
+                    NoteKind::Untranslated,
+                    "a mediated device that vmrun did not export: add an [[mdev]] with its \
+                     parent and type (`mdevctl list` or /sys/bus/mdev/devices/UUID/mdev_type \
+                     names them); vmrun creates it with a UUID of its own",
+                );
+            }
         }
         for pci in &mut self.profile.pci {
             let pci = pci.get_mut();

@@ -331,6 +331,31 @@ pub(super) fn passthrough(argv: &mut Argv, config: &VmConfig, firmware: &BootFir
     }
 }
 
+/// The `[[mdev]]` devices, by their sysfs path. QEMU places each on the root complex itself.
+pub(super) fn mediated(argv: &mut Argv, config: &VmConfig) {
+    for (index, device) in config.mdev.iter().enumerate() {
+        let sysfsdev = format!("/sys/bus/mdev/devices/{}", device.uuid);
+        let opts = if device.display {
+            // ramfb (the firmware's output until the guest's driver runs) is a fw_cfg file,
+            // which cannot come and go at run time: only the variant without hot-plug has it.
+            let gvt = device.mdev_type.starts_with("i915-GVTg");
+            Opts::new("vfio-pci-nohotplug")
+                .set("sysfsdev", sysfsdev)
+                .set("id", format!("mdev{index}"))
+                .set("display", "on")
+                .set("ramfb", "on")
+                // The iGPU's OpRegion (its VBT): the guest's i915/Windows driver needs it to
+                // drive a display.
+                .set_if(gvt, "x-igd-opregion", "on")
+        } else {
+            Opts::new("vfio-pci")
+                .set("sysfsdev", sysfsdev)
+                .set("id", format!("mdev{index}"))
+        };
+        argv.push("-device", opts.build());
+    }
+}
+
 /// One xHCI controller for passed USB devices, the remote display's tablet and USB audio.
 pub(super) fn usb(argv: &mut Argv, config: &VmConfig) {
     // Every VM gets the controller, so that `vmrun usb NAME attach` can hot-plug onto it.

@@ -14,7 +14,8 @@ use crate::model::*;
 use super::paths::VmPaths;
 use super::Resolved;
 use devices::{
-    audio, disks, display, input, looking_glass, network, passthrough, pflash, remote_input, usb,
+    audio, disks, display, input, looking_glass, mediated, network, passthrough, pflash,
+    remote_input, usb,
 };
 
 /// What boots the guest, resolved.
@@ -271,6 +272,7 @@ pub fn build(
     disks(&mut argv, &mut files, config);
     network(&mut argv, config, resolved.vhost_net);
     passthrough(&mut argv, config, firmware);
+    mediated(&mut argv, config);
     usb(&mut argv, config);
     remote_input(&mut argv, config);
     audio(&mut argv, config, resolved);

@@ -55,7 +55,17 @@ impl Importer {
                     ),
                 }
             }
-            _ => self.untranslated(node, "vmrun passes PCI and USB devices only"),
+            // Its parent and type travel in vmrun's <metadata>; the element only names it.
+            Some("mdev") => {
+                match child(node, "source")
+                    .and_then(|s| child(s, "address"))
+                    .and_then(|a| a.attribute("uuid"))
+                {
+                    Some(uuid) => self.mdev_hostdevs.push(uuid.to_lowercase()),
+                    None => self.untranslated(node, "a mediated device without a UUID"),
+                }
+            }
+            _ => self.untranslated(node, "vmrun passes PCI, USB and mediated devices only"),
         }
         Ok(())
     }
