@@ -182,16 +182,7 @@ impl BindVfio {
             )];
         };
         let mut findings = Vec::new();
-        if !info.resettable {
-            findings.push(Finding::warn(
-                "pci",
-                format!(
-                    "{key}: {address} ({}) offers no reset; it may stop working after the guest reboots \
-                     until the host reboots",
-                    info.vendor_device
-                ),
-            ));
-        }
+        // Whether and how the function resets is the `reset` findings' (steps/reset.rs).
         if info.boot_vga && self.romfile.is_none() {
             findings.push(Finding::warn(
                 "pci",
