@@ -657,16 +657,7 @@ impl Undoable for UnloadVendorReset {
             ));
             return Ok(());
         }
-        log.info(&format!("unloading module {}", self.module));
-        if host.remove_module(&self.module, log)? {
-            Ok(())
-        } else {
-            Err(StepError::ModuleInUse {
-                module: self.module.clone(),
-                attempts: host.timing.module_attempts,
-                holders: String::new(),
-            })
-        }
+        super::modules::unload_again(host, &self.module, log)
     }
 }
 
