@@ -277,3 +277,44 @@ mod tests {
         assert!(!dir.path().join(".state.json.tmp").exists());
     }
 }
+
+/// Why a user-named output file (`--output FILE`) could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    /// Without `force` the file must not exist yet.
+    #[error("it exists")]
+    Exists,
+    /// Its last component is a symbolic link, which vmrun never writes through.
+    #[error("it is a symbolic link")]
+    Symlink,
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// Opens a file the user named for vmrun's output, never through a symbolic link: without
+/// `force` it must not exist at all (`O_EXCL`, which also refuses a dangling link), with `force`
+/// an existing file is truncated but a link is refused (`O_NOFOLLOW`). A new file is created
+/// with `mode` (less the umask: the caller sets the mode it wants on what it created); the
+/// directory is the user's, so it is not opened by descriptor as the state files' are.
+pub fn open_output(path: &Path, force: bool, mode: u32) -> Result<File, OutputError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = std::fs::OpenOptions::new();
+    options
+        .write(true)
+        .mode(mode)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC);
+    if force {
+        options.create(true).truncate(true);
+    } else {
+        options.create_new(true);
+    }
+    options.open(path).map_err(|error| {
+        if error.kind() == std::io::ErrorKind::AlreadyExists {
+            OutputError::Exists
+        } else if error.raw_os_error() == Some(libc::ELOOP) {
+            OutputError::Symlink
+        } else {
+            OutputError::Io(error)
+        }
+    })
+}

@@ -19,6 +19,8 @@ use std::path::{Path, PathBuf};
 use serde::ser::SerializeStruct;
 use serde::{Serialize, Serializer};
 
+use crate::fsutil::OutputError;
+
 /// More images than any real ROM has; a crafted file cannot make the walk long.
 const MAX_IMAGES: usize = 64;
 
@@ -655,30 +657,16 @@ pub fn strip(path: &Path, out: &Path) -> Result<RomReport, RomError> {
 /// as another user, reads `romfile` itself) whatever the umask.
 pub fn write_rom_file(path: &Path, data: &[u8], force: bool) -> Result<(), RomError> {
     use std::io::Write;
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let mut options = std::fs::OpenOptions::new();
-    options
-        .write(true)
-        .mode(0o644)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC);
-    if force {
-        options.create(true).truncate(true);
-    } else {
-        options.create_new(true);
-    }
+    use std::os::unix::fs::PermissionsExt;
     let write_error = |source| RomError::Write {
         path: path.to_path_buf(),
         source,
     };
-    let mut file = match options.open(path) {
+    let mut file = match crate::fsutil::open_output(path, force, 0o644) {
         Ok(file) => file,
-        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
-            return Err(RomError::Exists(path.to_path_buf()))
-        }
-        Err(error) if error.raw_os_error() == Some(libc::ELOOP) => {
-            return Err(RomError::Symlink(path.to_path_buf()))
-        }
-        Err(error) => return Err(write_error(error)),
+        Err(OutputError::Exists) => return Err(RomError::Exists(path.to_path_buf())),
+        Err(OutputError::Symlink) => return Err(RomError::Symlink(path.to_path_buf())),
+        Err(OutputError::Io(error)) => return Err(write_error(error)),
     };
     if !file.metadata().map_err(write_error)?.is_file() {
         return Err(RomError::NotRegular(path.to_path_buf()));
