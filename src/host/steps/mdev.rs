@@ -422,6 +422,14 @@ mod tests {
         fake
     }
 
+    /// Every planned device's preflight findings, in order, as `check` collects them.
+    fn preflight(planned: &[CreateMdev], fake: &FakeHost) -> Vec<Finding> {
+        planned
+            .iter()
+            .flat_map(|step| step.preflight(&fake.host()))
+            .collect()
+    }
+
     fn steps(profile: &str) -> Vec<CreateMdev> {
         let config = testing::config(&format!("name = \"gvt\"\n{profile}"));
         let paths = crate::plan::VmPaths::new(
@@ -451,10 +459,7 @@ mod tests {
     #[test]
     fn the_preflight_lists_the_types_and_counts_the_instances() {
         let fake = gvt_host(2);
-        let findings: Vec<Finding> = steps(TWO)
-            .iter()
-            .flat_map(|step| step.preflight(&fake.host()))
-            .collect();
+        let findings = preflight(&steps(TWO), &fake);
         assert!(
             findings.iter().all(|f| f.status == Status::Pass),
             "{findings:?}"
@@ -467,10 +472,7 @@ mod tests {
             .contains("i915-GVTg_V5_8 (GVTg_V5_8, vfio-pci, 1 available"));
 
         let fake = gvt_host(1);
-        let findings: Vec<Finding> = steps(TWO)
-            .iter()
-            .flat_map(|step| step.preflight(&fake.host()))
-            .collect();
+        let findings = preflight(&steps(TWO), &fake);
         assert_eq!(findings.len(), 1, "one shortage, told once: {findings:?}");
         assert_eq!(findings[0].status, Status::Fail);
         assert!(findings[0]
@@ -480,10 +482,7 @@ mod tests {
         // A device this VM left behind is removed first: its instance counts as free.
         let planned = steps(TWO);
         fake.write(&format!("{}/remove", device_dir(&planned[0].uuid)), "");
-        let findings: Vec<Finding> = planned
-            .iter()
-            .flat_map(|step| step.preflight(&fake.host()))
-            .collect();
+        let findings = preflight(&planned, &fake);
         assert!(
             findings.iter().all(|f| f.status == Status::Pass),
             "{findings:?}"

@@ -28,6 +28,15 @@ impl SriovKernel {
         }
     }
 
+    /// The PF as its driver or another program left it: `count` VFs made before vmrun runs.
+    fn enable(&self, count: u16) {
+        self.write(
+            &format!("/sys/bus/pci/devices/{PF}/sriov_numvfs"),
+            count.to_string().as_bytes(),
+        )
+        .unwrap();
+    }
+
     fn devices(&self) -> PathBuf {
         self.root.join("sys/bus/pci/devices")
     }
@@ -155,9 +164,10 @@ fn sriov_host() -> FakeHost {
     fake
 }
 
-/// The VM `name`'s runtime directory under `run`, its lock held (the VM runs) while the
-/// returned value lives.
-fn running(run: &Path, name: &str) -> Flock<std::fs::File> {
+/// The VM `name`'s runtime directory under the fake's `run`, its lock held (the VM runs) while
+/// the returned value lives.
+fn running(fake: &FakeHost, name: &str) -> Flock<std::fs::File> {
+    let run = fake.root().join("run");
     std::fs::create_dir_all(run.join(name)).unwrap();
     let file = std::fs::File::create(run.join(name).join("lock")).unwrap();
     Flock::lock(file, FlockArg::LockExclusiveNonblock).unwrap()
@@ -180,21 +190,33 @@ fn step(fake: &FakeHost, vfs: &[(u16, Option<&str>, Option<u16>)]) -> CreateSrio
     }
 }
 
+/// The fake host as the VM `vm` sees it, its sysfs writes answered by `kernel`.
+fn host<'a>(fake: &'a FakeHost, kernel: &'a SriovKernel, vm: &str) -> HostContext<'a> {
+    let mut host = fake.host();
+    host.sysfs = kernel;
+    host.vm.name = vm.to_string();
+    host
+}
+
 fn session<'a>(
     fake: &'a FakeHost,
     kernel: &'a SriovKernel,
     vm: &str,
     steps: Vec<CreateSriovVfs>,
 ) -> HostSession<'a> {
-    let mut host = fake.host();
-    host.sysfs = kernel;
-    host.vm.name = vm.to_string();
+    let host = host(fake, kernel, vm);
     let steps = steps.into_iter().map(HostStep::CreateSriovVfs).collect();
     HostSession::new(host, steps, &fake.root().join(format!("journal-{vm}")))
 }
 
 fn numvfs(fake: &FakeHost) -> String {
     fake.read(&format!("/sys/bus/pci/devices/{PF}/sriov_numvfs"))
+}
+
+fn autoprobe(fake: &FakeHost) -> String {
+    fake.read(&format!(
+        "/sys/bus/pci/devices/{PF}/sriov_drivers_autoprobe"
+    ))
 }
 
 fn record(fake: &FakeHost) -> PfRecord {
@@ -205,19 +227,13 @@ fn record(fake: &FakeHost) -> PfRecord {
 fn vfs_are_made_unprobed_where_the_plan_said_and_the_count_restored() {
     let fake = sriov_host();
     let kernel = SriovKernel::new(&fake);
-    let run = fake.root().join("run");
-    let lock = running(&run, "a");
+    let lock = running(&fake, "a");
     let session = session(&fake, &kernel, "a", vec![step(&fake, &[(1, None, None)])]);
     session.apply(&testing::log()).unwrap();
     assert_eq!(numvfs(&fake), "2");
     // No host driver took them: autoprobe was 0 while they appeared, and is back.
     assert!(!fake.exists("/sys/bus/pci/devices/0000:03:10.2/driver"));
-    assert_eq!(
-        fake.read(&format!(
-            "/sys/bus/pci/devices/{PF}/sriov_drivers_autoprobe"
-        )),
-        "1"
-    );
+    assert_eq!(autoprobe(&fake), "1");
     assert_eq!(
         sriov::virtfn(&Sysroot::new(fake.root()), PF, 1).as_deref(),
         Some("0000:03:10.2")
@@ -241,7 +257,7 @@ fn the_new_vf_is_bound_to_vfio_pci_and_given_back_before_the_count_is() {
     let fake = sriov_host();
     let kernel = SriovKernel::new(&fake);
     std::fs::create_dir_all(fake.root().join("sys/bus/pci/drivers/vfio-pci")).unwrap();
-    let _lock = running(&fake.root().join("run"), "a");
+    let _lock = running(&fake, "a");
     let create = step(&fake, &[(0, None, None)]);
     let bind = crate::host::steps::vfio::BindVfio {
         address: create.vfs[0].address,
@@ -255,11 +271,8 @@ fn the_new_vf_is_bound_to_vfio_pci_and_given_back_before_the_count_is() {
         before[0].status == Status::Pass && before[0].message.contains("does not exist yet"),
         "{before:?}"
     );
-    let mut host = fake.host();
-    host.sysfs = &kernel;
-    host.vm.name = "a".into();
     let session = HostSession::new(
-        host,
+        host(&fake, &kernel, "a"),
         vec![HostStep::CreateSriovVfs(create), HostStep::BindVfio(bind)],
         &fake.root().join("journal"),
     );
@@ -280,7 +293,7 @@ fn the_new_vf_is_bound_to_vfio_pci_and_given_back_before_the_count_is() {
 fn a_vf_that_appears_elsewhere_than_planned_fails_the_step_and_is_undone() {
     let fake = sriov_host();
     let kernel = SriovKernel::new(&fake);
-    let _lock = running(&fake.root().join("run"), "a");
+    let _lock = running(&fake, "a");
     let planned = step(&fake, &[(0, None, None)]);
     // A device whose first-VF offset changes once VFs are enabled.
     fake.write(&format!("/sys/bus/pci/devices/{PF}/sriov_offset"), "130");
@@ -299,10 +312,8 @@ fn a_vf_that_appears_elsewhere_than_planned_fails_the_step_and_is_undone() {
 fn a_pf_with_enough_vfs_is_left_as_it_is() {
     let fake = sriov_host();
     let kernel = SriovKernel::new(&fake);
-    kernel
-        .write(&format!("/sys/bus/pci/devices/{PF}/sriov_numvfs"), b"3")
-        .unwrap();
-    let _lock = running(&fake.root().join("run"), "a");
+    kernel.enable(3);
+    let _lock = running(&fake, "a");
     let session = session(&fake, &kernel, "a", vec![step(&fake, &[(2, None, None)])]);
     session.apply(&testing::log()).unwrap();
     session.undo_all(&testing::log()).unwrap();
@@ -313,9 +324,8 @@ fn a_pf_with_enough_vfs_is_left_as_it_is() {
 fn the_last_of_two_vms_sets_the_count_back() {
     let fake = sriov_host();
     let kernel = SriovKernel::new(&fake);
-    let run = fake.root().join("run");
-    let lock_a = running(&run, "a");
-    let lock_b = running(&run, "b");
+    let lock_a = running(&fake, "a");
+    let lock_b = running(&fake, "b");
     // A raises the count to 2 for its VF 1; B then takes VF 0 without changing it.
     let a = session(&fake, &kernel, "a", vec![step(&fake, &[(1, None, None)])]);
     a.apply(&testing::log()).unwrap();
@@ -338,8 +348,7 @@ fn the_last_of_two_vms_sets_the_count_back() {
 fn a_crashed_vm_is_pruned_and_recover_restores_the_count() {
     let fake = sriov_host();
     let kernel = SriovKernel::new(&fake);
-    let run = fake.root().join("run");
-    let lock = running(&run, "a");
+    let lock = running(&fake, "a");
     session(&fake, &kernel, "a", vec![step(&fake, &[(0, None, None)])])
         .apply(&testing::log())
         .unwrap();
@@ -347,7 +356,7 @@ fn a_crashed_vm_is_pruned_and_recover_restores_the_count() {
     drop(lock);
     assert_eq!(numvfs(&fake), "1");
     // Another VM's start meanwhile does not count the dead one as a user.
-    let lock_b = running(&run, "b");
+    let lock_b = running(&fake, "b");
     let b = session(&fake, &kernel, "b", vec![step(&fake, &[(0, None, None)])]);
     b.apply(&testing::log()).unwrap();
     assert_eq!(record(&fake).users, vec!["b"]);
@@ -369,7 +378,7 @@ fn a_crashed_vm_is_pruned_and_recover_restores_the_count() {
 fn recover_after_a_crash_restores_the_count() {
     let fake = sriov_host();
     let kernel = SriovKernel::new(&fake);
-    let lock = running(&fake.root().join("run"), "a");
+    let lock = running(&fake, "a");
     session(&fake, &kernel, "a", vec![step(&fake, &[(2, None, None)])])
         .apply(&testing::log())
         .unwrap();
@@ -379,32 +388,21 @@ fn recover_after_a_crash_restores_the_count() {
         .undo_all(&testing::log())
         .unwrap();
     assert_eq!(numvfs(&fake), "0");
-    assert_eq!(
-        fake.read(&format!(
-            "/sys/bus/pci/devices/{PF}/sriov_drivers_autoprobe"
-        )),
-        "1"
-    );
+    assert_eq!(autoprobe(&fake), "1");
 }
 
 #[test]
 fn a_count_that_must_go_through_0_is_refused_while_a_vf_is_in_use() {
     let fake = sriov_host();
     let kernel = SriovKernel::new(&fake);
-    kernel
-        .write(&format!("/sys/bus/pci/devices/{PF}/sriov_numvfs"), b"1")
-        .unwrap();
+    kernel.enable(1);
     // VF 0 is on vfio-pci (another program's guest).
     let vf0 = fake.root().join("sys/bus/pci/devices/0000:03:10.0/driver");
     std::fs::remove_file(&vf0).unwrap();
     symlink("../../drivers/vfio-pci", &vf0).unwrap();
-    let _lock = running(&fake.root().join("run"), "a");
+    let _lock = running(&fake, "a");
     let wanted = step(&fake, &[(2, None, None)]);
-    let findings = wanted.preflight(&{
-        let mut host = fake.host();
-        host.sysfs = &kernel;
-        host
-    });
+    let findings = wanted.preflight(&host(&fake, &kernel, "a"));
     assert!(
         findings
             .iter()
@@ -427,12 +425,11 @@ fn a_count_that_must_go_through_0_is_refused_while_a_vf_is_in_use() {
 fn a_count_that_must_go_through_0_is_refused_while_another_vm_uses_a_vf() {
     let fake = sriov_host();
     let kernel = SriovKernel::new(&fake);
-    let run = fake.root().join("run");
-    let _b = running(&run, "b");
+    let _b = running(&fake, "b");
     session(&fake, &kernel, "b", vec![step(&fake, &[(0, None, None)])])
         .apply(&testing::log())
         .unwrap();
-    let _a = running(&run, "a");
+    let _a = running(&fake, "a");
     let a = session(&fake, &kernel, "a", vec![step(&fake, &[(3, None, None)])]);
     let error = a.apply(&testing::log()).unwrap_err().to_string();
     assert!(error.contains("VM `b`"), "{error}");
@@ -445,7 +442,7 @@ fn a_count_that_must_go_through_0_is_refused_while_another_vm_uses_a_vf() {
 fn mac_and_vlan_are_set_through_the_pf_and_cleared_after() {
     let fake = sriov_host();
     let kernel = SriovKernel::new(&fake);
-    let _lock = running(&fake.root().join("run"), "a");
+    let _lock = running(&fake, "a");
     let session = session(
         &fake,
         &kernel,
@@ -481,9 +478,7 @@ fn mac_and_vlan_are_set_through_the_pf_and_cleared_after() {
 fn the_preflight_shows_the_capability_and_the_chosen_vf() {
     let fake = sriov_host();
     let kernel = SriovKernel::new(&fake);
-    kernel
-        .write(&format!("/sys/bus/pci/devices/{PF}/sriov_numvfs"), b"2")
-        .unwrap();
+    kernel.enable(2);
     let findings = step(&fake, &[(1, None, None), (4, None, None)]).preflight(&fake.host());
     let messages: Vec<&str> = findings.iter().map(|f| f.message.as_str()).collect();
     assert!(
