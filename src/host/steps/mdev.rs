@@ -6,7 +6,7 @@
 //! last guest), and `recover` removes it. Preflight and `check`: the parent's types with their
 //! `available_instances`, `device_api` and description.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -68,21 +68,38 @@ pub fn device_dir(uuid: &str) -> String {
     format!("/sys/bus/mdev/devices/{uuid}")
 }
 
+/// Why a mediated device has no `/dev/vfio/N` to hand to QEMU.
+#[derive(Debug, thiserror::Error)]
+pub enum MdevNodeError {
+    #[error("the mediated device {uuid} has no IOMMU group ({}: {source}); was it created?", .link.display())]
+    NoGroup {
+        uuid: String,
+        link: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the mediated device {uuid}'s iommu_group link points to {}, not a group", .target.display())]
+    NotAGroup { uuid: String, target: PathBuf },
+}
+
 /// The `/dev/vfio/N` of the mediated device `uuid` (its `iommu_group` link), or why there is none.
-pub fn vfio_node(root: &Sysroot, uuid: &str) -> Result<String, String> {
+pub fn vfio_node(root: &Sysroot, uuid: &str) -> Result<String, MdevNodeError> {
     let link = root.path(&format!("{}/iommu_group", device_dir(uuid)));
-    let target = std::fs::read_link(&link).map_err(|error| {
-        format!(
-            "the mediated device {uuid} has no IOMMU group ({}: {error}); was it created?",
-            link.display()
-        )
-    })?;
+    let target = match std::fs::read_link(&link) {
+        Ok(target) => target,
+        Err(source) => {
+            return Err(MdevNodeError::NoGroup {
+                uuid: uuid.to_string(),
+                link,
+                source,
+            })
+        }
+    };
     match target.file_name().and_then(|name| name.to_str()) {
         Some(group) if group.parse::<u32>().is_ok() => Ok(format!("/dev/vfio/{group}")),
-        _ => Err(format!(
-            "the mediated device {uuid}'s iommu_group link points to {}, not a group",
-            target.display()
-        )),
+        _ => Err(MdevNodeError::NotAGroup {
+            uuid: uuid.to_string(),
+            target,
+        }),
     }
 }
 
@@ -314,7 +331,7 @@ impl Step for CreateMdev {
                             .map(|node| format!(
                                 "{node} does not exist; is vfio_mdev (or kvmgt) loaded?"
                             ))
-                            .unwrap_or_else(|why| why)
+                            .unwrap_or_else(|why| why.to_string())
                     )))
                 } else {
                     Err(StepError::Other(format!(
@@ -550,6 +567,7 @@ mod tests {
         assert_eq!(vfio_node(&fake.host().root, "u1").unwrap(), "/dev/vfio/17");
         assert!(vfio_node(&fake.host().root, "u2")
             .unwrap_err()
+            .to_string()
             .contains("no IOMMU group"));
     }
 

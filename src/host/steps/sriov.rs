@@ -421,7 +421,7 @@ impl Step for CreateSriovVfs {
         let pf = self.pf.to_string();
         let capability = match sriov::capability(&host.root, self.pf) {
             Ok(capability) => capability,
-            Err(problem) => return vec![Finding::fail("sriov", problem)],
+            Err(problem) => return vec![Finding::fail("sriov", problem.to_string())],
         };
         let existing = sriov::virtfns(&host.root, &pf);
         let in_use = vfs_in_use(host, &pf);
@@ -483,7 +483,7 @@ impl Step for CreateSriovVfs {
     }
 
     fn apply(&self, host: &HostContext, record: &Recorder, log: &Log) -> Result<(), StepError> {
-        let capability = sriov::capability(&host.root, self.pf).map_err(StepError::Other)?;
+        let capability = sriov::capability(&host.root, self.pf)?;
         if self.needed() > capability.total_vfs {
             return Err(StepError::Other(format!(
                 "{} has {} VFs at most (sriov_totalvfs); VF {} does not exist",
