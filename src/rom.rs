@@ -644,10 +644,8 @@ pub fn strip(path: &Path, out: &Path) -> Result<RomReport, RomError> {
         return Err(RomError::NothingToStrip(path.to_path_buf()));
     }
     let stripped = &rom.bytes()[report.header_bytes..];
-    std::fs::write(out, stripped).map_err(|source| RomError::Write {
-        path: out.to_path_buf(),
-        source,
-    })?;
+    // OUT is a file the user named: overwritten as before, but never through a link.
+    write_rom_file(out, stripped, true)?;
     Ok(parse(stripped))
 }
 
