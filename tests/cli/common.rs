@@ -280,7 +280,7 @@ pub fn check_findings(stdout: &str, stderr: &str) -> Vec<(String, String, String
 pub fn require_root() {
     assert!(
         nix::unistd::geteuid().is_root(),
-        "these tests run QEMU with pinned threads: run as root (CI does)"
+        "these tests run QEMU with pinned threads (SCHED_RR): run as root (CI does)"
     );
 }
 
