@@ -99,7 +99,6 @@ fn display_input(file: &Path) -> String {
 /// dangling link), with `--force` an existing file is truncated but a link is refused
 /// (`O_NOFOLLOW`). A new file gets mode 0644 whatever the umask.
 fn write_output(output: Option<&Path>, force: bool, text: &str) -> Result<(), CliError> {
-    use std::os::unix::fs::PermissionsExt;
     let Some(path) = output else {
         std::io::stdout().lock().write_all(text.as_bytes())?;
         return Ok(());
@@ -126,10 +125,5 @@ fn write_output(output: Option<&Path>, force: bool, text: &str) -> Result<(), Cl
         }
         Err(OutputError::Io(error)) => return Err(cannot_write(error)),
     };
-    if !force {
-        // Created just now: its mode is ours to set, not the umask's.
-        file.set_permissions(std::fs::Permissions::from_mode(0o644))
-            .map_err(cannot_write)?;
-    }
     file.write_all(text.as_bytes()).map_err(cannot_write)
 }
