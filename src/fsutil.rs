@@ -199,6 +199,63 @@ pub(crate) fn holder_in(locks: &str, major: u64, minor: u64, inode: u64) -> Opti
     })
 }
 
+/// Why a user-named output file (`--output FILE`) could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    /// Without `force` the file must not exist yet.
+    #[error("it exists")]
+    Exists,
+    /// Its last component is a symbolic link, which vmrun never writes through.
+    #[error("it is a symbolic link")]
+    Symlink,
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// Opens a file the user named for vmrun's output, never through a symbolic link: without
+/// `force` it must not exist at all (`O_EXCL`, which also refuses a dangling link), with `force`
+/// an existing file is truncated but a link is refused (`O_NOFOLLOW`). A file created here gets
+/// `mode` whatever the umask; an existing one keeps its own (it is the user's). The directory is
+/// the user's, so it is not opened by descriptor as the state files' are.
+pub fn open_output(path: &Path, force: bool, mode: u32) -> Result<File, OutputError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let open = |create_new: bool| {
+        let mut options = std::fs::OpenOptions::new();
+        options
+            .write(true)
+            .mode(mode)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC);
+        if create_new {
+            options.create_new(true);
+        } else {
+            options.truncate(true);
+        }
+        options.open(path)
+    };
+    let sorted = |error: std::io::Error| {
+        if error.kind() == std::io::ErrorKind::AlreadyExists {
+            OutputError::Exists
+        } else if error.raw_os_error() == Some(libc::ELOOP) {
+            OutputError::Symlink
+        } else {
+            OutputError::Io(error)
+        }
+    };
+    // Created first where it can be, so that a new file is known to be ours and its mode is
+    // set; with `force` an existing one is then opened as it is. A file that vanishes in
+    // between is reported, not retried.
+    match open(true) {
+        Ok(file) => {
+            set_mode(&file, mode)?;
+            Ok(file)
+        }
+        Err(error) if force && error.kind() == std::io::ErrorKind::AlreadyExists => {
+            open(false).map_err(sorted)
+        }
+        Err(error) => Err(sorted(error)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -275,5 +332,36 @@ mod tests {
         std::fs::write(dir.path().join("state.json/x"), "").unwrap();
         assert!(write_replace(&dir.path().join("state.json"), b"{}", 0o600).is_err());
         assert!(!dir.path().join(".state.json.tmp").exists());
+    }
+
+    #[test]
+    fn an_output_file_gets_its_mode_when_created_and_keeps_the_users_when_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.xml");
+        // 0666 is what the umask (022 or 077) would cut: created here, the mode is set as asked.
+        drop(open_output(&path, false, 0o666).unwrap());
+        assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o7777, 0o666);
+        assert!(matches!(
+            open_output(&path, false, 0o644),
+            Err(OutputError::Exists)
+        ));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::write(&path, b"old").unwrap();
+        drop(open_output(&path, true, 0o644).unwrap());
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!((meta.len(), meta.mode() & 0o7777), (0, 0o600));
+        let link = dir.path().join("link.xml");
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        assert!(matches!(
+            open_output(&link, true, 0o644),
+            Err(OutputError::Symlink)
+        ));
+        let dangling = dir.path().join("dangling.xml");
+        std::os::unix::fs::symlink(dir.path().join("nowhere"), &dangling).unwrap();
+        assert!(matches!(
+            open_output(&dangling, false, 0o644),
+            Err(OutputError::Exists)
+        ));
+        assert!(!dir.path().join("nowhere").exists());
     }
 }

@@ -19,6 +19,8 @@ use std::path::{Path, PathBuf};
 use serde::ser::SerializeStruct;
 use serde::{Serialize, Serializer};
 
+use crate::fsutil::OutputError;
+
 /// More images than any real ROM has; a crafted file cannot make the walk long.
 const MAX_IMAGES: usize = 64;
 
@@ -642,10 +644,8 @@ pub fn strip(path: &Path, out: &Path) -> Result<RomReport, RomError> {
         return Err(RomError::NothingToStrip(path.to_path_buf()));
     }
     let stripped = &rom.bytes()[report.header_bytes..];
-    std::fs::write(out, stripped).map_err(|source| RomError::Write {
-        path: out.to_path_buf(),
-        source,
-    })?;
+    // OUT is a file the user named: overwritten as before, but never through a link.
+    write_rom_file(out, stripped, true)?;
     Ok(parse(stripped))
 }
 
@@ -655,30 +655,16 @@ pub fn strip(path: &Path, out: &Path) -> Result<RomReport, RomError> {
 /// as another user, reads `romfile` itself) whatever the umask.
 pub fn write_rom_file(path: &Path, data: &[u8], force: bool) -> Result<(), RomError> {
     use std::io::Write;
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let mut options = std::fs::OpenOptions::new();
-    options
-        .write(true)
-        .mode(0o644)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC);
-    if force {
-        options.create(true).truncate(true);
-    } else {
-        options.create_new(true);
-    }
+    use std::os::unix::fs::PermissionsExt;
     let write_error = |source| RomError::Write {
         path: path.to_path_buf(),
         source,
     };
-    let mut file = match options.open(path) {
+    let mut file = match crate::fsutil::open_output(path, force, 0o644) {
         Ok(file) => file,
-        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
-            return Err(RomError::Exists(path.to_path_buf()))
-        }
-        Err(error) if error.raw_os_error() == Some(libc::ELOOP) => {
-            return Err(RomError::Symlink(path.to_path_buf()))
-        }
-        Err(error) => return Err(write_error(error)),
+        Err(OutputError::Exists) => return Err(RomError::Exists(path.to_path_buf())),
+        Err(OutputError::Symlink) => return Err(RomError::Symlink(path.to_path_buf())),
+        Err(OutputError::Io(error)) => return Err(write_error(error)),
     };
     if !file.metadata().map_err(write_error)?.is_file() {
         return Err(RomError::NotRegular(path.to_path_buf()));
@@ -776,74 +762,4 @@ impl AcpiImage {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn several_acpi_images_get_one_file_each_named_by_address() {
-        let image = |bus, device| vfct::VfctImage {
-            bus,
-            device,
-            function: 0,
-            vendor_id: "1002".into(),
-            device_id: "1681".into(),
-            subsystem_vendor_id: "1002".into(),
-            subsystem_id: "0001".into(),
-            revision: 0,
-            offset: 0,
-            length: 1,
-            data: vec![0],
-        };
-        let out = Path::new("/roms/apu.rom");
-        assert_eq!(acpi_rom_paths(out, &[image(0xc1, 0)]), [out]);
-        assert_eq!(
-            acpi_rom_paths(out, &[image(0xc1, 0), image(3, 1)]),
-            [
-                PathBuf::from("/roms/apu-c1-00.0.rom"),
-                PathBuf::from("/roms/apu-03-01.0.rom")
-            ]
-        );
-    }
-
-    #[test]
-    fn a_rom_file_is_created_once_without_force_and_never_through_a_link() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("a.rom");
-        write_rom_file(&path, b"one", false).unwrap();
-        assert_eq!(
-            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-            0o644
-        );
-        assert!(matches!(
-            write_rom_file(&path, b"two", false),
-            Err(RomError::Exists(_))
-        ));
-        write_rom_file(&path, b"two", true).unwrap();
-        assert_eq!(std::fs::read(&path).unwrap(), b"two");
-        let link = dir.path().join("link.rom");
-        std::os::unix::fs::symlink(&path, &link).unwrap();
-        assert!(matches!(
-            write_rom_file(&link, b"x", true),
-            Err(RomError::Symlink(_))
-        ));
-        assert!(matches!(
-            write_rom_file(&link, b"x", false),
-            Err(RomError::Exists(_))
-        ));
-        assert_eq!(std::fs::read(&path).unwrap(), b"two");
-    }
-
-    #[test]
-    fn code_types_serialize_by_name_or_number() {
-        assert_eq!(serde_json::to_string(&CodeType::Efi).unwrap(), "\"efi\"");
-        assert_eq!(serde_json::to_string(&CodeType::Other(7)).unwrap(), "7");
-    }
-
-    #[test]
-    fn empty_and_garbage_input_give_problems_not_panics() {
-        assert_eq!(parse(&[]).problems, ["the file is empty"]);
-        assert!(parse(&[0x55]).problems[0].contains("no option ROM image"));
-        assert!(parse(&[0x55, 0xAA, 0, 0]).images.is_empty());
-    }
-}
+mod tests;

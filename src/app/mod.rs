@@ -268,7 +268,12 @@ impl App {
                 .pci
                 .iter()
                 .filter_map(|device| device.sriov.as_ref())
-                .map(|vf| (vf.pf, crate::host::sriov::capability(&self.sysroot, vf.pf)))
+                .map(|vf| {
+                    // The plan keeps the reason as words: it is shown at the profile's key.
+                    let capability = crate::host::sriov::capability(&self.sysroot, vf.pf)
+                        .map_err(|error| error.to_string());
+                    (vf.pf, capability)
+                })
                 .collect(),
             qemu_program,
             qemu_caps,

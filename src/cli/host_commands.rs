@@ -23,10 +23,8 @@ pub(super) fn rom(app: &App, args: RomArgs) -> Result<ExitCode, CliError> {
     if let Some(RomAction::Dump { address, out }) = args.action {
         let address = parse_address(&address)?;
         let data = app.dump_rom(address)?;
-        std::fs::write(&out, &data).map_err(|source| crate::rom::RomError::Write {
-            path: out.clone(),
-            source,
-        })?;
+        // OUT is a file the user named: overwritten as before, but never through a link.
+        crate::rom::write_rom_file(&out, &data, true)?;
         let report = crate::rom::parse(&data);
         eprintln!(
             "vmrun: wrote {} ({} bytes) from {address}: {} image(s), EFI image: {}",

@@ -1,6 +1,7 @@
 //! `import libvirt` and `export libvirt`: the translation lives in `crate::libvirt`; here are
 //! only the files, stdin/stdout and messages.
 
+use crate::fsutil::OutputError;
 use std::io::Read;
 use std::path::Path;
 
@@ -98,47 +99,31 @@ fn display_input(file: &Path) -> String {
 /// dangling link), with `--force` an existing file is truncated but a link is refused
 /// (`O_NOFOLLOW`). A new file gets mode 0644 whatever the umask.
 fn write_output(output: Option<&Path>, force: bool, text: &str) -> Result<(), CliError> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let Some(path) = output else {
         std::io::stdout().lock().write_all(text.as_bytes())?;
         return Ok(());
     };
-    let mut options = std::fs::OpenOptions::new();
-    options
-        .write(true)
-        .mode(0o644)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC);
-    if force {
-        options.create(true).truncate(true);
-    } else {
-        options.create_new(true);
-    }
     let cannot_write = |error: std::io::Error| {
         CliError::Output(std::io::Error::new(
             error.kind(),
             format!("cannot write {}: {error}", path.display()),
         ))
     };
-    let mut file = match options.open(path) {
+    let mut file = match crate::fsutil::open_output(path, force, 0o644) {
         Ok(file) => file,
-        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
+        Err(OutputError::Exists) => {
             return Err(CliError::Usage(format!(
                 "{} exists; give --force to overwrite it",
                 path.display()
             )));
         }
-        Err(error) if error.raw_os_error() == Some(libc::ELOOP) => {
+        Err(OutputError::Symlink) => {
             return Err(CliError::Usage(format!(
                 "{} is a symbolic link; vmrun does not write through one: give the file's own path",
                 path.display()
             )));
         }
-        Err(error) => return Err(cannot_write(error)),
+        Err(OutputError::Io(error)) => return Err(cannot_write(error)),
     };
-    if !force {
-        // Created just now: its mode is ours to set, not the umask's.
-        file.set_permissions(std::fs::Permissions::from_mode(0o644))
-            .map_err(cannot_write)?;
-    }
     file.write_all(text.as_bytes()).map_err(cannot_write)
 }

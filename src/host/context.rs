@@ -42,6 +42,10 @@ pub enum StepError {
         seen: String,
         done: String,
     },
+    #[error(transparent)]
+    Sriov(#[from] crate::host::sriov::SriovError),
+    #[error(transparent)]
+    MdevNode(#[from] crate::host::steps::mdev::MdevNodeError),
     #[error("{0}")]
     Other(String),
 }

@@ -12,38 +12,62 @@ fn device_dir(root: &Sysroot, address: &str) -> PathBuf {
     root.path(&format!("/sys/bus/pci/devices/{address}"))
 }
 
-fn read_number(root: &Sysroot, pf: &str, name: &str) -> Result<u16, String> {
+/// Why a function cannot serve as a profile's `pf`: said in words for the profile's `pf` key
+/// (`check` and `resolve` show it as is).
+#[derive(Debug, thiserror::Error)]
+pub enum SriovError {
+    #[error("{0} does not exist on this host (`lspci -D` lists the devices)")]
+    NoDevice(String),
+    #[error(
+        "{0} has no SR-IOV capability (no sriov_totalvfs in /sys/bus/pci/devices/{0}): \
+         it cannot have virtual functions; `vmrun iommu` shows which functions can, or pass it \
+         itself with `address`"
+    )]
+    NoCapability(String),
+    #[error(
+        "{0} offers 0 virtual functions (sriov_totalvfs): its firmware or driver has SR-IOV off"
+    )]
+    NoVfs(String),
+    #[error("/sys/bus/pci/devices/{pf}/{name}: {source}")]
+    Read {
+        pf: String,
+        name: &'static str,
+        source: std::io::Error,
+    },
+    #[error("/sys/bus/pci/devices/{pf}/{name} says `{text}`, not a number")]
+    NotANumber {
+        pf: String,
+        name: &'static str,
+        text: String,
+    },
+}
+
+fn read_number(root: &Sysroot, pf: &str, name: &'static str) -> Result<u16, SriovError> {
     let path = device_dir(root, pf).join(name);
-    let text = std::fs::read_to_string(&path)
-        .map_err(|error| format!("/sys/bus/pci/devices/{pf}/{name}: {error}"))?;
-    text.trim().parse().map_err(|_| {
-        format!(
-            "/sys/bus/pci/devices/{pf}/{name} says `{}`, not a number",
-            text.trim()
-        )
+    let text = std::fs::read_to_string(&path).map_err(|source| SriovError::Read {
+        pf: pf.to_string(),
+        name,
+        source,
+    })?;
+    text.trim().parse().map_err(|_| SriovError::NotANumber {
+        pf: pf.to_string(),
+        name,
+        text: text.trim().to_string(),
     })
 }
 
-/// The SR-IOV capability of `pf`, or why it has none, in words for the profile's `pf`.
-pub fn capability(root: &Sysroot, pf: PciAddress) -> Result<SriovPf, String> {
+/// The SR-IOV capability of `pf`, or why it has none.
+pub fn capability(root: &Sysroot, pf: PciAddress) -> Result<SriovPf, SriovError> {
     let name = pf.to_string();
     if !device_dir(root, &name).is_dir() {
-        return Err(format!(
-            "{name} does not exist on this host (`lspci -D` lists the devices)"
-        ));
+        return Err(SriovError::NoDevice(name));
     }
     if !device_dir(root, &name).join("sriov_totalvfs").exists() {
-        return Err(format!(
-            "{name} has no SR-IOV capability (no sriov_totalvfs in /sys/bus/pci/devices/{name}): \
-             it cannot have virtual functions; `vmrun iommu` shows which functions can, or pass it \
-             itself with `address`"
-        ));
+        return Err(SriovError::NoCapability(name));
     }
     let total_vfs = read_number(root, &name, "sriov_totalvfs")?;
     if total_vfs == 0 {
-        return Err(format!(
-            "{name} offers 0 virtual functions (sriov_totalvfs): its firmware or driver has SR-IOV off"
-        ));
+        return Err(SriovError::NoVfs(name));
     }
     Ok(SriovPf {
         total_vfs,
@@ -176,10 +200,10 @@ mod tests {
         let fake = FakeHost::new();
         let root = fake.host().root;
         let pf = address("0000:03:00.0");
-        let missing = capability(&root, pf).unwrap_err();
+        let missing = capability(&root, pf).unwrap_err().to_string();
         assert!(missing.contains("does not exist"), "{missing}");
         fake.write("/sys/bus/pci/devices/0000:03:00.0/vendor", "0x8086\n");
-        let none = capability(&root, pf).unwrap_err();
+        let none = capability(&root, pf).unwrap_err().to_string();
         assert!(none.contains("no SR-IOV capability"), "{none}");
         for (name, value) in [
             ("sriov_totalvfs", "7"),
@@ -199,6 +223,9 @@ mod tests {
             }
         );
         fake.write("/sys/bus/pci/devices/0000:03:00.0/sriov_stride", "two\n");
-        assert!(capability(&root, pf).unwrap_err().contains("not a number"));
+        assert!(capability(&root, pf)
+            .unwrap_err()
+            .to_string()
+            .contains("not a number"));
     }
 }

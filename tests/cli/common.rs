@@ -274,3 +274,116 @@ pub fn check_findings(stdout: &str, stderr: &str) -> Vec<(String, String, String
         })
         .collect()
 }
+
+/// Fails the test unless it runs as root: the tests that start real QEMU with pinned threads
+/// (SCHED_RR) and hand device nodes to QEMU's user cannot run otherwise.
+pub fn require_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "these tests run QEMU with pinned threads (SCHED_RR): run as root (CI does)"
+    );
+}
+
+/// Asserts an error for `key` on the line marked `#<` in `text`, saying `says`, shown as
+/// `FILE:LINE: KEY: ` as the brief asks of every profile error.
+pub fn expect_error(text: &str, key: &str, says: &str) {
+    let dir = tempdir();
+    let line = line_of(text, "#<");
+    let found = match validate_text(dir.path(), "t", text) {
+        Ok((_, warnings)) => warnings,
+        Err(errors) => errors,
+    };
+    let hit = found.iter().find(|d| {
+        d.key == key
+            && d.line == Some(line)
+            && d.message.contains(says)
+            && d.severity == vmrun::profile::Severity::Error
+    });
+    let Some(hit) = hit else {
+        panic!("expected an error for `{key}` on line {line} saying {says:?}; got {found:#?}");
+    };
+    assert!(
+        hit.to_string().contains(&format!("t.toml:{line}: {key}: ")),
+        "{hit}"
+    );
+}
+
+/// `config` with QEMU resolved to `nobody`, as `plan::resolve` gives it for root without
+/// SUDO_UID: the host-session tests hand device nodes to that user.
+pub fn as_nobody(mut config: VmConfig) -> VmConfig {
+    config.qemu.user = vmrun::model::QemuUser::Resolved(vmrun::model::QemuIdentity {
+        name: "nobody".into(),
+        uid: 65534,
+        gid: 65534,
+        groups: vec![65534],
+        source: "fallback",
+    });
+    config
+}
+
+/// A `vmrun run` in the foreground whose guest runs, for the crash tests: `kill_9` kills it as
+/// a crash would; dropped without that (a failed assert), it is killed all the same so no VM
+/// outlives the test.
+pub struct Foreground {
+    child: Option<std::process::Child>,
+    qemu: u32,
+}
+
+/// Starts `vmrun run PROFILE` in the foreground (`vmrun` makes the command with the test's
+/// environment) and waits until `vmrun status NAME` says the VM runs; QEMU's pid is read from
+/// `runtime/NAME/qemu.pid`.
+pub fn run_in_foreground(
+    vmrun: impl Fn() -> Command,
+    profile: &Path,
+    name: &str,
+    runtime: &Path,
+) -> Foreground {
+    let child = vmrun()
+        .arg("run")
+        .arg(profile)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut foreground = Foreground {
+        child: Some(child),
+        qemu: 0,
+    };
+    wait_for("the VM to run", std::time::Duration::from_secs(20), || {
+        run(vmrun().args(["status", name])).0 == 0
+    });
+    foreground.qemu = std::fs::read_to_string(runtime.join(name).join("qemu.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    foreground
+}
+
+impl Foreground {
+    /// SIGKILL to vmrun, then waits for QEMU to go with it (its parent-death signal): nothing
+    /// was undone, which `vmrun recover` must then do.
+    pub fn kill_9(mut self) {
+        self.kill();
+        let qemu = self.qemu;
+        wait_for("QEMU to go", std::time::Duration::from_secs(10), || {
+            !vmrun::run::state::process_alive(qemu, "qemu")
+        });
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Foreground {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -850,7 +850,9 @@ fn pci_remove_and_rescan(root: &Path, refuse: &[String]) {
     }
 }
 
-/// The VFs (`virtfnN` links) of `pf`, by number.
+/// The VFs (`virtfnN` links) of `pf`, by number. The same walk as `vmrun::host::sriov::virtfns`
+/// on purpose: this is the fake kernel, which must not lean on the code under test (a mistake
+/// there would then agree with itself and no test would see it).
 fn virtfns(pf: &Path) -> Vec<(u32, String)> {
     let mut vfs: Vec<(u32, String)> = std::fs::read_dir(pf)
         .into_iter()

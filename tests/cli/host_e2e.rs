@@ -12,7 +12,7 @@ use std::time::Duration;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::common::{run, wait_for};
+use crate::common::{run, run_in_foreground, wait_for};
 use crate::fake_host::{diff, FakeHost, Options};
 
 const QEMU_WITHOUT_VFIO: &str = r#"#!/bin/bash
@@ -49,10 +49,7 @@ pub(crate) fn wrapper(dir: &std::path::Path) -> PathBuf {
 }
 
 pub(crate) fn setup() -> Setup {
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "these tests run QEMU with pinned threads: run as root (CI does)"
-    );
+    crate::common::require_root();
     let host =
         FakeHost::new("intel-shared-rootport.tsv", Options::single_gpu_desktop()).with_kernel();
     let evdev = host.add_evdev("event5", EVENT_LINK);
@@ -335,27 +332,9 @@ fn a_group_already_on_vfio_pci_is_root_s_again_after_stop_and_after_recover() {
     assert!(diff(&before, &host.snapshot()).is_empty());
 
     // kill -9 of vmrun while the guest runs, then recover.
-    let mut child = vmrun()
-        .arg("run")
-        .arg(&profile)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for("the VM to run", Duration::from_secs(20), || {
-        run(vmrun().args(["status", "vfio"])).0 == 0
-    });
+    let running = run_in_foreground(vmrun, &profile, "vfio", &dir.path().join("run"));
     assert_eq!(host.owner(node).map(|o| o.0), Some(NOBODY.0));
-    let qemu: u32 = std::fs::read_to_string(dir.path().join("run/vfio/qemu.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).unwrap();
-    let _ = child.wait();
-    wait_for("QEMU to go", Duration::from_secs(10), || {
-        !vmrun::run::state::process_alive(qemu, "qemu")
-    });
+    running.kill_9();
     assert_eq!(
         host.owner(node).map(|o| o.0),
         Some(NOBODY.0),

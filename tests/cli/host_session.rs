@@ -14,7 +14,7 @@ use vmrun::host::{RealSysfs, Sysroot};
 use vmrun::log::Log;
 use vmrun::model::VmConfig;
 
-use crate::common::validate_text;
+use crate::common::{as_nobody, validate_text};
 use crate::fake_host::{diff, FakeHost, FakeProcess, Options};
 
 /// Runs `systemctl`/`modprobe` from the fake host's stub directory, anything else as given.
@@ -757,19 +757,6 @@ fn a_bridged_vm_gets_a_tap_vmrun_makes_and_deletes() {
             .any(|m| m.contains("br9 is not a bridge")),
         "{ctx_findings:?}"
     );
-}
-
-/// The profile's config with QEMU resolved to `nobody`, as `plan::resolve` gives it for root
-/// without SUDO_UID.
-fn as_nobody(mut config: VmConfig) -> VmConfig {
-    config.qemu.user = vmrun::model::QemuUser::Resolved(vmrun::model::QemuIdentity {
-        name: "nobody".into(),
-        uid: 65534,
-        gid: 65534,
-        groups: vec![65534],
-        source: "fallback",
-    });
-    config
 }
 
 #[test]

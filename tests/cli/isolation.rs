@@ -29,10 +29,7 @@ struct Setup {
 }
 
 fn setup(isolation: &str) -> Setup {
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "these tests run QEMU with pinned threads: run as root (CI does)"
-    );
+    crate::common::require_root();
     let host = FakeHost::new(
         "intel-shared-rootport.tsv",
         Options {

@@ -15,7 +15,7 @@ use vmrun::host::{RealSysfs, Sysroot};
 use vmrun::log::Log;
 use vmrun::model::VmConfig;
 
-use crate::common::{run, validate_text};
+use crate::common::{as_nobody, run, validate_text};
 use crate::fake_host::{diff, FakeHost, Options};
 
 const IGPU: &str = "0000:00:02.0";
@@ -44,19 +44,23 @@ const ONE: &str = "[[mdev]]\nparent = \"00:02.0\"\ntype = \"i915-GVTg_V5_4\"\n";
 const TWO: &str = "[[mdev]]\nparent = \"00:02.0\"\ntype = \"i915-GVTg_V5_4\"\n\
                    [[mdev]]\nparent = \"0000:00:02.0\"\ntype = \"i915-GVTg_V5_4\"\n";
 
+/// The /dev/vfio node (relative to the fake root) of the mdev `uuid`'s IOMMU group: the node
+/// vmrun hands to QEMU's user for the run.
+fn vfio_node(host: &FakeHost, uuid: &str) -> String {
+    let group = std::fs::read_link(
+        host.root
+            .join(format!("sys/bus/mdev/devices/{uuid}/iommu_group")),
+    )
+    .unwrap();
+    format!("dev/vfio/{}", group.file_name().unwrap().to_string_lossy())
+}
+
 fn config(dir: &Path, mdevs: &str) -> VmConfig {
-    let mut config = validate_text(dir, "gvt", &profile_text(mdevs))
-        .unwrap_or_else(|e| panic!("{e:#?}"))
-        .0;
-    // QEMU as `nobody`, as `plan::resolve` gives it for root without SUDO_UID.
-    config.qemu.user = vmrun::model::QemuUser::Resolved(vmrun::model::QemuIdentity {
-        name: "nobody".into(),
-        uid: 65534,
-        gid: 65534,
-        groups: vec![65534],
-        source: "fallback",
-    });
-    config
+    as_nobody(
+        validate_text(dir, "gvt", &profile_text(mdevs))
+            .unwrap_or_else(|e| panic!("{e:#?}"))
+            .0,
+    )
 }
 
 struct Rig {
@@ -144,12 +148,7 @@ fn a_session_creates_the_devices_with_stable_uuids_hands_over_their_groups_and_r
     assert_eq!(host.mdevs(), sorted);
     assert_eq!(available(&host, "i915-GVTg_V5_4"), "0");
     for uuid in &uuids {
-        let group = std::fs::read_link(
-            host.root
-                .join(format!("sys/bus/mdev/devices/{uuid}/iommu_group")),
-        )
-        .unwrap();
-        let node = format!("dev/vfio/{}", group.file_name().unwrap().to_string_lossy());
+        let node = vfio_node(&host, uuid);
         assert_eq!(
             host.owner(&node),
             Some((65534, 65534, 0o600)),
@@ -472,12 +471,7 @@ fn run_creates_the_device_for_qemu_and_stop_removes_it() {
     };
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(host.mdevs(), std::slice::from_ref(&uuid));
-    let group = std::fs::read_link(
-        host.root
-            .join(format!("sys/bus/mdev/devices/{uuid}/iommu_group")),
-    )
-    .unwrap();
-    let node = format!("dev/vfio/{}", group.file_name().unwrap().to_string_lossy());
+    let node = vfio_node(&host, &uuid);
     assert_eq!(
         host.owner(&node),
         Some((65534, 65534, 0o600)),

@@ -4,13 +4,8 @@
 //! + `recover`, vendor_reset loaded with `device_specific` selected and unloaded after.
 
 use std::path::Path;
-use std::process::Stdio;
-use std::time::Duration;
 
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
-
-use crate::common::{check_findings, run, wait_for};
+use crate::common::{check_findings, run, run_in_foreground};
 use crate::fake_host::{diff, FakeHost, Options};
 
 /// The running kernel's release in the fake tree, and where dkms installs vendor-reset for it.
@@ -245,26 +240,8 @@ fn reset_method_is_written_for_the_run_and_restored_after_stop_and_after_kill_9_
     assert!(diff(&before, &host.snapshot()).is_empty());
 
     // kill -9 of vmrun while the guest runs, then recover.
-    let mut child = vmrun()
-        .arg("run")
-        .arg(&vm)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for("the VM to run", Duration::from_secs(20), || {
-        run(vmrun().args(["status", "nic"])).0 == 0
-    });
-    let qemu: u32 = std::fs::read_to_string(dir.path().join("run/nic/qemu.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).unwrap();
-    let _ = child.wait();
-    wait_for("QEMU to go", Duration::from_secs(10), || {
-        !vmrun::run::state::process_alive(qemu, "qemu")
-    });
+    let running = run_in_foreground(vmrun, &vm, "nic", &dir.path().join("run"));
+    running.kill_9();
     assert_eq!(
         reset_method(&host, gpu),
         b"bus",
@@ -324,27 +301,13 @@ fn vendor_reset_is_loaded_with_device_specific_for_the_run_and_unloaded_after_st
 
     // kill -9 of vmrun while the guest runs: `recover` (another process, from the journal)
     // selects the old methods again and unloads the module.
-    let mut child = host
-        .vmrun(dir.path())
-        .arg("run")
-        .arg(&vm)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for("the VM to run", Duration::from_secs(20), || {
-        run(host.vmrun(dir.path()).args(["status", "rx580"])).0 == 0
-    });
-    let qemu: u32 = std::fs::read_to_string(dir.path().join("run/rx580/qemu.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).unwrap();
-    let _ = child.wait();
-    wait_for("QEMU to go", Duration::from_secs(10), || {
-        !vmrun::run::state::process_alive(qemu, "qemu")
-    });
+    let running = run_in_foreground(
+        || host.vmrun(dir.path()),
+        &vm,
+        "rx580",
+        &dir.path().join("run"),
+    );
+    running.kill_9();
     assert_eq!(reset_method(&host, "0000:0b:00.0"), b"device_specific");
     let (code, _, stderr) = run(host.vmrun(dir.path()).arg("recover").arg("rx580"));
     assert_eq!(code, 0, "{stderr}");

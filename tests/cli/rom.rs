@@ -343,6 +343,20 @@ fn a_dump_header_is_reported_and_strip_writes_a_copy() {
         rom::strip(&out, &dir.path().join("x.rom")),
         Err(rom::RomError::NothingToStrip(_))
     ));
+    // OUT is the user's to name: an existing file is overwritten, a link is never written
+    // through (its target stays as it was).
+    std::fs::write(&out, b"old").unwrap();
+    rom::strip(&file, &out).unwrap();
+    assert_eq!(std::fs::read(&out).unwrap(), &data[0x190..]);
+    let target = dir.path().join("target");
+    std::fs::write(&target, b"kept").unwrap();
+    let link = dir.path().join("link.rom");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    assert!(matches!(
+        rom::strip(&file, &link),
+        Err(rom::RomError::Symlink(_))
+    ));
+    assert_eq!(std::fs::read(&target).unwrap(), b"kept");
 }
 
 #[test]

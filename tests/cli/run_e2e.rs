@@ -13,7 +13,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
 
-use crate::common::{repo_root, run};
+use crate::common::{repo_root, require_root, run};
 
 pub(crate) struct Vm {
     pub(crate) dir: tempfile::TempDir,
@@ -59,13 +59,6 @@ pub(crate) fn seabios_accel(name: &str) -> (&'static str, &'static str) {
     };
     eprintln!("[{name}] accelerator: {accel}, -cpu {model} (SeaBIOS guest; {why})");
     (accel, model)
-}
-
-fn require_root() {
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "the end-to-end tests pin threads with SCHED_RR and need root (CI runs as root)"
-    );
 }
 
 impl Vm {

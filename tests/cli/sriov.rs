@@ -5,8 +5,7 @@
 
 use std::path::Path;
 
-use crate::common::{line_of, run, validate_text, vmrun};
-use vmrun::profile::Severity;
+use crate::common::{expect_error, line_of, run, validate_text, vmrun};
 
 const PF: &str = "0000:03:00.0";
 
@@ -60,22 +59,6 @@ fn sriov_root(dir: &Path) -> std::path::PathBuf {
     std::os::unix::fs::symlink("../0000:03:10.0", pf.join("virtfn0")).unwrap();
     std::os::unix::fs::symlink(format!("../{PF}"), vf.join("physfn")).unwrap();
     root
-}
-
-fn expect_error(text: &str, key: &str, says: &str) {
-    let dir = crate::common::tempdir();
-    let line = line_of(text, "#<");
-    let found = match validate_text(dir.path(), "t", text) {
-        Ok((_, warnings)) => warnings,
-        Err(errors) => errors,
-    };
-    assert!(
-        found.iter().any(|d| d.key == key
-            && d.line == Some(line)
-            && d.severity == Severity::Error
-            && d.message.contains(says)),
-        "expected an error for `{key}` on line {line} saying {says:?}; got {found:#?}"
-    );
 }
 
 #[test]
@@ -299,10 +282,7 @@ mod runs {
     }
 
     fn bed() -> Bed {
-        assert!(
-            nix::unistd::geteuid().is_root(),
-            "these tests run QEMU with pinned threads: run as root (CI does)"
-        );
+        crate::common::require_root();
         let host = FakeHost::new(
             "igb-sriov.tsv",
             Options {

@@ -5,31 +5,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::common::{line_of, run, validate_text};
-use vmrun::profile::Severity;
-
-/// Asserts an error for `key` on the line marked `#<`, saying `says`, shown as FILE:LINE: KEY.
-fn expect_error(text: &str, key: &str, says: &str) {
-    let dir = crate::common::tempdir();
-    let line = line_of(text, "#<");
-    let found = match validate_text(dir.path(), "t", text) {
-        Ok((_, warnings)) => warnings,
-        Err(errors) => errors,
-    };
-    let hit = found.iter().find(|d| {
-        d.key == key
-            && d.line == Some(line)
-            && d.message.contains(says)
-            && d.severity == Severity::Error
-    });
-    let Some(hit) = hit else {
-        panic!("expected an error for `{key}` on line {line} saying {says:?}; got {found:#?}");
-    };
-    assert!(
-        hit.to_string().contains(&format!("t.toml:{line}: {key}: ")),
-        "{hit}"
-    );
-}
+use crate::common::{expect_error, run, validate_text};
 
 #[test]
 fn the_new_tables_report_bad_keys_and_values_with_file_line_and_key() {

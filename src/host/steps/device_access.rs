@@ -108,7 +108,7 @@ impl GrantDeviceAccess {
         }
         for uuid in &self.mdev {
             // The mediated device exists by now: its step comes earlier.
-            let node = super::mdev::vfio_node(&host.root, uuid).map_err(StepError::Other)?;
+            let node = super::mdev::vfio_node(&host.root, uuid)?;
             if !host.root.path(&node).exists() {
                 return Err(StepError::Other(format!(
                     "{node} (the IOMMU group of the mediated device {uuid}) does not exist; is \

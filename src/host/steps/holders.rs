@@ -350,6 +350,19 @@ pub(crate) mod tests {
         }
     }
 
+    /// A game-streaming service of alice's holding `node` of the GPU: the usual holder a
+    /// profile lets vmrun stop (`sunshine.service`).
+    fn sunshine(fake: &FakeHost, pid: u32, node: &str) {
+        process(
+            fake,
+            pid,
+            "sunshine",
+            1000,
+            "/system.slice/sunshine.service",
+            &[node],
+        );
+    }
+
     fn desktop(fake: &FakeHost) {
         gpu(fake, GPU, "0x1002", &["card0", "renderD128"]);
         gpu(fake, OTHER, "0x1002", &["card1", "renderD129"]);
@@ -363,14 +376,7 @@ pub(crate) mod tests {
     fn a_holder_vmrun_may_not_stop_fails_the_preflight_naming_what_to_write() {
         let fake = FakeHost::answering(systemd);
         desktop(&fake);
-        process(
-            &fake,
-            4242,
-            "sunshine",
-            1000,
-            "/system.slice/sunshine.service",
-            &["/dev/dri/renderD128"],
-        );
+        sunshine(&fake, 4242, "/dev/dri/renderD128");
         process(
             &fake,
             77,
@@ -421,22 +427,8 @@ pub(crate) mod tests {
     fn an_allowed_holder_is_stopped_and_its_unit_started_again() {
         let fake = FakeHost::answering(systemd);
         desktop(&fake);
-        process(
-            &fake,
-            4242,
-            "sunshine",
-            1000,
-            "/system.slice/sunshine.service",
-            &["/dev/dri/renderD128"],
-        );
-        process(
-            &fake,
-            4243,
-            "sunshine",
-            1000,
-            "/system.slice/sunshine.service",
-            &["/dev/dri/card0"],
-        );
+        sunshine(&fake, 4242, "/dev/dri/renderD128");
+        sunshine(&fake, 4243, "/dev/dri/card0");
         process(
             &fake,
             50,
@@ -486,14 +478,7 @@ pub(crate) mod tests {
         // A unit whose stop leaves the process (it ignores SIGTERM, or systemctl lied).
         let fake = FakeHost::new();
         desktop(&fake);
-        process(
-            &fake,
-            4242,
-            "sunshine",
-            1000,
-            "/system.slice/sunshine.service",
-            &["/dev/dri/card0"],
-        );
+        sunshine(&fake, 4242, "/dev/dri/card0");
         let session = fake.session(vec![HostStep::StopHolders(step(&["sunshine.service"]))]);
         let error = session.prepare(&log()).unwrap_err();
         assert!(

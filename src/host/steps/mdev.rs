@@ -6,7 +6,7 @@
 //! last guest), and `recover` removes it. Preflight and `check`: the parent's types with their
 //! `available_instances`, `device_api` and description.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -68,21 +68,38 @@ pub fn device_dir(uuid: &str) -> String {
     format!("/sys/bus/mdev/devices/{uuid}")
 }
 
+/// Why a mediated device has no `/dev/vfio/N` to hand to QEMU.
+#[derive(Debug, thiserror::Error)]
+pub enum MdevNodeError {
+    #[error("the mediated device {uuid} has no IOMMU group ({}: {source}); was it created?", .link.display())]
+    NoGroup {
+        uuid: String,
+        link: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the mediated device {uuid}'s iommu_group link points to {}, not a group", .target.display())]
+    NotAGroup { uuid: String, target: PathBuf },
+}
+
 /// The `/dev/vfio/N` of the mediated device `uuid` (its `iommu_group` link), or why there is none.
-pub fn vfio_node(root: &Sysroot, uuid: &str) -> Result<String, String> {
+pub fn vfio_node(root: &Sysroot, uuid: &str) -> Result<String, MdevNodeError> {
     let link = root.path(&format!("{}/iommu_group", device_dir(uuid)));
-    let target = std::fs::read_link(&link).map_err(|error| {
-        format!(
-            "the mediated device {uuid} has no IOMMU group ({}: {error}); was it created?",
-            link.display()
-        )
-    })?;
+    let target = match std::fs::read_link(&link) {
+        Ok(target) => target,
+        Err(source) => {
+            return Err(MdevNodeError::NoGroup {
+                uuid: uuid.to_string(),
+                link,
+                source,
+            })
+        }
+    };
     match target.file_name().and_then(|name| name.to_str()) {
         Some(group) if group.parse::<u32>().is_ok() => Ok(format!("/dev/vfio/{group}")),
-        _ => Err(format!(
-            "the mediated device {uuid}'s iommu_group link points to {}, not a group",
-            target.display()
-        )),
+        _ => Err(MdevNodeError::NotAGroup {
+            uuid: uuid.to_string(),
+            target,
+        }),
     }
 }
 
@@ -314,7 +331,7 @@ impl Step for CreateMdev {
                             .map(|node| format!(
                                 "{node} does not exist; is vfio_mdev (or kvmgt) loaded?"
                             ))
-                            .unwrap_or_else(|why| why)
+                            .unwrap_or_else(|why| why.to_string())
                     )))
                 } else {
                     Err(StepError::Other(format!(
@@ -422,6 +439,14 @@ mod tests {
         fake
     }
 
+    /// Every planned device's preflight findings, in order, as `check` collects them.
+    fn preflight(planned: &[CreateMdev], fake: &FakeHost) -> Vec<Finding> {
+        planned
+            .iter()
+            .flat_map(|step| step.preflight(&fake.host()))
+            .collect()
+    }
+
     fn steps(profile: &str) -> Vec<CreateMdev> {
         let config = testing::config(&format!("name = \"gvt\"\n{profile}"));
         let paths = crate::plan::VmPaths::new(
@@ -451,10 +476,7 @@ mod tests {
     #[test]
     fn the_preflight_lists_the_types_and_counts_the_instances() {
         let fake = gvt_host(2);
-        let findings: Vec<Finding> = steps(TWO)
-            .iter()
-            .flat_map(|step| step.preflight(&fake.host()))
-            .collect();
+        let findings = preflight(&steps(TWO), &fake);
         assert!(
             findings.iter().all(|f| f.status == Status::Pass),
             "{findings:?}"
@@ -467,10 +489,7 @@ mod tests {
             .contains("i915-GVTg_V5_8 (GVTg_V5_8, vfio-pci, 1 available"));
 
         let fake = gvt_host(1);
-        let findings: Vec<Finding> = steps(TWO)
-            .iter()
-            .flat_map(|step| step.preflight(&fake.host()))
-            .collect();
+        let findings = preflight(&steps(TWO), &fake);
         assert_eq!(findings.len(), 1, "one shortage, told once: {findings:?}");
         assert_eq!(findings[0].status, Status::Fail);
         assert!(findings[0]
@@ -480,10 +499,7 @@ mod tests {
         // A device this VM left behind is removed first: its instance counts as free.
         let planned = steps(TWO);
         fake.write(&format!("{}/remove", device_dir(&planned[0].uuid)), "");
-        let findings: Vec<Finding> = planned
-            .iter()
-            .flat_map(|step| step.preflight(&fake.host()))
-            .collect();
+        let findings = preflight(&planned, &fake);
         assert!(
             findings.iter().all(|f| f.status == Status::Pass),
             "{findings:?}"
@@ -551,6 +567,7 @@ mod tests {
         assert_eq!(vfio_node(&fake.host().root, "u1").unwrap(), "/dev/vfio/17");
         assert!(vfio_node(&fake.host().root, "u2")
             .unwrap_err()
+            .to_string()
             .contains("no IOMMU group"));
     }
 

@@ -107,6 +107,22 @@ impl Step for UnloadModule {
     }
 }
 
+/// Unloads a module vmrun loaded for the run once nothing of this VM needs it any more (the
+/// caller has checked that no other device still does): the undo of a load, shared by the
+/// modules and reset steps so both retry and report a busy module the same way.
+pub(super) fn unload_again(host: &HostContext, module: &str, log: &Log) -> Result<(), StepError> {
+    log.info(&format!("unloading module {module}"));
+    if host.remove_module(module, log)? {
+        Ok(())
+    } else {
+        Err(StepError::ModuleInUse {
+            module: module.to_string(),
+            attempts: host.timing.module_attempts,
+            holders: String::new(),
+        })
+    }
+}
+
 impl Undoable for LoadModule {
     fn undo(&self, host: &HostContext, log: &Log) -> Result<(), StepError> {
         if host.module_loaded(&self.module) {
@@ -147,16 +163,7 @@ impl Undoable for UnloadModuleAgain {
             ));
             return Ok(());
         }
-        log.info(&format!("unloading module {}", self.module));
-        if host.remove_module(&self.module, log)? {
-            Ok(())
-        } else {
-            Err(StepError::ModuleInUse {
-                module: self.module.clone(),
-                attempts: host.timing.module_attempts,
-                holders: String::new(),
-            })
-        }
+        unload_again(host, &self.module, log)
     }
 }
 
