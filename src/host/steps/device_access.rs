@@ -95,7 +95,12 @@ impl GrantDeviceAccess {
         };
         for address in &self.pci {
             let node = Self::vfio_node(host, *address)?;
-            if !host.root.path(&node).exists() {
+            // The kernel links the device to vfio-pci before vfio-pci's probe has made the
+            // group's node (devtmpfs makes it a moment later): a bound device's node is waited for.
+            let bound =
+                pci::driver_of(&host.root, &address.to_string()).as_deref() == Some("vfio-pci");
+            let present = || host.root.path(&node).exists();
+            if !(present() || bound && host.wait_until(present)) {
                 let driver = pci::driver_of(&host.root, &address.to_string());
                 return Err(StepError::Other(format!(
                     "{node} (the IOMMU group of {address}) does not exist: {address} is not bound to \
