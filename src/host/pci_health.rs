@@ -76,6 +76,29 @@ impl Reading {
         }
         let config = match host.sysfs.read(&device_path(address, "config")) {
             Ok(bytes) if bytes.len() < 4 => Config::Short(bytes.len()),
+            // An SR-IOV virtual function's vendor and device ID registers read ffff by
+            // definition (PCIe SR-IOV: the ids are the PF's capability's): it answers when the
+            // rest of its header does, and its ids are those the kernel took from the PF.
+            Ok(bytes) if is_virtual_function(host, address) => {
+                if bytes.len() >= 16 && bytes[4..16].iter().all(|byte| *byte == 0xff) {
+                    Config::Ids {
+                        vendor: 0xffff,
+                        device: 0xffff,
+                    }
+                } else {
+                    let id = |name: &str| {
+                        host.read(&device_path(address, name))
+                            .and_then(|text| {
+                                u16::from_str_radix(text.trim_start_matches("0x"), 16).ok()
+                            })
+                            .unwrap_or(0xffff)
+                    };
+                    Config::Ids {
+                        vendor: id("vendor"),
+                        device: id("device"),
+                    }
+                }
+            }
             Ok(bytes) => Config::Ids {
                 vendor: u16::from_le_bytes([bytes[0], bytes[1]]),
                 device: u16::from_le_bytes([bytes[2], bytes[3]]),
@@ -179,9 +202,21 @@ pub fn check(host: &HostContext, address: &str, log: &Log) -> Reading {
     awake
 }
 
+/// A VF has a `physfn` link to its PF.
+fn is_virtual_function(host: &HostContext, address: &str) -> bool {
+    host.root.path(&device_path(address, "physfn")).exists()
+}
+
 /// Removes the function (when it is there) and rescans the PCI bus once; returns once it is
 /// back or the bind timeout has passed. See the module's comment for why the rescan is safe.
 pub fn remove_and_rescan(host: &HostContext, address: &str, log: &Log) -> Result<(), StepError> {
+    // The kernel gives a VF no `remove`, and a rescan does not make VFs: they come and go
+    // with their PF's sriov_numvfs.
+    if is_virtual_function(host, address) {
+        return Err(StepError::Other(format!(
+            "{address} is an SR-IOV virtual function, which cannot be removed and rescanned on its own"
+        )));
+    }
     let present = || {
         host.root
             .path(&format!("/sys/bus/pci/devices/{address}"))
@@ -295,6 +330,51 @@ mod tests {
         let reading = check(&fake.host(), A, &log());
         assert!(reading.dead().unwrap().contains("D3cold"), "{reading:?}");
         assert_eq!(fake.read(&device_path(A, "power/control")), "auto");
+    }
+
+    #[test]
+    fn a_virtual_function_is_judged_by_its_header_and_named_by_the_kernels_ids() {
+        let fake = FakeHost::new();
+        fake.write(&device_path(A, "vendor"), "0x8086\n");
+        fake.write(&device_path(A, "device"), "0x10ca\n");
+        fake.write(&device_path(A, "power_state"), "D0\n");
+        // A VF's id registers read all ones by definition; the rest of its header answers.
+        let mut space = vec![0u8; 256];
+        space[..4].copy_from_slice(&[0xff; 4]);
+        space[4] = 0x06;
+        std::fs::write(
+            fake.root()
+                .join("sys/bus/pci/devices")
+                .join(A)
+                .join("config"),
+            &space,
+        )
+        .unwrap();
+        fake.write(
+            "/sys/bus/pci/devices/0000:01:00.0/physfn/vendor",
+            "0x8086\n",
+        );
+        let reading = check(&fake.host(), A, &log());
+        assert_eq!(reading.dead(), None, "{reading:?}");
+        assert_eq!(
+            reading.describe(),
+            "vendor 8086 device 10ca, power_state D0"
+        );
+        // A VF whose whole header reads all ones is gone, and is not removed and rescanned.
+        std::fs::write(
+            fake.root()
+                .join("sys/bus/pci/devices")
+                .join(A)
+                .join("config"),
+            vec![0xffu8; 256],
+        )
+        .unwrap();
+        assert!(check(&fake.host(), A, &log()).dead().is_some());
+        let error = remove_and_rescan(&fake.host(), A, &log()).unwrap_err();
+        assert!(
+            error.to_string().contains("SR-IOV virtual function"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -335,6 +335,20 @@ impl Step for BindVfio {
             return Ok(());
         }
         let driver_override = pci::driver_override_of(&host.root, &address);
+        // vfio-pci turns runtime PM on when it binds (`power/control` auto) and off when it
+        // unbinds (on): the host's own setting is read now and written back after the host
+        // driver has the function again (journaled first, so undone after RestorePciDriver).
+        let control = format!("/sys/bus/pci/devices/{address}/power/control");
+        if let Ok(bytes) = host.sysfs.read(&control) {
+            record.change(
+                super::device_power::RestorePciPower {
+                    address: address.clone(),
+                    attribute: "power/control".to_string(),
+                    value: String::from_utf8_lossy(&bytes).into_owned(),
+                },
+                || Ok(()),
+            )?;
+        }
         log.info(&format!(
             "binding {address} to vfio-pci (was {})",
             driver.as_deref().unwrap_or("unbound")
@@ -779,6 +793,43 @@ mod health_tests {
             pci::driver_of(&fake.host().root, A).as_deref(),
             Some("vfio-pci")
         );
+    }
+
+    #[test]
+    fn the_hosts_runtime_pm_setting_is_journaled_before_binding_and_undone_after_the_driver() {
+        use crate::host::journal::Journal;
+        use crate::host::steps::{device_power::RestorePciPower, Recorder, Undo};
+        let fake = FakeHost::new();
+        let dev = format!("/sys/bus/pci/devices/{A}");
+        // A laptop host's setting (TLP, powertop): vfio-pci turns it to auto on bind and to
+        // on at unbind, so only the value read before the bind is the host's.
+        fake.write(&format!("{dev}/power/control"), "auto\n");
+        fake.write(&format!("{dev}/driver_override"), "\n");
+        fake.write("/sys/bus/pci/drivers/vfio-pci/bind", "");
+        fake.write("/sys/bus/pci/drivers_probe", "");
+        let journal = Journal::at(&fake.root().join("journal"));
+        let step = BindVfio {
+            address: A.parse().unwrap(),
+            romfile: None,
+            uefi: false,
+            vf_of: None,
+        };
+        let _ = step.apply(&fake.host(), &Recorder::new(&journal, 0), &log());
+        let entries = journal.entries().unwrap();
+        let position = |wanted: fn(&Undo) -> bool| entries.iter().position(|e| wanted(&e.undo));
+        let power = position(|u| matches!(u, Undo::RestorePciPower(_))).expect("journaled");
+        assert_eq!(
+            entries[power].undo,
+            Undo::RestorePciPower(RestorePciPower {
+                address: A.to_string(),
+                attribute: "power/control".to_string(),
+                value: "auto\n".to_string(),
+            })
+        );
+        // Undone in reverse: the setting is written back after the driver is restored.
+        if let Some(driver) = position(|u| matches!(u, Undo::RestorePciDriver(_))) {
+            assert!(power < driver, "{entries:?}");
+        }
     }
 
     #[test]
