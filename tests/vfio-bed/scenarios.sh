@@ -9,13 +9,14 @@ fi
 NIC=0000:00:02.0     # e1000e alone in its IOMMU group
 # Two e1000e behind a PCIe-to-PCI bridge share one IOMMU group (with the bridge): found below.
 VGA=0000:00:04.0     # std VGA on bochs-drm, fbcon on top
+IGB=$(basename "$(ls -d /sys/bus/pci/drivers/igb/0000:* 2>/dev/null | head -1)")  # 82576, SR-IOV, own root port
 V="vmrun -q --state-dir /var/lib/vmrun --runtime-dir /run/vmrun"
 
 driver() { basename "$(readlink "/sys/bus/pci/devices/$1/driver" 2>/dev/null)" 2>/dev/null; }
 netifs() { ls "/sys/bus/pci/devices/$1/net" 2>/dev/null | tr '\n' ' '; }
 loaded() { grep -q "^$1 " /proc/modules; }
 json_number() { grep "\"$1\"" "$2" | head -1 | sed 's/[^0-9]//g'; }
-begin() { scenario=$1; failed=0; echo "CHECK $scenario: begins"; }
+begin() { scenario=$1; failed=0; echo "CHECK $scenario: begins ($(cut -d" " -f1 /proc/uptime) s after boot)"; }
 check() {
     description=$1; shift
     if "$@"; then echo "CHECK $scenario: ok: $description"; else echo "CHECK $scenario: FAILED: $description"; failed=1; fi
@@ -23,6 +24,9 @@ check() {
 not() { ! "$@"; }
 end() { if [ "$failed" = 0 ]; then echo "SCENARIO $scenario: PASS"; else echo "SCENARIO $scenario: FAIL"; fi; }
 wait_gone() { n=0; while [ -e "/proc/$1" ] && [ $n -lt 100 ]; do sleep 0.1; n=$((n+1)); done; [ ! -e "/proc/$1" ]; }
+# The power and reset attributes of a function, on one line: reset_method d3cold_allowed
+# power/control power_state.
+power() { for a in reset_method d3cold_allowed power/control power_state; do printf '%s ' "$(cat "/sys/bus/pci/devices/$1/$a" 2>/dev/null || echo -)"; done; }
 wait_netif() { n=0; while [ -z "$(netifs "$1")" ] && [ $n -lt 50 ]; do sleep 0.1; n=$((n+1)); done; }
 
 profile() { # name address [extra toml]
@@ -70,10 +74,13 @@ profile pair "$PAIR"
 begin device
 nic_ifaces=$(netifs $NIC)
 check "$NIC starts on e1000e with interface(s) $nic_ifaces" [ "$(driver $NIC)" = e1000e -a -n "$nic_ifaces" ]
+nic_power=$(power $NIC)
+check "$NIC reset_method d3cold_allowed power/control power_state: $nic_power" [ -e /sys/bus/pci/devices/$NIC/reset_method ]
 check "vfio-pci is not loaded yet" sh -c '! grep -q "^vfio_pci " /proc/modules'
 $V run /bed/nic.toml --detach; rc=$?
 check "vmrun run --detach exits 0 (got $rc)" [ "$rc" = 0 ]
 check "$NIC is on vfio-pci while the guest runs (now: $(driver $NIC))" [ "$(driver $NIC)" = vfio-pci ]
+check "while it runs: $(power $NIC)" [ -e /sys/bus/pci/devices/$NIC/reset_method ]
 group=$(basename "$(readlink /sys/bus/pci/devices/$NIC/iommu_group)")
 check "/dev/vfio/$group exists" [ -e "/dev/vfio/$group" ]
 # Devices behind the root port show in query-pci once the inner firmware has numbered the buses.
@@ -277,4 +284,38 @@ echo "$NIC" > /sys/bus/pci/drivers/vfio-pci/unbind
 echo "$NIC" > /sys/bus/pci/drivers_probe
 wait_netif $NIC
 check "$NIC is back on e1000e (now: $(driver $NIC))" [ "$(driver $NIC)" = e1000e ]
+end
+
+# --- TEMPORARY (phase 1): a VF of the igb made by hand, bound to vfio-pci by hand, passed by address ---
+begin vf-by-hand
+pf=/sys/bus/pci/devices/$IGB
+check "igb PF $IGB ($(cat $pf/vendor 2>/dev/null):$(cat $pf/device 2>/dev/null)) has interface $(netifs $IGB), totalvfs $(cat $pf/sriov_totalvfs 2>/dev/null), offset $(cat $pf/sriov_offset 2>/dev/null) stride $(cat $pf/sriov_stride 2>/dev/null)" [ -n "$IGB" -a -n "$(netifs $IGB)" ]
+check "PF power: $(power $IGB); group $(basename "$(readlink $pf/iommu_group)") holds $(ls $pf/iommu_group/devices | tr '\n' ' ')" [ -e $pf/sriov_numvfs ]
+echo 0 > $pf/sriov_drivers_autoprobe
+echo 1 > $pf/sriov_numvfs; rc=$?
+vf=$(basename "$(readlink $pf/virtfn0)")
+check "echo 1 > sriov_numvfs (rc $rc) made VF $vf ($(cat /sys/bus/pci/devices/$vf/vendor):$(cat /sys/bus/pci/devices/$vf/device))" [ "$(cat /sys/bus/pci/devices/$vf/device 2>/dev/null)" = 0x10ca ]
+vfgroup=$(basename "$(readlink /sys/bus/pci/devices/$vf/iommu_group)")
+check "VF group $vfgroup holds $(ls /sys/bus/pci/devices/$vf/iommu_group/devices | tr '\n' ' ')" [ "$(ls /sys/bus/pci/devices/$vf/iommu_group/devices)" = "$vf" ]
+check "VF driver with autoprobe 0: '$(driver $vf)'; power: $(power $vf)" [ -z "$(driver $vf)" ]
+modprobe vfio-pci
+echo vfio-pci > /sys/bus/pci/devices/$vf/driver_override
+echo $vf > /sys/bus/pci/drivers_probe
+check "VF on vfio-pci (now: $(driver $vf))" [ "$(driver $vf)" = vfio-pci ]
+profile vfhand "$vf"
+$V run /bed/vfhand.toml --detach; rc=$?
+check "vmrun run --detach with the VF by address exits 0 (got $rc)" [ "$rc" = 0 ]
+n=0
+while [ $n -lt 120 ]; do
+    $V qmp vfhand query-pci > /tmp/pci.json 2>&1
+    tr -d ' \n' < /tmp/pci.json | grep -q '"device":4298,[^}]*"vendor":32902' && break
+    sleep 0.5; n=$((n+1))
+done
+check "the inner QEMU shows the VF as 8086:10ca (query-pci, after $((n/2)) s)" sh -c "tr -d ' \n' < /tmp/pci.json | grep -q '\"device\":4298,[^}]*\"vendor\":32902'"
+$V stop vfhand; rc=$?
+check "vmrun stop exits 5 (got $rc); VF on $(driver $vf)" [ "$rc" = 5 ]
+echo > /sys/bus/pci/devices/$vf/driver_override
+echo 0 > $pf/sriov_numvfs
+echo 1 > $pf/sriov_drivers_autoprobe
+check "sriov_numvfs back to $(cat $pf/sriov_numvfs), PF on $(driver $IGB) with $(netifs $IGB)" [ "$(cat $pf/sriov_numvfs)" = 0 -a "$(driver $IGB)" = igb ]
 end
