@@ -12,6 +12,7 @@ use crate::model::{CpuSet, PciAddress};
 
 pub mod context;
 pub mod finding;
+pub mod holders;
 pub mod identity;
 pub mod inhibit;
 pub mod journal;

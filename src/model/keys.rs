@@ -129,6 +129,10 @@ pub const TABLES: &[Table] = &[
     single("clock", "Windows' timer settings"),
     single("single_gpu", "handing the host's only GPU to the guest"),
     single("hooks", "commands run around the VM"),
+    single(
+        "holders",
+        "services vmrun may stop while they hold a passed device",
+    ),
     single("shutdown", "how long the guest gets to power off"),
     single("qemu", "the QEMU binary, its user and its sandbox"),
 ];
@@ -314,6 +318,7 @@ pub const KEYS: &[Key] = &[
     ),
     key("hooks", "post_stop", Commands, "[\"/usr/local/bin/after\"]"),
     key("hooks", "timeout", Int, "60"),
+    key("holders", "stop", TextList, "[\"sunshine.service\"]"),
     key("shutdown", "timeout", Int, "120"),
     key("qemu", "binary", Text, "\"qemu-system-x86_64\""),
     key(

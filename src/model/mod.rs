@@ -9,6 +9,7 @@ pub mod clock;
 pub mod cpu;
 pub mod disk;
 pub mod display;
+pub mod holders;
 pub mod hooks;
 pub mod input;
 pub mod isolation;
@@ -42,6 +43,7 @@ pub use clock::{Clock, ClockBase, LostTicks};
 pub use cpu::{Cpu, Topology};
 pub use disk::{CacheMode, Disk, DiskBus, DiskFormat, Media};
 pub use display::{Display, Gui, Listen, Remote, RemoteProtocol, SerialConsole, VgaModel};
+pub use holders::Holders;
 pub use hooks::Hooks;
 pub use input::Input;
 pub use isolation::{HostCpus, Isolation};
@@ -84,6 +86,7 @@ pub struct RawProfile {
     pub console: Option<Spanned<display::RawConsole>>,
     pub looking_glass: Option<Spanned<looking_glass::RawLookingGlass>>,
     pub single_gpu: Option<Spanned<single_gpu::RawSingleGpu>>,
+    pub holders: Option<Spanned<holders::RawHolders>>,
     pub hooks: Option<Spanned<hooks::RawHooks>>,
     pub shutdown: Option<Spanned<shutdown::RawShutdown>>,
     pub qemu: Option<Spanned<qemu::RawQemu>>,
@@ -113,6 +116,7 @@ pub fn keys_of_table(path: &[String]) -> &'static [&'static str] {
         (_, "console") => parse::field_names::<display::RawConsole>(),
         (_, "looking_glass") => parse::field_names::<looking_glass::RawLookingGlass>(),
         (_, "single_gpu") => parse::field_names::<single_gpu::RawSingleGpu>(),
+        (_, "holders") => parse::field_names::<holders::RawHolders>(),
         (_, "hooks") => parse::field_names::<hooks::RawHooks>(),
         (_, "shutdown") => parse::field_names::<shutdown::RawShutdown>(),
         (_, "qemu") => parse::field_names::<qemu::RawQemu>(),
@@ -142,6 +146,7 @@ pub struct VmConfig {
     pub serial: SerialConsole,
     pub looking_glass: Option<LookingGlass>,
     pub single_gpu: Option<SingleGpu>,
+    pub holders: Holders,
     pub hooks: Hooks,
     pub shutdown: Shutdown,
     pub qemu: Qemu,
@@ -232,6 +237,7 @@ impl Validator {
         let serial = self.console(raw);
         let looking_glass = self.looking_glass(raw);
         let single_gpu = self.single_gpu(raw, &pci);
+        let holders = self.holders(raw, &pci);
         let hooks = self.hooks(raw);
         let shutdown = self.shutdown(raw);
         let qemu = self.qemu(raw);
@@ -256,6 +262,7 @@ impl Validator {
             serial,
             looking_glass,
             single_gpu,
+            holders,
             hooks,
             shutdown,
             qemu,

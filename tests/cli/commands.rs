@@ -58,6 +58,8 @@ fn show_json_lists_the_host_steps_in_order_with_their_parameters() {
         [
             "pre_start_hook",
             "stop_display_manager",
+            "stop_nvidia_persistence",
+            "stop_holders",
             "unbind_vtconsoles",
             "unbind_framebuffers",
             "unload_module",
@@ -78,18 +80,18 @@ fn show_json_lists_the_host_steps_in_order_with_their_parameters() {
     for step in steps {
         assert!(!step["description"].as_str().unwrap().is_empty(), "{step}");
     }
-    assert_eq!(steps[4]["module"], "nvidia_drm");
-    assert_eq!(steps[9]["address"], "0000:01:00.0");
+    assert_eq!(steps[6]["module"], "nvidia_drm");
     assert_eq!(steps[11]["address"], "0000:01:00.0");
-    assert_eq!(steps[12]["address"], "0000:01:00.1");
-    assert_eq!(steps[13]["page_size"], "1G");
-    assert_eq!(steps[13]["pages"], 16);
-    assert_eq!(steps[14]["mode"], "0660");
+    assert_eq!(steps[13]["address"], "0000:01:00.0");
+    assert_eq!(steps[14]["address"], "0000:01:00.1");
+    assert_eq!(steps[15]["page_size"], "1G");
+    assert_eq!(steps[15]["pages"], 16);
+    assert_eq!(steps[16]["mode"], "0660");
     // Root without SUDO_UID: QEMU runs as nobody, who gets the nodes QEMU opens by path.
-    assert_eq!(steps[16]["user"], "nobody");
-    assert_eq!(steps[16]["uid"], 65534);
+    assert_eq!(steps[18]["user"], "nobody");
+    assert_eq!(steps[18]["uid"], 65534);
     assert_eq!(
-        steps[16]["pci"],
+        steps[18]["pci"],
         serde_json::json!(["0000:01:00.0", "0000:01:00.1"])
     );
     let demo = show_json(dir.path(), "vm-profiles/demo.toml");

@@ -29,8 +29,9 @@ pub struct Options {
     pub services: Vec<(&'static str, bool)>,
     /// (total, free) 2 MiB pages.
     pub hugepages_2m: (u32, u32),
-    /// A process holding the GPU: (pid, comm, device node).
-    pub gpu_user: Option<(u32, &'static str, &'static str)>,
+    /// Processes in the fake /proc (holders of device nodes), with `/etc/passwd` naming uid 0
+    /// `root` and 1000 `alice`.
+    pub processes: Vec<FakeProcess>,
     /// A CPU topology fixture (tests/fixtures/topology), with what isolation touches: IRQ
     /// affinities, the workqueue cpumask, cgroup v2 with cpuset, cpufreq governors.
     pub topology: Option<&'static str>,
@@ -48,6 +49,34 @@ impl Options {
             extra_modules: vec!["nvidia_drm", "nvidia_modeset", "nvidia_uvm"],
             services: vec![("display-manager.service", true)],
             ..Options::default()
+        }
+    }
+}
+
+/// A process as /proc shows it: `comm`, its real uid (`status`), its cgroup v2 path (`cgroup`,
+/// which names its systemd unit) and the paths its descriptors point at (`fd/N` links).
+pub struct FakeProcess {
+    pub pid: u32,
+    pub comm: &'static str,
+    pub uid: u32,
+    pub cgroup: &'static str,
+    pub fds: Vec<&'static str>,
+}
+
+impl FakeProcess {
+    pub fn new(
+        pid: u32,
+        comm: &'static str,
+        uid: u32,
+        cgroup: &'static str,
+        fds: &[&'static str],
+    ) -> Self {
+        FakeProcess {
+            pid,
+            comm,
+            uid,
+            cgroup,
+            fds: fds.to_vec(),
         }
     }
 }
@@ -73,6 +102,9 @@ impl FakeHost {
         let bin = dir.path().join("bin");
         let text = std::fs::read_to_string(repo_root().join("tests/fixtures/hosts").join(fixture))
             .unwrap();
+        // DRM nodes of the GPUs a host driver has, and the NVIDIA driver's minor of each of its
+        // GPUs, as the kernel and the driver show them.
+        let (mut drm, mut nvidia) = (0, 0);
         let mut modules: Vec<String> = options
             .extra_modules
             .iter()
@@ -102,6 +134,19 @@ impl FakeHost {
             write(&dev.join("d3cold_allowed"), "1\n");
             if !bridge && !options.no_reset.contains(&address) {
                 write(&dev.join("reset"), "");
+            }
+            if class.starts_with("0x03") && !["-", "vfio-pci", "pci-stub"].contains(&driver) {
+                for name in [format!("card{drm}"), format!("renderD{}", 128 + drm)] {
+                    std::fs::create_dir_all(dev.join("drm").join(name)).unwrap();
+                }
+                drm += 1;
+                if driver == "nvidia" {
+                    write(
+                        &root.join(format!("proc/driver/nvidia/gpus/{address}/information")),
+                        &format!("Model: \t\t NVIDIA GPU\nDevice Minor: \t {nvidia}\n"),
+                    );
+                    nvidia += 1;
+                }
             }
             if class.starts_with("0x0300") {
                 write(
@@ -209,9 +254,27 @@ impl FakeHost {
             &root.join("sys/kernel/mm/hugepages/hugepages-1048576kB/free_hugepages"),
             "0\n",
         );
-        if let Some((pid, comm, node)) = options.gpu_user {
-            write(&root.join(format!("proc/{pid}/comm")), &format!("{comm}\n"));
-            symlink(node, &root.join(format!("proc/{pid}/fd/7")));
+        if !options.processes.is_empty() {
+            write(
+                &root.join("etc/passwd"),
+                "root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/sh\n",
+            );
+        }
+        for process in &options.processes {
+            let dir = root.join(format!("proc/{}", process.pid));
+            write(&dir.join("comm"), &format!("{}\n", process.comm));
+            let uid = process.uid;
+            write(
+                &dir.join("status"),
+                &format!(
+                    "Name:\t{}\nUid:\t{uid}\t{uid}\t{uid}\t{uid}\n",
+                    process.comm
+                ),
+            );
+            write(&dir.join("cgroup"), &format!("0::{}\n", process.cgroup));
+            for (index, target) in process.fds.iter().enumerate() {
+                symlink(target, &dir.join(format!("fd/{}", index + 3)));
+            }
         }
         if let Some(fixture) = options.topology {
             crate::fake_topology::write_topology(&root, fixture);
@@ -790,8 +853,22 @@ case "$action" in
         if [ -z "$value" ]; then rm -f "$fake/properties/$3.AllowedCPUs"; else echo "$value" > "$fake/properties/$3.AllowedCPUs"; fi
         ;;
     is-active) echo "$state"; [ "$state" = active ] ;;
-    stop) echo inactive > "$fake/services/$unit" ;;
-    start) echo active > "$fake/services/$unit" ;;
+    stop)
+        echo inactive > "$fake/services/$unit"
+        # The unit's processes (their cgroup ends in it) exit: kept aside to come back on start.
+        for cgroup in "$VMRUN_SYSROOT"/proc/[0-9]*/cgroup; do
+            [ -f "$cgroup" ] || continue
+            case "$(cat "$cgroup")" in
+                */"$unit") mkdir -p "$fake/stopped/$unit"; mv "$(dirname "$cgroup")" "$fake/stopped/$unit/" ;;
+            esac
+        done ;;
+    start)
+        echo active > "$fake/services/$unit"
+        if [ -d "$fake/stopped/$unit" ]; then
+            mv "$fake/stopped/$unit"/* "$VMRUN_SYSROOT/proc/" 2>/dev/null
+            rmdir "$fake/stopped/$unit" "$fake/stopped" 2>/dev/null
+        fi
+        true ;;
     *) echo "stub systemctl: $action not supported" >&2; exit 1 ;;
 esac
 "#;

@@ -41,7 +41,7 @@ const EVENT_LINK: &str = "usb-Fake_Keyboard-event-kbd";
 /// The IOMMU group node of 01:00.0 and 01:00.1 in the fixture.
 const VFIO_GROUP: &str = "dev/vfio/1";
 
-fn wrapper(dir: &std::path::Path) -> PathBuf {
+pub(crate) fn wrapper(dir: &std::path::Path) -> PathBuf {
     let wrapper = dir.join("qemu-without-vfio");
     std::fs::write(&wrapper, QEMU_WITHOUT_VFIO).unwrap();
     std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();

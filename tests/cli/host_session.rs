@@ -15,7 +15,7 @@ use vmrun::log::Log;
 use vmrun::model::VmConfig;
 
 use crate::common::validate_text;
-use crate::fake_host::{diff, FakeHost, Options};
+use crate::fake_host::{diff, FakeHost, FakeProcess, Options};
 
 /// Runs `systemctl`/`modprobe` from the fake host's stub directory, anything else as given.
 struct StubRunner {
@@ -42,7 +42,13 @@ fn single_gpu_host() -> FakeHost {
     FakeHost::new(
         "intel-shared-rootport.tsv",
         Options {
-            gpu_user: Some((1234, "Xorg", "/dev/nvidia0")),
+            processes: vec![FakeProcess::new(
+                1234,
+                "Xorg",
+                0,
+                "/system.slice/display-manager.service",
+                &["/dev/nvidia0"],
+            )],
             ..Options::single_gpu_desktop()
         },
     )
@@ -142,7 +148,16 @@ fn a_single_gpu_session_is_prepared_in_order_and_restored_exactly() {
         .steps()
         .iter()
         .enumerate()
-        .filter(|(_, step)| !matches!(step, HostStep::PreStartHook(_)))
+        // Nothing for these two here: the display manager took its Xorg with it and no
+        // persistence daemon runs.
+        .filter(|(_, step)| {
+            !matches!(
+                step,
+                HostStep::PreStartHook(_)
+                    | HostStep::StopNvidiaPersistence(_)
+                    | HostStep::StopHolders(_)
+            )
+        })
         .map(|(index, step)| (index, step.kind()))
         .collect();
     let mut applied: Vec<(usize, String)> = Vec::new();
@@ -220,6 +235,7 @@ fn a_single_gpu_session_is_prepared_in_order_and_restored_exactly() {
         [
             "systemctl is-active display-manager.service",
             "systemctl stop display-manager.service",
+            "systemctl is-active nvidia-persistenced.service",
             "modprobe -r nvidia_drm",
             "modprobe -r nvidia_modeset",
             "modprobe -r nvidia_uvm",
@@ -241,7 +257,7 @@ fn a_single_gpu_session_is_prepared_in_order_and_restored_exactly() {
     );
     let calls = host.calls();
     assert_eq!(
-        calls[7..],
+        calls[8..],
         [
             "modprobe -r vfio-pci",
             "modprobe nvidia",
@@ -272,7 +288,25 @@ fn failing_prepare(host: &FakeHost, extra: &str) -> (String, tempfile::TempDir) 
 
 #[test]
 fn a_module_that_stays_in_use_names_its_holder_and_everything_is_restored() {
-    let host = single_gpu_host();
+    // What still holds the GPU then is no passed function's node (the display manager took
+    // Xorg with it): plymouthd on efifb's /dev/fb0, a platform device's.
+    let host = FakeHost::new(
+        "intel-shared-rootport.tsv",
+        Options {
+            processes: vec![
+                FakeProcess::new(
+                    1234,
+                    "Xorg",
+                    0,
+                    "/system.slice/display-manager.service",
+                    &["/dev/nvidia0"],
+                ),
+                FakeProcess::new(300, "plymouthd", 0, "/", &["/dev/fb0"]),
+            ],
+            ..Options::single_gpu_desktop()
+        },
+    )
+    .with_kernel();
     let before = host.snapshot();
     host.module_busy("nvidia", 100);
     let (error, dir) = failing_prepare(&host, "");
@@ -281,7 +315,7 @@ fn a_module_that_stays_in_use_names_its_holder_and_everything_is_restored() {
         "{error}"
     );
     assert!(
-        error.contains("Xorg (pid 1234) holds /dev/nvidia0"),
+        error.contains("plymouthd (pid 300) holds /dev/fb0"),
         "{error}"
     );
     // The busy counter is test state, not host state.
@@ -453,6 +487,8 @@ fn rescan_removes_the_device_and_rescans_before_binding_and_comes_back_after() {
     assert_eq!(
         kinds,
         [
+            "stop_nvidia_persistence",
+            "stop_holders",
             "release_boot_framebuffer",
             "load_vfio_pci",
             "rescan_pci_device",

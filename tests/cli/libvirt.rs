@@ -1251,3 +1251,33 @@ fn hyperv_passthrough_reaches_the_argv_libvirt_and_back() {
         assert!(text.join("\n").contains(message), "{text:?}");
     }
 }
+
+/// `[holders] stop` travels in `<metadata>` and comes back; the export says which hook would
+/// stop the holders and persistence.
+#[test]
+fn holders_to_stop_survive_export_then_import() {
+    let dir = crate::common::tempdir();
+    let profile = "[machine]\nmemory = \"1G\"\n[firmware]\ntype = \"seabios\"\n\
+                   [[pci]]\naddress = \"03:00.0\"\n\
+                   [holders]\nstop = [\"sunshine.service\", \"session-*.scope\"]\n";
+    let path = dir.path().join("held.toml");
+    std::fs::write(&path, profile).unwrap();
+    let xml = export(dir.path(), &path);
+    for text in [
+        "<vmrun:holders><vmrun:unit name='sunshine.service'/><vmrun:unit name='session-*.scope'/></vmrun:holders>",
+        "vmrun stops the processes holding the passed devices' nodes",
+        "vmrun stops nvidia-persistenced.service for the run",
+    ] {
+        assert!(xml.contains(text), "{text} missing:\n{xml}");
+    }
+    let xml_path = dir.path().join("held.xml");
+    std::fs::write(&xml_path, &xml).unwrap();
+    let (imported, _) = import(dir.path(), &xml_path);
+    let source = ProfileSource::read(&path).unwrap();
+    let raw = vmrun::model::parse(&source).unwrap();
+    let (mut original, _) = vmrun::model::validate(&source, &raw).unwrap();
+    let (mut round_trip, _) = validate_text(dir.path(), "held", &imported).unwrap();
+    original.profile_path = PathBuf::new();
+    round_trip.profile_path = PathBuf::new();
+    assert_eq!(round_trip, original, "{imported}");
+}

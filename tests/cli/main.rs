@@ -12,6 +12,7 @@ mod fake_topology;
 mod firmware_selection;
 mod golden;
 mod hardening;
+mod holders;
 mod host_e2e;
 mod host_preflight;
 mod host_session;

@@ -642,3 +642,25 @@ timeout = -5
         ]
     );
 }
+
+#[test]
+fn holders_stop_takes_services_and_scopes_of_passed_devices() {
+    expect_error(
+        "[[pci]]\naddress = \"01:00.0\"\n[holders]\nstop = [\"sunshine.service\", \"graphical.target\"] #<\n",
+        "holders.stop[1]",
+        "`graphical.target` is not a systemd service or scope name; write a unit such as \"sunshine.service\"",
+    );
+    expect_error(
+        "[holders] #<\nstop = [\"sunshine.service\"]\n",
+        "holders",
+        "add the devices as [[pci]]",
+    );
+    let dir = crate::common::tempdir();
+    let (config, _) = validate_text(
+        dir.path(),
+        "h",
+        "[[pci]]\naddress = \"01:00.0\"\n[holders]\nstop = [\"session-*.scope\", \"sunshine.service\"]\n",
+    )
+    .unwrap();
+    assert_eq!(config.holders.stop, ["session-*.scope", "sunshine.service"]);
+}

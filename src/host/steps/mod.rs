@@ -16,10 +16,12 @@ pub mod device_power;
 pub mod display_manager;
 pub mod framebuffers;
 pub mod governor;
+pub mod holders;
 pub mod hooks;
 pub mod hugepages;
 pub mod irq_affinity;
 pub mod modules;
+pub mod nvidia_persistence;
 pub mod rescan;
 pub mod shm_file;
 pub mod swtpm;
@@ -217,6 +219,10 @@ register_steps! {
     PostStopHooks(hooks::PostStopHooks) undo [RunPostStop(hooks::RunPostStop)],
     PreStartHook(hooks::PreStartHook) undo [],
     StopDisplayManager(display_manager::StopDisplayManager) undo [StartUnit(display_manager::StartUnit)],
+    // Both journal display_manager's StartUnit. Persistence first: its daemon holds every NVIDIA
+    // GPU, so the holders left are what it does not explain.
+    StopNvidiaPersistence(nvidia_persistence::StopNvidiaPersistence) undo [],
+    StopHolders(holders::StopHolders) undo [],
     UnbindVtconsoles(consoles::UnbindVtconsoles) undo [BindVtconsole(consoles::BindVtconsole)],
     UnbindFramebuffers(framebuffers::UnbindFramebuffers) undo [BindPlatform(framebuffers::BindPlatform)],
     UnloadModule(modules::UnloadModule) undo [LoadModule(modules::LoadModule)],

@@ -72,6 +72,14 @@ impl Importer {
                             single_gpu.modules = text_list(modules);
                         }
                     }
+                    "holders" => {
+                        let units: Vec<String> = elements(setting)
+                            .filter_map(|u| u.attribute("name").map(str::to_string))
+                            .collect();
+                        if !units.is_empty() {
+                            section(&mut profile.holders).stop = text_list(units);
+                        }
+                    }
                     "hook" => {
                         let argv: Vec<String> = elements(setting).map(text_of).collect();
                         let hooks = section(&mut profile.hooks);
@@ -124,6 +132,7 @@ mod tests {
              <vmrun:hook phase='pre_start'><vmrun:arg>/bin/a</vmrun:arg><vmrun:arg>x</vmrun:arg></vmrun:hook>\
              <vmrun:hook phase='pre_start'><vmrun:arg>/bin/b</vmrun:arg></vmrun:hook>\
              <vmrun:single-gpu display-manager='gdm'><vmrun:module name='nvidia'/></vmrun:single-gpu>\
+             <vmrun:holders><vmrun:unit name='sunshine.service'/><vmrun:unit name='session-*.scope'/></vmrun:holders>\
              <vmrun:qemu sandbox='no'/><vmrun:hyperv vendor-id='AMD is best'/><vmrun:future/>\
              </vmrun:profile><other:x xmlns:other='urn:o'/></metadata></domain>",
             crate::libvirt::VMRUN_NAMESPACE
@@ -139,6 +148,10 @@ mod tests {
         );
         assert!(
             profile.contains("[single_gpu]\ndisplay_manager = \"gdm\"\nmodules = [\"nvidia\"]\n"),
+            "{profile}"
+        );
+        assert!(
+            profile.contains("[holders]\nstop = [\"sunshine.service\", \"session-*.scope\"]\n"),
             "{profile}"
         );
         assert!(profile.contains("[shutdown]\ntimeout = 90\n"), "{profile}");
