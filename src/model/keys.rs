@@ -210,6 +210,7 @@ pub const KEYS: &[Key] = &[
     key("pci", "rombar", Bool, "false"),
     key("pci", "rescan", Bool, "true"),
     key("pci", "boot_order", Int, "1"),
+    key("pci", "reset_method", Text, "\"bus\""),
     key("usb", "device", Text, "\"046d:c52b\""),
     key("usb", "port", Text, "\"1-4.2\""),
     key(

@@ -17,6 +17,7 @@ pub struct RawPci {
     pub rombar: Option<Flag>,
     pub rescan: Option<Flag>,
     pub boot_order: Option<Int>,
+    pub reset_method: Option<Text>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,6 +32,49 @@ pub struct PciDevice {
     pub rescan: bool,
     /// QEMU's `bootindex`, shared with the disks' boot orders.
     pub boot_order: Option<u32>,
+    /// The kernel reset methods written to the function's `reset_method` for the run, in the
+    /// order the kernel tries them (`["bus"]`); `None` leaves the kernel's own choice.
+    pub reset_method: Option<Vec<String>>,
+}
+
+/// The reset methods a kernel's `reset_method` attribute knows (drivers/pci/pci.c,
+/// `pci_reset_fn_methods`, Linux 5.15 and later).
+pub const RESET_METHODS: [&str; 7] = [
+    "flr",
+    "af_flr",
+    "pm",
+    "bus",
+    "cxl_bus",
+    "device_specific",
+    "acpi",
+];
+
+/// `reset_method = "flr bus"`: one or more known method names separated by spaces, each at
+/// most once (the kernel refuses a repeated name).
+fn reset_methods(text: &str) -> Result<Vec<String>, String> {
+    let known = RESET_METHODS.join(", ");
+    let mut methods: Vec<String> = Vec::new();
+    for word in text.split_whitespace() {
+        if !RESET_METHODS.contains(&word) {
+            return Err(format!(
+                "`{word}` is not a kernel reset method; write one or more of {known}, separated by \
+                 spaces, e.g. \"flr bus\""
+            ));
+        }
+        if methods.iter().any(|m| m == word) {
+            return Err(format!(
+                "`{word}` is named twice; name each method once, e.g. \"flr bus\""
+            ));
+        }
+        methods.push(word.to_string());
+    }
+    if methods.is_empty() {
+        return Err(format!(
+            "\"{text}\" names no reset method; write one or more of {known}, separated by spaces, or leave \
+             the key out to keep the kernel's choice"
+        ));
+    }
+    Ok(methods)
 }
 
 impl Validator {
@@ -118,6 +162,11 @@ impl Validator {
                 rombar: p.rombar.as_ref().map(|f| *f.get_ref()),
                 rescan: p.rescan.as_ref().is_some_and(|f| *f.get_ref()),
                 boot_order,
+                reset_method: p.reset_method.as_ref().and_then(|raw| {
+                    reset_methods(raw.get_ref())
+                        .map_err(|message| self.error(raw.span(), &key("reset_method"), message))
+                        .ok()
+                }),
             });
         }
         devices

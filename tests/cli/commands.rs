@@ -71,6 +71,8 @@ fn show_json_lists_the_host_steps_in_order_with_their_parameters() {
             "bind_vfio",
             "keep_pci_powered",
             "keep_pci_powered",
+            "set_reset_method",
+            "set_reset_method",
             "reserve_hugepages",
             "create_shm_file",
             "add_bridge_tap",
@@ -84,14 +86,20 @@ fn show_json_lists_the_host_steps_in_order_with_their_parameters() {
     assert_eq!(steps[11]["address"], "0000:01:00.0");
     assert_eq!(steps[13]["address"], "0000:01:00.0");
     assert_eq!(steps[14]["address"], "0000:01:00.1");
-    assert_eq!(steps[15]["page_size"], "1G");
-    assert_eq!(steps[15]["pages"], 16);
-    assert_eq!(steps[16]["mode"], "0660");
-    // Root without SUDO_UID: QEMU runs as nobody, who gets the nodes QEMU opens by path.
-    assert_eq!(steps[18]["user"], "nobody");
-    assert_eq!(steps[18]["uid"], 65534);
+    // No reset_method in the profile: only the address (vendor-reset is decided on the host).
     assert_eq!(
-        steps[18]["pci"],
+        steps[15],
+        serde_json::json!({"step": "set_reset_method", "address": "0000:01:00.0",
+            "description": steps[15]["description"]})
+    );
+    assert_eq!(steps[17]["page_size"], "1G");
+    assert_eq!(steps[17]["pages"], 16);
+    assert_eq!(steps[18]["mode"], "0660");
+    // Root without SUDO_UID: QEMU runs as nobody, who gets the nodes QEMU opens by path.
+    assert_eq!(steps[20]["user"], "nobody");
+    assert_eq!(steps[20]["uid"], 65534);
+    assert_eq!(
+        steps[20]["pci"],
         serde_json::json!(["0000:01:00.0", "0000:01:00.1"])
     );
     let demo = show_json(dir.path(), "vm-profiles/demo.toml");

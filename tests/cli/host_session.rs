@@ -148,14 +148,16 @@ fn a_single_gpu_session_is_prepared_in_order_and_restored_exactly() {
         .steps()
         .iter()
         .enumerate()
-        // Nothing for these two here: the display manager took its Xorg with it and no
-        // persistence daemon runs.
+        // Nothing for these here: the display manager took its Xorg with it, no persistence
+        // daemon runs, the hook changes nothing of its own, and an NVIDIA card without
+        // `reset_method` keeps the kernel's reset.
         .filter(|(_, step)| {
             !matches!(
                 step,
                 HostStep::PreStartHook(_)
                     | HostStep::StopNvidiaPersistence(_)
                     | HostStep::StopHolders(_)
+                    | HostStep::SetResetMethod(_)
             )
         })
         .map(|(index, step)| (index, step.kind()))
@@ -495,7 +497,9 @@ fn rescan_removes_the_device_and_rescans_before_binding_and_comes_back_after() {
             "bind_vfio",
             "bind_vfio",
             "keep_pci_powered",
-            "keep_pci_powered"
+            "keep_pci_powered",
+            "set_reset_method",
+            "set_reset_method"
         ],
         "the rescan comes before any device is bound"
     );

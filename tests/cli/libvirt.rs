@@ -1063,7 +1063,7 @@ fn keys_outside_the_shipped_profiles_survive_export_then_import() {
     std::fs::write(dir.path().join("vnc.pass"), "secret\n").unwrap();
     let profile = "[machine]\nmemory = \"1G\"\nsuspend = false\n[cpu]\ncores = 2\nthreads = 1\n\
                    [pinning]\nvcpus = [0, 1]\n[isolation]\nhost_cpus = \"2-3\"\ngovernor = \"keep\"\n\
-                   [firmware]\ntype = \"seabios\"\n[[pci]]\naddress = \"03:00.0\"\nrescan = true\n\
+                   [firmware]\ntype = \"seabios\"\n[[pci]]\naddress = \"03:00.0\"\nrescan = true\nreset_method = \"flr bus\"\n\
                    [[usb]]\nport = \"1-4.2\"\n[[usb]]\ndevice = \"046d:c52b\"\n\
                    [display]\nvga = \"std\"\nremote = \"vnc\"\nlisten = \"127.0.0.1:5901\"\npassword_file = \"vnc.pass\"\n\
                    [audio]\nbackend = \"none\"\ndevice = \"usb\"\n\
@@ -1083,6 +1083,7 @@ fn keys_outside_the_shipped_profiles_survive_export_then_import() {
         "hostbus=1,hostport=4.2",
         "<vmrun:isolation host-cpus='2-3' governor='keep'/>",
         "<vmrun:pci address='0000:03:00.0' rescan='yes'/>",
+        "<vmrun:pci address='0000:03:00.0' reset-method='flr bus'/>",
         "<vmrun:qemu sandbox='no'/>",
     ] {
         assert!(xml.contains(element), "{element} missing:\n{xml}");

@@ -24,6 +24,7 @@ mod logs;
 mod new_profile;
 mod qemu_caps;
 mod qemu_escaping;
+mod reset_method;
 mod rom;
 mod run_e2e;
 mod shell_completion;

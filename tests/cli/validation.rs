@@ -153,6 +153,39 @@ fn the_same_device_twice_is_refused_in_either_form() {
 }
 
 #[test]
+fn reset_method_names_known_kernel_methods_each_once() {
+    for (value, says) in [
+        ("flr reset", "`reset` is not a kernel reset method; write one or more of flr, af_flr, pm, bus, cxl_bus, device_specific, acpi, separated by spaces"),
+        ("bus flr bus", "`bus` is named twice; name each method once"),
+        ("  ", "names no reset method; write one or more of flr"),
+        ("default", "`default` is not a kernel reset method"),
+    ] {
+        expect_error(
+            &format!("[[pci]]\naddress = \"01:00.0\"\nreset_method = \"{value}\" #<\n"),
+            "pci[0].reset_method",
+            says,
+        );
+    }
+    let dir = crate::common::tempdir();
+    let (config, _) = validate_text(
+        dir.path(),
+        "t",
+        "[[pci]]\naddress = \"01:00.0\"\nreset_method = \"device_specific  flr\"\n[[pci]]\naddress = \"01:00.1\"\n",
+    )
+    .unwrap();
+    assert_eq!(
+        config.pci[0].reset_method,
+        Some(vec!["device_specific".to_string(), "flr".to_string()])
+    );
+    assert_eq!(config.pci[1].reset_method, None);
+    expect_error(
+        "[[pci]]\naddress = \"01:00.0\"\nreset_method = [\"bus\"] #<\n",
+        "pci[0].reset_method",
+        "a string in quotes",
+    );
+}
+
+#[test]
 fn sizes_need_known_suffixes() {
     expect_error(
         "[machine]\nmemory = \"16Q\" #<\n",

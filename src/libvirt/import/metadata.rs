@@ -45,6 +45,11 @@ impl Importer {
                         {
                             self.rescan.insert(address);
                         }
+                        if let (Some(address), Some(methods)) =
+                            (attribute("address"), attribute("reset-method"))
+                        {
+                            self.reset_method.insert(address, methods);
+                        }
                     }
                     "qemu" => {
                         if setting.attribute("sandbox") == Some("no") {

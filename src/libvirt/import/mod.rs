@@ -90,6 +90,8 @@ struct Importer {
     commandline: commandline::CommandlineReading,
     /// Host addresses of `[[pci]]` entries with `rescan = true`, from `<metadata>`.
     rescan: BTreeSet<String>,
+    /// Host address → `reset_method` of `[[pci]]` entries, from `<metadata>`.
+    reset_method: std::collections::BTreeMap<String, String>,
 }
 
 /// A value written by the importer: it has no place in a file yet.
@@ -259,6 +261,9 @@ impl Importer {
             let pci = pci.get_mut();
             if value_of(&pci.address).is_some_and(|a| self.rescan.contains(a)) {
                 pci.rescan = flag(true);
+            }
+            if let Some(methods) = value_of(&pci.address).and_then(|a| self.reset_method.get(a)) {
+                pci.reset_method = text(methods.clone());
             }
         }
     }
