@@ -21,10 +21,13 @@ pub enum ExitCode {
     QemuFailed,
     /// `status`/`qmp`: the VM is not running.
     NotRunning,
+    /// `run`/`stop`/`recover`: a passed device did not answer after the guest; it stays off
+    /// its host driver and its journal entry is kept.
+    DeviceStuck,
 }
 
 impl ExitCode {
-    pub const ALL: [ExitCode; 8] = [
+    pub const ALL: [ExitCode; 9] = [
         ExitCode::Ok,
         ExitCode::Failure,
         ExitCode::Usage,
@@ -33,6 +36,7 @@ impl ExitCode {
         ExitCode::Forced,
         ExitCode::QemuFailed,
         ExitCode::NotRunning,
+        ExitCode::DeviceStuck,
     ];
 
     pub fn code(self) -> i32 {
@@ -45,6 +49,7 @@ impl ExitCode {
             ExitCode::Forced => 5,
             ExitCode::QemuFailed => 6,
             ExitCode::NotRunning => 7,
+            ExitCode::DeviceStuck => 8,
         }
     }
 
@@ -59,6 +64,7 @@ impl ExitCode {
             ExitCode::Forced => "run, stop: the guest did not power off in time and was stopped by force",
             ExitCode::QemuFailed => "run: QEMU refused to start, crashed, or the guest panicked",
             ExitCode::NotRunning => "status, qmp, usb: the VM is not running (stop of a stopped VM is 0)",
+            ExitCode::DeviceStuck => "run, stop, recover: the guest ended but a passed device did not answer; it stays on vfio-pci and its journal entry is kept: suspend and resume or reboot, then vmrun recover NAME",
         }
     }
 

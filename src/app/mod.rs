@@ -57,6 +57,10 @@ pub enum AppError {
     Io(#[from] std::io::Error),
     #[error(transparent)]
     Detach(#[from] detach::DetachError),
+    /// The guest ended (or `recover` ran) but a passed device did not answer: it stays off
+    /// its host driver and its journal entry is kept.
+    #[error("{0}")]
+    DeviceStuck(String),
 }
 
 impl AppError {
@@ -66,6 +70,7 @@ impl AppError {
             AppError::NotReady(_) => ExitCode::CheckFailed,
             AppError::Run(error) => error.exit_code(),
             AppError::Control(control::ControlError::NotRunning(_)) => ExitCode::NotRunning,
+            AppError::DeviceStuck(_) => ExitCode::DeviceStuck,
             AppError::Plan(_)
             | AppError::HostPreparation(_)
             | AppError::Host(_)
@@ -602,9 +607,19 @@ impl App {
         if let Some(running) = running_hooks.into_inner() {
             running.end(log);
         }
-        session.restore(log);
+        let stuck = session.restore(log);
         state::remove_runtime_files(paths);
         log.phase("host restored");
+        if !stuck.is_empty() {
+            let ended = match &result {
+                Ok(outcome) => outcome.describe(),
+                Err(error) => error.to_string(),
+            };
+            return Err(AppError::DeviceStuck(format!(
+                "{ended}, but {}",
+                stuck_message(&stuck, &recipe.config.name.to_string())
+            )));
+        }
         Ok(result?)
     }
 
@@ -699,7 +714,29 @@ impl App {
                         changes: leftovers.len(),
                     })
                     .map_err(|left| {
-                        AppError::Host(format!("still not restored: {}", left.join("; ")))
+                        let stuck = session.stuck_devices();
+                        if stuck.is_empty() {
+                            AppError::Host(format!("still not restored: {}", left.join("; ")))
+                        } else {
+                            let others: Vec<&String> =
+                                left.iter().filter(|p| !stuck.contains(p)).collect();
+                            let also = if others.is_empty() {
+                                String::new()
+                            } else {
+                                format!(
+                                    " Also not restored: {}",
+                                    others
+                                        .iter()
+                                        .map(|p| p.as_str())
+                                        .collect::<Vec<_>>()
+                                        .join("; ")
+                                )
+                            };
+                            AppError::DeviceStuck(format!(
+                                "still not restored: {}{also}",
+                                stuck_message(&stuck, &target.name)
+                            ))
+                        }
                     })
             }
         };
@@ -710,6 +747,37 @@ impl App {
 
     pub fn status(&self, name_or_profile: &str) -> Result<control::Status, AppError> {
         let target = self.known_target(name_or_profile)?;
-        Ok(control::status(&target.paths, &target.name))
+        let mut report = control::status(&target.paths, &target.name);
+        // While it runs: its passed functions; after it: those its journal still keeps off
+        // their host driver (exit code 8).
+        let addresses = if report.running {
+            state::running(&target.paths)
+                .map(|run| run.pci)
+                .unwrap_or_default()
+        } else {
+            crate::host::journal::Journal::at(&target.paths.journal)
+                .entries()
+                .map(|entries| steps::vfio::journaled_functions(&entries))
+                .unwrap_or_default()
+        };
+        let host = self.host(VmIdentity {
+            name: target.name.clone(),
+            profile: target.profile.clone().unwrap_or_default(),
+        });
+        report.pci = addresses
+            .iter()
+            .map(|address| crate::host::pci_health::function_status(&host, address))
+            .collect();
+        Ok(report)
     }
+}
+
+/// What exit code 8 says: which device, what was seen and done, and what to do.
+fn stuck_message(stuck: &[String], name: &str) -> String {
+    format!(
+        "a passed device did not come back: {}. Everything else was given back and the journal keeps \
+         that device. Suspend and resume the host (or reboot), then run `vmrun recover {name}`: it \
+         returns the device to its driver once it answers (exit 8 while it still does not)",
+        stuck.join("; ")
+    )
 }

@@ -133,6 +133,15 @@ pub(super) fn status(app: &App, name: &str, json: bool) -> Result<ExitCode, CliE
             )?;
         }
         writeln!(out)?;
+        for function in &report.pci {
+            writeln!(
+                out,
+                "  pci {}: kept off its host driver by the journal (driver {}, power_state {}): once it answers, `vmrun recover {name}`",
+                function.address,
+                function.driver.as_deref().unwrap_or("none"),
+                function.power_state.as_deref().unwrap_or("unknown"),
+            )?;
+        }
         return Ok(code);
     }
     writeln!(
@@ -159,6 +168,15 @@ pub(super) fn status(app: &App, name: &str, json: bool) -> Result<ExitCode, CliE
             vcpu.recent_seconds.map_or("-".to_string(), |s| format!("{s:.0}")),
             vcpu.involuntary_switches
                 .map_or("-".to_string(), |n| n.to_string()),
+        )?;
+    }
+    for function in &report.pci {
+        writeln!(
+            out,
+            "  pci {}: driver {}, power_state {}",
+            function.address,
+            function.driver.as_deref().unwrap_or("none"),
+            function.power_state.as_deref().unwrap_or("unknown"),
         )?;
     }
     for companion in &report.companions {

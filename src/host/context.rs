@@ -34,6 +34,14 @@ pub enum StepError {
         waited: Duration,
         hint: &'static str,
     },
+    /// A passed function that did not answer after the guest, even after one remove and
+    /// rescan: it is kept off its host driver and its journal entry stays.
+    #[error("{address} does not answer after the guest: {seen}; {done}")]
+    DeviceStuck {
+        address: String,
+        seen: String,
+        done: String,
+    },
     #[error("{0}")]
     Other(String),
 }

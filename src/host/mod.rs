@@ -17,6 +17,7 @@ pub mod identity;
 pub mod inhibit;
 pub mod journal;
 pub mod pci;
+pub mod pci_health;
 pub mod pci_ids;
 pub mod runner;
 pub mod session;

@@ -12,6 +12,9 @@ pub struct HostSession<'a> {
     host: HostContext<'a>,
     steps: Vec<HostStep>,
     journal: Journal,
+    /// What the last undo could not give back because a passed device did not answer
+    /// (`StepError::DeviceStuck`), one message each: `run`, `stop` and `recover` exit 8.
+    stuck: std::cell::RefCell<Vec<String>>,
 }
 
 impl<'a> HostSession<'a> {
@@ -20,6 +23,7 @@ impl<'a> HostSession<'a> {
             host,
             steps,
             journal: Journal::at(journal_path),
+            stuck: Default::default(),
         }
     }
 
@@ -66,6 +70,7 @@ impl<'a> HostSession<'a> {
 
     /// Undoes `pending` (the journal as just read) in reverse; see `undo_all`.
     fn undo_pending(&self, pending: &[Pending], log: &Log) -> Result<(), Vec<String>> {
+        self.stuck.borrow_mut().clear();
         let all_entries = !pending.is_empty();
         let mut problems: Vec<String> = Vec::new();
         let mut remaining: Vec<(usize, JournalEntry)> = Vec::new();
@@ -91,6 +96,9 @@ impl<'a> HostSession<'a> {
                 }
                 Err(error) => {
                     log.error(&format!("could not undo {:?}: {error}", entry.undo));
+                    if matches!(error, StepError::DeviceStuck { .. }) {
+                        self.stuck.borrow_mut().push(error.to_string());
+                    }
                     problems.push(error.to_string());
                     remaining.push((item.position, entry));
                 }
@@ -167,13 +175,21 @@ impl<'a> HostSession<'a> {
         }
     }
 
+    /// The passed devices the last undo left off their host driver because they did not
+    /// answer (the `StepError::DeviceStuck` messages); empty when none.
+    pub fn stuck_devices(&self) -> Vec<String> {
+        self.stuck.borrow().clone()
+    }
+
     /// Gives the host back after QEMU is gone; what fails stays journaled for `recover`.
-    pub fn restore(&self, log: &Log) {
+    /// Returns `stuck_devices`.
+    pub fn restore(&self, log: &Log) -> Vec<String> {
         if let Err(left) = self.undo_all(log) {
             log.error(&format!(
                 "the host could not be fully restored: {}",
                 self.recover_hint(&left)
             ));
         }
+        self.stuck_devices()
     }
 }

@@ -77,6 +77,9 @@ pub struct Status {
     /// KVM's own counters over QMP `query-stats` (QEMU 7.1 and later, under KVM): exits and
     /// halt polling, summed over the vCPUs. None under TCG or an older QEMU.
     pub kvm_stats: Option<KvmStats>,
+    /// The passed PCI functions while the VM runs, or those its journal still keeps off
+    /// their host driver after it (a device that did not answer): driver and power state.
+    pub pci: Vec<crate::host::pci_health::PciFunctionStatus>,
 }
 
 /// KVM's counters of all vCPUs together, as the kernel keeps them (binary stats).
@@ -147,6 +150,7 @@ pub fn status(paths: &VmPaths, name: &str) -> Status {
             companion_pids: Default::default(),
             display: None,
             kvm_stats: None,
+            pci: Vec::new(),
         };
     };
     let (run_state, cpus, kvm) = match connect_ctl(paths) {
@@ -216,6 +220,7 @@ pub fn status(paths: &VmPaths, name: &str) -> Status {
         companions: run.companions.clone(),
         display: run.display.clone(),
         kvm_stats: kvm,
+        pci: Vec::new(),
     }
 }
 
@@ -327,6 +332,7 @@ mod tests {
             companions: Default::default(),
             display: None,
             realtime_cpus: Vec::new(),
+            pci: Vec::new(),
         };
         let mut waited = 0;
         let result = wait_for_teardown(

@@ -102,6 +102,9 @@ pub struct RunState {
     /// The host CPUs of its real-time (SCHED_RR/FIFO) vCPUs: another VM must not share them.
     #[serde(default)]
     pub realtime_cpus: Vec<usize>,
+    /// The passed PCI functions' addresses (`status` shows their driver and power state).
+    #[serde(default)]
+    pub pci: Vec<String>,
 }
 
 /// How the last run ended, for `stop` (which waits for the supervisor) and for people.
@@ -194,6 +197,7 @@ pub fn running(paths: &VmPaths) -> Option<RunState> {
             companions: Default::default(),
             display: None,
             realtime_cpus: Vec::new(),
+            pci: other.map(|s| s.pci).unwrap_or_default(),
         }),
     }
 }

@@ -257,6 +257,11 @@ pub(super) fn supervise_child(
             .filter(|p| p.scheduler.is_realtime())
             .map(|p| p.vcpus.clone())
             .unwrap_or_default(),
+        pci: config
+            .pci
+            .iter()
+            .map(|device| device.address.to_string())
+            .collect(),
     };
     // Written while QEMU starts up: `status` and `stop` find the VM from here on.
     state::write_json(&plan.paths.run_state, &run_state)?;

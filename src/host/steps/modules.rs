@@ -123,22 +123,27 @@ impl Undoable for UnloadModuleAgain {
         if !host.module_loaded(&self.module) {
             return Ok(());
         }
-        // A driver that still holds devices serves another VM (unloading it would unbind
-        // them): it stays loaded.
-        let bound = std::fs::read_dir(
+        // A driver that still holds devices serves another VM, or keeps a passed device that
+        // did not answer after the guest away from its host driver (unloading it would unbind
+        // them, and the next probe could hand a dead GPU to its host driver): it stays loaded.
+        let mut bound: Vec<String> = std::fs::read_dir(
             host.root
                 .path(&format!("/sys/bus/pci/drivers/{}", self.module)),
         )
         .map(|entries| {
             entries
                 .filter_map(Result::ok)
-                .any(|e| e.file_name().to_string_lossy().contains(':'))
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|name| name.contains(':'))
+                .collect()
         })
-        .unwrap_or(false);
-        if bound {
+        .unwrap_or_default();
+        if !bound.is_empty() {
+            bound.sort();
             log.info(&format!(
-                "module {} still has devices bound (another VM's?): left loaded",
-                self.module
+                "module {} still has {} bound (another VM's, or a device kept off its host driver): left loaded",
+                self.module,
+                bound.join(", ")
             ));
             return Ok(());
         }

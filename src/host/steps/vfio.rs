@@ -12,6 +12,7 @@ use super::{LibvirtContext, LibvirtNotes, Recorder, Step, Undoable};
 use crate::host::context::{HostContext, StepError};
 use crate::host::finding::{Finding, Status};
 use crate::host::pci;
+use crate::host::pci_health;
 use crate::host::Sysroot;
 use crate::log::Log;
 use crate::model::{Firmware, PciAddress, VmConfig};
@@ -431,9 +432,109 @@ fn legacy_interrupts(address: PciAddress, root: &Sysroot) -> Option<Finding> {
     })
 }
 
+/// The passed functions a journal still holds off their host driver (what `status` shows
+/// after a run that ended with a device that did not answer).
+pub fn journaled_functions(entries: &[crate::host::journal::JournalEntry]) -> Vec<String> {
+    entries
+        .iter()
+        .filter_map(|entry| match &entry.undo {
+            super::Undo::RestorePciDriver(restore) => Some(restore.address.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+impl RestorePciDriver {
+    /// Before a host driver can have the function again: it must answer (see
+    /// `host::pci_health`). One that does not gets one remove + rescan; one still dead stays
+    /// on vfio-pci (or off the bus) and the undo fails with `StepError::DeviceStuck`, so its
+    /// journal entry is kept for `vmrun recover`.
+    fn make_sure_it_answers(&self, host: &HostContext, log: &Log) -> Result<(), StepError> {
+        let address = self.address.as_str();
+        let first = pci_health::check(host, address, log);
+        let Some(problem) = first.dead() else {
+            log.info(&format!(
+                "{address} answers ({}): returning it to its driver",
+                first.describe()
+            ));
+            return Ok(());
+        };
+        log.error(&format!(
+            "{address} does not answer after the guest: {problem} ({}); one remove and PCI rescan before giving up",
+            first.describe()
+        ));
+        pci_health::remove_and_rescan(host, address, log)?;
+        let after = pci_health::check(host, address, log);
+        let Some(still) = after.dead() else {
+            log.info(&format!(
+                "{address} answers again after the remove and rescan ({}): returning it to its driver",
+                after.describe()
+            ));
+            return Ok(());
+        };
+        let host_driver = self.driver.as_deref().unwrap_or("a host driver");
+        let kept = if after.present {
+            self.keep_on_vfio(host, log)
+        } else {
+            format!("it is off the bus now, where no driver ({host_driver}) can touch it")
+        };
+        Err(StepError::DeviceStuck {
+            address: address.to_string(),
+            seen: format!("{problem} ({})", first.describe()),
+            done: format!(
+                "vmrun removed it and rescanned the PCI bus once, and {still}; {kept}"
+            ),
+        })
+    }
+
+    /// A function that is back but dead: vfio-pci keeps it (driver_override, and a probe
+    /// when it has no driver), so that loading its host module again cannot probe it.
+    fn keep_on_vfio(&self, host: &HostContext, log: &Log) -> String {
+        let address = self.address.as_str();
+        let host_driver = self.driver.as_deref().unwrap_or("a host driver");
+        let _ = host.write(
+            &format!("/sys/bus/pci/devices/{address}/driver_override"),
+            "vfio-pci",
+        );
+        match pci::driver_of(&host.root, address) {
+            None if host.pci_driver_registered("vfio-pci") => {
+                let _ = host.write("/sys/bus/pci/drivers_probe", address);
+                host.wait_until(|| {
+                    pci::driver_of(&host.root, address).as_deref() == Some("vfio-pci")
+                });
+            }
+            _ => {}
+        }
+        let now = pci::driver_of(&host.root, address);
+        log.warn(&format!(
+            "{address} is kept away from {host_driver}: driver_override vfio-pci, now on {}",
+            now.as_deref().unwrap_or("no driver")
+        ));
+        match now.as_deref() {
+            Some("vfio-pci") | None => format!(
+                "it stays on {} with driver_override vfio-pci, so that {host_driver} does not hang the host on it",
+                now.as_deref().unwrap_or("no driver")
+            ),
+            Some(other) => format!(
+                "the kernel gave it to {other} when it was rescanned; vmrun leaves it there"
+            ),
+        }
+    }
+}
+
 impl Undoable for RestorePciDriver {
     fn undo(&self, host: &HostContext, log: &Log) -> Result<(), StepError> {
         let address = self.address.as_str();
+        let before = pci::driver_of(&host.root, address);
+        let present = host
+            .root
+            .path(&format!("/sys/bus/pci/devices/{address}"))
+            .is_dir();
+        // Only a function vmrun is about to give back is checked: one already on the driver
+        // it had (a replayed record, a reboot before `recover`) is that driver's.
+        if !present || before != self.driver {
+            self.make_sure_it_answers(host, log)?;
+        }
         let current = pci::driver_of(&host.root, address);
         log.info(&format!(
             "returning {address} to {} (now {})",
