@@ -264,6 +264,12 @@ impl App {
             topology,
             topology_problem,
             running_realtime: self.running_realtime(),
+            sriov: config
+                .pci
+                .iter()
+                .filter_map(|device| device.sriov.as_ref())
+                .map(|vf| (vf.pf, crate::host::sriov::capability(&self.sysroot, vf.pf)))
+                .collect(),
             qemu_program,
             qemu_caps,
             qemu_caps_problem,

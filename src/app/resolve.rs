@@ -42,6 +42,21 @@ pub(super) fn resolve_profile(
             );
             Err(ProfileError::Invalid(diagnostics.into_vec()).into())
         }
+        Err(PlanError::Sriov {
+            index,
+            key,
+            message,
+        }) => {
+            let span = model::parse::span_of_item_key(source, "pci", index, key)
+                .or_else(|| model::parse::span_of_item_key(source, "pci", index, "pf"));
+            diagnostics.push(
+                profile::Severity::Error,
+                span,
+                &format!("pci[{index}].{key}"),
+                message,
+            );
+            Err(ProfileError::Invalid(diagnostics.into_vec()).into())
+        }
         Err(other) => Err(other.into()),
         Ok(config) => {
             let topology = config.config().cpu.topology;

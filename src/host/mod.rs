@@ -21,6 +21,7 @@ pub mod pci_health;
 pub mod pci_ids;
 pub mod runner;
 pub mod session;
+pub mod sriov;
 pub mod steps;
 pub mod topology;
 pub mod usb;

@@ -211,6 +211,10 @@ pub const KEYS: &[Key] = &[
     key("pci", "rescan", Bool, "true"),
     key("pci", "boot_order", Int, "1"),
     key("pci", "reset_method", Text, "\"bus\""),
+    key("pci", "pf", Text, "\"0000:03:00.0\""),
+    key("pci", "vf", Int, "0"),
+    key("pci", "mac", Text, "\"52:54:00:3a:1b:7d\""),
+    key("pci", "vlan", Int, "100"),
     key("usb", "device", Text, "\"046d:c52b\""),
     key("usb", "port", Text, "\"1-4.2\""),
     key(

@@ -54,7 +54,7 @@ pub use looking_glass::LookingGlass;
 pub use machine::{Accel, HugePageSize, Machine};
 pub use network::{Network, NetworkMode, NicModel};
 pub use parse::parse;
-pub use pci::PciDevice;
+pub use pci::{PciDevice, SriovVf};
 pub use pinning::{Pinning, Scheduler};
 pub use qemu::{Qemu, QemuIdentity, QemuUser};
 pub use shutdown::Shutdown;

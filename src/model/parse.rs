@@ -163,6 +163,22 @@ pub fn span_of_key(source: &ProfileSource, path: &[&str]) -> Option<Range<usize>
     span_of(document.get_ref(), &segments)
 }
 
+/// The span of `key` in the `index`th item of the repeated table `table` (`pci[1].vf`).
+pub fn span_of_item_key(
+    source: &ProfileSource,
+    table: &str,
+    index: usize,
+    key: &str,
+) -> Option<Range<usize>> {
+    let document = DeTable::parse(&source.text).ok()?;
+    let segments = [
+        Segment::Key(table.to_string()),
+        Segment::Index(index),
+        Segment::Key(key.to_string()),
+    ];
+    span_of(document.get_ref(), &segments)
+}
+
 /// What reading a profile gave: the profile as far as it could be read (every key of the wrong
 /// shape and every unknown key left out), and every problem found on the way.
 pub struct Reading {

@@ -18,6 +18,11 @@ pub struct RawPci {
     pub rescan: Option<Flag>,
     pub boot_order: Option<Int>,
     pub reset_method: Option<Text>,
+    // SR-IOV: a virtual function of a physical function, instead of `address`.
+    pub pf: Option<Text>,
+    pub vf: Option<Int>,
+    pub mac: Option<Text>,
+    pub vlan: Option<Int>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -35,6 +40,20 @@ pub struct PciDevice {
     /// The kernel reset methods written to the function's `reset_method` for the run, in the
     /// order the kernel tries them (`["bus"]`); `None` leaves the kernel's own choice.
     pub reset_method: Option<Vec<String>>,
+    /// A virtual function of an SR-IOV physical function (`pf` + `vf`). `address` is then the
+    /// PF's in the model as written, and the VF's once `plan::resolve` has computed it from the
+    /// PF's `sriov_offset` and `sriov_stride` (every stage after resolution sees the VF's).
+    pub sriov: Option<SriovVf>,
+}
+
+/// `pf` + `vf` (+ `mac`, `vlan`) of a `[[pci]]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SriovVf {
+    pub pf: PciAddress,
+    /// 0-based: the PF's (N+1)th VF, `virtfnN` in sysfs.
+    pub index: u16,
+    pub mac: Option<MacAddress>,
+    pub vlan: Option<u16>,
 }
 
 /// The reset methods a kernel's `reset_method` attribute knows (drivers/pci/pci.c,
@@ -87,6 +106,7 @@ impl Validator {
         let mut devices = Vec::new();
         let mut seen: HashMap<PciAddress, (usize, String)> = HashMap::new();
         let mut vga_seen: Option<usize> = None;
+        let mut vf_seen: HashMap<(PciAddress, u16), usize> = HashMap::new();
         let mut boot_orders: HashMap<u32, String> = disks
             .iter()
             .enumerate()
@@ -95,18 +115,78 @@ impl Validator {
         for (index, spanned) in raw.pci.iter().enumerate() {
             let p = spanned.get_ref();
             let key = |field: &str| format!("pci[{index}].{field}");
-            let Some(address_text) = &p.address else {
-                self.error(
-                    spanned.span(),
-                    &key("address"),
-                    "every [[pci]] needs `address`, e.g. \"0000:01:00.0\"",
-                );
-                continue;
+            let sriov = match (&p.address, &p.pf) {
+                (Some(_), Some(pf)) => {
+                    self.error(
+                        pf.span(),
+                        &key("pf"),
+                        "`address` and `pf` are two ways to name the device; write `address` for a \
+                         device, or `pf` with `vf` for a virtual function",
+                    );
+                    continue;
+                }
+                (None, None) => {
+                    self.error(
+                        spanned.span(),
+                        &key("address"),
+                        "every [[pci]] needs `address`, e.g. \"0000:01:00.0\" (or `pf` with `vf` \
+                         for an SR-IOV virtual function)",
+                    );
+                    continue;
+                }
+                (Some(_), None) => {
+                    for (raw, name) in [(&p.vf, "vf"), (&p.vlan, "vlan")] {
+                        if let Some(raw) = raw {
+                            self.error(
+                                raw.span(),
+                                &key(name),
+                                format!("`{name}` belongs to a virtual function; write `pf` instead of `address`"),
+                            );
+                        }
+                    }
+                    if let Some(mac) = &p.mac {
+                        self.error(
+                            mac.span(),
+                            &key("mac"),
+                            "`mac` belongs to a virtual function; write `pf` instead of `address`",
+                        );
+                    }
+                    None
+                }
+                (None, Some(pf_text)) => match self.sriov_vf(p, pf_text, spanned.span(), &key) {
+                    Some(vf) => Some((vf, pf_text)),
+                    None => continue,
+                },
             };
-            let Some(address) = self.parse::<PciAddress>(address_text, &key("address")) else {
-                continue;
+            let (address, address_text) = match (&sriov, &p.address) {
+                (Some((vf, pf_text)), _) => (vf.pf, *pf_text),
+                (None, Some(text)) => {
+                    let Some(address) = self.parse::<PciAddress>(text, &key("address")) else {
+                        continue;
+                    };
+                    (address, text)
+                }
+                (None, None) => continue,
             };
-            if let Some((first, written)) = seen.get(&address) {
+            let sriov = match sriov {
+                Some((vf, pf_text)) => {
+                    if let Some(first) = vf_seen.get(&(vf.pf, vf.index)) {
+                        self.error(
+                            pf_text.span(),
+                            &key("vf"),
+                            format!(
+                                "pci[{first}] is VF {} of {} already; remove one",
+                                vf.index, vf.pf
+                            ),
+                        );
+                        continue;
+                    }
+                    vf_seen.insert((vf.pf, vf.index), index);
+                    Some(vf)
+                }
+                None => None,
+            };
+            if let Some((first, written)) = seen.get(&address).filter(|_| sriov.is_none()) {
                 self.error(
                     address_text.span(),
                     &key("address"),
@@ -118,7 +198,9 @@ impl Validator {
                 );
                 continue;
             }
-            seen.insert(address, (index, address_text.get_ref().clone()));
+            if sriov.is_none() {
+                seen.insert(address, (index, address_text.get_ref().clone()));
+            }
             let romfile = p.romfile.as_ref().map(|text| {
                 let path = self.resolve_path(text.get_ref());
                 if !path.is_file() {
@@ -167,8 +249,62 @@ impl Validator {
                         .map_err(|message| self.error(raw.span(), &key("reset_method"), message))
                         .ok()
                 }),
+                sriov,
             });
         }
         devices
+    }
+}
+
+impl Validator {
+    /// `pf`, `vf`, `mac` and `vlan` of a `[[pci]]` that names a virtual function.
+    fn sriov_vf(
+        &mut self,
+        p: &RawPci,
+        pf_text: &Text,
+        table: std::ops::Range<usize>,
+        key: &dyn Fn(&str) -> String,
+    ) -> Option<SriovVf> {
+        let pf = self.parse::<PciAddress>(pf_text, &key("pf"));
+        let index = match &p.vf {
+            Some(raw) => self.int_in(raw, &key("vf"), 0..=65534).map(|n| n as u16),
+            None => {
+                self.error(
+                    table,
+                    &key("vf"),
+                    "`pf` needs `vf`, the virtual function's number counted from 0 \
+                     (`vf = 0` is the PF's first VF)",
+                );
+                None
+            }
+        };
+        let mac = p.mac.as_ref().and_then(|raw| {
+            let mac = self.parse::<MacAddress>(raw, &key("mac"))?;
+            if mac.0 == [0; 6] {
+                self.error(
+                    raw.span(),
+                    &key("mac"),
+                    "00:00:00:00:00:00 means no address; write a unicast one such as 52:54:00:xx:xx:xx, \
+                     or leave `mac` out to keep the VF's",
+                );
+                return None;
+            }
+            Some(mac)
+        });
+        let vlan = p
+            .vlan
+            .as_ref()
+            .and_then(|raw| self.int_in(raw, &key("vlan"), 1..=4094).map(|n| n as u16));
+        let bad_mac = p.mac.is_some() && mac.is_none();
+        let bad_vlan = p.vlan.is_some() && vlan.is_none();
+        if bad_mac || bad_vlan {
+            return None;
+        }
+        Some(SriovVf {
+            pf: pf?,
+            index: index?,
+            mac,
+            vlan,
+        })
     }
 }

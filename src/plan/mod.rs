@@ -14,8 +14,8 @@ use crate::firmware::{
     self, FirmwareError, FirmwareImage, FirmwareQuery, ImageFormat, ResolvedFirmware,
 };
 use crate::model::{
-    smbios::smbios_problem, AudioBackend, CpuSet, Firmware, HostCpus, Listen, QemuIdentity,
-    QemuUser, RemoteProtocol, VmConfig, SMBIOS_FIELDS,
+    smbios::smbios_problem, AudioBackend, CpuSet, Firmware, HostCpus, Listen, PciAddress,
+    QemuIdentity, QemuUser, RemoteProtocol, VmConfig, SMBIOS_FIELDS,
 };
 
 pub use argv::BootFirmware;
@@ -37,6 +37,13 @@ pub enum PlanError {
     QemuUser(String),
     #[error("isolation.host_cpus includes CPUs {shared} that pinning.vcpus = \"auto\" chose; use host_cpus = \"auto\" or other CPUs")]
     HostCpusOverlap { shared: CpuSet },
+    /// A `[[pci]]` virtual function this host cannot give: `key` is `pf` or `vf` of `pci[index]`.
+    #[error("pci[{index}].{key}: {message}")]
+    Sriov {
+        index: usize,
+        key: &'static str,
+        message: String,
+    },
 }
 
 /// Finds the firmware the profile asks for: its explicit files, or QEMU's descriptors.
@@ -101,6 +108,36 @@ pub struct HostFacts {
     pub qemu_caps_problem: Option<String>,
     /// The VMs running now with real-time vCPUs: (name, their host CPUs).
     pub running_realtime: Vec<(String, CpuSet)>,
+    /// The SR-IOV capability of each `[[pci]] pf`, or why it has none.
+    pub sriov: BTreeMap<PciAddress, Result<SriovPf, String>>,
+}
+
+/// What a physical function's sysfs says about its SR-IOV capability.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SriovPf {
+    /// `sriov_totalvfs`: how many VFs it can have.
+    pub total_vfs: u16,
+    /// `sriov_numvfs`: how many it has now.
+    pub num_vfs: u16,
+    /// `sriov_offset` and `sriov_stride`: VF N's routing ID is the PF's + offset + N × stride.
+    pub offset: u16,
+    pub stride: u16,
+}
+
+impl SriovPf {
+    /// The address of the PF's virtual function `index` (0-based), from the PF's routing ID
+    /// (bus and devfn), as the kernel computes it (`pci_iov_virtfn_bus`/`_devfn`); None when
+    /// it falls past bus 255.
+    pub fn vf_address(&self, pf: PciAddress, index: u16) -> Option<PciAddress> {
+        let pf_id = (u32::from(pf.bus) << 8) | (u32::from(pf.slot) << 3) | u32::from(pf.function);
+        let id = pf_id + u32::from(self.offset) + u32::from(index) * u32::from(self.stride);
+        (id <= 0xffff).then(|| PciAddress {
+            domain: pf.domain,
+            bus: (id >> 8) as u8,
+            slot: ((id >> 3) & 0x1f) as u8,
+            function: (id & 0x7) as u8,
+        })
+    }
 }
 
 /// The QEMU user as the host layer resolved it.
@@ -336,6 +373,7 @@ pub fn resolve(written: VmConfig, facts: &HostFacts) -> Result<ResolvedVm, PlanE
 
 fn resolve_config(config: VmConfig, facts: &HostFacts) -> Result<VmConfig, PlanError> {
     let mut config = resolve_auto_pinning(config, facts)?;
+    resolve_virtual_functions(&mut config, facts)?;
     config.qemu.user = match (&config.qemu.user, &facts.qemu_user) {
         (QemuUser::Root, _) | (_, QemuUserFact::Root) => QemuUser::Root,
         (_, QemuUserFact::User(identity)) => QemuUser::Resolved(identity.clone()),
@@ -361,6 +399,70 @@ fn resolve_config(config: VmConfig, facts: &HostFacts) -> Result<VmConfig, PlanE
         }
     }
     Ok(config)
+}
+
+/// Gives each `[[pci]] pf` + `vf` its VF's address, computed from the PF's capability (so the
+/// plan and the argv know it before the VF exists). A PF without SR-IOV, a `vf` past the PF's
+/// total and a VF that another `[[pci]]` names by `address` are errors at the profile's key.
+fn resolve_virtual_functions(config: &mut VmConfig, facts: &HostFacts) -> Result<(), PlanError> {
+    let written: Vec<PciAddress> = config
+        .pci
+        .iter()
+        .filter(|device| device.sriov.is_none())
+        .map(|device| device.address)
+        .collect();
+    for (index, device) in config.pci.iter_mut().enumerate() {
+        let Some(vf) = &device.sriov else {
+            continue;
+        };
+        let error = |key, message: String| PlanError::Sriov {
+            index,
+            key,
+            message,
+        };
+        let pf = match facts.sriov.get(&vf.pf) {
+            Some(Ok(pf)) => pf,
+            Some(Err(problem)) => return Err(error("pf", problem.clone())),
+            None => {
+                return Err(error(
+                    "pf",
+                    format!("{}'s SR-IOV capability was not read", vf.pf),
+                ))
+            }
+        };
+        if vf.index >= pf.total_vfs {
+            return Err(error(
+                "vf",
+                format!(
+                    "{} has {} virtual functions (sriov_totalvfs), numbered 0 to {}; write a vf below {}",
+                    vf.pf,
+                    pf.total_vfs,
+                    pf.total_vfs.saturating_sub(1),
+                    pf.total_vfs
+                ),
+            ));
+        }
+        let address = pf.vf_address(vf.pf, vf.index).ok_or_else(|| {
+            error(
+                "vf",
+                format!(
+                    "VF {} of {} would lie past bus ff (sriov_offset {}, sriov_stride {}); write a smaller vf",
+                    vf.index, vf.pf, pf.offset, pf.stride
+                ),
+            )
+        })?;
+        if written.contains(&address) {
+            return Err(error(
+                "vf",
+                format!(
+                    "VF {} of {} is {address}, which another [[pci]] passes by `address`; remove one",
+                    vf.index, vf.pf
+                ),
+            ));
+        }
+        device.address = address;
+    }
+    Ok(())
 }
 
 /// On a host with several NUMA nodes, the node all pinned vCPUs sit on: hugepages are

@@ -10,6 +10,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
+#[cfg(test)]
+use crate::fsutil::holder_in;
+pub use crate::fsutil::lock_holder;
 use crate::plan::VmPaths;
 
 #[derive(Debug, thiserror::Error)]
@@ -200,42 +203,6 @@ pub fn running(paths: &VmPaths) -> Option<RunState> {
             pci: other.map(|s| s.pci).unwrap_or_default(),
         }),
     }
-}
-
-/// Who holds the flock on `lock`: `None` when `/proc/locks` cannot be read, `Some(None)` when
-/// nobody does.
-pub fn lock_holder(lock: &Path) -> Option<Option<u32>> {
-    use std::os::unix::fs::MetadataExt;
-    let locks = std::fs::read_to_string("/proc/locks").ok()?;
-    let Ok(meta) = std::fs::symlink_metadata(lock) else {
-        return Some(None);
-    };
-    if !meta.is_file() {
-        return Some(None);
-    }
-    let (major, minor) = (
-        nix::sys::stat::major(meta.dev()),
-        nix::sys::stat::minor(meta.dev()),
-    );
-    Some(holder_in(&locks, major, minor, meta.ino()))
-}
-
-/// The pid of the FLOCK WRITE lock on the file `major:minor:inode` in a `/proc/locks` text
-/// (`1: FLOCK  ADVISORY  WRITE 1234 00:1a:5678 0 EOF`; waiters' lines carry `->`).
-fn holder_in(locks: &str, major: u64, minor: u64, inode: u64) -> Option<u32> {
-    locks.lines().find_map(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        if fields.get(1) != Some(&"FLOCK") || fields.get(3) != Some(&"WRITE") {
-            return None;
-        }
-        let mut id = fields.get(5)?.split(':');
-        let (maj, min, ino) = (id.next()?, id.next()?, id.next()?);
-        (u64::from_str_radix(maj, 16).ok()? == major
-            && u64::from_str_radix(min, 16).ok()? == minor
-            && ino.parse::<u64>().ok()? == inode)
-            .then(|| fields.get(4)?.parse().ok())
-            .flatten()
-    })
 }
 
 /// The QEMU process `parent` started, found in `/proc`.

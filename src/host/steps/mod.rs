@@ -25,6 +25,7 @@ pub mod nvidia_persistence;
 pub mod rescan;
 pub mod reset;
 pub mod shm_file;
+pub mod sriov;
 pub mod swtpm;
 pub mod vfio;
 pub mod workqueue;
@@ -229,6 +230,8 @@ register_steps! {
     UnloadModule(modules::UnloadModule) undo [LoadModule(modules::LoadModule)],
     ReleaseBootFramebuffer(boot_framebuffer::ReleaseBootFramebuffer) undo [],
     LoadVfioPci(vfio::LoadVfioPci) undo [UnloadModule(modules::UnloadModuleAgain)],
+    // Before the binding: the VFs it binds must exist; undone after they went back.
+    CreateSriovVfs(sriov::CreateSriovVfs) undo [ReleaseSriovVfs(sriov::ReleaseSriovVfs), RestoreSriovAutoprobe(sriov::RestoreSriovAutoprobe), ClearVfMac(sriov::ClearVfMac)],
     RescanPciDevice(rescan::RescanPciDevice) undo [RescanPciBus(rescan::RescanPciBus)],
     BindVfio(vfio::BindVfio) undo [RestorePciDriver(vfio::RestorePciDriver)],
     // Right after the binding, so that it is undone before the devices go back to their drivers.

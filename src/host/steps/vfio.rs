@@ -30,6 +30,9 @@ pub struct BindVfio {
     pub romfile: Option<PathBuf>,
     /// OVMF can only show the card's output through a ROM with an EFI (GOP) image.
     pub uefi: bool,
+    /// For an SR-IOV virtual function: its PF (`create_sriov_vfs` makes it before this step).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vf_of: Option<PciAddress>,
 }
 
 /// Journaled by `BindVfio`: back to the driver (and driver_override) the device had.
@@ -55,6 +58,7 @@ impl BindVfio {
             address: device.address,
             romfile: device.romfile.clone(),
             uefi,
+            vf_of: device.sriov.as_ref().map(|vf| vf.pf),
         })
     }
 }
@@ -160,6 +164,16 @@ impl BindVfio {
     fn device_findings(&self, host: &HostContext, key: &str) -> Vec<Finding> {
         let address = self.address.to_string();
         let Some(info) = pci::device_info(&host.root, &address) else {
+            if let Some(pf) = self.vf_of {
+                // Its IOMMU group is checked by create_sriov_vfs once the VF exists.
+                return vec![Finding::pass(
+                    "pci",
+                    format!(
+                        "{key}: a VF of {pf} that does not exist yet: made before it is bound, its IOMMU \
+                         group checked then"
+                    ),
+                )];
+            }
             return vec![Finding::fail(
                 "pci",
                 format!(

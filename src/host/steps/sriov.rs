@@ -1,0 +1,1133 @@
+//! `[[pci]] pf` + `vf`: the physical function gets enough virtual functions before the VF is
+//! bound to vfio-pci (`bind_vfio`, which also gives it back), and a network VF its MAC address
+//! and VLAN through the PF's interface.
+//!
+//! VFs are made by writing `sriov_numvfs`, which the kernel changes from a non-zero count only
+//! through 0 (destroying every VF): vmrun refuses that while one of them is on vfio-pci or used
+//! by another running VM. While the VFs appear, the PF's `sriov_drivers_autoprobe` is 0, so
+//! that no host driver probes them. Several VMs can use VFs of one PF: a record per PF
+//! (`RUNTIME/.sriov/PF`, under an flock) lists the VMs using them and the count before vmrun
+//! raised it; a VM whose supervisor no longer holds its lock is not counted, and the last VM
+//! to leave (its teardown, or `recover` after a crash) sets the count back.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
+
+use super::{LibvirtContext, LibvirtNotes, Recorder, Step, Undoable};
+use crate::host::context::{HostContext, StepError};
+use crate::host::finding::Finding;
+use crate::host::{pci, sriov};
+use crate::libvirt::xml::Element;
+use crate::log::Log;
+use crate::model::{PciAddress, VmConfig};
+use crate::plan::VmPaths;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CreateSriovVfs {
+    pub pf: PciAddress,
+    pub vfs: Vec<PlannedVf>,
+    /// Where the records of which VMs use a PF's VFs live (`RUNTIME/.sriov`).
+    pub records: PathBuf,
+}
+
+/// One VF of the PF that the VM passes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PlannedVf {
+    /// 0-based: `virtfnN`.
+    pub index: u16,
+    /// Computed from the PF's offset and stride at resolution.
+    pub address: PciAddress,
+    pub mac: Option<String>,
+    pub vlan: Option<u16>,
+}
+
+/// Journaled before the PF's record and VF count change: this VM leaves the record, and the
+/// last VM to leave sets `sriov_numvfs` back to what it was before vmrun raised it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseSriovVfs {
+    pub pf: String,
+    pub vm: String,
+    pub records: PathBuf,
+}
+
+/// Journaled before `sriov_drivers_autoprobe` is set to 0 while VFs are made.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreSriovAutoprobe {
+    pub pf: String,
+    pub value: String,
+}
+
+/// Journaled before a VF's MAC address or VLAN is set through its PF's interface.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClearVfMac {
+    pub pf: String,
+    pub interface: String,
+    pub vf: u16,
+    pub mac: bool,
+    pub vlan: bool,
+}
+
+impl CreateSriovVfs {
+    pub fn plan(config: &VmConfig, paths: &VmPaths) -> Vec<Self> {
+        let records = paths
+            .runtime_dir
+            .parent()
+            .unwrap_or(Path::new("/"))
+            .join(".sriov");
+        let mut by_pf: BTreeMap<PciAddress, Vec<PlannedVf>> = BTreeMap::new();
+        for device in &config.pci {
+            let Some(vf) = &device.sriov else {
+                continue;
+            };
+            by_pf.entry(vf.pf).or_default().push(PlannedVf {
+                index: vf.index,
+                address: device.address,
+                mac: vf.mac.map(|mac| mac.to_string()),
+                vlan: vf.vlan,
+            });
+        }
+        by_pf
+            .into_iter()
+            .map(|(pf, mut vfs)| {
+                vfs.sort_by_key(|vf| vf.index);
+                CreateSriovVfs {
+                    pf,
+                    vfs,
+                    records: records.clone(),
+                }
+            })
+            .collect()
+    }
+
+    /// How many VFs the PF must have.
+    fn needed(&self) -> u16 {
+        self.vfs.iter().map(|vf| vf.index + 1).max().unwrap_or(0)
+    }
+}
+
+fn attribute(pf: &str, name: &str) -> String {
+    format!("/sys/bus/pci/devices/{pf}/{name}")
+}
+
+fn num_vfs(host: &HostContext, pf: &str) -> Result<u16, StepError> {
+    let path = attribute(pf, "sriov_numvfs");
+    host.read(&path)
+        .and_then(|text| text.parse().ok())
+        .ok_or_else(|| StepError::Other(format!("{path} cannot be read as a number")))
+}
+
+/// The PF's VFs that something uses: bound to vfio-pci (or pci-stub), with their driver.
+fn vfs_in_use(host: &HostContext, pf: &str) -> Vec<String> {
+    sriov::virtfns(&host.root, pf)
+        .into_iter()
+        .filter_map(|(index, address)| {
+            let driver = pci::driver_of(&host.root, &address)?;
+            matches!(driver.as_str(), "vfio-pci" | "pci-stub")
+                .then(|| format!("VF {index} {address} (on {driver})"))
+        })
+        .collect()
+}
+
+/// Writes `sriov_numvfs` and waits until the kernel shows that many VFs (it makes and removes
+/// them within the write; a test's fake kernel a little later).
+fn set_num_vfs(host: &HostContext, pf: &str, count: u16, log: &Log) -> Result<(), StepError> {
+    host.write(&attribute(pf, "sriov_numvfs"), &count.to_string())
+        .map_err(|error| {
+            StepError::Other(format!(
+                "{error} (writing {count}; the kernel log, `dmesg`, says why the PF's driver refused)"
+            ))
+        })?;
+    let label = format!("waiting for {pf} to have {count} VFs");
+    if host.wait_until_shown(&label, log, || {
+        sriov::virtfns(&host.root, pf).len() == usize::from(count)
+    }) {
+        Ok(())
+    } else {
+        Err(StepError::Other(format!(
+            "{pf} shows {} VFs after sriov_numvfs was set to {count}",
+            sriov::virtfns(&host.root, pf).len()
+        )))
+    }
+}
+
+/// The record of which VMs use a PF's VFs: `RUNTIME/.sriov/PF`, JSON, held under an flock
+/// for as long as this value lives, so that two vmruns never change one PF at once. It is
+/// emptied, never removed: a waiter would otherwise lock a file no longer there.
+struct Book {
+    file: Flock<std::fs::File>,
+    path: PathBuf,
+    record: PfRecord,
+}
+
+#[derive(Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct PfRecord {
+    /// `sriov_numvfs` before vmrun raised it; None while vmrun has not.
+    original_numvfs: Option<u16>,
+    /// The VMs using the PF's VFs.
+    users: Vec<String>,
+}
+
+impl Book {
+    fn open(records: &Path, pf: &str) -> Result<Self, StepError> {
+        let io = |path: &Path| {
+            let path = path.display().to_string();
+            move |source| StepError::Io { path, source }
+        };
+        if !records.is_dir() {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(records)
+                .map_err(io(records))?;
+        }
+        let path = records.join(pf);
+        let file = crate::fsutil::open_rw(&path, 0o600).map_err(io(&path))?;
+        let mut file = Flock::lock(file, FlockArg::LockExclusive)
+            .map_err(|(_, errno)| io(&path)(std::io::Error::from(errno)))?;
+        let mut text = String::new();
+        file.read_to_string(&mut text).map_err(io(&path))?;
+        // A record that cannot be read (a crash mid-write) is an empty one: its users are
+        // found again as the VMs whose VFs are on vfio-pci, which the restore leaves alone.
+        let record = serde_json::from_str(&text).unwrap_or_default();
+        Ok(Book { file, path, record })
+    }
+
+    /// Leaves out the VMs that are not running: nobody holds their lock.
+    fn prune(&mut self, records: &Path) {
+        let runtime = records.parent().unwrap_or(Path::new("/"));
+        self.record.users.retain(|vm| {
+            // Without /proc/locks nobody can tell: the VM is kept, and the count with it.
+            crate::fsutil::lock_holder(&runtime.join(vm).join("lock")) != Some(None)
+        });
+    }
+
+    fn save(&mut self) -> Result<(), StepError> {
+        let text = serde_json::to_string(&self.record).unwrap_or_default();
+        let io = |source| StepError::Io {
+            path: self.path.display().to_string(),
+            source,
+        };
+        self.file.set_len(0).map_err(io)?;
+        self.file.rewind().map_err(io)?;
+        self.file.write_all(text.as_bytes()).map_err(io)?;
+        self.file.sync_data().map_err(io)
+    }
+}
+
+impl CreateSriovVfs {
+    /// Makes sure the PF has at least `needed` VFs, under its record's lock.
+    fn ensure_vfs(
+        &self,
+        host: &HostContext,
+        record: &Recorder,
+        log: &Log,
+    ) -> Result<(), StepError> {
+        let pf = self.pf.to_string();
+        let vm = host.vm.name.clone();
+        let mut book = Book::open(&self.records, &pf)?;
+        book.prune(&self.records);
+        book.record.users.retain(|user| *user != vm);
+        let current = num_vfs(host, &pf)?;
+        let needed = self.needed();
+        if current >= needed {
+            log.info(&format!(
+                "{pf} has {current} VFs (sriov_numvfs); VF {} needs {needed}",
+                self.vfs
+                    .iter()
+                    .map(|vf| vf.index.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        } else {
+            if current != 0 {
+                let mut busy = vfs_in_use(host, &pf);
+                busy.extend(book.record.users.iter().map(|vm| format!("VM `{vm}`")));
+                if !busy.is_empty() {
+                    return Err(StepError::Other(format!(
+                        "{pf} has {current} VFs and VF {} needs {needed}: the kernel changes a non-zero \
+                         sriov_numvfs only through 0, which destroys every VF, and these are in use: {}; \
+                         stop what uses them, or choose a vf below {current}",
+                        needed - 1,
+                        busy.join(", ")
+                    )));
+                }
+            }
+            if book.record.original_numvfs.is_none() {
+                book.record.original_numvfs = Some(current);
+            }
+            book.record.users.push(vm);
+            book.save()?;
+            self.create(host, record, log, current, needed)?;
+            return Ok(());
+        }
+        book.record.users.push(vm);
+        book.save()
+    }
+
+    fn create(
+        &self,
+        host: &HostContext,
+        record: &Recorder,
+        log: &Log,
+        current: u16,
+        needed: u16,
+    ) -> Result<(), StepError> {
+        let pf = self.pf.to_string();
+        let autoprobe = attribute(&pf, "sriov_drivers_autoprobe");
+        let probing = host.read(&autoprobe).filter(|value| value != "0");
+        if let Some(value) = &probing {
+            record.change(
+                RestoreSriovAutoprobe {
+                    pf: pf.clone(),
+                    value: value.clone(),
+                },
+                || host.write(&autoprobe, "0"),
+            )?;
+        }
+        if current != 0 {
+            log.info(&format!(
+                "setting sriov_numvfs of {pf} from {current} to 0 first: the kernel changes a non-zero count only through 0"
+            ));
+            set_num_vfs(host, &pf, 0, log)?;
+        }
+        log.info(&format!(
+            "creating VFs on {pf}: sriov_numvfs {current} -> {needed} (host drivers do not probe them)"
+        ));
+        let made = set_num_vfs(host, &pf, needed, log);
+        if let Some(value) = &probing {
+            host.write(&autoprobe, value)?;
+        }
+        made
+    }
+
+    /// The VFs exist where the plan put them, and each one's IOMMU group can go to the guest.
+    fn verify(&self, host: &HostContext) -> Result<(), StepError> {
+        let pf = self.pf.to_string();
+        for vf in &self.vfs {
+            let found = sriov::virtfn(&host.root, &pf, vf.index);
+            if found.as_deref() != Some(vf.address.to_string().as_str()) {
+                return Err(StepError::Other(format!(
+                    "VF {} of {pf} is {}, not {} as its sriov_offset and sriov_stride said before the \
+                     VFs existed; write `address = \"{}\"` instead of pf and vf",
+                    vf.index,
+                    found.as_deref().unwrap_or("missing"),
+                    vf.address,
+                    found.as_deref().unwrap_or("?")
+                )));
+            }
+        }
+        let addresses: Vec<PciAddress> = self.vfs.iter().map(|vf| vf.address).collect();
+        let missing = pci::missing_from_groups(&host.root, &addresses);
+        if let Some((group, _)) = missing.first() {
+            let others: Vec<String> = missing
+                .iter()
+                .map(|(_, device)| {
+                    format!(
+                        "{} (driver {})",
+                        device.address,
+                        device.driver.as_deref().unwrap_or("none")
+                    )
+                })
+                .collect();
+            return Err(StepError::Other(format!(
+                "the new VF's IOMMU group {group} is not viable: a group goes to the guest whole and it \
+                 also holds {}; VFs get their own groups only behind ACS (PCIe Access Control Services)",
+                others.join(", ")
+            )));
+        }
+        Ok(())
+    }
+
+    fn set_mac_vlan(
+        &self,
+        host: &HostContext,
+        record: &Recorder,
+        log: &Log,
+    ) -> Result<(), StepError> {
+        let pf = self.pf.to_string();
+        for vf in self
+            .vfs
+            .iter()
+            .filter(|vf| vf.mac.is_some() || vf.vlan.is_some())
+        {
+            let interface = sriov::interface(&host.root, &pf).ok_or_else(|| {
+                StepError::Other(format!(
+                    "{pf} has no network interface (/sys/bus/pci/devices/{pf}/net is empty): `mac` and `vlan` \
+                     are set through the PF's interface, which needs its network driver bound"
+                ))
+            })?;
+            let index = vf.index.to_string();
+            let vlan = vf.vlan.map(|v| v.to_string());
+            let mut words = vec!["ip", "link", "set", "dev", &interface, "vf", &index];
+            if let Some(mac) = &vf.mac {
+                words.extend(["mac", mac.as_str()]);
+            }
+            if let Some(vlan) = &vlan {
+                words.extend(["vlan", vlan.as_str()]);
+            }
+            log.info(&format!(
+                "setting VF {index} of {pf} through {interface}:{}{}",
+                vf.mac
+                    .as_ref()
+                    .map(|m| format!(" mac {m}"))
+                    .unwrap_or_default(),
+                vlan.as_ref()
+                    .map(|v| format!(" vlan {v}"))
+                    .unwrap_or_default()
+            ));
+            record.change(
+                ClearVfMac {
+                    pf: pf.clone(),
+                    interface: interface.clone(),
+                    vf: vf.index,
+                    mac: vf.mac.is_some(),
+                    vlan: vf.vlan.is_some(),
+                },
+                || host.run_checked(&words, log).map(|_| ()),
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl Step for CreateSriovVfs {
+    fn describe(&self) -> String {
+        let vfs: Vec<String> = self
+            .vfs
+            .iter()
+            .map(|vf| format!("VF {} = {}", vf.index, vf.address))
+            .collect();
+        format!(
+            "make sure {} has at least {} VFs ({}), with host drivers kept off them; set back after the last VM using them",
+            self.pf,
+            self.needed(),
+            vfs.join(", ")
+        )
+    }
+
+    fn preflight(&self, host: &HostContext) -> Vec<Finding> {
+        let pf = self.pf.to_string();
+        let capability = match sriov::capability(&host.root, self.pf) {
+            Ok(capability) => capability,
+            Err(problem) => return vec![Finding::fail("sriov", problem)],
+        };
+        let existing = sriov::virtfns(&host.root, &pf);
+        let in_use = vfs_in_use(host, &pf);
+        let driver = pci::driver_of(&host.root, &pf);
+        let mut findings = vec![Finding::pass(
+            "sriov",
+            format!(
+                "{pf} (driver {}): SR-IOV with {} of {} VFs made (sriov_numvfs), {} on vfio-pci, {} free, \
+                 {} more can be made",
+                driver.as_deref().unwrap_or("none"),
+                capability.num_vfs,
+                capability.total_vfs,
+                in_use.len(),
+                existing.len().saturating_sub(in_use.len()),
+                capability.total_vfs - capability.num_vfs
+            ),
+        )];
+        let needed = self.needed();
+        for vf in &self.vfs {
+            let key = format!("pci {pf} vf {}", vf.index);
+            let message = match existing.iter().find(|(index, _)| *index == vf.index) {
+                Some((_, address)) => format!(
+                    "{key}: {address}, driver {}",
+                    pci::driver_of(&host.root, address).unwrap_or_else(|| "none".into())
+                ),
+                None => format!(
+                    "{key}: {} will be made (sriov_numvfs {} -> {needed}), then bound to vfio-pci",
+                    vf.address, capability.num_vfs
+                ),
+            };
+            findings.push(Finding::pass("sriov", message));
+        }
+        if capability.num_vfs != 0 && capability.num_vfs < needed && !in_use.is_empty() {
+            findings.push(Finding::fail(
+                "sriov",
+                format!(
+                    "{pf} has {} VFs and this VM needs {needed}: the kernel changes a non-zero count only \
+                     through 0, which would destroy VFs in use: {}",
+                    capability.num_vfs,
+                    in_use.join(", ")
+                ),
+            ));
+        }
+        if self
+            .vfs
+            .iter()
+            .any(|vf| vf.mac.is_some() || vf.vlan.is_some())
+            && sriov::interface(&host.root, &pf).is_none()
+        {
+            findings.push(Finding::fail(
+                "sriov",
+                format!(
+                    "{pf} has no network interface (/sys/bus/pci/devices/{pf}/net): `mac` and `vlan` are set \
+                     through it; bind the PF's network driver"
+                ),
+            ));
+        }
+        findings
+    }
+
+    fn apply(&self, host: &HostContext, record: &Recorder, log: &Log) -> Result<(), StepError> {
+        let capability = sriov::capability(&host.root, self.pf).map_err(StepError::Other)?;
+        if self.needed() > capability.total_vfs {
+            return Err(StepError::Other(format!(
+                "{} has {} VFs at most (sriov_totalvfs); VF {} does not exist",
+                self.pf,
+                capability.total_vfs,
+                self.needed() - 1
+            )));
+        }
+        record.change(
+            ReleaseSriovVfs {
+                pf: self.pf.to_string(),
+                vm: host.vm.name.clone(),
+                records: self.records.clone(),
+            },
+            || self.ensure_vfs(host, record, log),
+        )?;
+        self.verify(host)?;
+        self.set_mac_vlan(host, record, log)
+    }
+
+    fn libvirt(&self, vm: &LibvirtContext) -> LibvirtNotes {
+        let mut comments = vec![format!(
+            "vmrun makes {pf} have at least {needed} SR-IOV VFs before the guest starts and sets the count back \
+             after: libvirt needs {} writing {needed} to /sys/bus/pci/devices/{pf}/sriov_numvfs (a hostdev \
+             network, <forward mode='hostdev'>, can hand out VFs instead)",
+            vm.hook("prepare begin"),
+            pf = self.pf,
+            needed = self.needed()
+        )];
+        if self
+            .vfs
+            .iter()
+            .any(|vf| vf.mac.is_some() || vf.vlan.is_some())
+        {
+            comments.push(
+                "vmrun sets the VFs' MAC and VLAN through the PF (`ip link set dev PFIF vf N mac M vlan V`): \
+                 libvirt does so for <interface type='hostdev'> with <mac> and <vlan>"
+                    .to_string(),
+            );
+        }
+        let metadata = self
+            .vfs
+            .iter()
+            .map(|vf| {
+                let mut element = Element::new("vmrun:pci")
+                    .attr("address", vf.address.to_string())
+                    .attr("pf", self.pf.to_string())
+                    .attr("vf", vf.index.to_string());
+                if let Some(mac) = &vf.mac {
+                    element = element.attr("mac", mac.clone());
+                }
+                if let Some(vlan) = vf.vlan {
+                    element = element.attr("vlan", vlan.to_string());
+                }
+                element
+            })
+            .collect();
+        LibvirtNotes {
+            comments,
+            metadata,
+            devices: Vec::new(),
+        }
+    }
+}
+
+impl Undoable for ReleaseSriovVfs {
+    fn undo(&self, host: &HostContext, log: &Log) -> Result<(), StepError> {
+        let pf = self.pf.as_str();
+        let mut book = Book::open(&self.records, pf)?;
+        book.record.users.retain(|user| *user != self.vm);
+        book.prune(&self.records);
+        if !book.record.users.is_empty() {
+            log.info(&format!(
+                "leaving sriov_numvfs of {pf} as it is: VM {} still uses its VFs",
+                book.record.users.join(", ")
+            ));
+            return book.save();
+        }
+        if let Some(original) = book.record.original_numvfs {
+            let current = num_vfs(host, pf)?;
+            if current != original {
+                let busy = vfs_in_use(host, pf);
+                if !busy.is_empty() {
+                    log.warn(&format!(
+                        "leaving sriov_numvfs of {pf} at {current} (it was {original} before vmrun raised it): \
+                         {} are in use",
+                        busy.join(", ")
+                    ));
+                    return book.save();
+                }
+                log.info(&format!(
+                    "restoring sriov_numvfs of {pf}: {current} -> {original}"
+                ));
+                if current != 0 && original != 0 {
+                    set_num_vfs(host, pf, 0, log)?;
+                }
+                set_num_vfs(host, pf, original, log)?;
+            }
+        }
+        book.record.original_numvfs = None;
+        book.save()
+    }
+}
+
+impl Undoable for RestoreSriovAutoprobe {
+    fn undo(&self, host: &HostContext, _log: &Log) -> Result<(), StepError> {
+        let path = attribute(&self.pf, "sriov_drivers_autoprobe");
+        if host.read(&path).as_deref() == Some(self.value.as_str()) {
+            return Ok(());
+        }
+        host.write(&path, &self.value)
+    }
+}
+
+impl Undoable for ClearVfMac {
+    fn undo(&self, host: &HostContext, log: &Log) -> Result<(), StepError> {
+        // A VF that is gone took its settings with it.
+        if sriov::virtfn(&host.root, &self.pf, self.vf).is_none() {
+            return Ok(());
+        }
+        let index = self.vf.to_string();
+        let mut words = vec!["ip", "link", "set", "dev", &self.interface, "vf", &index];
+        if self.mac {
+            words.extend(["mac", "00:00:00:00:00:00"]);
+        }
+        if self.vlan {
+            words.extend(["vlan", "0"]);
+        }
+        log.info(&format!(
+            "clearing VF {index} of {} through {}:{}{}",
+            self.pf,
+            self.interface,
+            if self.mac { " mac" } else { "" },
+            if self.vlan { " vlan" } else { "" }
+        ));
+        host.run_checked(&words, log).map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::symlink;
+
+    use super::*;
+    use crate::host::finding::Status;
+    use crate::host::session::HostSession;
+    use crate::host::steps::testing::{self, FakeHost};
+    use crate::host::steps::HostStep;
+    use crate::host::{RealSysfs, SysfsIo, Sysroot};
+
+    const PF: &str = "0000:03:00.0";
+
+    /// sysfs as the kernel answers `sriov_numvfs`: a non-zero count changes only through 0;
+    /// writing it removes the PF's VFs and makes that many (`virtfnN`, the VF's directory with
+    /// `physfn`, its own IOMMU group), each probed by `igbvf` unless the PF's
+    /// `sriov_drivers_autoprobe` is 0.
+    struct SriovKernel {
+        inner: RealSysfs,
+        root: PathBuf,
+    }
+
+    impl SriovKernel {
+        fn new(fake: &FakeHost) -> Self {
+            SriovKernel {
+                inner: RealSysfs {
+                    root: Sysroot::new(fake.root()),
+                },
+                root: fake.root().to_path_buf(),
+            }
+        }
+
+        fn devices(&self) -> PathBuf {
+            self.root.join("sys/bus/pci/devices")
+        }
+
+        fn set_vfs(&self, pf: &str, count: u16) {
+            let root = Sysroot::new(&self.root);
+            for (index, vf) in sriov::virtfns(&root, pf) {
+                std::fs::remove_dir_all(self.devices().join(&vf)).unwrap();
+                std::fs::remove_file(self.devices().join(pf).join(format!("virtfn{index}")))
+                    .unwrap();
+                let _ = std::fs::remove_dir_all(
+                    self.root
+                        .join(format!("sys/kernel/iommu_groups/{}", 100 + index)),
+                );
+            }
+            let read = |name: &str| -> u16 {
+                std::fs::read_to_string(self.devices().join(pf).join(name))
+                    .unwrap()
+                    .trim()
+                    .parse()
+                    .unwrap()
+            };
+            let capability = crate::plan::SriovPf {
+                total_vfs: read("sriov_totalvfs"),
+                num_vfs: 0,
+                offset: read("sriov_offset"),
+                stride: read("sriov_stride"),
+            };
+            let probe =
+                std::fs::read_to_string(self.devices().join(pf).join("sriov_drivers_autoprobe"))
+                    .map_or(true, |v| v.trim() != "0");
+            for index in 0..count {
+                let vf = capability
+                    .vf_address(pf.parse().unwrap(), index)
+                    .unwrap()
+                    .to_string();
+                let dir = self.devices().join(&vf);
+                std::fs::create_dir_all(&dir).unwrap();
+                for (name, value) in [
+                    ("vendor", "0x8086"),
+                    ("device", "0x10ca"),
+                    ("class", "0x020000"),
+                    ("driver_override", "(null)"),
+                ] {
+                    std::fs::write(dir.join(name), format!("{value}\n")).unwrap();
+                }
+                let group = self
+                    .root
+                    .join(format!("sys/kernel/iommu_groups/{}/devices", 100 + index));
+                std::fs::create_dir_all(group.join(&vf)).unwrap();
+                symlink(
+                    format!("../../../kernel/iommu_groups/{}", 100 + index),
+                    dir.join("iommu_group"),
+                )
+                .unwrap();
+                symlink(format!("../{pf}"), dir.join("physfn")).unwrap();
+                symlink(
+                    format!("../{vf}"),
+                    self.devices().join(pf).join(format!("virtfn{index}")),
+                )
+                .unwrap();
+                if probe {
+                    symlink("../../drivers/igbvf", dir.join("driver")).unwrap();
+                }
+            }
+        }
+    }
+
+    impl SysfsIo for SriovKernel {
+        fn read(&self, path: &str) -> std::io::Result<Vec<u8>> {
+            self.inner.read(path)
+        }
+
+        fn write(&self, path: &str, data: &[u8]) -> std::io::Result<()> {
+            if let Some(pf) = path
+                .strip_suffix("/sriov_numvfs")
+                .and_then(|dir| dir.rsplit('/').next())
+            {
+                let count: u16 = String::from_utf8_lossy(data).trim().parse().unwrap();
+                let now = sriov::virtfns(&Sysroot::new(&self.root), pf).len() as u16;
+                if now != 0 && count != 0 && count != now {
+                    return Err(std::io::Error::from_raw_os_error(nix::libc::EBUSY));
+                }
+                self.set_vfs(pf, count);
+            }
+            self.inner.write(path, data)
+        }
+    }
+
+    /// A host with an igb-like PF at 03:00.0: 7 VFs at most, offset 0x80, stride 2, on igb
+    /// with its interface enp3s0.
+    fn sriov_host() -> FakeHost {
+        let fake = FakeHost::new();
+        for (name, value) in [
+            ("vendor", "0x8086"),
+            ("device", "0x10c9"),
+            ("class", "0x020000"),
+            ("sriov_totalvfs", "7"),
+            ("sriov_numvfs", "0"),
+            ("sriov_offset", "128"),
+            ("sriov_stride", "2"),
+            ("sriov_drivers_autoprobe", "1"),
+        ] {
+            fake.write(&format!("/sys/bus/pci/devices/{PF}/{name}"), value);
+        }
+        std::fs::create_dir_all(
+            fake.root()
+                .join(format!("sys/bus/pci/devices/{PF}/net/enp3s0")),
+        )
+        .unwrap();
+        fake
+    }
+
+    /// The VM `name`'s runtime directory under `run`, its lock held (the VM runs) while the
+    /// returned value lives.
+    fn running(run: &Path, name: &str) -> Flock<std::fs::File> {
+        std::fs::create_dir_all(run.join(name)).unwrap();
+        let file = std::fs::File::create(run.join(name).join("lock")).unwrap();
+        Flock::lock(file, FlockArg::LockExclusiveNonblock).unwrap()
+    }
+
+    fn step(fake: &FakeHost, vfs: &[(u16, Option<&str>, Option<u16>)]) -> CreateSriovVfs {
+        let capability =
+            sriov::capability(&Sysroot::new(fake.root()), PF.parse().unwrap()).unwrap();
+        CreateSriovVfs {
+            pf: PF.parse().unwrap(),
+            vfs: vfs
+                .iter()
+                .map(|(index, mac, vlan)| PlannedVf {
+                    index: *index,
+                    address: capability.vf_address(PF.parse().unwrap(), *index).unwrap(),
+                    mac: mac.map(str::to_string),
+                    vlan: *vlan,
+                })
+                .collect(),
+            records: fake.root().join("run/.sriov"),
+        }
+    }
+
+    fn session<'a>(
+        fake: &'a FakeHost,
+        kernel: &'a SriovKernel,
+        vm: &str,
+        steps: Vec<CreateSriovVfs>,
+    ) -> HostSession<'a> {
+        let mut host = fake.host();
+        host.sysfs = kernel;
+        host.vm.name = vm.to_string();
+        let steps = steps.into_iter().map(HostStep::CreateSriovVfs).collect();
+        HostSession::new(host, steps, &fake.root().join(format!("journal-{vm}")))
+    }
+
+    fn numvfs(fake: &FakeHost) -> String {
+        fake.read(&format!("/sys/bus/pci/devices/{PF}/sriov_numvfs"))
+    }
+
+    fn record(fake: &FakeHost) -> PfRecord {
+        serde_json::from_str(&fake.read(&format!("/run/.sriov/{PF}"))).unwrap()
+    }
+
+    #[test]
+    fn vfs_are_made_unprobed_where_the_plan_said_and_the_count_restored() {
+        let fake = sriov_host();
+        let kernel = SriovKernel::new(&fake);
+        let run = fake.root().join("run");
+        let lock = running(&run, "a");
+        let session = session(&fake, &kernel, "a", vec![step(&fake, &[(1, None, None)])]);
+        session.apply(&testing::log()).unwrap();
+        assert_eq!(numvfs(&fake), "2");
+        // No host driver took them: autoprobe was 0 while they appeared, and is back.
+        assert!(!fake.exists("/sys/bus/pci/devices/0000:03:10.2/driver"));
+        assert_eq!(
+            fake.read(&format!(
+                "/sys/bus/pci/devices/{PF}/sriov_drivers_autoprobe"
+            )),
+            "1"
+        );
+        assert_eq!(
+            sriov::virtfn(&Sysroot::new(fake.root()), PF, 1).as_deref(),
+            Some("0000:03:10.2")
+        );
+        assert_eq!(
+            record(&fake),
+            PfRecord {
+                original_numvfs: Some(0),
+                users: vec!["a".into()]
+            }
+        );
+        session.undo_all(&testing::log()).unwrap();
+        drop(lock);
+        assert_eq!(numvfs(&fake), "0");
+        assert!(!fake.exists("/sys/bus/pci/devices/0000:03:10.2"));
+        assert_eq!(record(&fake), PfRecord::default());
+    }
+
+    #[test]
+    fn a_pf_with_enough_vfs_is_left_as_it_is() {
+        let fake = sriov_host();
+        let kernel = SriovKernel::new(&fake);
+        kernel
+            .write(&format!("/sys/bus/pci/devices/{PF}/sriov_numvfs"), b"3")
+            .unwrap();
+        let _lock = running(&fake.root().join("run"), "a");
+        let session = session(&fake, &kernel, "a", vec![step(&fake, &[(2, None, None)])]);
+        session.apply(&testing::log()).unwrap();
+        session.undo_all(&testing::log()).unwrap();
+        assert_eq!(numvfs(&fake), "3", "vmrun did not raise it: it stays");
+    }
+
+    #[test]
+    fn the_last_of_two_vms_sets_the_count_back() {
+        let fake = sriov_host();
+        let kernel = SriovKernel::new(&fake);
+        let run = fake.root().join("run");
+        let lock_a = running(&run, "a");
+        let lock_b = running(&run, "b");
+        // A raises the count to 2 for its VF 1; B then takes VF 0 without changing it.
+        let a = session(&fake, &kernel, "a", vec![step(&fake, &[(1, None, None)])]);
+        a.apply(&testing::log()).unwrap();
+        let b = session(&fake, &kernel, "b", vec![step(&fake, &[(0, None, None)])]);
+        b.apply(&testing::log()).unwrap();
+        assert_eq!(numvfs(&fake), "2");
+        assert_eq!(record(&fake).users, vec!["a", "b"]);
+        // A stops first: B still uses a VF, so the count stays.
+        a.undo_all(&testing::log()).unwrap();
+        drop(lock_a);
+        assert_eq!(numvfs(&fake), "2");
+        assert_eq!(record(&fake).users, vec!["b"]);
+        b.undo_all(&testing::log()).unwrap();
+        drop(lock_b);
+        assert_eq!(numvfs(&fake), "0");
+        assert_eq!(record(&fake), PfRecord::default());
+    }
+
+    #[test]
+    fn a_crashed_vm_is_pruned_and_recover_restores_the_count() {
+        let fake = sriov_host();
+        let kernel = SriovKernel::new(&fake);
+        let run = fake.root().join("run");
+        let lock = running(&run, "a");
+        session(&fake, &kernel, "a", vec![step(&fake, &[(0, None, None)])])
+            .apply(&testing::log())
+            .unwrap();
+        // kill -9: the supervisor's lock goes with it; nothing was undone.
+        drop(lock);
+        assert_eq!(numvfs(&fake), "1");
+        // Another VM's start meanwhile does not count the dead one as a user.
+        let lock_b = running(&run, "b");
+        let b = session(&fake, &kernel, "b", vec![step(&fake, &[(0, None, None)])]);
+        b.apply(&testing::log()).unwrap();
+        assert_eq!(record(&fake).users, vec!["b"]);
+        b.undo_all(&testing::log()).unwrap();
+        drop(lock_b);
+        assert_eq!(
+            numvfs(&fake),
+            "0",
+            "B was the last user: the count A raised is back"
+        );
+        // `vmrun recover a` replays A's journal: nothing left to change, and no error.
+        let recover = session(&fake, &kernel, "a", vec![]);
+        recover.undo_all(&testing::log()).unwrap();
+        assert_eq!(numvfs(&fake), "0");
+        assert!(recover.leftovers().unwrap().is_empty());
+    }
+
+    #[test]
+    fn recover_after_a_crash_restores_the_count() {
+        let fake = sriov_host();
+        let kernel = SriovKernel::new(&fake);
+        let lock = running(&fake.root().join("run"), "a");
+        session(&fake, &kernel, "a", vec![step(&fake, &[(2, None, None)])])
+            .apply(&testing::log())
+            .unwrap();
+        drop(lock);
+        assert_eq!(numvfs(&fake), "3");
+        session(&fake, &kernel, "a", vec![])
+            .undo_all(&testing::log())
+            .unwrap();
+        assert_eq!(numvfs(&fake), "0");
+        assert_eq!(
+            fake.read(&format!(
+                "/sys/bus/pci/devices/{PF}/sriov_drivers_autoprobe"
+            )),
+            "1"
+        );
+    }
+
+    #[test]
+    fn a_count_that_must_go_through_0_is_refused_while_a_vf_is_in_use() {
+        let fake = sriov_host();
+        let kernel = SriovKernel::new(&fake);
+        kernel
+            .write(&format!("/sys/bus/pci/devices/{PF}/sriov_numvfs"), b"1")
+            .unwrap();
+        // VF 0 is on vfio-pci (another program's guest).
+        let vf0 = fake.root().join("sys/bus/pci/devices/0000:03:10.0/driver");
+        std::fs::remove_file(&vf0).unwrap();
+        symlink("../../drivers/vfio-pci", &vf0).unwrap();
+        let _lock = running(&fake.root().join("run"), "a");
+        let wanted = step(&fake, &[(2, None, None)]);
+        let findings = wanted.preflight(&{
+            let mut host = fake.host();
+            host.sysfs = &kernel;
+            host
+        });
+        assert!(
+            findings.iter().any(|f| f.status == Status::Fail
+                && f.message.contains("VF 0 0000:03:10.0 (on vfio-pci)")),
+            "{findings:?}"
+        );
+        let session = session(&fake, &kernel, "a", vec![wanted]);
+        let error = session.apply(&testing::log()).unwrap_err().to_string();
+        assert!(
+            error.contains("only through 0") && error.contains("VF 0 0000:03:10.0 (on vfio-pci)"),
+            "{error}"
+        );
+        session.undo_all(&testing::log()).unwrap();
+        assert_eq!(numvfs(&fake), "1", "nothing was destroyed");
+        assert!(fake.exists("/sys/bus/pci/devices/0000:03:10.0"));
+    }
+
+    #[test]
+    fn a_count_that_must_go_through_0_is_refused_while_another_vm_uses_a_vf() {
+        let fake = sriov_host();
+        let kernel = SriovKernel::new(&fake);
+        let run = fake.root().join("run");
+        let _b = running(&run, "b");
+        session(&fake, &kernel, "b", vec![step(&fake, &[(0, None, None)])])
+            .apply(&testing::log())
+            .unwrap();
+        let _a = running(&run, "a");
+        let a = session(&fake, &kernel, "a", vec![step(&fake, &[(3, None, None)])]);
+        let error = a.apply(&testing::log()).unwrap_err().to_string();
+        assert!(error.contains("VM `b`"), "{error}");
+        a.undo_all(&testing::log()).unwrap();
+        assert_eq!(numvfs(&fake), "1", "B's VF stays");
+        assert_eq!(record(&fake).users, vec!["b"]);
+    }
+
+    #[test]
+    fn mac_and_vlan_are_set_through_the_pf_and_cleared_after() {
+        let fake = sriov_host();
+        let kernel = SriovKernel::new(&fake);
+        let _lock = running(&fake.root().join("run"), "a");
+        let session = session(
+            &fake,
+            &kernel,
+            "a",
+            vec![step(
+                &fake,
+                &[
+                    (0, Some("52:54:00:3a:1b:7d"), Some(100)),
+                    (1, None, Some(7)),
+                ],
+            )],
+        );
+        session.apply(&testing::log()).unwrap();
+        assert_eq!(
+            fake.calls(),
+            [
+                "ip link set dev enp3s0 vf 0 mac 52:54:00:3a:1b:7d vlan 100",
+                "ip link set dev enp3s0 vf 1 vlan 7",
+            ]
+        );
+        session.undo_all(&testing::log()).unwrap();
+        assert_eq!(
+            fake.calls()[2..],
+            [
+                "ip link set dev enp3s0 vf 1 vlan 0",
+                "ip link set dev enp3s0 vf 0 mac 00:00:00:00:00:00 vlan 0",
+            ]
+        );
+        assert_eq!(numvfs(&fake), "0");
+    }
+
+    #[test]
+    fn the_preflight_shows_the_capability_and_the_chosen_vf() {
+        let fake = sriov_host();
+        let kernel = SriovKernel::new(&fake);
+        kernel
+            .write(&format!("/sys/bus/pci/devices/{PF}/sriov_numvfs"), b"2")
+            .unwrap();
+        let findings = step(&fake, &[(1, None, None), (4, None, None)]).preflight(&fake.host());
+        let messages: Vec<&str> = findings.iter().map(|f| f.message.as_str()).collect();
+        assert!(
+            messages[0].contains("SR-IOV with 2 of 7 VFs made (sriov_numvfs), 0 on vfio-pci, 2 free, 5 more can be made"),
+            "{messages:?}"
+        );
+        assert!(
+            messages[1].contains("vf 1: 0000:03:10.2, driver igbvf"),
+            "{messages:?}"
+        );
+        assert!(
+            messages[2].contains("vf 4: 0000:03:11.0 will be made (sriov_numvfs 2 -> 5)"),
+            "{messages:?}"
+        );
+        assert!(findings.iter().all(|f| f.status == Status::Pass));
+        std::fs::remove_dir_all(fake.root().join(format!("sys/bus/pci/devices/{PF}/net"))).unwrap();
+        let mac = step(&fake, &[(0, Some("52:54:00:3a:1b:7d"), None)]).preflight(&fake.host());
+        assert!(mac
+            .iter()
+            .any(|f| f.status == Status::Fail && f.message.contains("no network interface")));
+        std::fs::remove_file(
+            fake.root()
+                .join(format!("sys/bus/pci/devices/{PF}/sriov_totalvfs")),
+        )
+        .unwrap();
+        let none = step_without_capability().preflight(&fake.host());
+        assert!(none[0].message.contains("no SR-IOV capability"), "{none:?}");
+    }
+
+    fn step_without_capability() -> CreateSriovVfs {
+        CreateSriovVfs {
+            pf: PF.parse().unwrap(),
+            vfs: Vec::new(),
+            records: PathBuf::from("/nonexistent"),
+        }
+    }
+
+    #[test]
+    fn the_plan_groups_a_pfs_vfs_and_libvirt_gets_the_keys_in_metadata() {
+        let written = testing::config(
+            "[[pci]]\npf = \"03:00.0\"\nvf = 2\nmac = \"52:54:00:3a:1b:7d\"\nvlan = 100\n\
+             [[pci]]\npf = \"0000:03:00.0\"\nvf = 0\n[[pci]]\naddress = \"01:00.0\"\n",
+        );
+        let mut facts = crate::plan::HostFacts::default();
+        facts.sriov.insert(
+            PF.parse().unwrap(),
+            Ok(crate::plan::SriovPf {
+                total_vfs: 7,
+                num_vfs: 0,
+                offset: 128,
+                stride: 2,
+            }),
+        );
+        let vm = crate::plan::resolve(written.clone(), &facts).unwrap();
+        assert_eq!(vm.pci[0].address.to_string(), "0000:03:10.4");
+        assert_eq!(vm.pci[1].address.to_string(), "0000:03:10.0");
+        assert_eq!(
+            written.pci[0].address.to_string(),
+            PF,
+            "the written model keeps the PF"
+        );
+        let paths = VmPaths::new(
+            &crate::plan::BaseDirs::resolve(Some("/s".into()), Some("/run/vmrun".into())),
+            &vm.name,
+        )
+        .unwrap();
+        let steps = crate::host::steps::plan(&vm, &paths);
+        let kinds: Vec<String> = steps.iter().map(HostStep::kind).collect();
+        let create = kinds.iter().position(|k| k == "create_sriov_vfs").unwrap();
+        let bind = kinds.iter().position(|k| k == "bind_vfio").unwrap();
+        assert!(create < bind, "{kinds:?}");
+        assert_eq!(kinds.iter().filter(|k| *k == "create_sriov_vfs").count(), 1);
+        let HostStep::CreateSriovVfs(sriov) = &steps[create] else {
+            unreachable!()
+        };
+        assert_eq!(sriov.records, PathBuf::from("/run/vmrun/.sriov"));
+        assert_eq!(
+            sriov.vfs.iter().map(|v| v.index).collect::<Vec<_>>(),
+            [0, 2]
+        );
+        assert_eq!(sriov.needed(), 3);
+        let notes = testing::libvirt(&steps[create], &written);
+        assert!(notes.comments[0].contains("/sys/bus/pci/devices/0000:03:00.0/sriov_numvfs"));
+        assert_eq!(notes.metadata.len(), 2);
+        assert!(notes.metadata[1]
+            .attributes
+            .contains(&("vlan".to_string(), "100".to_string())));
+        // Too high a vf, and a PF without SR-IOV, are errors at their keys.
+        let too_high = testing::config("[[pci]]\npf = \"03:00.0\"\nvf = 7\n");
+        let error = crate::plan::resolve(too_high, &facts)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("pci[0].vf: 0000:03:00.0 has 7 virtual functions"),
+            "{error}"
+        );
+        let other = testing::config("[[pci]]\npf = \"04:00.0\"\nvf = 0\n");
+        let error = crate::plan::resolve(other, &facts).unwrap_err().to_string();
+        assert!(error.starts_with("pci[0].pf: "), "{error}");
+    }
+}
