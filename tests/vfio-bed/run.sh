@@ -94,7 +94,7 @@ timeout "$timeout_s" "$outer_qemu" \
     -device VGA,addr=0x4.0 \
     -device pcie-root-port,id=igbport,chassis=1,addr=0x5.0 \
     -netdev user,id=nic3 -device igb,netdev=nic3,bus=igbport,romfile= \
-    < /dev/null | tee "$serial" | grep --line-buffered -E '^(SCENARIO|CHECK|BED)' >&2
+    < /dev/null | tee "$serial" | grep --line-buffered -E "^(SCENARIO|CHECK|BED|LOG)" >&2
 status=${PIPESTATUS[0]}
 set -e
 log "outer guest ended after $(( $(date +%s) - started ))s (qemu status $status)"
@@ -106,4 +106,4 @@ if ! grep -q '^BED DONE' "$serial"; then
     failed=$((failed + 1))
 fi
 echo "vfio-bed: $passed passed, $failed failed"
-[ "$failed" -eq 0 ] && [ "$passed" -eq 8 ]
+[ "$failed" -eq 0 ] && [ "$passed" -eq 10 ]
