@@ -16,6 +16,7 @@ log() { echo "vfio-bed: $*" >&2; }
 for tool in cpio depmod; do
     command -v "$tool" >/dev/null || { log "installing cpio kmod"; apt-get install -y -q cpio kmod >/dev/null; break; }
 done
+command -v ip >/dev/null || { log "installing iproute2"; apt-get install -y -q iproute2 >/dev/null; }
 outer_qemu=/opt/vmrun-tests/qemu-10.0/bin/qemu-system-x86_64
 [ -x "$outer_qemu" ] || "$repo/scripts/install-deps.sh" --qemu10 >&2
 
@@ -64,7 +65,11 @@ copy "$qemu"
 copy /usr/lib/x86_64-linux-gnu/qemu/accel-tcg-x86_64.so
 copy "$repo/target/release/vmrun"
 mv "$root$repo/target/release/vmrun" "$root/usr/local/bin/vmrun"
-for binary in "$qemu" /usr/lib/x86_64-linux-gnu/qemu/accel-tcg-x86_64.so "$repo/target/release/vmrun"; do
+# iproute2's ip, first on PATH: vmrun sets a VF's MAC and VLAN with `ip link set PFIF vf N
+# ...`, which busybox's ip (/sbin/ip) does not know.
+iproute=$(readlink -f "$(command -v ip)")
+cp "$iproute" "$root/usr/local/bin/ip"
+for binary in "$qemu" /usr/lib/x86_64-linux-gnu/qemu/accel-tcg-x86_64.so "$repo/target/release/vmrun" "$iproute"; do
     ldd "$binary" | awk '/=> \// {print $3} /^[ \t]*\// {print $1}' | while read -r lib; do copy "$lib"; done
 done
 cp -r /usr/share/qemu /usr/share/seabios "$root/usr/share/"

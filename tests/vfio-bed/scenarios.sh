@@ -390,7 +390,8 @@ rm /run/units/$unit
 end gpu gpuheld
 
 # --- sriov: [[pci]] pf + vf: vmrun makes the igb's first VF (8086:10ca) with host drivers not
-#     probing it, binds it to vfio-pci and passes it; after stop, and after kill -9 + recover,
+#     probing it, gives it the profile's MAC and VLAN through the PF (iproute2's ip), binds it
+#     to vfio-pci and passes it; after stop, and after kill -9 + recover,
 #     sriov_numvfs is 0 again and the PF still on igb with its interface ---
 begin sriov
 pfdir=/sys/bus/pci/devices/$IGB
@@ -399,9 +400,14 @@ igbvf_probes() { dmesg | grep -c "igbvf 0000:"; }
 probes=$(igbvf_probes)
 check "$IGB on igb ($igb_ifaces): sriov_numvfs $(cat $pfdir/sriov_numvfs) of $(cat $pfdir/sriov_totalvfs), autoprobe $(cat $pfdir/sriov_drivers_autoprobe), igbvf loaded" [ "$(cat $pfdir/sriov_numvfs)" = 0 -a -n "$(grep "^igbvf " /proc/modules)" ]
 profile sriov "pf = \"$IGB\"
-vf = 0"
+vf = 0
+mac = \"52:54:00:12:34:56\"
+vlan = 100"
 $V run /bed/sriov.toml --detach; rc=$?
 check "vmrun run --detach exits 0 (got $rc)" [ "$rc" = 0 ]
+# By path: busybox sh runs its own ip applet for a bare `ip`.
+/usr/local/bin/ip link show dev "${igb_ifaces% }" > /tmp/pf-link.txt 2>&1
+check "the PF's interface shows VF 0 with the profile's MAC and VLAN: $(grep "vf 0" /tmp/pf-link.txt | tr -s ' ')" grep -q "vf 0 .*52:54:00:12:34:56.*vlan 100" /tmp/pf-link.txt
 vf=$(basename "$(readlink $pfdir/virtfn0)")
 check "sriov_numvfs is $(cat $pfdir/sriov_numvfs): VF $vf is $(cat /sys/bus/pci/devices/$vf/vendor 2>/dev/null):$(cat /sys/bus/pci/devices/$vf/device 2>/dev/null)" [ "$(cat $pfdir/sriov_numvfs)" = 1 -a "$(cat /sys/bus/pci/devices/$vf/device 2>/dev/null)" = 0x10ca ]
 check "$vf is on vfio-pci (now: $(driver $vf)), in group $(basename "$(readlink /sys/bus/pci/devices/$vf/iommu_group)") alone" [ "$(driver $vf)" = vfio-pci -a "$(ls /sys/bus/pci/devices/$vf/iommu_group/devices)" = "$vf" ]
@@ -427,4 +433,5 @@ echo 1 > $pfdir/sriov_numvfs
 n=0; while [ -z "$(driver $vf)" ] && [ $n -lt 50 ]; do sleep 0.1; n=$((n+1)); done
 check "control: a VF made with autoprobe on goes to $(driver $vf) ($(igbvf_probes) igbvf lines in dmesg)" [ "$(driver $vf)" = igbvf -a "$(igbvf_probes)" -gt "$probes" ]
 echo 0 > $pfdir/sriov_numvfs
+[ "$failed" = 0 ] || sed 's/^/LOG sriov ip: /' /tmp/pf-link.txt
 end sriov
