@@ -321,6 +321,13 @@ before=$(pm_settings $IGB)
 check "$IGB on igb ($igb_ifaces) offers reset methods '$methods'; the profile asks for '$wanted'" [ "$wanted" != "${methods%% *}" -a "$(driver $IGB)" = igb ]
 check "before: $(power $IGB)" [ "$(cat $pfdir/d3cold_allowed)" = 1 -a "$(cat $pfdir/power/control)" = auto ]
 profile pwr "$IGB" "reset_method = \"$wanted\""
+$V check /bed/pwr.toml > /tmp/pwr-check.out 2>&1
+check "vmrun check: $(grep -o "reset_method \"$wanted\" is written[^)]*)" /tmp/pwr-check.out)" grep -q "reset_method \"$wanted\" is written for the run (now $methods)" /tmp/pwr-check.out
+# A method the function does not offer: the e1000e on the root bus has only pm.
+profile badreset "$NIC" 'reset_method = "flr"'
+$V run /bed/badreset.toml > /tmp/badreset.out 2>&1; rc=$?
+check "reset_method = \"flr\" on $NIC ($(cat /sys/bus/pci/devices/$NIC/reset_method)) is refused with exit 3 (got $rc), $NIC still on $(driver $NIC)" [ "$rc" = 3 -a "$(driver $NIC)" = e1000e ]
+check "the refusal says what it offers: $(grep -o "does not offer[^.]*" /tmp/badreset.out | head -1)" grep -q "does not offer the reset method flr" /tmp/badreset.out
 $V run /bed/pwr.toml --detach; rc=$?
 check "vmrun run --detach exits 0 (got $rc)" [ "$rc" = 0 ]
 check "while it runs: $(power $IGB)on $(driver $IGB)" [ "$(pm_settings $IGB)" = "$wanted|0|on|" -a "$(driver $IGB)" = vfio-pci ]
