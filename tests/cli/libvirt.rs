@@ -1258,14 +1258,14 @@ fn hyperv_passthrough_reaches_the_argv_libvirt_and_back() {
 #[test]
 fn holders_to_stop_survive_export_then_import() {
     let dir = crate::common::tempdir();
-    let profile = "[machine]\nmemory = \"1G\"\n[firmware]\ntype = \"seabios\"\n\
+    let profile = "[machine]\nmemory = \"1G\"\n[cpu]\ncores = 2\nthreads = 1\n[firmware]\ntype = \"seabios\"\n\
                    [[pci]]\naddress = \"03:00.0\"\n\
                    [holders]\nstop = [\"sunshine.service\", \"session-*.scope\"]\n";
     let path = dir.path().join("held.toml");
     std::fs::write(&path, profile).unwrap();
     let xml = export(dir.path(), &path);
     for text in [
-        "<vmrun:holders><vmrun:unit name='sunshine.service'/><vmrun:unit name='session-*.scope'/></vmrun:holders>",
+        "<vmrun:holders>\n        <vmrun:unit name='sunshine.service'/>\n        <vmrun:unit name='session-*.scope'/>\n      </vmrun:holders>",
         "vmrun stops the processes holding the passed devices' nodes",
         "vmrun stops nvidia-persistenced.service for the run",
     ] {

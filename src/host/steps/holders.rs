@@ -25,8 +25,9 @@ use crate::plan::VmPaths;
 /// step stops it for the run.
 pub const NVIDIA_PERSISTENCED: &str = "nvidia-persistenced.service";
 
-/// How often the holders are looked up again while they exit.
-const POLL: Duration = Duration::from_millis(50);
+/// How often the holders are looked up again while they exit: each look reads every
+/// process's descriptors and mappings, so not in a tight loop.
+const POLL: Duration = Duration::from_millis(100);
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct StopHolders {
@@ -134,6 +135,14 @@ impl Step for StopHolders {
     }
 
     fn preflight(&self, host: &HostContext) -> Vec<Finding> {
+        // Absent devices are the vfio step's to report.
+        if !self
+            .devices
+            .iter()
+            .any(|address| crate::host::pci::device_exists(&host.root, *address))
+        {
+            return Vec::new();
+        }
         let found = self.scan(host);
         if found.is_empty() {
             let nodes = holders::passed_nodes(&host.root, &self.devices).paths();
@@ -551,6 +560,12 @@ pub(crate) mod tests {
         let session = fake.session(vec![HostStep::StopHolders(step(&[]))]);
         session.apply(&log()).unwrap();
         assert!(fake.calls().is_empty());
+        // A device that is not there is the vfio step's to report.
+        let absent = StopHolders {
+            devices: vec!["0000:09:00.0".parse().unwrap()],
+            allowed: Vec::new(),
+        };
+        assert!(absent.preflight(&fake.host()).is_empty());
     }
 
     #[test]
