@@ -175,7 +175,7 @@ fn a_method_the_device_does_not_offer_is_refused_before_anything_changes() {
     assert_eq!(code, 3, "{stderr}");
     assert!(
         stderr.contains(
-            "0000:0b:00.0 does not offer the reset method flr, bus (reset_method = \"flr bus\"); it offers: pm"
+            "0000:0b:00.0 does not offer the reset methods flr, bus (reset_method = \"flr bus\"); it offers: pm"
         ),
         "{stderr}"
     );
@@ -281,7 +281,7 @@ fn reset_method_is_written_for_the_run_and_restored_after_stop_and_after_kill_9_
 }
 
 #[test]
-fn vendor_reset_is_loaded_with_device_specific_for_the_run_and_unloaded_after() {
+fn vendor_reset_is_loaded_with_device_specific_for_the_run_and_unloaded_after_stop_and_recover() {
     let host = polaris();
     put(&host, VENDOR_RESET_KO, "");
     let dir = crate::common::tempdir();
@@ -321,6 +321,43 @@ fn vendor_reset_is_loaded_with_device_specific_for_the_run_and_unloaded_after() 
         diff(&before, &host.snapshot()).join("\n")
     );
     assert_eq!(host.driver("0000:0b:00.0").as_deref(), Some("amdgpu"));
+
+    // kill -9 of vmrun while the guest runs: `recover` (another process, from the journal)
+    // selects the old methods again and unloads the module.
+    let mut child = host
+        .vmrun(dir.path())
+        .arg("run")
+        .arg(&vm)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the VM to run", Duration::from_secs(20), || {
+        run(host.vmrun(dir.path()).args(["status", "rx580"])).0 == 0
+    });
+    let qemu: u32 = std::fs::read_to_string(dir.path().join("run/rx580/qemu.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).unwrap();
+    let _ = child.wait();
+    wait_for("QEMU to go", Duration::from_secs(10), || {
+        !vmrun::run::state::process_alive(qemu, "qemu")
+    });
+    assert_eq!(reset_method(&host, "0000:0b:00.0"), b"device_specific");
+    let (code, _, stderr) = run(host.vmrun(dir.path()).arg("recover").arg("rx580"));
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(reset_method(&host, "0000:0b:00.0"), b"pm\n");
+    assert!(!host
+        .read("proc/modules")
+        .lines()
+        .any(|m| m == "vendor_reset"));
+    assert!(
+        diff(&before, &host.snapshot()).is_empty(),
+        "{}",
+        diff(&before, &host.snapshot()).join("\n")
+    );
 
     // A vendor_reset the host loaded itself stays loaded.
     put(

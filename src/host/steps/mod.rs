@@ -236,8 +236,7 @@ register_steps! {
     BindVfio(vfio::BindVfio) undo [RestorePciDriver(vfio::RestorePciDriver)],
     // Right after the binding, so that it is undone before the devices go back to their drivers.
     KeepPciPowered(device_power::KeepPciPowered) undo [RestorePciPower(device_power::RestorePciPower)],
-    // Loads vendor_reset (journaled as `unload_module`) where it selects device_specific.
-    SetResetMethod(reset::SetResetMethod) undo [RestoreResetMethod(reset::RestoreResetMethod)],
+    SetResetMethod(reset::SetResetMethod) undo [UnloadVendorReset(reset::UnloadVendorReset), RestoreResetMethod(reset::RestoreResetMethod)],
     ReserveHugepages(hugepages::ReserveHugepages) undo [SetHugepages(hugepages::SetHugepages)],
     CreateShmFile(shm_file::CreateShmFile) undo [RemoveFile(shm_file::RemoveFile)],
     RestrictSlices(cpu_slices::RestrictSlices) undo [RestoreAllowedCpus(cpu_slices::RestoreAllowedCpus)],

@@ -16,7 +16,6 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::modules::UnloadModuleAgain;
 use super::{LibvirtContext, LibvirtNotes, Recorder, Step, Undoable};
 use crate::host::context::{HostContext, StepError};
 use crate::host::finding::Finding;
@@ -97,6 +96,13 @@ pub struct SetResetMethod {
     /// Every function the VM passes: a bus reset is harmless when it covers only these.
     #[serde(skip)]
     pub passed: Vec<PciAddress>,
+}
+
+/// Journaled by `SetResetMethod` before it loads vendor_reset: unload it again, unless a
+/// function of its table still selects `device_specific` (another VM's card).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnloadVendorReset {
+    pub module: String,
 }
 
 /// Journaled by `SetResetMethod`: the function's `reset_method` back to the bytes it had.
@@ -344,7 +350,11 @@ impl SetResetMethod {
         let missing: Vec<&str> = self
             .wanted()
             .into_iter()
-            .filter(|m| !offered.iter().any(|o| o == m) && !(*m == DEVICE_SPECIFIC && module_ready))
+            .filter(|m| {
+                // device_specific appears once the step has loaded vendor_reset.
+                let coming = *m == DEVICE_SPECIFIC && module_ready;
+                !(coming || offered.iter().any(|o| o == m))
+            })
             .collect();
         if missing.is_empty() {
             let now = if offered.is_empty() {
@@ -374,9 +384,10 @@ impl SetResetMethod {
         vec![Finding::fail(
             "reset",
             format!(
-                "{address} does not offer the reset method {} (reset_method = \"{written}\"); it offers: \
-                 {offers}{hint}. Write methods from that list (if an earlier write narrowed it, `echo \
-                 default > /sys/bus/pci/devices/{address}/reset_method` shows the kernel's full list)",
+                "{address} does not offer the reset method{} {} (reset_method = \"{written}\"); it \
+                 offers: {offers}{hint}. Write methods from that list (if an earlier write narrowed it, \
+                 `echo default > /sys/bus/pci/devices/{address}/reset_method` shows the kernel's full list)",
+                if missing.len() > 1 { "s" } else { "" },
                 missing.join(", ")
             ),
         )]
@@ -391,8 +402,8 @@ impl Step for SetResetMethod {
                 self.address
             ),
             None => format!(
-                "reset {} with vendor-reset (device_specific) while the VM runs if it is an AMD GPU \
-                 in vendor-reset's table and the module is installed",
+                "select vendor-reset's device_specific reset for {} while the VM runs if it is an AMD \
+                 GPU vendor-reset knows and the module is installed",
                 self.address
             ),
         }
@@ -405,7 +416,8 @@ impl Step for SetResetMethod {
         LibvirtNotes {
             comments: vec![format!(
                 "vmrun writes \"{methods}\" to /sys/bus/pci/devices/{}/reset_method while the VM runs and \
-                 restores it after; libvirt has no such setting: {} and its `release end` would do it",
+                 restores it after; libvirt has no such setting: {} would write it, and one acting on \
+                 `release end` write the old value back",
                 self.address,
                 vm.hook("prepare begin")
             )],
@@ -555,7 +567,7 @@ impl Step for SetResetMethod {
                     "loading {VENDOR_RESET} for {address} (AMD {family})"
                 ));
                 record.change(
-                    UnloadModuleAgain {
+                    UnloadVendorReset {
                         module: VENDOR_RESET.to_string(),
                     },
                     || {
@@ -612,6 +624,49 @@ impl Step for SetResetMethod {
                 })
             },
         )
+    }
+}
+
+impl Undoable for UnloadVendorReset {
+    fn undo(&self, host: &HostContext, log: &Log) -> Result<(), StepError> {
+        if !vendor_reset_loaded(host) {
+            return Ok(());
+        }
+        // This VM's own functions were given back their methods first (undone in reverse).
+        let still_used: Vec<String> = std::fs::read_dir(host.root.path("/sys/bus/pci/devices"))
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .map(|entry| entry.file_name().to_string_lossy().into_owned())
+                    .filter(|address| {
+                        host.read(&attribute_path(address)).is_some_and(|methods| {
+                            methods.split_whitespace().any(|m| m == DEVICE_SPECIFIC)
+                        }) && pci::device_info(&host.root, address)
+                            .as_ref()
+                            .and_then(vendor_reset_family)
+                            .is_some()
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !still_used.is_empty() {
+            log.info(&format!(
+                "{} stays loaded: {} still select device_specific (another VM's?)",
+                self.module,
+                still_used.join(", ")
+            ));
+            return Ok(());
+        }
+        log.info(&format!("unloading module {}", self.module));
+        if host.remove_module(&self.module, log)? {
+            Ok(())
+        } else {
+            Err(StepError::ModuleInUse {
+                module: self.module.clone(),
+                attempts: host.timing.module_attempts,
+                holders: String::new(),
+            })
+        }
     }
 }
 
@@ -832,7 +887,7 @@ mod tests {
         assert_eq!(
             journal(&fake),
             [
-                Undo::UnloadModule(UnloadModuleAgain {
+                Undo::UnloadVendorReset(UnloadVendorReset {
                     module: VENDOR_RESET.to_string()
                 }),
                 Undo::RestoreResetMethod(RestoreResetMethod {
@@ -848,6 +903,39 @@ mod tests {
             ["modprobe vendor_reset", "modprobe -r vendor_reset"]
         );
         assert!(fake.read("/proc/modules").is_empty());
+    }
+
+    #[test]
+    fn vendor_reset_stays_loaded_while_another_card_selects_device_specific() {
+        let fake = host();
+        function(&fake, GPU, "1002:67df", "0x030000", Some("bus\n"));
+        // Another VM's Vega, given device_specific after this VM loaded the module.
+        function(
+            &fake,
+            "0000:02:00.0",
+            "1002:687f",
+            "0x030000",
+            Some("bus\n"),
+        );
+        install_vendor_reset(&fake);
+        let session = fake.session(vec![HostStep::SetResetMethod(step(GPU, None, &[GPU]))]);
+        session.apply(&log()).unwrap();
+        fake.write(&attribute_path("0000:02:00.0"), "device_specific\n");
+        session.undo_all(&log()).unwrap();
+        assert_eq!(raw(&fake, GPU), b"bus\n");
+        assert_eq!(fake.calls(), ["modprobe vendor_reset"]);
+        assert!(fake.read("/proc/modules").starts_with("vendor_reset "));
+        // Once that card is given back too, a replayed record unloads it.
+        fake.write(&attribute_path("0000:02:00.0"), "bus\n");
+        UnloadVendorReset {
+            module: VENDOR_RESET.to_string(),
+        }
+        .undo(&fake.host(), &log())
+        .unwrap();
+        assert_eq!(
+            fake.calls(),
+            ["modprobe vendor_reset", "modprobe -r vendor_reset"]
+        );
     }
 
     #[test]
@@ -917,7 +1005,7 @@ mod tests {
         assert_eq!(fails.len(), 1, "{findings:?}");
         assert!(
             fails[0].starts_with(
-                "0000:01:00.0 does not offer the reset method pm, acpi (reset_method = \"pm acpi\"); \
+                "0000:01:00.0 does not offer the reset methods pm, acpi (reset_method = \"pm acpi\"); \
                  it offers: flr bus."
             ),
             "{}",
