@@ -171,7 +171,7 @@ enum Command {
     },
     /// Stop a running VM gracefully from another process: ACPI power-off, then after the
     /// timeout QMP quit, SIGTERM, SIGKILL. Waits until teardown is finished; exits with the
-    /// run's exit code (0 clean, 5 forced). A VM that is not running is not an error; a NAME
+    /// run's exit code (0 clean, 5 forced, 8 a passed device did not answer afterwards). A VM that is not running is not an error; a NAME
     /// that is neither a profile nor a VM that ran here is (exit 2).
     Stop {
         /// VM name or profile.
@@ -186,7 +186,8 @@ enum Command {
     },
     /// Undo the host changes a run left behind (vmrun was killed, the machine lost power):
     /// drivers, modules, consoles, display manager, hugepages, files,
-    /// slices, workqueues, interrupts, governors. Refuses while the VM runs.
+    /// slices, workqueues, interrupts, governors. Refuses while the VM runs. Exits 8 while a
+    /// passed device the run left on vfio-pci still does not answer.
     Recover {
         /// VM name or profile (the VM need not be on the search path any more).
         #[arg(add = ArgValueCandidates::new(vm_candidates))]

@@ -136,7 +136,7 @@ pub(super) fn status(app: &App, name: &str, json: bool) -> Result<ExitCode, CliE
         for function in &report.pci {
             writeln!(
                 out,
-                "  pci {}: kept off its host driver by the journal (driver {}, power_state {}): once it answers, `vmrun recover {name}`",
+                "  pci {}: not given back yet (driver {}, power_state {}): `vmrun recover {name}` returns it to its driver once it answers",
                 function.address,
                 function.driver.as_deref().unwrap_or("none"),
                 function.power_state.as_deref().unwrap_or("unknown"),

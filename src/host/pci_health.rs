@@ -33,7 +33,10 @@ use crate::log::Log;
 /// What a passed function's config space said.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Config {
-    Ids { vendor: u16, device: u16 },
+    Ids {
+        vendor: u16,
+        device: u16,
+    },
     /// No `config` attribute (a test tree or a stripped-down sysfs): not judged.
     Missing,
     Unreadable(String),
@@ -200,7 +203,9 @@ pub fn remove_and_rescan(host: &HostContext, address: &str, log: &Log) -> Result
         host.write(&device_path(address, "driver_override"), "vfio-pci")?;
         log.info(&format!(
             "{address} is back after the rescan (driver {})",
-            pci::driver_of(&host.root, address).as_deref().unwrap_or("none")
+            pci::driver_of(&host.root, address)
+                .as_deref()
+                .unwrap_or("none")
         ));
     } else {
         log.warn(&format!(
@@ -256,7 +261,10 @@ mod tests {
         fake.write(&device_path(A, "power_state"), "D0\n");
         let reading = check(&fake.host(), A, &log());
         assert_eq!(reading.dead(), None);
-        assert_eq!(reading.describe(), "vendor 10de device 2184, power_state D0");
+        assert_eq!(
+            reading.describe(),
+            "vendor 10de device 2184, power_state D0"
+        );
     }
 
     #[test]

@@ -127,6 +127,13 @@ impl FakeHost {
             write(&dev.join("driver_override"), "(null)\n");
             write(&dev.join("rom"), "");
             write(&dev.join("remove"), "");
+            // Its config space as the kernel reads it live: the ids, and an MSI capability
+            // (a function without one draws a warning). Kept aside so a test can make the
+            // function stop answering and answer again.
+            let space = config_space(vendor, device);
+            std::fs::write(dev.join("config"), &space).unwrap();
+            write(&root.join(".fake/config").join(address), "");
+            std::fs::write(root.join(".fake/config").join(address), &space).unwrap();
             let bridge = class.starts_with("0x06");
             // What a current kernel shows: powered, runtime PM on its default, D3cold allowed.
             write(&dev.join("power_state"), "D0\n");
@@ -397,6 +404,39 @@ impl FakeHost {
         )
     }
 
+    /// The function stops answering: its config space reads all ones, as a function that
+    /// fell off the bus (or cannot leave D3cold) reads. With `until_removed`, the fake kernel
+    /// brings it back to life when it is removed, so a remove + rescan finds it answering.
+    pub fn kill_device(&self, address: &str, until_removed: bool) {
+        std::fs::write(
+            self.root
+                .join("sys/bus/pci/devices")
+                .join(address)
+                .join("config"),
+            vec![0xffu8; 256],
+        )
+        .unwrap();
+        if until_removed {
+            write(
+                &self.root.join(format!(".fake/revive-on-remove-{address}")),
+                "",
+            );
+        }
+    }
+
+    /// The function answers again (what a suspend and resume may do): its config space reads
+    /// its ids, on the bus or, when it was removed, where the kernel keeps it until a rescan.
+    pub fn revive_device(&self, address: &str) {
+        let space = std::fs::read(self.root.join(".fake/config").join(address)).unwrap();
+        let on_bus = self.root.join("sys/bus/pci/devices").join(address);
+        let dir = if on_bus.is_dir() {
+            on_bus
+        } else {
+            self.root.join(".fake/removed").join(address)
+        };
+        std::fs::write(dir.join("config"), space).unwrap();
+    }
+
     /// What the fake kernel did with `remove` and `rescan` writes, in order.
     pub fn kernel_log(&self) -> Vec<String> {
         std::fs::read_to_string(self.root.join(".fake/kernel.log"))
@@ -664,9 +704,23 @@ fn probe_target(root: &Path, address: &str) -> Option<String> {
     std::fs::read_to_string(root.join(".fake/native").join(address)).ok()
 }
 
+/// 256 bytes of config space: vendor and device ids (`0x10de`), the capability list bit and
+/// an MSI capability at 0x40.
+fn config_space(vendor: &str, device: &str) -> Vec<u8> {
+    let id = |text: &str| u16::from_str_radix(text.trim_start_matches("0x"), 16).unwrap();
+    let mut space = vec![0u8; 256];
+    space[..2].copy_from_slice(&id(vendor).to_le_bytes());
+    space[2..4].copy_from_slice(&id(device).to_le_bytes());
+    space[0x06] = 0x10;
+    space[0x34] = 0x40;
+    space[0x40] = 0x05;
+    space
+}
+
 /// `remove`: the device leaves its driver and disappears (kept aside in `.fake/removed`);
-/// `rescan`: every removed device comes back as a new device (no driver_override) and its
-/// own driver probes it. Both are logged in `.fake/kernel.log`.
+/// `rescan`: every removed device whose vendor ID answers comes back as a new device (no
+/// driver_override, in D0) and its own driver probes it; one that reads all ones is not
+/// added, as the kernel's enumeration skips it. Both are logged in `.fake/kernel.log`.
 fn pci_remove_and_rescan(root: &Path, refuse: &[String]) {
     let devices = root.join("sys/bus/pci/devices");
     let removed = root.join(".fake/removed");
@@ -695,6 +749,12 @@ fn pci_remove_and_rescan(root: &Path, refuse: &[String]) {
             std::fs::create_dir_all(&removed).unwrap();
             std::fs::rename(entry.path(), removed.join(&address)).unwrap();
             log(format!("remove {address}"));
+            let revive = root.join(format!(".fake/revive-on-remove-{address}"));
+            if revive.exists() {
+                let space = std::fs::read(root.join(".fake/config").join(&address)).unwrap();
+                std::fs::write(removed.join(&address).join("config"), space).unwrap();
+                let _ = std::fs::remove_file(revive);
+            }
         }
     }
     if take(&root.join("sys/bus/pci/rescan")).is_some() {
@@ -702,9 +762,22 @@ fn pci_remove_and_rescan(root: &Path, refuse: &[String]) {
         if let Ok(list) = std::fs::read_dir(&removed) {
             for entry in list.filter_map(Result::ok) {
                 let address = entry.file_name().to_string_lossy().into_owned();
+                let answers = std::fs::read(entry.path().join("config"))
+                    .map(|space| space.len() < 2 || space[..2] != [0xff, 0xff])
+                    .unwrap_or(true);
+                if !answers {
+                    log(format!("rescan: {address} does not answer, not added"));
+                    continue;
+                }
+                // Set up before it shows: the kernel's rescan returns only once the function is
+                // added and probed, so a writer that sees it never races the probe.
+                std::fs::write(entry.path().join("driver_override"), "(null)\n").unwrap();
+                if entry.path().join("power_state").exists() {
+                    std::fs::write(entry.path().join("power_state"), "D0\n").unwrap();
+                }
+                let driver = std::fs::read_to_string(root.join(".fake/native").join(&address)).ok();
                 std::fs::rename(entry.path(), devices.join(&address)).unwrap();
-                std::fs::write(devices.join(&address).join("driver_override"), "(null)\n").unwrap();
-                if let Some(driver) = probe_target(root, &address) {
+                if let Some(driver) = driver {
                     pci_bind(root, &address, &driver, refuse);
                 }
             }

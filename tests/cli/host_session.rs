@@ -56,14 +56,14 @@ fn single_gpu_host() -> FakeHost {
 }
 
 /// The host layer pointed at a fake host: its tree as sysfs, its stubs as commands.
-struct Rig {
+pub(crate) struct Rig {
     root: Sysroot,
     sysfs: RealSysfs,
     runner: StubRunner,
 }
 
 impl Rig {
-    fn new(host: &FakeHost) -> Self {
+    pub(crate) fn new(host: &FakeHost) -> Self {
         Rig {
             root: Sysroot::new(&host.root),
             sysfs: RealSysfs {
@@ -76,7 +76,7 @@ impl Rig {
     }
 
     /// The session `run` would use: the profile's planned steps over the fake host.
-    fn prep<'a>(&'a self, config: &VmConfig, journal: &Path) -> HostSession<'a> {
+    pub(crate) fn prep<'a>(&'a self, config: &VmConfig, journal: &Path) -> HostSession<'a> {
         HostSession::new(
             HostContext {
                 root: self.root.clone(),
@@ -129,7 +129,7 @@ fn quick() -> Timing {
     }
 }
 
-fn log() -> Log {
+pub(crate) fn log() -> Log {
     Log::new(0, true)
 }
 

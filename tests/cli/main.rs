@@ -7,6 +7,7 @@ mod common;
 mod console;
 mod countdown;
 mod crash_undo;
+mod device_health;
 mod fake_host;
 mod fake_topology;
 mod firmware_selection;

@@ -473,11 +473,27 @@ impl RestorePciDriver {
             ));
             return Ok(());
         };
-        log.error(&format!(
-            "{address} does not answer after the guest: {problem} ({}); one remove and PCI rescan before giving up",
-            first.describe()
-        ));
-        pci_health::remove_and_rescan(host, address, log)?;
+        let seen = match &first.power_state {
+            Some(state) => format!("{problem}, power_state {state}"),
+            None => problem,
+        };
+        if first.present {
+            log.error(&format!(
+                "{address} does not answer after the guest: {seen}; one remove and PCI rescan before giving up"
+            ));
+        } else {
+            log.error(&format!(
+                "{address} is not on the PCI bus: one PCI rescan before giving up"
+            ));
+        }
+        let tried = match pci_health::remove_and_rescan(host, address, log) {
+            Ok(()) if first.present => "vmrun removed it and rescanned the PCI bus once",
+            Ok(()) => "vmrun rescanned the PCI bus",
+            Err(error) => {
+                log.warn(&format!("remove and rescan of {address} failed: {error}"));
+                "vmrun could not remove and rescan it"
+            }
+        };
         let after = pci_health::check(host, address, log);
         let Some(still) = after.dead() else {
             log.info(&format!(
@@ -486,18 +502,19 @@ impl RestorePciDriver {
             ));
             return Ok(());
         };
-        let host_driver = self.driver.as_deref().unwrap_or("a host driver");
-        let kept = if after.present {
-            self.keep_on_vfio(host, log)
+        let (still, kept) = if after.present {
+            (still, self.keep_on_vfio(host, log))
         } else {
-            format!("it is off the bus now, where no driver ({host_driver}) can touch it")
+            (
+                "it did not come back (the kernel does not add a function that does not answer)"
+                    .to_string(),
+                "it is off the bus, where no driver can touch it".to_string(),
+            )
         };
         Err(StepError::DeviceStuck {
             address: address.to_string(),
-            seen: format!("{problem} ({})", first.describe()),
-            done: format!(
-                "vmrun removed it and rescanned the PCI bus once, and {still}; {kept}"
-            ),
+            seen,
+            done: format!("{tried}, and {still}; {kept}"),
         })
     }
 
@@ -505,7 +522,7 @@ impl RestorePciDriver {
     /// when it has no driver), so that loading its host module again cannot probe it.
     fn keep_on_vfio(&self, host: &HostContext, log: &Log) -> String {
         let address = self.address.as_str();
-        let host_driver = self.driver.as_deref().unwrap_or("a host driver");
+        let host_driver = self.driver.as_deref().unwrap_or("its host driver");
         let _ = host.write(
             &format!("/sys/bus/pci/devices/{address}/driver_override"),
             "vfio-pci",
@@ -526,7 +543,7 @@ impl RestorePciDriver {
         ));
         match now.as_deref() {
             Some("vfio-pci") | None => format!(
-                "it stays on {} with driver_override vfio-pci, so that {host_driver} does not hang the host on it",
+                "it stays on {} with driver_override vfio-pci, so that {host_driver} cannot hang the host on it",
                 now.as_deref().unwrap_or("no driver")
             ),
             Some(other) => format!(
@@ -694,5 +711,96 @@ mod interrupt_tests {
         )
         .unwrap();
         assert!(legacy_interrupts(address, &root).is_none());
+    }
+}
+
+#[cfg(test)]
+mod health_tests {
+    use super::*;
+    use crate::host::steps::testing::{log, FakeHost};
+
+    const A: &str = "0000:01:00.0";
+
+    /// A function on vfio-pci (its `driver` link), with nvidia registered, no `remove`
+    /// attribute (nothing here would act on it) and the config space `ids` reads.
+    fn on_vfio(fake: &FakeHost, ids: [u8; 4]) {
+        let dev = format!("/sys/bus/pci/devices/{A}");
+        fake.write(&format!("{dev}/driver_override"), "vfio-pci\n");
+        fake.write(&format!("{dev}/power_state"), "D0\n");
+        fake.write("/sys/bus/pci/drivers/vfio-pci/unbind", "");
+        fake.write("/sys/bus/pci/drivers/nvidia/bind", "");
+        fake.write("/sys/bus/pci/drivers_probe", "");
+        fake.write("/sys/bus/pci/rescan", "");
+        let mut space = vec![0u8; 64];
+        space[..4].copy_from_slice(&ids);
+        std::fs::write(fake.root().join(&dev[1..]).join("config"), space).unwrap();
+        std::os::unix::fs::symlink(
+            "../../drivers/vfio-pci",
+            fake.root().join(&dev[1..]).join("driver"),
+        )
+        .unwrap();
+    }
+
+    fn record() -> RestorePciDriver {
+        RestorePciDriver {
+            address: A.to_string(),
+            driver: Some("nvidia".to_string()),
+            driver_override: None,
+        }
+    }
+
+    #[test]
+    fn a_function_reading_all_ones_is_kept_on_vfio_pci_and_never_offered_to_its_driver() {
+        let fake = FakeHost::new();
+        on_vfio(&fake, [0xff; 4]);
+        let error = record().undo(&fake.host(), &log()).unwrap_err();
+        let StepError::DeviceStuck {
+            address,
+            seen,
+            done,
+        } = &error
+        else {
+            panic!("{error}");
+        };
+        assert_eq!(address, A);
+        assert_eq!(
+            seen,
+            "its config space reads vendor ffff device ffff (all ones: it does not answer), power_state D0"
+        );
+        assert!(
+            done.starts_with(
+                "vmrun could not remove and rescan it, and its config space reads vendor ffff"
+            ),
+            "{done}"
+        );
+        assert!(
+            done.ends_with("it stays on vfio-pci with driver_override vfio-pci, so that nvidia cannot hang the host on it"),
+            "{done}"
+        );
+        // Never unbound from vfio-pci, never probed for nvidia.
+        assert_eq!(
+            fake.read(&format!("/sys/bus/pci/devices/{A}/driver_override")),
+            "vfio-pci"
+        );
+        assert_eq!(fake.read("/sys/bus/pci/drivers/vfio-pci/unbind"), "");
+        assert_eq!(fake.read("/sys/bus/pci/drivers_probe"), "");
+        assert_eq!(
+            pci::driver_of(&fake.host().root, A).as_deref(),
+            Some("vfio-pci")
+        );
+    }
+
+    #[test]
+    fn a_function_that_answers_is_unbound_from_vfio_pci_for_its_driver() {
+        let fake = FakeHost::new();
+        on_vfio(&fake, [0xde, 0x10, 0x84, 0x21]);
+        // No kernel here: the unbind is written and never done, so the undo times out
+        // waiting; what matters is that the handover started.
+        let _ = record().undo(&fake.host(), &log());
+        assert_eq!(fake.read("/sys/bus/pci/drivers/vfio-pci/unbind"), A);
+        assert_eq!(
+            fake.read(&format!("/sys/bus/pci/devices/{A}/driver_override")),
+            ""
+        );
     }
 }
