@@ -43,6 +43,11 @@ impl App {
         crate::host::pci::iommu_groups(&self.sysroot)
     }
 
+    /// A function's SR-IOV links: a PF's VFs, a VF's PF.
+    pub fn sriov_links(&self, address: &str) -> crate::host::sriov::SriovLinks {
+        crate::host::sriov::SriovLinks::of(&self.sysroot, address)
+    }
+
     /// A device's vendor and device ids.
     /// `vmrun new`: composes a profile from this host's facts, checks it as any profile is
     /// checked (parse, validate, `auto` resolved against this host), then writes it to `output`

@@ -52,7 +52,7 @@ pub(super) fn resolve_profile(
             diagnostics.push(
                 profile::Severity::Error,
                 span,
-                &format!("pci[{index}].{key}"),
+                format!("pci[{index}].{key}"),
                 message,
             );
             Err(ProfileError::Invalid(diagnostics.into_vec()).into())

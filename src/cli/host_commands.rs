@@ -198,6 +198,8 @@ pub(super) struct IommuDevice {
     info: crate::host::pci::PciDeviceInfo,
     class_name: Option<String>,
     name: Option<String>,
+    #[serde(flatten)]
+    sriov: crate::host::sriov::SriovLinks,
 }
 
 pub(super) fn iommu(app: &App, json: bool) -> Result<ExitCode, CliError> {
@@ -206,6 +208,7 @@ pub(super) fn iommu(app: &App, json: bool) -> Result<ExitCode, CliError> {
     let named = |info: crate::host::pci::PciDeviceInfo| {
         let ids = crate::host::pci_ids::parse_ids(&info.vendor_device);
         IommuDevice {
+            sriov: app.sriov_links(&info.address),
             class_name: names.class(info.class_code).map(str::to_string),
             name: ids.and_then(|(vendor, device)| names.device(vendor, device)),
             info,
@@ -252,6 +255,26 @@ pub(super) fn iommu(app: &App, json: bool) -> Result<ExitCode, CliError> {
                 if info.boot_vga { "  boot VGA" } else { "" },
                 name.unwrap_or_default(),
             )?;
+            let sriov = &device.sriov;
+            if let Some(pf) = &sriov.physfn {
+                writeln!(out, "      SR-IOV virtual function of {pf}")?;
+            }
+            if let Some(total) = sriov.total_vfs {
+                // A PF's VFs sit in groups of their own: listed here too, under their PF.
+                let vfs: Vec<String> = sriov
+                    .virtfns
+                    .iter()
+                    .enumerate()
+                    .map(|(index, vf)| format!("VF {index} {vf}"))
+                    .collect();
+                writeln!(
+                    out,
+                    "      SR-IOV: {} of {total} VFs{}{}",
+                    sriov.virtfns.len(),
+                    if vfs.is_empty() { "" } else { ": " },
+                    vfs.join(", ")
+                )?;
+            }
         }
     }
     if names.is_empty() {

@@ -83,6 +83,36 @@ pub fn physfn(root: &Sysroot, address: &str) -> Option<String> {
     link_name(&device_dir(root, address).join("physfn"))
 }
 
+/// A function's place in SR-IOV, as `vmrun iommu` shows it: a PF's capability and VFs, or a
+/// VF's PF.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SriovLinks {
+    /// For a VF: its PF (`physfn`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub physfn: Option<String>,
+    /// For a PF: `sriov_totalvfs`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total_vfs: Option<u16>,
+    /// For a PF: its VFs that exist (`virtfnN`), by number.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub virtfns: Vec<String>,
+}
+
+impl SriovLinks {
+    pub fn of(root: &Sysroot, address: &str) -> Self {
+        SriovLinks {
+            physfn: physfn(root, address),
+            total_vfs: std::fs::read_to_string(device_dir(root, address).join("sriov_totalvfs"))
+                .ok()
+                .and_then(|text| text.trim().parse().ok()),
+            virtfns: virtfns(root, address)
+                .into_iter()
+                .map(|(_, vf)| vf)
+                .collect(),
+        }
+    }
+}
+
 /// The network interface of `pf` (`/sys/bus/pci/devices/PF/net/NAME`): what `ip link set dev
 /// PFIF vf N` names.
 pub fn interface(root: &Sysroot, pf: &str) -> Option<String> {

@@ -172,7 +172,7 @@ impl Validator {
                 Some((vf, pf_text)) => {
                     if let Some(first) = vf_seen.get(&(vf.pf, vf.index)) {
                         self.error(
-                            pf_text.span(),
+                            p.vf.as_ref().map_or(pf_text.span(), |raw| raw.span()),
                             &key("vf"),
                             format!(
                                 "pci[{first}] is VF {} of {} already; remove one",
@@ -295,6 +295,15 @@ impl Validator {
             .vlan
             .as_ref()
             .and_then(|raw| self.int_in(raw, &key("vlan"), 1..=4094).map(|n| n as u16));
+        if let Some(flag) = p.rescan.as_ref().filter(|flag| *flag.get_ref()) {
+            // A removed VF is not found again by a bus rescan: only its PF makes it.
+            self.error(
+                flag.span(),
+                &key("rescan"),
+                "a virtual function cannot be removed and rescanned (its PF makes it); leave `rescan` out",
+            );
+            return None;
+        }
         let bad_mac = p.mac.is_some() && mac.is_none();
         let bad_vlan = p.vlan.is_some() && vlan.is_none();
         if bad_mac || bad_vlan {

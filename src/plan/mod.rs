@@ -131,7 +131,7 @@ impl SriovPf {
     pub fn vf_address(&self, pf: PciAddress, index: u16) -> Option<PciAddress> {
         let pf_id = (u32::from(pf.bus) << 8) | (u32::from(pf.slot) << 3) | u32::from(pf.function);
         let id = pf_id + u32::from(self.offset) + u32::from(index) * u32::from(self.stride);
-        (id <= 0xffff).then(|| PciAddress {
+        (id <= 0xffff).then_some(PciAddress {
             domain: pf.domain,
             bus: (id >> 8) as u8,
             slot: ((id >> 3) & 0x1f) as u8,

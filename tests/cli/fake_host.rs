@@ -37,6 +37,10 @@ pub struct Options {
     pub topology: Option<&'static str>,
     /// `MemTotal` in /proc/meminfo, in GiB (no /proc/meminfo without it).
     pub memory_gib: Option<u64>,
+    /// SR-IOV physical functions: (address, interface). Each gets 7 VFs at most (offset 0x80,
+    /// stride 2, as Intel's 82576), none made, autoprobe on, its VFs' driver `igbvf` loaded;
+    /// the fake kernel makes and removes VFs when `sriov_numvfs` is written.
+    pub sriov: Vec<(&'static str, &'static str)>,
 }
 
 impl Options {
@@ -317,6 +321,21 @@ impl FakeHost {
                     gib * 512 * 1024
                 ),
             );
+        }
+        for (pf, interface) in &options.sriov {
+            let dev = root.join("sys/bus/pci/devices").join(pf);
+            for (name, value) in [
+                ("sriov_totalvfs", "7"),
+                ("sriov_numvfs", "0"),
+                ("sriov_offset", "128"),
+                ("sriov_stride", "2"),
+                ("sriov_drivers_autoprobe", "1"),
+            ] {
+                write(&dev.join(name), &format!("{value}\n"));
+            }
+            std::fs::create_dir_all(dev.join("net").join(interface)).unwrap();
+            std::fs::create_dir_all(root.join("sys/class/net").join(interface)).unwrap();
+            Self::add_driver_dir(&root, "igbvf");
         }
         // The PCI ID database, as Debian's `pci.ids` package installs it.
         write(
@@ -785,6 +804,123 @@ fn pci_remove_and_rescan(root: &Path, refuse: &[String]) {
     }
 }
 
+/// The VFs (`virtfnN` links) of `pf`, by number.
+fn virtfns(pf: &Path) -> Vec<(u32, String)> {
+    let mut vfs: Vec<(u32, String)> = std::fs::read_dir(pf)
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let index = entry
+                .file_name()
+                .to_str()?
+                .strip_prefix("virtfn")?
+                .parse()
+                .ok()?;
+            Some((index, link_name(&entry.path())?))
+        })
+        .collect();
+    vfs.sort();
+    vfs
+}
+
+/// `sriov_numvfs` as the kernel answers it: the PF's VFs are removed and that many made, each
+/// a device with `physfn`, its own IOMMU group (100 + N) and `virtfnN` in the PF, probed by
+/// `igbvf` unless the PF's `sriov_drivers_autoprobe` is 0. A change between two non-zero
+/// counts is refused (the kernel says EBUSY): the value goes back and kernel.log says so.
+fn sriov_numvfs(root: &Path, refuse: &[String]) {
+    let devices = root.join("sys/bus/pci/devices");
+    let Ok(list) = std::fs::read_dir(&devices) else {
+        return;
+    };
+    for entry in list.filter_map(Result::ok) {
+        let pf = entry.path();
+        // Empty while a writer is between truncate and write: not a value yet.
+        let Some(wanted) = std::fs::read_to_string(pf.join("sriov_numvfs"))
+            .ok()
+            .and_then(|text| text.trim().parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let existing = virtfns(&pf);
+        let now = existing.len() as u32;
+        if wanted == now {
+            continue;
+        }
+        let pf_name = entry.file_name().to_string_lossy().into_owned();
+        if now != 0 && wanted != 0 {
+            std::fs::write(pf.join("sriov_numvfs"), format!("{now}\n")).unwrap();
+            append_kernel_log(
+                root,
+                &format!("sriov_numvfs {pf_name} {now} -> {wanted} refused"),
+            );
+            continue;
+        }
+        for (index, vf) in existing {
+            let dir = devices.join(&vf);
+            if let Some(driver) = link_name(&dir.join("driver")) {
+                let _ = std::fs::remove_file(dir.join("driver"));
+                let _ =
+                    std::fs::remove_file(root.join("sys/bus/pci/drivers").join(driver).join(&vf));
+            }
+            let _ = std::fs::remove_dir_all(&dir);
+            // Its group goes with it, and the group's node.
+            let _ = std::fs::remove_dir_all(
+                root.join(format!("sys/kernel/iommu_groups/{}", 100 + index)),
+            );
+            let _ = std::fs::remove_file(root.join(format!("dev/vfio/{}", 100 + index)));
+            let _ = std::fs::remove_file(pf.join(format!("virtfn{index}")));
+            let _ = std::fs::remove_file(root.join(".fake/native").join(&vf));
+        }
+        let probe = std::fs::read_to_string(pf.join("sriov_drivers_autoprobe"))
+            .map_or(true, |v| v.trim() != "0");
+        let address: vmrun::model::PciAddress = pf_name.parse().unwrap();
+        let pf_id = (u32::from(address.bus) << 8)
+            | (u32::from(address.slot) << 3)
+            | u32::from(address.function);
+        for index in 0..wanted {
+            let id = pf_id + 0x80 + 2 * index;
+            let vf = format!(
+                "{:04x}:{:02x}:{:02x}.{:x}",
+                address.domain,
+                id >> 8,
+                (id >> 3) & 0x1f,
+                id & 7
+            );
+            let dir = devices.join(&vf);
+            for (name, value) in [
+                ("vendor", "0x8086"),
+                ("device", "0x10ca"),
+                ("class", "0x020000"),
+                ("driver_override", "(null)"),
+                ("power_state", "D0"),
+                ("power/control", "auto"),
+                ("d3cold_allowed", "1"),
+                ("reset", ""),
+                ("remove", ""),
+            ] {
+                write(&dir.join(name), &format!("{value}\n"));
+            }
+            let group = 100 + index;
+            symlink(
+                &format!("../../../../kernel/iommu_groups/{group}"),
+                &dir.join("iommu_group"),
+            );
+            symlink(
+                &format!("../../../../../bus/pci/devices/{vf}"),
+                &root.join(format!("sys/kernel/iommu_groups/{group}/devices/{vf}")),
+            );
+            symlink(&format!("../{pf_name}"), &dir.join("physfn"));
+            symlink(&format!("../{vf}"), &pf.join(format!("virtfn{index}")));
+            write(&root.join(".fake/native").join(&vf), "igbvf");
+            if probe {
+                pci_bind(root, &vf, "igbvf", refuse);
+            }
+        }
+        append_kernel_log(root, &format!("sriov_numvfs {pf_name} {now} -> {wanted}"));
+    }
+}
+
 /// A hugepage pool directory, read like a `DirEntry`.
 struct Pool(PathBuf);
 
@@ -825,6 +961,7 @@ fn tick(root: &Path, refuse: &[String], pages: &mut HashMap<PathBuf, i64>) {
         }
     }
     pci_remove_and_rescan(root, refuse);
+    sriov_numvfs(root, refuse);
     if let Some(address) = take(&root.join("sys/bus/pci/drivers_probe")) {
         if let Some(target) = probe_target(root, &address) {
             pci_bind(root, &address, &target, refuse);
@@ -969,6 +1106,11 @@ echo "ip $*" >> "$VMRUN_SYSROOT/.fake/calls.log"
 case "$1 $2" in
     "tuntap add") mkdir -p "$net/$4" ;;
     "link set")
+        if [ "$3" = dev ] && [ "$5" = vf ]; then
+            # ip link set dev PFIF vf N [mac M] [vlan V]: the PF's interface must exist.
+            [ -d "$net/$4" ] || { echo "Cannot find device \"$4\"" >&2; exit 1; }
+            exit 0
+        fi
         [ -d "$net/$4" ] || { echo "Cannot find device \"$4\"" >&2; exit 1; }
         if [ "$5" = master ]; then
             [ -d "$net/$6/bridge" ] || { echo "$6 is not a bridge" >&2; exit 1; }

@@ -29,6 +29,7 @@ mod reset_method;
 mod rom;
 mod run_e2e;
 mod shell_completion;
+mod sriov;
 mod started_hook;
 mod top;
 mod topology;

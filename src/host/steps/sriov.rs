@@ -191,8 +191,8 @@ impl Book {
             .map_err(|(_, errno)| io(&path)(std::io::Error::from(errno)))?;
         let mut text = String::new();
         file.read_to_string(&mut text).map_err(io(&path))?;
-        // A record that cannot be read (a crash mid-write) is an empty one: its users are
-        // found again as the VMs whose VFs are on vfio-pci, which the restore leaves alone.
+        // A record that cannot be read (a crash mid-write) is an empty one: its users are lost,
+        // but their VFs are on vfio-pci, which a count change refuses and a restore leaves be.
         let record = serde_json::from_str(&text).unwrap_or_default();
         Ok(Book { file, path, record })
     }
@@ -310,15 +310,22 @@ impl CreateSriovVfs {
         let pf = self.pf.to_string();
         for vf in &self.vfs {
             let found = sriov::virtfn(&host.root, &pf, vf.index);
-            if found.as_deref() != Some(vf.address.to_string().as_str()) {
-                return Err(StepError::Other(format!(
-                    "VF {} of {pf} is {}, not {} as its sriov_offset and sriov_stride said before the \
-                     VFs existed; write `address = \"{}\"` instead of pf and vf",
-                    vf.index,
-                    found.as_deref().unwrap_or("missing"),
-                    vf.address,
-                    found.as_deref().unwrap_or("?")
-                )));
+            match found {
+                None => {
+                    return Err(StepError::Other(format!(
+                        "VF {} of {pf} did not appear (no virtfn{} link)",
+                        vf.index, vf.index
+                    )))
+                }
+                Some(found) if found != vf.address.to_string() => {
+                    return Err(StepError::Other(format!(
+                        "VF {} of {pf} is {found}, not {} as the PF's sriov_offset and sriov_stride said \
+                         before the VFs existed (some devices change them with the count); write \
+                         `address = \"{found}\"` instead of pf and vf",
+                        vf.index, vf.address
+                    )))
+                }
+                Some(_) => {}
             }
         }
         let addresses: Vec<PciAddress> = self.vfs.iter().map(|vf| vf.address).collect();
@@ -733,6 +740,21 @@ mod tests {
                 }
                 self.set_vfs(pf, count);
             }
+            // Binding as the kernel does it: a probe follows driver_override, unbind drops
+            // the driver.
+            let device = String::from_utf8_lossy(data).trim().to_string();
+            if path == "/sys/bus/pci/drivers_probe" {
+                let dir = self.devices().join(&device);
+                let forced = std::fs::read_to_string(dir.join("driver_override"))?;
+                let forced = forced.trim();
+                if forced != "(null)" && !forced.is_empty() && !dir.join("driver").exists() {
+                    symlink(format!("../../drivers/{forced}"), dir.join("driver"))?;
+                }
+                return Ok(());
+            }
+            if path.starts_with("/sys/bus/pci/drivers/") && path.ends_with("/unbind") {
+                return std::fs::remove_file(self.devices().join(&device).join("driver"));
+            }
             self.inner.write(path, data)
         }
     }
@@ -841,6 +863,65 @@ mod tests {
         assert_eq!(numvfs(&fake), "0");
         assert!(!fake.exists("/sys/bus/pci/devices/0000:03:10.2"));
         assert_eq!(record(&fake), PfRecord::default());
+    }
+
+    #[test]
+    fn the_new_vf_is_bound_to_vfio_pci_and_given_back_before_the_count_is() {
+        let fake = sriov_host();
+        let kernel = SriovKernel::new(&fake);
+        std::fs::create_dir_all(fake.root().join("sys/bus/pci/drivers/vfio-pci")).unwrap();
+        let _lock = running(&fake.root().join("run"), "a");
+        let create = step(&fake, &[(0, None, None)]);
+        let bind = crate::host::steps::vfio::BindVfio {
+            address: create.vfs[0].address,
+            romfile: None,
+            uefi: false,
+            vf_of: Some(create.pf),
+        };
+        // Before the VF exists, bind_vfio's preflight says it will be made.
+        let before = bind.preflight(&fake.host());
+        assert!(
+            before[0].status == Status::Pass && before[0].message.contains("does not exist yet"),
+            "{before:?}"
+        );
+        let mut host = fake.host();
+        host.sysfs = &kernel;
+        host.vm.name = "a".into();
+        let session = HostSession::new(
+            host,
+            vec![HostStep::CreateSriovVfs(create), HostStep::BindVfio(bind)],
+            &fake.root().join("journal"),
+        );
+        session.apply(&testing::log()).unwrap();
+        assert_eq!(
+            std::fs::read_link(fake.root().join("sys/bus/pci/devices/0000:03:10.0/driver"))
+                .unwrap()
+                .file_name()
+                .unwrap(),
+            "vfio-pci"
+        );
+        session.undo_all(&testing::log()).unwrap();
+        assert_eq!(numvfs(&fake), "0");
+        assert!(!fake.exists("/sys/bus/pci/devices/0000:03:10.0"));
+    }
+
+    #[test]
+    fn a_vf_that_appears_elsewhere_than_planned_fails_the_step_and_is_undone() {
+        let fake = sriov_host();
+        let kernel = SriovKernel::new(&fake);
+        let _lock = running(&fake.root().join("run"), "a");
+        let planned = step(&fake, &[(0, None, None)]);
+        // A device whose first-VF offset changes once VFs are enabled.
+        fake.write(&format!("/sys/bus/pci/devices/{PF}/sriov_offset"), "130");
+        let session = session(&fake, &kernel, "a", vec![planned]);
+        let error = session.apply(&testing::log()).unwrap_err().to_string();
+        assert!(
+            error.contains("VF 0 of 0000:03:00.0 is 0000:03:10.2, not 0000:03:10.0")
+                && error.contains("address = \"0000:03:10.2\""),
+            "{error}"
+        );
+        session.undo_all(&testing::log()).unwrap();
+        assert_eq!(numvfs(&fake), "0");
     }
 
     #[test]

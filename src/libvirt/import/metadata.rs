@@ -50,6 +50,21 @@ impl Importer {
                         {
                             self.reset_method.insert(address, methods);
                         }
+                        let number = |name: &str| {
+                            setting.attribute(name).and_then(|n| n.parse::<u16>().ok())
+                        };
+                        if let (Some(address), Some(pf), Some(vf)) =
+                            (attribute("address"), attribute("pf"), number("vf"))
+                        {
+                            let raw = crate::model::pci::RawPci {
+                                pf: text(pf),
+                                vf: int(vf),
+                                mac: attribute("mac").and_then(text),
+                                vlan: number("vlan").and_then(int),
+                                ..Default::default()
+                            };
+                            self.virtual_functions.insert(address, raw);
+                        }
                     }
                     "qemu" => {
                         if setting.attribute("sandbox") == Some("no") {

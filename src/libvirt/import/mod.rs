@@ -92,6 +92,9 @@ struct Importer {
     rescan: BTreeSet<String>,
     /// Host address → `reset_method` of `[[pci]]` entries, from `<metadata>`.
     reset_method: std::collections::BTreeMap<String, String>,
+    /// Host addresses of `[[pci]]` entries that are SR-IOV VFs, from `<metadata>`: their
+    /// `pf`, `vf`, `mac` and `vlan`.
+    virtual_functions: std::collections::BTreeMap<String, crate::model::pci::RawPci>,
 }
 
 /// A value written by the importer: it has no place in a file yet.
@@ -264,6 +267,14 @@ impl Importer {
             }
             if let Some(methods) = value_of(&pci.address).and_then(|a| self.reset_method.get(a)) {
                 pci.reset_method = text(methods.clone());
+            }
+            // The VF's address is this host's answer; the profile names it by PF and number.
+            if let Some(vf) = value_of(&pci.address).and_then(|a| self.virtual_functions.get(a)) {
+                pci.address = None;
+                pci.pf = vf.pf.clone();
+                pci.vf = vf.vf.clone();
+                pci.mac = vf.mac.clone();
+                pci.vlan = vf.vlan.clone();
             }
         }
     }
