@@ -84,6 +84,8 @@ log "initramfs: $(du -h "$work/initrd.cpio" | cut -f1)"
 log "booting $kernel_pkg under TCG with an Intel IOMMU on $("$outer_qemu" --version | head -n 1) (timeout ${timeout_s}s)"
 serial="$work/serial.log"
 started=$(date +%s)
+# The igb (82576, up to 7 VFs) sits on a pcie-root-port of its own: it is alone in its IOMMU
+# group and each VF it makes gets a group of its own (the sriov scenario checks it).
 set +e
 timeout "$timeout_s" "$outer_qemu" \
     -machine q35,kernel-irqchip=split -accel tcg,thread=multi -cpu max -smp 2 -m 2048 \
