@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The real-kernel VFIO test bed: boots Debian's own kernel under QEMU/TCG with an emulated Intel
-# IOMMU and runs vmrun inside it against the real sysfs, real vfio-pci and real drivers (an
-# e1000e NIC, the std VGA on bochs-drm with fbcon). Everything comes from Debian packages.
+# IOMMU and runs vmrun inside it against the real sysfs, real vfio-pci and real drivers (e1000e
+# NICs, an igb NIC with SR-IOV, the std VGA on bochs-drm with fbcon). Everything comes from
+# Debian packages. The outer QEMU is 10.0 (bookworm-backports, scripts/install-deps.sh --qemu10):
+# 7.2 has no igb. The inner QEMU, the one vmrun starts, is the release's.
 # Usage: tests/vfio-bed/run.sh  (as root; VFIO_BED_DIR caches the build, default target/vfio-bed)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -14,6 +16,9 @@ log() { echo "vfio-bed: $*" >&2; }
 for tool in cpio depmod; do
     command -v "$tool" >/dev/null || { log "installing cpio kmod"; apt-get install -y -q cpio kmod >/dev/null; break; }
 done
+command -v ip >/dev/null || { log "installing iproute2"; apt-get install -y -q iproute2 >/dev/null; }
+outer_qemu=/opt/vmrun-tests/qemu-10.0/bin/qemu-system-x86_64
+[ -x "$outer_qemu" ] || "$repo/scripts/install-deps.sh" --qemu10 >&2
 
 # Debian's kernel and busybox, downloaded once.
 cd "$work/debs"
@@ -45,7 +50,7 @@ copy() { # copy a file to the same path inside the root, following links
     cp -L "$1" "$root$1"
 }
 # One module per call: further arguments would be taken as the first module's parameters.
-modules=$(for m in e1000e vfio-pci vfio_iommu_type1 bochs; do
+modules=$(for m in e1000e igb igbvf vfio-pci vfio_iommu_type1 bochs; do
     modprobe -d "$kroot" -S "$kver" --show-depends "$m"
 done | awk '/^insmod/ {print $2}' | sort -u)
 for module in $modules; do
@@ -60,7 +65,11 @@ copy "$qemu"
 copy /usr/lib/x86_64-linux-gnu/qemu/accel-tcg-x86_64.so
 copy "$repo/target/release/vmrun"
 mv "$root$repo/target/release/vmrun" "$root/usr/local/bin/vmrun"
-for binary in "$qemu" /usr/lib/x86_64-linux-gnu/qemu/accel-tcg-x86_64.so "$repo/target/release/vmrun"; do
+# iproute2's ip, first on PATH: vmrun sets a VF's MAC and VLAN with `ip link set PFIF vf N
+# ...`, which busybox's ip (/sbin/ip) does not know.
+iproute=$(readlink -f "$(command -v ip)")
+cp "$iproute" "$root/usr/local/bin/ip"
+for binary in "$qemu" /usr/lib/x86_64-linux-gnu/qemu/accel-tcg-x86_64.so "$repo/target/release/vmrun" "$iproute"; do
     ldd "$binary" | awk '/=> \// {print $3} /^[ \t]*\// {print $1}' | while read -r lib; do copy "$lib"; done
 done
 cp -r /usr/share/qemu /usr/share/seabios "$root/usr/share/"
@@ -72,11 +81,13 @@ chmod +x "$root/init" "$root/usr/local/bin/systemctl"
 (cd "$root" && find . | cpio -o -H newc --quiet) > "$work/initrd.cpio"
 log "initramfs: $(du -h "$work/initrd.cpio" | cut -f1)"
 
-log "booting $kernel_pkg under TCG with an Intel IOMMU (timeout ${timeout_s}s)"
+log "booting $kernel_pkg under TCG with an Intel IOMMU on $("$outer_qemu" --version | head -n 1) (timeout ${timeout_s}s)"
 serial="$work/serial.log"
 started=$(date +%s)
+# The igb (82576, up to 7 VFs) sits on a pcie-root-port of its own: it is alone in its IOMMU
+# group and each VF it makes gets a group of its own (the sriov scenario checks it).
 set +e
-timeout "$timeout_s" qemu-system-x86_64 \
+timeout "$timeout_s" "$outer_qemu" \
     -machine q35,kernel-irqchip=split -accel tcg,thread=multi -cpu max -smp 2 -m 2048 \
     -device intel-iommu,intremap=on,caching-mode=on \
     -nodefaults -display none -no-reboot \
@@ -88,7 +99,9 @@ timeout "$timeout_s" qemu-system-x86_64 \
     -netdev user,id=nic1 -device e1000e,netdev=nic1,bus=pcibridge,addr=0x1 \
     -netdev user,id=nic2 -device e1000e,netdev=nic2,bus=pcibridge,addr=0x2 \
     -device VGA,addr=0x4.0 \
-    < /dev/null | tee "$serial" | grep --line-buffered -E '^(SCENARIO|CHECK|BED)' >&2
+    -device pcie-root-port,id=igbport,chassis=1,addr=0x5.0 \
+    -netdev user,id=nic3 -device igb,netdev=nic3,bus=igbport,romfile= \
+    < /dev/null | tee "$serial" | grep --line-buffered -E "^(SCENARIO|CHECK|BED|LOG)" >&2
 status=${PIPESTATUS[0]}
 set -e
 log "outer guest ended after $(( $(date +%s) - started ))s (qemu status $status)"
@@ -100,4 +113,4 @@ if ! grep -q '^BED DONE' "$serial"; then
     failed=$((failed + 1))
 fi
 echo "vfio-bed: $passed passed, $failed failed"
-[ "$failed" -eq 0 ] && [ "$passed" -eq 7 ]
+[ "$failed" -eq 0 ] && [ "$passed" -eq 10 ]
