@@ -21,7 +21,7 @@ exec QEMU "$@"
 "#;
 
 struct Rig {
-    dir: tempfile::TempDir,
+    dir: crate::common::TestDir,
 }
 
 impl Rig {

@@ -14,7 +14,7 @@ fn ati_rom() -> Vec<u8> {
 }
 
 /// A host root whose firmware left `table` as its VFCT.
-fn host_with(table: Option<&[u8]>) -> (tempfile::TempDir, PathBuf) {
+fn host_with(table: Option<&[u8]>) -> (crate::common::TestDir, PathBuf) {
     let dir = crate::common::tempdir();
     let root = dir.path().join("root");
     let tables = root.join("sys/firmware/acpi/tables");

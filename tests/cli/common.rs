@@ -194,11 +194,82 @@ pub fn wait_for(what: &str, within: std::time::Duration, mut done: impl FnMut() 
 /// A temporary directory others may pass through (mode 0711): QEMU runs as an unprivileged
 /// user and must reach what vmrun gives it there (the wrapper it is started as, its own
 /// runtime subdirectory), as it would under /run and /var/lib.
-pub fn tempdir() -> tempfile::TempDir {
+///
+/// Every VM a test starts keeps its state and runtime directories in such a directory, so its
+/// drop stops them first: a test that fails half-way (a panicking assert before its `stop`)
+/// leaves no guest running and no fake host changed behind it.
+pub fn tempdir() -> TestDir {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
-    dir
+    TestDir(dir)
+}
+
+/// A test's temporary directory; see `tempdir`.
+pub struct TestDir(tempfile::TempDir);
+
+impl std::ops::Deref for TestDir {
+    type Target = tempfile::TempDir;
+    fn deref(&self) -> &tempfile::TempDir {
+        &self.0
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        stop_vms_under(self.0.path());
+    }
+}
+
+/// The vmrun processes (supervisors of running VMs, foreground or detached) whose command line
+/// names a path under `dir`.
+fn vmruns_under(dir: &Path) -> Vec<nix::unistd::Pid> {
+    use std::os::unix::ffi::OsStrExt;
+    let needle = dir.as_os_str().as_bytes();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let argv0 = cmdline.split(|byte| *byte == 0).next()?;
+            let named_vmrun = argv0 == b"vmrun" || argv0.ends_with(b"/vmrun");
+            let zombie = std::fs::read_to_string(entry.path().join("stat")).is_ok_and(|stat| {
+                stat.rsplit(')')
+                    .next()
+                    .is_some_and(|rest| rest.trim_start().starts_with('Z'))
+            });
+            let under = cmdline.windows(needle.len()).any(|window| window == needle);
+            (named_vmrun && under && !zombie).then_some(nix::unistd::Pid::from_raw(pid))
+        })
+        .collect()
+}
+
+/// Stops every VM whose vmrun runs with paths under `dir`: SIGTERM is vmrun's graceful stop
+/// (the guest is asked, then forced; the host given back), SIGKILL after 60 s (QEMU dies with
+/// it).
+pub fn stop_vms_under(dir: &Path) {
+    use nix::sys::signal::{kill, Signal};
+    let running = vmruns_under(dir);
+    if running.is_empty() {
+        return;
+    }
+    eprintln!(
+        "stopping the VMs a test left running under {}: {running:?}",
+        dir.display()
+    );
+    for pid in &running {
+        let _ = kill(*pid, Signal::SIGTERM);
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !vmruns_under(dir).is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    for pid in vmruns_under(dir) {
+        let _ = kill(pid, Signal::SIGKILL);
+    }
 }
 
 /// A throwaway login-less user with a home under /tmp and a /run/user/UID runtime directory,

@@ -12,7 +12,7 @@ use std::time::Duration;
 use crate::common::repo_root;
 
 pub struct FakeHost {
-    _dir: tempfile::TempDir,
+    _dir: crate::common::TestDir,
     pub root: PathBuf,
     pub bin: PathBuf,
     kernel: Option<FakeKernel>,

@@ -111,7 +111,7 @@ pub fn write_topology(root: &Path, fixture: &str) {
 }
 
 /// A fresh fake root holding only the topology of `fixture`.
-pub fn topology_root(fixture: &str) -> tempfile::TempDir {
+pub fn topology_root(fixture: &str) -> crate::common::TestDir {
     let dir = crate::common::tempdir();
     write_topology(dir.path(), fixture);
     dir

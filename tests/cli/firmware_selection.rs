@@ -12,7 +12,7 @@ const VARS_4M: u64 = 540_672;
 const VARS_2M: u64 = 131_072;
 
 struct Tree {
-    _dir: tempfile::TempDir,
+    _dir: crate::common::TestDir,
     root: PathBuf,
 }
 

@@ -39,7 +39,7 @@ fn desktop(processes: Vec<FakeProcess>, services: &[(&'static str, bool)]) -> Fa
 
 struct Vm {
     host: FakeHost,
-    dir: tempfile::TempDir,
+    dir: crate::common::TestDir,
     profile: PathBuf,
 }
 

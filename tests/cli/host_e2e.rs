@@ -29,7 +29,7 @@ exec qemu-system-x86_64 "${args[@]}"
 
 pub(crate) struct Setup {
     pub(crate) host: FakeHost,
-    pub(crate) dir: tempfile::TempDir,
+    pub(crate) dir: crate::common::TestDir,
     pub(crate) profile: PathBuf,
 }
 

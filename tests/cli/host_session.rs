@@ -279,7 +279,7 @@ fn a_single_gpu_session_is_prepared_in_order_and_restored_exactly() {
     );
 }
 
-fn failing_prepare(host: &FakeHost, extra: &str) -> (String, tempfile::TempDir) {
+fn failing_prepare(host: &FakeHost, extra: &str) -> (String, crate::common::TestDir) {
     let dir = crate::common::tempdir();
     let config = profile(dir.path(), extra);
     let rig = Rig::new(host);

@@ -24,7 +24,7 @@ fn alive(pid: i32) -> bool {
 
 struct Setup {
     host: FakeHost,
-    dir: tempfile::TempDir,
+    dir: crate::common::TestDir,
     profile: PathBuf,
 }
 

@@ -682,7 +682,7 @@ fn new_profile_keys_reach_the_argv_and_are_checked() {
 /// machine's system daemon. As root it runs as `nobody` (session mode is for unprivileged
 /// users), with the kvm group so that it can probe KVM.
 struct PrivateLibvirt {
-    dir: tempfile::TempDir,
+    dir: crate::common::TestDir,
     daemon: Child,
     as_nobody: bool,
 }

@@ -657,7 +657,7 @@ fn the_image_limit_is_a_problem_only_when_images_go_on_past_it() {
 }
 
 /// A fake host with one device, for `--device` and the preflight.
-fn fake_sysroot(vendor: &str, device: &str) -> tempfile::TempDir {
+fn fake_sysroot(vendor: &str, device: &str) -> crate::common::TestDir {
     let root = crate::common::tempdir();
     let dir = root.path().join("sys/bus/pci/devices/0000:01:00.0");
     std::fs::create_dir_all(&dir).unwrap();

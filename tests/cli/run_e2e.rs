@@ -16,7 +16,7 @@ use serde_json::Value;
 use crate::common::{repo_root, require_root, run};
 
 pub(crate) struct Vm {
-    pub(crate) dir: tempfile::TempDir,
+    pub(crate) dir: crate::common::TestDir,
     pub(crate) name: String,
     pub(crate) profile: PathBuf,
 }
@@ -94,7 +94,7 @@ impl Vm {
         name: &str,
         script: &str,
         sections: &str,
-    ) -> (Self, tempfile::TempDir) {
+    ) -> (Self, crate::common::TestDir) {
         let esp = crate::common::tempdir();
         // QEMU, unprivileged, reads this directory itself (vvfat): readable by all.
         use std::os::unix::fs::PermissionsExt;

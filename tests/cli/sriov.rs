@@ -267,7 +267,7 @@ mod runs {
 
     struct Bed {
         host: FakeHost,
-        dir: tempfile::TempDir,
+        dir: crate::common::TestDir,
     }
 
     /// The running VMs' names, stopped (forced) when the test ends, failed or not.

@@ -20,7 +20,7 @@ const FIXTURES: &[&str] = &[
     "i5-9600k",
 ];
 
-fn host(fixture: &str) -> (tempfile::TempDir, HostTopology) {
+fn host(fixture: &str) -> (crate::common::TestDir, HostTopology) {
     let root = topology_root(&format!("{fixture}.lscpu"));
     let topology = read_topology(&Sysroot::new(root.path())).unwrap();
     (root, topology)

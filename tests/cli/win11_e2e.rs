@@ -21,7 +21,7 @@ fn digest(path: &Path) -> Vec<u8> {
 }
 
 /// An OVMF guest with a TPM whose UEFI shell runs `script`.
-fn ovmf_with_startup(name: &str, script: &str, extra: &str) -> (Vm, tempfile::TempDir) {
+fn ovmf_with_startup(name: &str, script: &str, extra: &str) -> (Vm, crate::common::TestDir) {
     Vm::ovmf_with_startup(
         name,
         script,
