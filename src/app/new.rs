@@ -492,6 +492,12 @@ pub fn compose(request: &NewRequest, facts: &NewFacts) -> Result<Composed, NewEr
             let list: Vec<String> = modules.iter().map(|m| quote(m)).collect();
             let _ = writeln!(t, "modules = [{}]", list.join(", "));
         }
+        // A desktop session's compositor holds the card from its login scope, not from the
+        // display manager's unit: without this the first run is refused naming it.
+        let _ = writeln!(
+            t,
+            "\n[holders]                          # desktop sessions holding the GPU end for the run (log in again after)\nstop = [\"session-*.scope\"]"
+        );
         chose.push(format!(
             "single-GPU session: the GPU is the host's only one, so the display manager stops{}",
             if modules.is_empty() {
@@ -647,6 +653,8 @@ mod tests {
         );
         assert!(!composed.text.contains("hugepages ="));
         assert!(composed.text.contains("[single_gpu]"));
+        assert!(composed.text.contains("\n[holders] "));
+        assert!(composed.text.contains("\nstop = [\"session-*.scope\"]\n"));
         let mut asked = request(None);
         asked.memory = Some(ByteSize(7 * ByteSize::GIB));
         assert!(compose(&asked, &facts).is_err());
