@@ -580,7 +580,19 @@ impl App {
         // runs instead of killing vmrun half-way through a host change.
         let mut signals = SignalWatch::new()?;
         let session = self.session(recipe);
-        session.prepare(log).map_err(AppError::HostPreparation)?;
+        session.prepare(log).map_err(|error| {
+            // A device a previous run left dead is the same situation as at that run's end:
+            // exit 8 and what to do, not a generic preparation failure.
+            let stuck = session.stuck_devices();
+            if stuck.is_empty() {
+                AppError::HostPreparation(error)
+            } else {
+                AppError::DeviceStuck(format!(
+                    "not starting: {}",
+                    crate::host::session::stuck_message(&stuck, &recipe.config.name.to_string())
+                ))
+            }
+        })?;
         log.phase("host steps");
         let host = session.host();
         let started_hooks = recipe.host_steps.iter().find_map(|step| match step {
@@ -628,7 +640,7 @@ impl App {
             };
             return Err(AppError::DeviceStuck(format!(
                 "{ended}, but {}",
-                stuck_message(&stuck, &recipe.config.name.to_string())
+                crate::host::session::stuck_message(&stuck, &recipe.config.name.to_string())
             )));
         }
         Ok(result?)
@@ -745,7 +757,7 @@ impl App {
                             };
                             AppError::DeviceStuck(format!(
                                 "still not restored: {}{also}",
-                                stuck_message(&stuck, &target.name)
+                                crate::host::session::stuck_message(&stuck, &target.name)
                             ))
                         }
                     })
@@ -781,14 +793,4 @@ impl App {
             .collect();
         Ok(report)
     }
-}
-
-/// What exit code 8 says: which device, what was seen and done, and what to do.
-fn stuck_message(stuck: &[String], name: &str) -> String {
-    format!(
-        "a passed device did not come back: {}. Everything else was given back and the journal keeps \
-         that device. Suspend and resume the host (or reboot), then run `vmrun recover {name}`: it \
-         returns the device to its driver once it answers (exit 8 while it still does not)",
-        stuck.join("; ")
-    )
 }

@@ -193,3 +193,13 @@ impl<'a> HostSession<'a> {
         self.stuck_devices()
     }
 }
+
+/// What exit code 8 says: which device, what was seen and done, and what to do.
+pub fn stuck_message(stuck: &[String], name: &str) -> String {
+    format!(
+        "a passed device did not come back: {}. Everything else was given back and the journal keeps \
+         that device. Suspend and resume the host (or reboot), then run `vmrun recover {name}`: it \
+         returns the device to its driver once it answers (exit 8 while it still does not)",
+        stuck.join("; ")
+    )
+}

@@ -113,6 +113,15 @@ fn a_gpu_dead_after_the_guest_stays_off_its_driver_exit_8_and_recover_brings_it_
     );
     assert_eq!(Journal::at(&s.journal()).entries().unwrap().len(), 1);
 
+    // A new run finds the device gone from the bus and refuses before changing anything.
+    let (code, _, stderr) = run(s.vmrun().arg("run").arg(&s.profile).arg("--detach"));
+    assert_eq!(code, 3, "{stderr}");
+    assert!(
+        stderr.contains(&format!("{GPU} does not exist on this host")),
+        "{stderr}"
+    );
+    assert_eq!(Journal::at(&s.journal()).entries().unwrap().len(), 1);
+
     // A suspend and resume later it answers: recover gives it back to nvidia.
     s.host.revive_device(GPU);
     let (code, _, stderr) = run(s.vmrun().args(["recover", "sgpu"]));
@@ -201,6 +210,14 @@ fn a_dead_device_the_kernel_will_not_remove_stays_on_vfio_pci_with_its_entry_kep
     let entries = Journal::at(&journal).entries().unwrap();
     assert_eq!(entries.len(), 1, "{entries:?}");
     assert!(matches!(&entries[0].undo, Undo::RestorePciDriver(r) if r.address == GPU));
+
+    // A new session meets it first: it does not start (`run` exits 8 on this), and the
+    // device stays where it is.
+    let next = rig.prep(&config, &journal);
+    assert!(next.prepare(&log()).is_err());
+    assert_eq!(next.stuck_devices().len(), 1);
+    assert_eq!(host.driver(GPU).as_deref(), Some("vfio-pci"));
+    assert_eq!(Journal::at(&journal).entries().unwrap().len(), 1);
 
     // Answering again, it goes home on the next undo (what `recover` runs).
     host.revive_device(GPU);
