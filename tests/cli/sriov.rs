@@ -348,6 +348,15 @@ mod runs {
         ] {
             assert!(stdout.contains(finding), "{finding:?} missing:\n{stdout}{stderr}");
         }
+        let no_ip = "`ip` is not on PATH: vmrun sets a VF's `mac` and `vlan`";
+        assert!(!stdout.contains(no_ip), "the stub ip is on PATH:\n{stdout}");
+        // A host without iproute2 is told before the run, not when `ip` fails halfway through.
+        let empty = bed.dir.path().join("no-programs");
+        std::fs::create_dir(&empty).unwrap();
+        let (code, stdout, stderr) =
+            run(bed.vmrun().env("PATH", &empty).arg("check").arg(&profile));
+        assert_eq!(code, 3, "{stdout}{stderr}");
+        assert!(stdout.contains(no_ip), "{stdout}{stderr}");
         let mut running = Running(&bed, vec![]);
         bed.start(&profile);
         running.1.push("vfa");

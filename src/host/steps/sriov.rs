@@ -479,6 +479,19 @@ impl Step for CreateSriovVfs {
                 ),
             ));
         }
+        // Found before anything changes rather than when `ip` fails halfway through the run.
+        if self
+            .vfs
+            .iter()
+            .any(|vf| vf.mac.is_some() || vf.vlan.is_some())
+            && crate::host::find_program("ip").is_none()
+        {
+            findings.push(Finding::fail(
+                "sriov",
+                "`ip` is not on PATH: vmrun sets a VF's `mac` and `vlan` with `ip link set PFIF vf N`; \
+                 install iproute2",
+            ));
+        }
         findings
     }
 
