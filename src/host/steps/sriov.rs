@@ -72,6 +72,13 @@ pub struct ClearVfMac {
 }
 
 impl CreateSriovVfs {
+    /// Whether a VF gets a MAC or VLAN, set through the PF's interface with `ip`.
+    fn sets_link(&self) -> bool {
+        self.vfs
+            .iter()
+            .any(|vf| vf.mac.is_some() || vf.vlan.is_some())
+    }
+
     pub fn plan(config: &VmConfig, paths: &VmPaths) -> Vec<Self> {
         let records = paths
             .runtime_dir
@@ -465,32 +472,24 @@ impl Step for CreateSriovVfs {
                 ),
             ));
         }
-        if self
-            .vfs
-            .iter()
-            .any(|vf| vf.mac.is_some() || vf.vlan.is_some())
-            && sriov::interface(&host.root, &pf).is_none()
-        {
-            findings.push(Finding::fail(
-                "sriov",
-                format!(
-                    "{pf} has no network interface (/sys/bus/pci/devices/{pf}/net): `mac` and `vlan` are set \
-                     through it; bind the PF's network driver"
-                ),
-            ));
-        }
-        // Found before anything changes rather than when `ip` fails halfway through the run.
-        if self
-            .vfs
-            .iter()
-            .any(|vf| vf.mac.is_some() || vf.vlan.is_some())
-            && crate::host::find_program("ip").is_none()
-        {
-            findings.push(Finding::fail(
-                "sriov",
-                "`ip` is not on PATH: vmrun sets a VF's `mac` and `vlan` with `ip link set PFIF vf N`; \
-                 install iproute2",
-            ));
+        if self.sets_link() {
+            if sriov::interface(&host.root, &pf).is_none() {
+                findings.push(Finding::fail(
+                    "sriov",
+                    format!(
+                        "{pf} has no network interface (/sys/bus/pci/devices/{pf}/net): `mac` and `vlan` are \
+                         set through it; bind the PF's network driver"
+                    ),
+                ));
+            }
+            // Found before anything changes rather than when `ip` fails halfway through the run.
+            if crate::host::find_program("ip").is_none() {
+                findings.push(Finding::fail(
+                    "sriov",
+                    "`ip` is not on PATH: vmrun sets a VF's `mac` and `vlan` with `ip link set PFIF vf N`; \
+                     install iproute2",
+                ));
+            }
         }
         findings
     }
@@ -526,11 +525,7 @@ impl Step for CreateSriovVfs {
             pf = self.pf,
             needed = self.needed()
         )];
-        if self
-            .vfs
-            .iter()
-            .any(|vf| vf.mac.is_some() || vf.vlan.is_some())
-        {
+        if self.sets_link() {
             comments.push(
                 "vmrun sets the VFs' MAC and VLAN through the PF (`ip link set dev PFIF vf N mac M vlan V`): \
                  libvirt does so for <interface type='hostdev'> with <mac> and <vlan>"
