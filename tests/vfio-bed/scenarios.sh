@@ -45,6 +45,15 @@ inner_sees() {
     done
     return 1
 }
+# crash VM: kill -9 of the VM's vmrun (its supervisor) while the guest runs, and QEMU must die
+# with it; /tmp/status.json keeps what `status --json` said just before.
+crash() {
+    $V status "$1" --json > /tmp/status.json
+    supervisor=$(json_number vmrun_pid /tmp/status.json)
+    qemu=$(json_number pid /tmp/status.json)
+    kill -9 "$supervisor"
+    check "QEMU ($qemu) dies with its supervisor ($supervisor)" wait_gone "$qemu"
+}
 journal_gone() { [ ! -e "/var/lib/vmrun/$1/journal" ]; }
 wait_netif() { n=0; while [ -z "$(netifs "$1")" ] && [ $n -lt 50 ]; do sleep 0.1; n=$((n+1)); done; }
 
@@ -170,12 +179,8 @@ end gpu
 begin crash
 $V run /bed/nic.toml --detach; rc=$?
 check "vmrun run --detach exits 0 (got $rc)" [ "$rc" = 0 ]
-$V status nic --json > /tmp/status.json
-supervisor=$(json_number vmrun_pid /tmp/status.json)
-qemu=$(json_number pid /tmp/status.json)
 check "$NIC is on vfio-pci" [ "$(driver $NIC)" = vfio-pci ]
-kill -9 "$supervisor"
-check "QEMU ($qemu) dies with its supervisor ($supervisor)" wait_gone "$qemu"
+crash nic
 check "the host is still changed: $NIC on $(driver $NIC)" [ "$(driver $NIC)" = vfio-pci ]
 # By name: the journal holds everything, the profile is not needed (nor on the search path).
 $V recover nic; rc=$?
@@ -243,12 +248,8 @@ host_state > /tmp/iso.after
 check "IRQ affinities, default_smp_affinity and the workqueue cpumask are as before" cmp -s /tmp/iso.before /tmp/iso.after
 $V run /bed/iso.toml --detach; rc=$?
 check "a second run starts (got $rc)" [ "$rc" = 0 ]
-$V status iso --json > /tmp/status.json
-supervisor=$(json_number vmrun_pid /tmp/status.json)
-qemu=$(json_number pid /tmp/status.json)
+crash iso
 check "the vCPU's run delay is reported" grep -q '"run_delay_ms_per_s"' /tmp/status.json
-kill -9 "$supervisor"
-check "QEMU ($qemu) dies with its supervisor ($supervisor)" wait_gone "$qemu"
 check "the workqueue cpumask is still CPU 0 only after the crash" [ "$(mask_value $WQ)" = 1 ]
 $V recover iso; rc=$?
 check "vmrun recover iso exits 0 (got $rc)" [ "$rc" = 0 ]
@@ -288,11 +289,7 @@ check "$node is root's again after stop (uid $(owner))" [ "$(owner)" = 0 ]
 check "with its mode $mode (now $(stat -c %a "$node" 2>/dev/null))" [ "$(stat -c %a "$node" 2>/dev/null)" = "$mode" ]
 $V run /bed/unpriv.toml --detach; rc=$?
 check "a second run starts (got $rc)" [ "$rc" = 0 ]
-$V status unpriv --json > /tmp/status.json
-supervisor=$(json_number vmrun_pid /tmp/status.json)
-qemu=$(json_number pid /tmp/status.json)
-kill -9 "$supervisor"
-check "QEMU ($qemu) dies with its supervisor ($supervisor)" wait_gone "$qemu"
+crash unpriv
 check "$node is still 1000's after the crash (uid $(owner))" [ "$(owner)" = 1000 ]
 $V recover unpriv; rc=$?
 check "vmrun recover unpriv exits 0 (got $rc)" [ "$rc" = 0 ]
@@ -339,12 +336,8 @@ check "after stop: $(power $IGB)on $(driver $IGB) with $(netifs $IGB)" [ "$(pm_s
 check "the health check read it before igb got it back: $(grep -o "$IGB answers ([^)]*)" /var/lib/vmrun/pwr/vmrun.log | tail -1)" grep -q "$IGB answers (vendor 8086 device 10c9" /var/lib/vmrun/pwr/vmrun.log
 $V run /bed/pwr.toml --detach; rc=$?
 check "a second run starts (got $rc)" [ "$rc" = 0 ]
-$V status pwr --json > /tmp/status.json
-supervisor=$(json_number vmrun_pid /tmp/status.json)
-qemu=$(json_number pid /tmp/status.json)
+crash pwr
 check "status --json shows its power_state: $(tr -d ' \n' < /tmp/status.json | grep -o '"power_state":"[^"]*"' | head -1)" grep -q '"power_state"' /tmp/status.json
-kill -9 "$supervisor"
-check "QEMU ($qemu) dies with its supervisor ($supervisor)" wait_gone "$qemu"
 check "still changed after the crash: $(power $IGB)" [ "$(pm_settings $IGB)" = "$wanted|0|on|" ]
 $V recover pwr; rc=$?
 check "vmrun recover pwr exits 0 (got $rc)" [ "$rc" = 0 ]
@@ -425,11 +418,7 @@ check "vmrun stop exits 5 (got $rc)" [ "$rc" = 5 ]
 check "after stop: sriov_numvfs $(cat $pfdir/sriov_numvfs), $IGB on $(driver $IGB) with $(netifs $IGB)" [ "$(cat $pfdir/sriov_numvfs)" = 0 -a "$(driver $IGB)" = igb -a "$(netifs $IGB)" = "$igb_ifaces" ]
 $V run /bed/sriov.toml --detach; rc=$?
 check "a second run starts (got $rc)" [ "$rc" = 0 ]
-$V status sriov --json > /tmp/status.json
-supervisor=$(json_number vmrun_pid /tmp/status.json)
-qemu=$(json_number pid /tmp/status.json)
-kill -9 "$supervisor"
-check "QEMU ($qemu) dies with its supervisor ($supervisor)" wait_gone "$qemu"
+crash sriov
 check "after the crash the VF is still there: sriov_numvfs $(cat $pfdir/sriov_numvfs), $vf on $(driver $vf)" [ "$(cat $pfdir/sriov_numvfs)" = 1 ]
 $V recover sriov; rc=$?
 check "vmrun recover sriov exits 0 (got $rc)" [ "$rc" = 0 ]
@@ -442,3 +431,25 @@ check "control: a VF made with autoprobe on goes to $(driver $vf) ($(igbvf_probe
 echo 0 > $pfdir/sriov_numvfs
 [ "$failed" = 0 ] || sed 's/^/LOG sriov ip: /' /tmp/pf-link.txt
 end sriov
+
+# --- acpi-rom: the outer QEMU gave this machine a VFCT table (-acpitable, run.sh) holding the
+#     committed ATI VGA BIOS at GPU c1:00.0, as an AMD APU's firmware does; the kernel lists it in
+#     /sys/firmware/acpi/tables. `vmrun rom --from-acpi` reads it there (no fake root), walks the
+#     image and writes it for romfile: the same bytes, mode 0644, never over an existing file ---
+begin acpi-rom
+table=/sys/firmware/acpi/tables/VFCT
+check "the kernel lists the firmware's VFCT ($(stat -c %s $table 2>/dev/null) bytes)" [ -s $table ]
+vmrun rom --from-acpi --output /tmp/apu.rom --json > /tmp/acpi.json 2>/tmp/acpi.err; rc=$?
+check "vmrun rom --from-acpi --output exits 0 (got $rc: $(head -c 300 /tmp/acpi.err))" [ "$rc" = 0 ]
+check "the table's checksum, as QEMU completed it, is reported ok" grep -q '"checksum_ok": true' /tmp/acpi.json
+one_image() { [ "$(grep -c '"address"' /tmp/acpi.json)" = 1 ] && grep -q '"address": "c1:00.0"' /tmp/acpi.json && grep -q '"ids_match": true' /tmp/acpi.json; }
+check "one image, for c1:00.0, whose PCI header carries the table's 1002:5159" one_image
+check "the written ROM is the committed one byte for byte ($(stat -c %s /tmp/apu.rom 2>/dev/null) bytes)" cmp -s /tmp/apu.rom /bed/vfct-image.rom
+check "it is written with mode $(stat -c %a /tmp/apu.rom 2>/dev/null) (0644 asked)" [ "$(stat -c %a /tmp/apu.rom 2>/dev/null)" = 644 ]
+vmrun rom /tmp/apu.rom > /tmp/acpi-check.txt 2>&1; rc=$?
+check "vmrun rom accepts the written file as a romfile (exit $rc)" [ "$rc" = 0 ]
+echo keep > /tmp/apu.rom
+vmrun rom --from-acpi --output /tmp/apu.rom > /dev/null 2>&1; rc=$?
+check "without --force an existing file is refused (exit $rc, 2 expected) and left as it was" [ "$rc" = 2 -a "$(cat /tmp/apu.rom)" = keep ]
+[ "$failed" = 0 ] || sed 's/^/LOG acpi-rom: /' /tmp/acpi.json /tmp/acpi.err /tmp/acpi-check.txt
+end acpi-rom
