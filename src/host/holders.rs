@@ -165,7 +165,17 @@ pub fn passed_nodes(root: &Sysroot, passed: &[PciAddress]) -> DeviceNodes {
     // The NVIDIA nodes every GPU shares count only when the host keeps no NVIDIA GPU: with a
     // second one on the host, its users hold them too and stopping them is not the passed
     // GPU's business.
-    let gpus = nvidia_gpus(root);
+    // A GPU already on vfio-pci or pci-stub (kept for another VM) is not the host's either.
+    let gpus: Vec<String> = nvidia_gpus(root)
+        .into_iter()
+        .filter(|gpu| {
+            passed.contains(gpu)
+                || !matches!(
+                    super::pci::driver_of(root, gpu).as_deref(),
+                    Some("vfio-pci" | "pci-stub")
+                )
+        })
+        .collect();
     let passed_gpus: Vec<&String> = gpus.iter().filter(|gpu| passed.contains(gpu)).collect();
     if !passed_gpus.is_empty() && passed_gpus.len() == gpus.len() {
         let label = if passed_gpus.len() == 1 {
@@ -202,7 +212,7 @@ pub fn passed_nodes(root: &Sysroot, passed: &[PciAddress]) -> DeviceNodes {
     found
 }
 
-/// A process's systemd unit, from its cgroup: the last `*.service` or `*.scope` component.
+/// A process's systemd unit, from its cgroup (`unit_of_cgroup`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Unit {
     pub name: String,
@@ -211,23 +221,51 @@ pub struct Unit {
     pub user_manager: bool,
 }
 
-/// The unit of a `/proc/PID/cgroup` text (cgroup v2's `0::PATH`, or v1's `name=systemd`).
+/// The unit of a `/proc/PID/cgroup` text (cgroup v2's `0::PATH`, or v1's `name=systemd`), read
+/// as systemd reads a cgroup path: slices only group, so the first component that is not a
+/// slice is the unit, and only a user's own manager (`user@N.service`) has units below it. A
+/// `system.slice/x.service` nested inside a container (`/lxc/101/...`) or inside a service is
+/// that container's, never the host's `x.service`.
 pub fn unit_of_cgroup(text: &str) -> Option<Unit> {
     let path = text.lines().find_map(|line| {
         line.strip_prefix("0::")
             .or_else(|| line.split_once(":name=systemd:").map(|(_, path)| path))
     })?;
-    let components: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
-    let index = components
-        .iter()
-        .rposition(|c| c.ends_with(".service") || c.ends_with(".scope"))?;
-    let user_manager = components[..index]
-        .iter()
-        .any(|c| c.starts_with("user@") && c.ends_with(".service"));
+    let is_unit = |c: &&str| c.ends_with(".service") || c.ends_with(".scope");
+    let mut components = path
+        .split('/')
+        .filter(|c| !c.is_empty())
+        .skip_while(|c| c.ends_with(".slice"));
+    let unit = components.next().filter(is_unit)?;
+    if unit.starts_with("user@") && unit.ends_with(".service") {
+        if let Some(inner) = components.find(|c| !c.ends_with(".slice")).filter(is_unit) {
+            return Some(Unit {
+                name: inner.to_string(),
+                user_manager: true,
+            });
+        }
+    }
     Some(Unit {
-        name: components[index].to_string(),
-        user_manager,
+        name: unit.to_string(),
+        user_manager: false,
     })
+}
+
+/// vmrun's own unit: a holder in it cannot be stopped without stopping vmrun too.
+pub fn own_unit(root: &Sysroot) -> Option<Unit> {
+    unit_of_cgroup(&std::fs::read_to_string(root.path("/proc/self/cgroup")).ok()?)
+}
+
+/// The unit an alias such as `display-manager.service` stands for on this host (`gdm3.service`),
+/// from the link systemd's `enable` makes in `/etc/systemd/system`: a holder's cgroup names
+/// the real unit, never the alias.
+pub fn alias_target(root: &Sysroot, unit: &str) -> Option<String> {
+    if unit.contains(['/', '*']) {
+        return None;
+    }
+    let target = std::fs::read_link(root.path(&format!("/etc/systemd/system/{unit}"))).ok()?;
+    let name = target.file_name()?.to_str()?.to_string();
+    (name != unit && (name.ends_with(".service") || name.ends_with(".scope"))).then_some(name)
 }
 
 /// One process holding passed functions' nodes.
@@ -283,13 +321,19 @@ fn users(root: &Sysroot) -> BTreeMap<u32, String> {
         .collect()
 }
 
+/// A node removed and made again (a driver reloaded, udev rerun) while a process keeps the old
+/// one open shows as `PATH (deleted)`: still the device's node, and still a holder.
+fn without_deleted(path: &str) -> &str {
+    path.strip_suffix(" (deleted)").unwrap_or(path)
+}
+
 /// The node paths a process has open (`fd/*` link targets) or mapped (`maps`' paths).
 fn paths_of(process: &Path) -> Vec<String> {
     let mut paths: Vec<String> = std::fs::read_dir(process.join("fd"))
         .map(|fds| {
             fds.filter_map(Result::ok)
                 .filter_map(|fd| std::fs::read_link(fd.path()).ok())
-                .map(|target| target.to_string_lossy().into_owned())
+                .map(|target| without_deleted(&target.to_string_lossy()).to_string())
                 .collect()
         })
         .unwrap_or_default();
@@ -299,7 +343,7 @@ fn paths_of(process: &Path) -> Vec<String> {
             maps.lines()
                 .filter_map(|line| line.find(" /").map(|at| line[at + 1..].trim_end()))
                 .filter(|path| path.starts_with("/dev/"))
-                .map(str::to_string),
+                .map(|path| without_deleted(path).to_string()),
         );
     }
     paths
@@ -458,6 +502,18 @@ mod tests {
         assert!(both.node_of("/dev/nvidia-uvm").is_some());
         assert!(both.node_of("/dev/nvidia7").is_some());
         assert!(both.node_of("/dev/nvidia-caps").is_none());
+        // B already on vfio-pci (another VM's): the host keeps no NVIDIA GPU but A.
+        link(
+            root,
+            "../../../bus/pci/drivers/vfio-pci",
+            &format!("/sys/bus/pci/devices/{B}/driver"),
+        );
+        let alone = passed_nodes(&sysroot, &[A.parse().unwrap()]);
+        assert_eq!(alone.node_of("/dev/nvidiactl").unwrap().device, A);
+        assert!(
+            alone.node_of("/dev/nvidia0").is_some(),
+            "any minor is A's now"
+        );
     }
 
     #[test]
@@ -509,9 +565,22 @@ mod tests {
             "/",
             &["/dev/dri/card0"],
         );
+        // Holding a node that was made again since (a driver reloaded): still this GPU's.
+        process(
+            root,
+            4000,
+            "gamescope",
+            1000,
+            "/user.slice/user-1000.slice/session-2.scope",
+            &["/dev/dri/card0 (deleted)"],
+        );
         let sysroot = Sysroot::new(root);
         let found = holders(&sysroot, &passed_nodes(&sysroot, &[A.parse().unwrap()]));
-        assert_eq!(found.len(), 2, "{found:#?}");
+        assert_eq!(found.len(), 3, "{found:#?}");
+        assert_eq!(
+            found[2].describe(),
+            "gamescope (pid 4000, user alice, unit session-2.scope) holds /dev/dri/card0 of 0000:01:00.0"
+        );
         assert_eq!(
             found[0].describe(),
             "Xorg (pid 1234, user root, unit gdm.service) holds /dev/dri/card0 of 0000:01:00.0"
@@ -524,7 +593,7 @@ mod tests {
     }
 
     #[test]
-    fn units_come_from_the_last_service_or_scope_of_the_cgroup() {
+    fn units_are_read_from_the_cgroup_as_systemd_reads_them() {
         let unit = |text: &str| unit_of_cgroup(text).map(|u| (u.name, u.user_manager));
         assert_eq!(
             unit("0::/system.slice/sunshine.service\n"),
@@ -543,5 +612,35 @@ mod tests {
             Some(("gdm.service".into(), false))
         );
         assert_eq!(unit("0::/\n"), None);
+        // Inside a container: its own system.slice is not the host's.
+        assert_eq!(
+            unit("0::/lxc/101/ns/system.slice/nvidia-persistenced.service\n"),
+            None
+        );
+        assert_eq!(
+            unit("0::/machine.slice/systemd-nspawn@box.service/payload/system.slice/x.service\n"),
+            Some(("systemd-nspawn@box.service".into(), false))
+        );
+        assert_eq!(
+            unit("0::/user.slice/user-1000.slice/user@1000.service/session.slice/org.gnome.Shell@wayland.service\n"),
+            Some(("org.gnome.Shell@wayland.service".into(), true))
+        );
+    }
+
+    #[test]
+    fn an_alias_names_the_unit_it_links_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Sysroot::new(dir.path());
+        assert_eq!(alias_target(&root, "display-manager.service"), None);
+        let link = dir
+            .path()
+            .join("etc/systemd/system/display-manager.service");
+        std::fs::create_dir_all(link.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink("/lib/systemd/system/gdm3.service", &link).unwrap();
+        assert_eq!(
+            alias_target(&root, "display-manager.service").as_deref(),
+            Some("gdm3.service")
+        );
+        assert_eq!(alias_target(&root, "session-*.scope"), None);
     }
 }

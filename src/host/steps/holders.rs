@@ -14,7 +14,7 @@ use super::display_manager::StartUnit;
 use super::{LibvirtContext, LibvirtNotes, Recorder, Step};
 use crate::host::context::{HostContext, StepError};
 use crate::host::finding::Finding;
-use crate::host::holders::{self, Holder};
+use crate::host::holders::{self, Holder, Unit};
 use crate::libvirt::xml::Element;
 use crate::log::Log;
 use crate::model::holders::unit_matches;
@@ -59,11 +59,25 @@ impl StopHolders {
         })
     }
 
-    /// The unit vmrun may stop for `holder`, if any: one of the system manager that the profile
-    /// allows.
-    fn stoppable<'a>(&self, holder: &'a Holder) -> Option<&'a str> {
+    /// The units vmrun may stop on this host: the profile's, and what an alias among them
+    /// (`display-manager.service`) stands for here, since a holder's cgroup names the real unit.
+    fn allowed_here(&self, host: &HostContext) -> Vec<String> {
+        let mut allowed = self.allowed.clone();
+        for unit in &self.allowed {
+            if let Some(target) = holders::alias_target(&host.root, unit) {
+                if !allowed.contains(&target) {
+                    allowed.push(target);
+                }
+            }
+        }
+        allowed
+    }
+
+    /// The unit vmrun may stop for `holder`, if any: one of the system manager that `allowed`
+    /// (`allowed_here`) names.
+    fn stoppable<'a>(allowed: &[String], holder: &'a Holder) -> Option<&'a str> {
         let unit = holder.unit.as_ref().filter(|unit| !unit.user_manager)?;
-        self.allowed
+        allowed
             .iter()
             .any(|pattern| unit_matches(pattern, &unit.name))
             .then_some(unit.name.as_str())
@@ -83,6 +97,19 @@ impl StopHolders {
             .collect::<Vec<_>>()
             .join(", ")
     }
+}
+
+/// What stopping `unit` would do to vmrun itself, when vmrun runs in it: a terminal of the
+/// desktop being stopped (a compositor started from a text console shares its login scope).
+/// `systemctl stop` would then wait for vmrun to exit while vmrun waits for it.
+fn stops_vmrun(own: Option<&Unit>, unit: &str) -> Option<String> {
+    own.filter(|own| !own.user_manager && own.name == unit)
+        .map(|_| {
+            format!(
+                "vmrun itself runs in {unit}, which it would stop with the holder: start vmrun from SSH or a \
+                 text console, or in a scope of its own (`systemd-run --scope vmrun run PROFILE --detach`)"
+            )
+        })
 }
 
 /// What to do about a holder vmrun may not stop.
@@ -159,10 +186,25 @@ impl Step for StopHolders {
                 ),
             )];
         }
+        let allowed = self.allowed_here(host);
+        let own = holders::own_unit(&host.root);
         found
             .iter()
-            .map(|holder| match self.stoppable(holder) {
-                Some(unit) => Finding::pass(
+            .map(|holder| {
+                let Some(unit) = Self::stoppable(&allowed, holder) else {
+                    return Finding::fail(
+                        "holders",
+                        format!(
+                            "{} and vmrun may not stop it: {}",
+                            holder.describe(),
+                            remedy(holder)
+                        ),
+                    );
+                };
+                if let Some(why) = stops_vmrun(own.as_ref(), unit) {
+                    return Finding::fail("holders", format!("{}: {why}", holder.describe()));
+                }
+                Finding::pass(
                     "holders",
                     format!(
                         "{}: {unit} will be stopped for the run{}",
@@ -173,15 +215,7 @@ impl Step for StopHolders {
                             " (a scope cannot be started again)"
                         }
                     ),
-                ),
-                None => Finding::fail(
-                    "holders",
-                    format!(
-                        "{} and vmrun may not stop it: {}",
-                        holder.describe(),
-                        remedy(holder)
-                    ),
-                ),
+                )
             })
             .collect()
     }
@@ -195,12 +229,17 @@ impl Step for StopHolders {
             ));
             return Ok(());
         }
-        // One not allowed (it appeared after the preflight) fails the step before anything
-        // is stopped.
+        // One not allowed (it appeared after the preflight), or one in vmrun's own unit, fails
+        // the step before anything is stopped.
+        let allowed = self.allowed_here(host);
+        let own = holders::own_unit(&host.root);
         let refused: Vec<String> = found
             .iter()
-            .filter(|holder| self.stoppable(holder).is_none())
-            .map(|holder| format!("{} ({})", holder.describe(), remedy(holder)))
+            .filter_map(|holder| match Self::stoppable(&allowed, holder) {
+                None => Some(format!("{} ({})", holder.describe(), remedy(holder))),
+                Some(unit) => stops_vmrun(own.as_ref(), unit)
+                    .map(|why| format!("{} ({why})", holder.describe())),
+            })
             .collect();
         if !refused.is_empty() {
             return Err(StepError::Other(format!(
@@ -211,7 +250,7 @@ impl Step for StopHolders {
         let mut units: Vec<&str> = Vec::new();
         for holder in &found {
             log.info(&holder.describe());
-            if let Some(unit) = self.stoppable(holder) {
+            if let Some(unit) = Self::stoppable(&allowed, holder) {
                 if !units.contains(&unit) {
                     units.push(unit);
                 }
@@ -576,5 +615,78 @@ pub(crate) mod tests {
         let element = &notes.metadata[0];
         assert_eq!(element.name, "vmrun:holders");
         assert_eq!(element.children.len(), 2);
+    }
+
+    #[test]
+    fn the_display_manager_alias_allows_the_unit_it_stands_for() {
+        let fake = FakeHost::answering(systemd);
+        desktop(&fake);
+        process(
+            &fake,
+            500,
+            "Xorg",
+            0,
+            "/system.slice/sddm.service",
+            &["/dev/dri/card0"],
+        );
+        let findings = step(&["display-manager.service"]).preflight(&fake.host());
+        assert_eq!(
+            findings[0].status,
+            Status::Fail,
+            "no alias yet: {findings:#?}"
+        );
+        // What `systemctl enable sddm` leaves: the alias links to the real unit.
+        let link = fake
+            .root()
+            .join("etc/systemd/system/display-manager.service");
+        std::fs::create_dir_all(link.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink("/lib/systemd/system/sddm.service", &link).unwrap();
+        let findings = step(&["display-manager.service"]).preflight(&fake.host());
+        assert_eq!(findings[0].status, Status::Pass, "{findings:#?}");
+        assert!(
+            findings[0]
+                .message
+                .ends_with("sddm.service will be stopped for the run and started after"),
+            "{findings:#?}"
+        );
+    }
+
+    #[test]
+    fn a_holder_in_vmruns_own_unit_is_refused_rather_than_stopping_vmrun_with_it() {
+        let fake = FakeHost::answering(systemd);
+        desktop(&fake);
+        // A compositor started from a text console, and vmrun started from its terminal: one
+        // login scope.
+        let scope = "/user.slice/user-1000.slice/session-3.scope";
+        process(&fake, 900, "sway", 1000, scope, &["/dev/dri/card0"]);
+        fake.write("/proc/self/cgroup", &format!("0::{scope}\n"));
+        let findings = step(&["session-*.scope"]).preflight(&fake.host());
+        assert_eq!(findings.len(), 1, "{findings:#?}");
+        assert_eq!(findings[0].status, Status::Fail);
+        assert!(
+            findings[0].message.contains(
+                "vmrun itself runs in session-3.scope, which it would stop with the holder: start vmrun \
+                 from SSH or a text console"
+            ),
+            "{findings:#?}"
+        );
+        let session = fake.session(vec![HostStep::StopHolders(step(&["session-*.scope"]))]);
+        let error = session.apply(&log()).unwrap_err().to_string();
+        assert!(
+            error.contains("vmrun itself runs in session-3.scope"),
+            "{error}"
+        );
+        assert!(
+            fake.calls().is_empty(),
+            "nothing stopped: {:?}",
+            fake.calls()
+        );
+        // From elsewhere (SSH: another scope) the same holder is stopped as the profile allows.
+        fake.write(
+            "/proc/self/cgroup",
+            "0::/user.slice/user-1000.slice/session-9.scope\n",
+        );
+        let findings = step(&["session-*.scope"]).preflight(&fake.host());
+        assert_eq!(findings[0].status, Status::Pass, "{findings:#?}");
     }
 }
