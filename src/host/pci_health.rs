@@ -21,8 +21,10 @@
 //! function has no `driver_override` to set. What makes it safe is the kernel's own
 //! enumeration: a function whose vendor ID does not answer is not added at all, so no driver
 //! can probe a function that is still dead. One that comes back has answered that read; vmrun
-//! sets its `driver_override` to vfio-pci at once (before a host module vmrun loads again can
-//! claim it) and checks it again before the normal restore.
+//! sets its `driver_override` to vfio-pci right after the rescan (before a host module vmrun
+//! loads again can claim it; a host driver already loaded for another card may have probed it
+//! within the rescan, which is safe since it answered) and checks it again before the normal
+//! restore.
 
 use serde::Serialize;
 
@@ -234,7 +236,9 @@ pub fn remove_and_rescan(host: &HostContext, address: &str, log: &Log) -> Result
     log.info(&format!("rescanning the PCI bus for {address}"));
     host.write("/sys/bus/pci/rescan", "1")?;
     if host.wait_until(present) {
-        // Before anything else: a host module loaded again later must not claim it.
+        // Before anything else: a host module loaded again later must not claim it. (One
+        // already loaded for another card may have probed it within the rescan: it answered,
+        // so that is the hand-back a little early, not the hang this prevents.)
         host.write(&device_path(address, "driver_override"), "vfio-pci")?;
         log.info(&format!(
             "{address} is back after the rescan (driver {})",
