@@ -367,10 +367,14 @@ mod runs {
             None,
             "autoprobe was off while the VFs appeared, so igbvf did not take VF 0"
         );
-        assert_eq!(
+        let autoprobe = || {
             bed.host
-                .read("sys/bus/pci/devices/0000:03:00.0/sriov_drivers_autoprobe"),
-            "1"
+                .read("sys/bus/pci/devices/0000:03:00.0/sriov_drivers_autoprobe")
+        };
+        assert_eq!(
+            autoprobe(),
+            "0",
+            "off while the VM runs: a VF driver loaded now must not take the VFs"
         );
         assert!(bed
             .host
@@ -382,6 +386,7 @@ mod runs {
             "SeaBIOS ignores ACPI, so the stop is forced: {stderr}"
         );
         running.1.clear();
+        assert_eq!(autoprobe(), "1", "back after the stop");
         assert!(bed
             .host
             .calls()
@@ -428,6 +433,11 @@ mod runs {
         });
         running.1.clear();
         assert_eq!(bed.numvfs(), "1", "nothing was undone");
+        assert_eq!(
+            bed.host
+                .read("sys/bus/pci/devices/0000:03:00.0/sriov_drivers_autoprobe"),
+            "0"
+        );
         let (code, _, stderr) = run(bed.vmrun().args(["recover", "vfa"]));
         assert_eq!(code, 0, "{stderr}");
         let after = bed.host.snapshot();

@@ -4,11 +4,12 @@
 //!
 //! VFs are made by writing `sriov_numvfs`, which the kernel changes from a non-zero count only
 //! through 0 (destroying every VF): vmrun refuses that while one of them is on vfio-pci or used
-//! by another running VM. While the VFs appear, the PF's `sriov_drivers_autoprobe` is 0, so
-//! that no host driver probes them. Several VMs can use VFs of one PF: a record per PF
-//! (`RUNTIME/.sriov/PF`, under an flock) lists the VMs using them and the count before vmrun
-//! raised it; a VM whose supervisor no longer holds its lock is not counted, and the last VM
-//! to leave (its teardown, or `recover` after a crash) sets the count back.
+//! by another running VM. From before the VFs appear until the VM's devices are given back,
+//! the PF's `sriov_drivers_autoprobe` is 0, so that no host driver probes them. Several VMs can
+//! use VFs of one PF: a record per PF (`RUNTIME/.sriov/PF`, under an flock) lists the VMs using
+//! them and the count before vmrun raised it; a VM whose supervisor no longer holds its lock is
+//! not counted, and the last VM to leave (its teardown, or `recover` after a crash) sets the
+//! count back.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, Write};
@@ -54,7 +55,9 @@ pub struct ReleaseSriovVfs {
     pub records: PathBuf,
 }
 
-/// Journaled before `sriov_drivers_autoprobe` is set to 0 while VFs are made.
+/// Journaled before `sriov_drivers_autoprobe` is set to 0 as VFs are made; it stays 0 for the
+/// whole run and this sets it back at teardown. Journaled after ReleaseSriovVfs, so undone
+/// before the count is set back (VFs the restored count makes are probed as before vmrun).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RestoreSriovAutoprobe {
     pub pf: String,
@@ -286,12 +289,11 @@ impl CreateSriovVfs {
     ) -> Result<(), StepError> {
         let pf = self.pf.to_string();
         let autoprobe = attribute(&pf, "sriov_drivers_autoprobe");
-        let probing = host.read(&autoprobe).filter(|value| value != "0");
-        if let Some(value) = &probing {
+        if let Some(value) = host.read(&autoprobe).filter(|value| value != "0") {
             record.change(
                 RestoreSriovAutoprobe {
                     pf: pf.clone(),
-                    value: value.clone(),
+                    value,
                 },
                 || host.write(&autoprobe, "0"),
             )?;
@@ -305,11 +307,11 @@ impl CreateSriovVfs {
         log.info(&format!(
             "creating VFs on {pf}: sriov_numvfs {current} -> {needed} (host drivers do not probe them)"
         ));
-        let made = set_num_vfs(host, &pf, needed, log);
-        if let Some(value) = &probing {
-            host.write(&autoprobe, value)?;
-        }
-        made
+        // Autoprobe stays 0 until the journal's RestoreSriovAutoprobe runs at teardown (after
+        // bind_vfio has given the VFs back): the kernel asks it each time a driver probes a VF
+        // (pci_device_can_probe), so a VF driver module udev loads a moment after the VFs
+        // appear (iavf, igbvf) would otherwise take every new VF.
+        set_num_vfs(host, &pf, needed, log)
     }
 
     /// The VFs exist where the plan put them, and each one's IOMMU group can go to the guest.
