@@ -343,7 +343,7 @@ mod runs {
         let profile = bed.profile("vfa", "vf = 1\nmac = \"52:54:00:3a:1b:7d\"\nvlan = 100");
         let (_, stdout, stderr) = run(bed.vmrun().arg("check").arg(&profile));
         for finding in [
-            "0000:03:00.0 (driver igb): SR-IOV with 0 of 7 VFs made (sriov_numvfs), 0 on vfio-pci, 0 free, 7 more can be made",
+            "0000:03:00.0 (driver igb): SR-IOV with 0 of 7 VFs made (sriov_numvfs), 0 bound to a driver, 0 free, 7 more can be made",
             "pci 0000:03:00.0 vf 1: 0000:03:10.2 will be made (sriov_numvfs 0 -> 2), then bound to vfio-pci",
         ] {
             assert!(stdout.contains(finding), "{finding:?} missing:\n{stdout}{stderr}");

@@ -3,13 +3,13 @@
 //! and VLAN through the PF's interface.
 //!
 //! VFs are made by writing `sriov_numvfs`, which the kernel changes from a non-zero count only
-//! through 0 (destroying every VF): vmrun refuses that while one of them is on vfio-pci or used
-//! by another running VM. From before the VFs appear until the VM's devices are given back,
-//! the PF's `sriov_drivers_autoprobe` is 0, so that no host driver probes them. Several VMs can
-//! use VFs of one PF: a record per PF (`RUNTIME/.sriov/PF`, under an flock) lists the VMs using
-//! them and the count before vmrun raised it; a VM whose supervisor no longer holds its lock is
-//! not counted, and the last VM to leave (its teardown, or `recover` after a crash) sets the
-//! count back.
+//! through 0 (destroying every VF): vmrun refuses that while one of them is bound to any driver
+//! or used by another running VM. From before the VFs appear until the VM's devices are given
+//! back, the PF's `sriov_drivers_autoprobe` is 0, so that no host driver probes them. Several
+//! VMs can use VFs of one PF: a record per PF (`RUNTIME/.sriov/PF`, under an flock) lists the
+//! VMs using them and the count before vmrun raised it; a VM whose supervisor no longer holds
+//! its lock is not counted, and the last VM to leave (its teardown, or `recover` after a crash)
+//! sets the count back.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, Write};
@@ -130,16 +130,24 @@ fn num_vfs(host: &HostContext, pf: &str) -> Result<u16, StepError> {
         .ok_or_else(|| StepError::Other(format!("{path} cannot be read as a number")))
 }
 
-/// The PF's VFs that something uses: bound to vfio-pci (or pci-stub), with their driver.
+/// The PF's VFs that something uses, with their driver: any VF bound to any driver. A host
+/// driver's VF (iavf, mlx5_core, uio_pci_generic) is as busy as a guest's, and a count change
+/// through 0 would destroy it under its user.
 fn vfs_in_use(host: &HostContext, pf: &str) -> Vec<String> {
     sriov::virtfns(&host.root, pf)
         .into_iter()
         .filter_map(|(index, address)| {
             let driver = pci::driver_of(&host.root, &address)?;
-            matches!(driver.as_str(), "vfio-pci" | "pci-stub")
-                .then(|| format!("VF {index} {address} (on {driver})"))
+            Some(format!("VF {index} {address} (on {driver})"))
         })
         .collect()
+}
+
+/// What to do when the count cannot go through 0 because VFs are in use.
+fn busy_advice(current: u16) -> String {
+    format!(
+        "raise sriov_numvfs yourself (through 0) when they are free, or choose a vf below {current}"
+    )
 }
 
 /// Writes `sriov_numvfs` and waits until the kernel shows that many VFs (it makes and removes
@@ -260,10 +268,10 @@ impl CreateSriovVfs {
                 if !busy.is_empty() {
                     return Err(StepError::Other(format!(
                         "{pf} has {current} VFs and VF {} needs {needed}: the kernel changes a non-zero \
-                         sriov_numvfs only through 0, which destroys every VF, and these are in use: {}; \
-                         stop what uses them, or choose a vf below {current}",
+                         sriov_numvfs only through 0, which destroys every VF, and these are in use: {}; {}",
                         needed - 1,
-                        busy.join(", ")
+                        busy.join(", "),
+                        busy_advice(current)
                     )));
                 }
             }
@@ -438,7 +446,7 @@ impl Step for CreateSriovVfs {
         let mut findings = vec![Finding::pass(
             "sriov",
             format!(
-                "{pf} (driver {}): SR-IOV with {} of {} VFs made (sriov_numvfs), {} on vfio-pci, {} free, \
+                "{pf} (driver {}): SR-IOV with {} of {} VFs made (sriov_numvfs), {} bound to a driver, {} free, \
                  {} more can be made",
                 driver.as_deref().unwrap_or("none"),
                 capability.num_vfs,
@@ -468,9 +476,10 @@ impl Step for CreateSriovVfs {
                 "sriov",
                 format!(
                     "{pf} has {} VFs and this VM needs {needed}: the kernel changes a non-zero count only \
-                     through 0, which would destroy VFs in use: {}",
+                     through 0, which would destroy VFs in use: {}; {}",
                     capability.num_vfs,
-                    in_use.join(", ")
+                    in_use.join(", "),
+                    busy_advice(capability.num_vfs)
                 ),
             ));
         }

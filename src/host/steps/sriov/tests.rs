@@ -425,6 +425,29 @@ fn a_count_that_must_go_through_0_is_refused_while_a_vf_is_in_use() {
 }
 
 #[test]
+fn a_count_that_must_go_through_0_is_refused_while_a_host_driver_uses_a_vf() {
+    let fake = sriov_host();
+    let kernel = SriovKernel::new(&fake);
+    // Made with autoprobe on: igbvf took both, as iavf or mlx5_core would.
+    kernel.enable(2);
+    let _lock = running(&fake, "a");
+    let session = session(&fake, &kernel, "a", vec![step(&fake, &[(3, None, None)])]);
+    let error = session.apply(&testing::log()).unwrap_err().to_string();
+    assert!(
+        error.contains("only through 0")
+            && error.contains("VF 0 0000:03:10.0 (on igbvf), VF 1 0000:03:10.2 (on igbvf)")
+            && error.contains("choose a vf below 2"),
+        "{error}"
+    );
+    session.undo_all(&testing::log()).unwrap();
+    assert_eq!(numvfs(&fake), "2", "nothing was destroyed");
+    assert_eq!(
+        pci::driver_of(&Sysroot::new(fake.root()), "0000:03:10.2").as_deref(),
+        Some("igbvf")
+    );
+}
+
+#[test]
 fn a_count_that_must_go_through_0_is_refused_while_another_vm_uses_a_vf() {
     let fake = sriov_host();
     let kernel = SriovKernel::new(&fake);
@@ -482,11 +505,12 @@ fn the_preflight_shows_the_capability_and_the_chosen_vf() {
     let fake = sriov_host();
     let kernel = SriovKernel::new(&fake);
     kernel.enable(2);
+    // Both VFs are on igbvf (autoprobe was on when they were made).
     let findings = step(&fake, &[(1, None, None), (4, None, None)]).preflight(&fake.host());
     let messages: Vec<&str> = findings.iter().map(|f| f.message.as_str()).collect();
     assert!(
         messages[0].contains(
-            "SR-IOV with 2 of 7 VFs made (sriov_numvfs), 0 on vfio-pci, 2 free, 5 more can be made"
+            "SR-IOV with 2 of 7 VFs made (sriov_numvfs), 2 bound to a driver, 0 free, 5 more can be made"
         ),
         "{messages:?}"
     );
@@ -498,7 +522,21 @@ fn the_preflight_shows_the_capability_and_the_chosen_vf() {
         messages[2].contains("vf 4: 0000:03:11.0 will be made (sriov_numvfs 2 -> 5)"),
         "{messages:?}"
     );
-    assert!(findings.iter().all(|f| f.status == Status::Pass));
+    // Raising 2 -> 5 goes through 0 and would destroy the VFs igbvf uses.
+    let failed: Vec<&str> = findings
+        .iter()
+        .filter(|f| f.status == Status::Fail)
+        .map(|f| f.message.as_str())
+        .collect();
+    assert!(
+        failed.len() == 1
+            && failed[0].contains("VF 0 0000:03:10.0 (on igbvf), VF 1 0000:03:10.2 (on igbvf)")
+            && failed[0].contains("raise sriov_numvfs yourself (through 0) when they are free"),
+        "{findings:?}"
+    );
+    // A VF below the count changes nothing: everything passes.
+    let below = step(&fake, &[(1, None, None)]).preflight(&fake.host());
+    assert!(below.iter().all(|f| f.status == Status::Pass), "{below:?}");
     std::fs::remove_dir_all(fake.root().join(format!("sys/bus/pci/devices/{PF}/net"))).unwrap();
     let mac = step(&fake, &[(0, Some("52:54:00:3a:1b:7d"), None)]).preflight(&fake.host());
     assert!(mac
