@@ -53,6 +53,11 @@ pub struct ReleaseSriovVfs {
     pub pf: String,
     pub vm: String,
     pub records: PathBuf,
+    /// This VM's own VFs: while one is still on vfio-pci (it did not answer after the guest,
+    /// exit code 8) the count cannot go back, and this entry stays for `recover`. Journals
+    /// written before this field have none.
+    #[serde(default)]
+    pub vfs: Vec<String>,
 }
 
 /// Journaled before `sriov_drivers_autoprobe` is set to 0 as VFs are made; it stays 0 for the
@@ -520,6 +525,7 @@ impl Step for CreateSriovVfs {
                 pf: self.pf.to_string(),
                 vm: host.vm.name.clone(),
                 records: self.records.clone(),
+                vfs: self.vfs.iter().map(|vf| vf.address.to_string()).collect(),
             },
             || self.ensure_vfs(host, record, log),
         )?;
@@ -572,6 +578,23 @@ impl Undoable for ReleaseSriovVfs {
     fn undo(&self, host: &HostContext, log: &Log) -> Result<(), StepError> {
         let pf = self.pf.as_str();
         let mut book = Book::open(&self.records, pf)?;
+        // One of this VM's VFs left on vfio-pci (it did not answer) is given back by a later
+        // `recover`, which replays this entry: it must stay pending, and this VM a user, so that
+        // the count is restored then and no other VM acts on the record meanwhile.
+        if let Some(stuck) = self
+            .vfs
+            .iter()
+            .find(|vf| pci::driver_of(&host.root, vf).as_deref() == Some("vfio-pci"))
+        {
+            let current = num_vfs(host, pf)
+                .map(|count| count.to_string())
+                .unwrap_or_else(|_| "its current count".into());
+            return Err(StepError::Other(format!(
+                "VF {stuck} of {pf} is still on vfio-pci, so sriov_numvfs stays at {current} until it is \
+                 given back; `vmrun recover {}` finishes it",
+                self.vm
+            )));
+        }
         book.record.users.retain(|user| *user != self.vm);
         book.prune(&self.records);
         if !book.record.users.is_empty() {
@@ -591,6 +614,9 @@ impl Undoable for ReleaseSriovVfs {
                          {} are in use",
                         busy.join(", ")
                     ));
+                    // The count now belongs to whoever uses those VFs: a later VM that raises
+                    // it again must not set it back to a count from before them.
+                    book.record.original_numvfs = None;
                     return book.save();
                 }
                 log.info(&format!(

@@ -622,3 +622,68 @@ fn the_plan_groups_a_pfs_vfs_and_libvirt_gets_the_keys_in_metadata() {
     let error = crate::plan::resolve(other, &facts).unwrap_err().to_string();
     assert!(error.starts_with("pci[0].pf: "), "{error}");
 }
+
+/// Puts `vf` on `driver` as a bind would (or something else did).
+fn bind(fake: &FakeHost, vf: &str, driver: &str) {
+    let link = fake.root().join(format!("sys/bus/pci/devices/{vf}/driver"));
+    let _ = std::fs::remove_file(&link);
+    symlink(format!("../../drivers/{driver}"), link).unwrap();
+}
+
+#[test]
+fn a_vf_of_this_vm_left_on_vfio_pci_keeps_the_count_and_the_entry_until_recover() {
+    let fake = sriov_host();
+    let kernel = SriovKernel::new(&fake);
+    let lock = running(&fake, "a");
+    let a = session(&fake, &kernel, "a", vec![step(&fake, &[(0, None, None)])]);
+    a.apply(&testing::log()).unwrap();
+    // The VF did not answer after the guest: bind_vfio left it on vfio-pci (exit code 8).
+    bind(&fake, "0000:03:10.0", "vfio-pci");
+    drop(lock);
+    let problems = a.undo_all(&testing::log()).unwrap_err().join("; ");
+    assert!(
+        problems.contains(
+            "VF 0000:03:10.0 of 0000:03:00.0 is still on vfio-pci, so sriov_numvfs stays at 1"
+        ) && problems.contains("`vmrun recover a` finishes it"),
+        "{problems}"
+    );
+    assert_eq!(numvfs(&fake), "1");
+    assert_eq!(
+        record(&fake),
+        PfRecord {
+            original_numvfs: Some(0),
+            users: vec!["a".into()]
+        },
+        "A stays in the record, with the count it raised"
+    );
+    assert!(!a.leftovers().unwrap().is_empty());
+    // Later the VF answers and `vmrun recover a` gives it back: the entry finishes the job.
+    std::fs::remove_file(fake.root().join("sys/bus/pci/devices/0000:03:10.0/driver")).unwrap();
+    a.undo_all(&testing::log()).unwrap();
+    assert_eq!(numvfs(&fake), "0");
+    assert_eq!(record(&fake), PfRecord::default());
+    assert!(a.leftovers().unwrap().is_empty());
+    // A journal written before ReleaseSriovVfs had `vfs` still loads.
+    let old: ReleaseSriovVfs = serde_json::from_str(
+        r#"{"pf": "0000:03:00.0", "vm": "a", "records": "/run/vmrun/.sriov"}"#,
+    )
+    .unwrap();
+    assert!(old.vfs.is_empty());
+}
+
+#[test]
+fn vfs_others_use_keep_the_count_and_the_record_forgets_the_original() {
+    let fake = sriov_host();
+    let kernel = SriovKernel::new(&fake);
+    let lock = running(&fake, "a");
+    let a = session(&fake, &kernel, "a", vec![step(&fake, &[(1, None, None)])]);
+    a.apply(&testing::log()).unwrap();
+    // Something else bound VF 0, not this VM's, to a host driver meanwhile.
+    bind(&fake, "0000:03:10.0", "uio_pci_generic");
+    a.undo_all(&testing::log()).unwrap();
+    drop(lock);
+    assert_eq!(numvfs(&fake), "2", "VF 0 is in use: the count stays");
+    // The count is now its user's: no later VM may set it back to 0 on A's behalf.
+    assert_eq!(record(&fake), PfRecord::default());
+    assert!(a.leftovers().unwrap().is_empty());
+}
