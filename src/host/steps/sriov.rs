@@ -214,9 +214,22 @@ impl Book {
             .map_err(|(_, errno)| io(&path)(std::io::Error::from(errno)))?;
         let mut text = String::new();
         file.read_to_string(&mut text).map_err(io(&path))?;
-        // A record that cannot be read (a crash mid-write) is an empty one: its users are lost,
-        // but their VFs are on vfio-pci, which a count change refuses and a restore leaves be.
-        let record = serde_json::from_str(&text).unwrap_or_default();
+        // An empty file is an empty record: new, or emptied by `save` just before a crash.
+        // Anything else that does not parse is not guessed at: read as empty, it would lose
+        // original_numvfs and the count would never be set back.
+        let record = if text.trim().is_empty() {
+            PfRecord::default()
+        } else {
+            serde_json::from_str(&text).map_err(|error| {
+                StepError::Other(format!(
+                    "{} cannot be read as vmrun's record of the PF {pf} ({error}): it holds, as JSON, \
+                     the VMs using the PF's VFs and sriov_numvfs from before vmrun raised it; remove the \
+                     file when no VM uses the PF's VFs (then set sriov_numvfs back yourself if vmrun \
+                     raised it)",
+                    path.display()
+                ))
+            })?
+        };
         Ok(Book { file, path, record })
     }
 

@@ -687,3 +687,28 @@ fn vfs_others_use_keep_the_count_and_the_record_forgets_the_original() {
     assert_eq!(record(&fake), PfRecord::default());
     assert!(a.leftovers().unwrap().is_empty());
 }
+
+#[test]
+fn an_empty_record_is_empty_and_an_unreadable_one_an_error() {
+    let fake = sriov_host();
+    let kernel = SriovKernel::new(&fake);
+    let _lock = running(&fake, "a");
+    let records = fake.root().join("run/.sriov");
+    std::fs::create_dir_all(&records).unwrap();
+    std::fs::write(records.join(PF), "").unwrap();
+    let a = session(&fake, &kernel, "a", vec![step(&fake, &[(0, None, None)])]);
+    a.apply(&testing::log()).unwrap();
+    a.undo_all(&testing::log()).unwrap();
+    assert_eq!(numvfs(&fake), "0");
+    // Not guessed at: an empty record would lose the count to set back.
+    std::fs::write(records.join(PF), "{\"original_numvfs\": 2, \"us").unwrap();
+    let error = a.apply(&testing::log()).unwrap_err().to_string();
+    assert!(
+        error.contains(&format!("{}", records.join(PF).display()))
+            && error.contains("the VMs using the PF's VFs and sriov_numvfs from before")
+            && error.contains("remove the file when no VM uses the PF's VFs"),
+        "{error}"
+    );
+    a.undo_all(&testing::log()).unwrap_err();
+    assert_eq!(numvfs(&fake), "0", "nothing changed");
+}
