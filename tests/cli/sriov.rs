@@ -183,6 +183,28 @@ fn the_vf_address_comes_from_the_pf_and_a_vf_it_cannot_have_is_a_profile_error()
 }
 
 #[test]
+fn a_pf_passed_next_to_its_own_vf_is_a_profile_error() {
+    let dir = crate::common::tempdir();
+    let root = sriov_root(dir.path());
+    // Binding the PF to vfio-pci would disable SR-IOV and destroy the VF.
+    let text = "[[pci]]\naddress = \"03:00.0\"\n[[pci]]\npf = \"0000:03:00.0\" #<\nvf = 0\n";
+    let (code, _, stderr) = show(&root, dir.path(), text);
+    assert_eq!(code, 2, "{stderr}");
+    let line = line_of(text, "#<");
+    assert!(
+        stderr.contains(&format!(
+            "vfvm.toml:{line}: pci[1].pf: 0000:03:00.0 is pci[0] too: binding a PF to vfio-pci \
+             disables SR-IOV and destroys its VFs; remove the [[pci]] that passes the PF, or this VF"
+        )),
+        "{stderr}"
+    );
+    // Another VF of that PF passed by `address` leaves the PF alone: allowed.
+    let text = "[[pci]]\naddress = \"03:10.0\"\n[[pci]]\npf = \"03:00.0\"\nvf = 1\n";
+    let (code, _, stderr) = show(&root, dir.path(), text);
+    assert_eq!(code, 0, "{stderr}");
+}
+
+#[test]
 fn iommu_lists_the_vfs_under_their_pf() {
     let dir = crate::common::tempdir();
     let root = sriov_root(dir.path());
