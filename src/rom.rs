@@ -677,7 +677,9 @@ pub fn write_rom_file(path: &Path, data: &[u8], force: bool) -> Result<(), RomEr
 
 /// Where `vmrun rom --from-acpi --output FILE` writes the table's images: FILE for one; with
 /// several, one file per GPU named by its PCI address before the extension
-/// (`apu.rom` -> `apu-c1-00.0.rom`), so each `[[pci]] romfile` names its own.
+/// (`apu.rom` -> `apu-c1-00.0.rom`), so each `[[pci]] romfile` names its own. An address the
+/// table gives more than once also gets each such image's index in the table
+/// (`apu-c1-00.0-2.rom`): the same name would make the second image overwrite the first.
 pub fn acpi_rom_paths(output: &Path, images: &[vfct::VfctImage]) -> Vec<PathBuf> {
     if images.len() == 1 {
         return vec![output.to_path_buf()];
@@ -690,12 +692,20 @@ pub fn acpi_rom_paths(output: &Path, images: &[vfct::VfctImage]) -> Vec<PathBuf>
         .extension()
         .map(|e| format!(".{}", e.to_string_lossy()))
         .unwrap_or_default();
-    images
+    let addresses: Vec<String> = images.iter().map(vfct::VfctImage::address).collect();
+    addresses
         .iter()
-        .map(|image| {
+        .enumerate()
+        .map(|(index, address)| {
+            let repeated = addresses.iter().filter(|other| *other == address).count() > 1;
+            let suffix = if repeated {
+                format!("-{index}")
+            } else {
+                String::new()
+            };
             output.with_file_name(format!(
-                "{stem}-{}{extension}",
-                image.address().replace(':', "-")
+                "{stem}-{}{suffix}{extension}",
+                address.replace(':', "-")
             ))
         })
         .collect()

@@ -403,13 +403,16 @@ fn resolve_config(config: VmConfig, facts: &HostFacts) -> Result<VmConfig, PlanE
 
 /// Gives each `[[pci]] pf` + `vf` its VF's address, computed from the PF's capability (so the
 /// plan and the argv know it before the VF exists). A PF without SR-IOV, a `vf` past the PF's
-/// total and a VF that another `[[pci]]` names by `address` are errors at the profile's key.
+/// total, a VF that another `[[pci]]` names by `address` and a PF passed itself next to its VF
+/// are errors at the profile's key.
 fn resolve_virtual_functions(config: &mut VmConfig, facts: &HostFacts) -> Result<(), PlanError> {
-    let written: Vec<PciAddress> = config
+    // The devices passed by `address`, with their index in `[[pci]]`.
+    let written: Vec<(usize, PciAddress)> = config
         .pci
         .iter()
-        .filter(|device| device.sriov.is_none())
-        .map(|device| device.address)
+        .enumerate()
+        .filter(|(_, device)| device.sriov.is_none())
+        .map(|(index, device)| (index, device.address))
         .collect();
     for (index, device) in config.pci.iter_mut().enumerate() {
         let Some(vf) = &device.sriov else {
@@ -420,6 +423,18 @@ fn resolve_virtual_functions(config: &mut VmConfig, facts: &HostFacts) -> Result
             key,
             message,
         };
+        // Binding the PF to vfio-pci runs its driver's remove, which disables SR-IOV and
+        // destroys the VF (as an mdev parent must stay on the driver that creates its devices).
+        if let Some((passed, _)) = written.iter().find(|(_, address)| *address == vf.pf) {
+            return Err(error(
+                "pf",
+                format!(
+                    "{} is pci[{passed}] too: binding a PF to vfio-pci disables SR-IOV and destroys \
+                     its VFs; remove the [[pci]] that passes the PF, or this VF",
+                    vf.pf
+                ),
+            ));
+        }
         let pf = match facts.sriov.get(&vf.pf) {
             Some(Ok(pf)) => pf,
             Some(Err(problem)) => return Err(error("pf", problem.clone())),
@@ -451,7 +466,7 @@ fn resolve_virtual_functions(config: &mut VmConfig, facts: &HostFacts) -> Result
                 ),
             )
         })?;
-        if written.contains(&address) {
+        if written.iter().any(|(_, passed)| *passed == address) {
             return Err(error(
                 "vf",
                 format!(

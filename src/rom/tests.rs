@@ -24,6 +24,15 @@ fn several_acpi_images_get_one_file_each_named_by_address() {
             PathBuf::from("/roms/apu-03-01.0.rom")
         ]
     );
+    // Two images for one address get their index in the table, so neither overwrites the other.
+    assert_eq!(
+        acpi_rom_paths(out, &[image(0xc1, 0), image(3, 1), image(0xc1, 0)]),
+        [
+            PathBuf::from("/roms/apu-c1-00.0-0.rom"),
+            PathBuf::from("/roms/apu-03-01.0.rom"),
+            PathBuf::from("/roms/apu-c1-00.0-2.rom")
+        ]
+    );
 }
 
 #[test]

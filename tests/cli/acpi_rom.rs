@@ -161,3 +161,31 @@ fn no_table_a_truncated_table_and_an_image_for_another_gpu_are_told_apart() {
     let (code, _, _) = run(vmrun(dir.path()).args(["rom", "x.rom", "--from-acpi", "-o", out]));
     assert_eq!(code, 2);
 }
+
+#[test]
+fn two_images_for_one_address_get_a_file_each() {
+    let rom = ati_rom();
+    let mut other = rom.clone();
+    // Another build of the BIOS: a byte outside the header, its checksum kept.
+    let last = other.len() - 1;
+    other[last] = other[last].wrapping_sub(1);
+    other[last - 1] = other[last - 1].wrapping_add(1);
+    let table = vfct::build(&[
+        (0xc1, 0, 0, 0x1002, 0x5159, &rom),
+        (0xc1, 0, 0, 0x1002, 0x5159, &other),
+    ]);
+    let (dir, root) = host_with(Some(&table));
+    let out = dir.path().join("apu.rom");
+    let (code, stdout, stderr) = from_acpi(dir.path(), &root, &["-o", out.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert_eq!(
+        std::fs::read(dir.path().join("apu-c1-00.0-0.rom")).unwrap(),
+        rom
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("apu-c1-00.0-1.rom")).unwrap(),
+        other,
+        "the second image did not overwrite the first"
+    );
+    assert!(!dir.path().join("apu-c1-00.0.rom").exists());
+}

@@ -183,6 +183,28 @@ fn the_vf_address_comes_from_the_pf_and_a_vf_it_cannot_have_is_a_profile_error()
 }
 
 #[test]
+fn a_pf_passed_next_to_its_own_vf_is_a_profile_error() {
+    let dir = crate::common::tempdir();
+    let root = sriov_root(dir.path());
+    // Binding the PF to vfio-pci would disable SR-IOV and destroy the VF.
+    let text = "[[pci]]\naddress = \"03:00.0\"\n[[pci]]\npf = \"0000:03:00.0\" #<\nvf = 0\n";
+    let (code, _, stderr) = show(&root, dir.path(), text);
+    assert_eq!(code, 2, "{stderr}");
+    let line = line_of(text, "#<");
+    assert!(
+        stderr.contains(&format!(
+            "vfvm.toml:{line}: pci[1].pf: 0000:03:00.0 is pci[0] too: binding a PF to vfio-pci \
+             disables SR-IOV and destroys its VFs; remove the [[pci]] that passes the PF, or this VF"
+        )),
+        "{stderr}"
+    );
+    // Another VF of that PF passed by `address` leaves the PF alone: allowed.
+    let text = "[[pci]]\naddress = \"03:10.0\"\n[[pci]]\npf = \"03:00.0\"\nvf = 1\n";
+    let (code, _, stderr) = show(&root, dir.path(), text);
+    assert_eq!(code, 0, "{stderr}");
+}
+
+#[test]
 fn iommu_lists_the_vfs_under_their_pf() {
     let dir = crate::common::tempdir();
     let root = sriov_root(dir.path());
@@ -343,7 +365,7 @@ mod runs {
         let profile = bed.profile("vfa", "vf = 1\nmac = \"52:54:00:3a:1b:7d\"\nvlan = 100");
         let (_, stdout, stderr) = run(bed.vmrun().arg("check").arg(&profile));
         for finding in [
-            "0000:03:00.0 (driver igb): SR-IOV with 0 of 7 VFs made (sriov_numvfs), 0 on vfio-pci, 0 free, 7 more can be made",
+            "0000:03:00.0 (driver igb): SR-IOV with 0 of 7 VFs made (sriov_numvfs), 0 bound to a driver, 0 free, 7 more can be made",
             "pci 0000:03:00.0 vf 1: 0000:03:10.2 will be made (sriov_numvfs 0 -> 2), then bound to vfio-pci",
         ] {
             assert!(stdout.contains(finding), "{finding:?} missing:\n{stdout}{stderr}");
@@ -367,10 +389,14 @@ mod runs {
             None,
             "autoprobe was off while the VFs appeared, so igbvf did not take VF 0"
         );
-        assert_eq!(
+        let autoprobe = || {
             bed.host
-                .read("sys/bus/pci/devices/0000:03:00.0/sriov_drivers_autoprobe"),
-            "1"
+                .read("sys/bus/pci/devices/0000:03:00.0/sriov_drivers_autoprobe")
+        };
+        assert_eq!(
+            autoprobe(),
+            "0",
+            "off while the VM runs: a VF driver loaded now must not take the VFs"
         );
         assert!(bed
             .host
@@ -382,6 +408,7 @@ mod runs {
             "SeaBIOS ignores ACPI, so the stop is forced: {stderr}"
         );
         running.1.clear();
+        assert_eq!(autoprobe(), "1", "back after the stop");
         assert!(bed
             .host
             .calls()
@@ -428,6 +455,11 @@ mod runs {
         });
         running.1.clear();
         assert_eq!(bed.numvfs(), "1", "nothing was undone");
+        assert_eq!(
+            bed.host
+                .read("sys/bus/pci/devices/0000:03:00.0/sriov_drivers_autoprobe"),
+            "0"
+        );
         let (code, _, stderr) = run(bed.vmrun().args(["recover", "vfa"]));
         assert_eq!(code, 0, "{stderr}");
         let after = bed.host.snapshot();

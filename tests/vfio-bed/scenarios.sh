@@ -411,11 +411,13 @@ check "the PF's interface shows VF 0 with the profile's MAC and VLAN: $(grep "vf
 vf=$(basename "$(readlink $pfdir/virtfn0)")
 check "sriov_numvfs is $(cat $pfdir/sriov_numvfs): VF $vf is $(cat /sys/bus/pci/devices/$vf/vendor 2>/dev/null):$(cat /sys/bus/pci/devices/$vf/device 2>/dev/null)" [ "$(cat $pfdir/sriov_numvfs)" = 1 -a "$(cat /sys/bus/pci/devices/$vf/device 2>/dev/null)" = 0x10ca ]
 check "$vf is on vfio-pci (now: $(driver $vf)), in group $(basename "$(readlink /sys/bus/pci/devices/$vf/iommu_group)") alone" [ "$(driver $vf)" = vfio-pci -a "$(ls /sys/bus/pci/devices/$vf/iommu_group/devices)" = "$vf" ]
-check "igbvf never probed it ($probes → $(igbvf_probes) igbvf lines in dmesg); autoprobe back to $(cat $pfdir/sriov_drivers_autoprobe)" [ "$(igbvf_probes)" = "$probes" -a "$(cat $pfdir/sriov_drivers_autoprobe)" = 1 ]
+# Autoprobe stays 0 while the VM runs: a VF driver loaded now must not take the VFs.
+check "igbvf never probed it ($probes → $(igbvf_probes) igbvf lines in dmesg); autoprobe $(cat $pfdir/sriov_drivers_autoprobe) while the VM runs" [ "$(igbvf_probes)" = "$probes" -a "$(cat $pfdir/sriov_drivers_autoprobe)" = 0 ]
 check "the inner QEMU shows the VF as 8086:10ca (query-pci)" inner_sees sriov 4298
 $V stop sriov; rc=$?
 check "vmrun stop exits 5 (got $rc)" [ "$rc" = 5 ]
 check "after stop: sriov_numvfs $(cat $pfdir/sriov_numvfs), $IGB on $(driver $IGB) with $(netifs $IGB)" [ "$(cat $pfdir/sriov_numvfs)" = 0 -a "$(driver $IGB)" = igb -a "$(netifs $IGB)" = "$igb_ifaces" ]
+check "after stop: autoprobe back to $(cat $pfdir/sriov_drivers_autoprobe)" [ "$(cat $pfdir/sriov_drivers_autoprobe)" = 1 ]
 $V run /bed/sriov.toml --detach; rc=$?
 check "a second run starts (got $rc)" [ "$rc" = 0 ]
 crash sriov
@@ -423,6 +425,7 @@ check "after the crash the VF is still there: sriov_numvfs $(cat $pfdir/sriov_nu
 $V recover sriov; rc=$?
 check "vmrun recover sriov exits 0 (got $rc)" [ "$rc" = 0 ]
 check "after recover: sriov_numvfs $(cat $pfdir/sriov_numvfs), $IGB on $(driver $IGB) with $(netifs $IGB)" [ "$(cat $pfdir/sriov_numvfs)" = 0 -a "$(driver $IGB)" = igb -a "$(netifs $IGB)" = "$igb_ifaces" ]
+check "after recover: autoprobe back to $(cat $pfdir/sriov_drivers_autoprobe)" [ "$(cat $pfdir/sriov_drivers_autoprobe)" = 1 ]
 check "the journal is gone" journal_gone sriov
 # The control: what vmrun avoided. With autoprobe on, igbvf takes a new VF at once.
 echo 1 > $pfdir/sriov_numvfs

@@ -3,12 +3,13 @@
 //! and VLAN through the PF's interface.
 //!
 //! VFs are made by writing `sriov_numvfs`, which the kernel changes from a non-zero count only
-//! through 0 (destroying every VF): vmrun refuses that while one of them is on vfio-pci or used
-//! by another running VM. While the VFs appear, the PF's `sriov_drivers_autoprobe` is 0, so
-//! that no host driver probes them. Several VMs can use VFs of one PF: a record per PF
-//! (`RUNTIME/.sriov/PF`, under an flock) lists the VMs using them and the count before vmrun
-//! raised it; a VM whose supervisor no longer holds its lock is not counted, and the last VM
-//! to leave (its teardown, or `recover` after a crash) sets the count back.
+//! through 0 (destroying every VF): vmrun refuses that while one of them is bound to any driver
+//! or used by another running VM. From before the VFs appear until the VM's devices are given
+//! back, the PF's `sriov_drivers_autoprobe` is 0, so that no host driver probes them. Several
+//! VMs can use VFs of one PF: a record per PF (`RUNTIME/.sriov/PF`, under an flock) lists the
+//! VMs using them and the count before vmrun raised it; a VM whose supervisor no longer holds
+//! its lock is not counted, and the last VM to leave (its teardown, or `recover` after a crash)
+//! sets the count back.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, Write};
@@ -52,9 +53,16 @@ pub struct ReleaseSriovVfs {
     pub pf: String,
     pub vm: String,
     pub records: PathBuf,
+    /// This VM's own VFs: while one is still on vfio-pci (it did not answer after the guest,
+    /// exit code 8) the count cannot go back, and this entry stays for `recover`. Journals
+    /// written before this field have none.
+    #[serde(default)]
+    pub vfs: Vec<String>,
 }
 
-/// Journaled before `sriov_drivers_autoprobe` is set to 0 while VFs are made.
+/// Journaled before `sriov_drivers_autoprobe` is set to 0 as VFs are made; it stays 0 for the
+/// whole run and this sets it back at teardown. Journaled after ReleaseSriovVfs, so undone
+/// before the count is set back (VFs the restored count makes are probed as before vmrun).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RestoreSriovAutoprobe {
     pub pf: String,
@@ -127,16 +135,24 @@ fn num_vfs(host: &HostContext, pf: &str) -> Result<u16, StepError> {
         .ok_or_else(|| StepError::Other(format!("{path} cannot be read as a number")))
 }
 
-/// The PF's VFs that something uses: bound to vfio-pci (or pci-stub), with their driver.
+/// The PF's VFs that something uses, with their driver: any VF bound to any driver. A host
+/// driver's VF (iavf, mlx5_core, uio_pci_generic) is as busy as a guest's, and a count change
+/// through 0 would destroy it under its user.
 fn vfs_in_use(host: &HostContext, pf: &str) -> Vec<String> {
     sriov::virtfns(&host.root, pf)
         .into_iter()
         .filter_map(|(index, address)| {
             let driver = pci::driver_of(&host.root, &address)?;
-            matches!(driver.as_str(), "vfio-pci" | "pci-stub")
-                .then(|| format!("VF {index} {address} (on {driver})"))
+            Some(format!("VF {index} {address} (on {driver})"))
         })
         .collect()
+}
+
+/// What to do when the count cannot go through 0 because VFs are in use.
+fn busy_advice(current: u16) -> String {
+    format!(
+        "raise sriov_numvfs yourself (through 0) when they are free, or choose a vf below {current}"
+    )
 }
 
 /// Writes `sriov_numvfs` and waits until the kernel shows that many VFs (it makes and removes
@@ -198,9 +214,22 @@ impl Book {
             .map_err(|(_, errno)| io(&path)(std::io::Error::from(errno)))?;
         let mut text = String::new();
         file.read_to_string(&mut text).map_err(io(&path))?;
-        // A record that cannot be read (a crash mid-write) is an empty one: its users are lost,
-        // but their VFs are on vfio-pci, which a count change refuses and a restore leaves be.
-        let record = serde_json::from_str(&text).unwrap_or_default();
+        // An empty file is an empty record: new, or emptied by `save` just before a crash.
+        // Anything else that does not parse is not guessed at: read as empty, it would lose
+        // original_numvfs and the count would never be set back.
+        let record = if text.trim().is_empty() {
+            PfRecord::default()
+        } else {
+            serde_json::from_str(&text).map_err(|error| {
+                StepError::Other(format!(
+                    "{} cannot be read as vmrun's record of the PF {pf} ({error}): it holds, as JSON, \
+                     the VMs using the PF's VFs and sriov_numvfs from before vmrun raised it; remove the \
+                     file when no VM uses the PF's VFs (then set sriov_numvfs back yourself if vmrun \
+                     raised it)",
+                    path.display()
+                ))
+            })?
+        };
         Ok(Book { file, path, record })
     }
 
@@ -257,10 +286,10 @@ impl CreateSriovVfs {
                 if !busy.is_empty() {
                     return Err(StepError::Other(format!(
                         "{pf} has {current} VFs and VF {} needs {needed}: the kernel changes a non-zero \
-                         sriov_numvfs only through 0, which destroys every VF, and these are in use: {}; \
-                         stop what uses them, or choose a vf below {current}",
+                         sriov_numvfs only through 0, which destroys every VF, and these are in use: {}; {}",
                         needed - 1,
-                        busy.join(", ")
+                        busy.join(", "),
+                        busy_advice(current)
                     )));
                 }
             }
@@ -286,12 +315,11 @@ impl CreateSriovVfs {
     ) -> Result<(), StepError> {
         let pf = self.pf.to_string();
         let autoprobe = attribute(&pf, "sriov_drivers_autoprobe");
-        let probing = host.read(&autoprobe).filter(|value| value != "0");
-        if let Some(value) = &probing {
+        if let Some(value) = host.read(&autoprobe).filter(|value| value != "0") {
             record.change(
                 RestoreSriovAutoprobe {
                     pf: pf.clone(),
-                    value: value.clone(),
+                    value,
                 },
                 || host.write(&autoprobe, "0"),
             )?;
@@ -305,11 +333,11 @@ impl CreateSriovVfs {
         log.info(&format!(
             "creating VFs on {pf}: sriov_numvfs {current} -> {needed} (host drivers do not probe them)"
         ));
-        let made = set_num_vfs(host, &pf, needed, log);
-        if let Some(value) = &probing {
-            host.write(&autoprobe, value)?;
-        }
-        made
+        // Autoprobe stays 0 until the journal's RestoreSriovAutoprobe runs at teardown (after
+        // bind_vfio has given the VFs back): the kernel asks it each time a driver probes a VF
+        // (pci_device_can_probe), so a VF driver module udev loads a moment after the VFs
+        // appear (iavf, igbvf) would otherwise take every new VF.
+        set_num_vfs(host, &pf, needed, log)
     }
 
     /// The VFs exist where the plan put them, and each one's IOMMU group can go to the guest.
@@ -436,7 +464,7 @@ impl Step for CreateSriovVfs {
         let mut findings = vec![Finding::pass(
             "sriov",
             format!(
-                "{pf} (driver {}): SR-IOV with {} of {} VFs made (sriov_numvfs), {} on vfio-pci, {} free, \
+                "{pf} (driver {}): SR-IOV with {} of {} VFs made (sriov_numvfs), {} bound to a driver, {} free, \
                  {} more can be made",
                 driver.as_deref().unwrap_or("none"),
                 capability.num_vfs,
@@ -466,9 +494,10 @@ impl Step for CreateSriovVfs {
                 "sriov",
                 format!(
                     "{pf} has {} VFs and this VM needs {needed}: the kernel changes a non-zero count only \
-                     through 0, which would destroy VFs in use: {}",
+                     through 0, which would destroy VFs in use: {}; {}",
                     capability.num_vfs,
-                    in_use.join(", ")
+                    in_use.join(", "),
+                    busy_advice(capability.num_vfs)
                 ),
             ));
         }
@@ -509,6 +538,7 @@ impl Step for CreateSriovVfs {
                 pf: self.pf.to_string(),
                 vm: host.vm.name.clone(),
                 records: self.records.clone(),
+                vfs: self.vfs.iter().map(|vf| vf.address.to_string()).collect(),
             },
             || self.ensure_vfs(host, record, log),
         )?;
@@ -561,6 +591,23 @@ impl Undoable for ReleaseSriovVfs {
     fn undo(&self, host: &HostContext, log: &Log) -> Result<(), StepError> {
         let pf = self.pf.as_str();
         let mut book = Book::open(&self.records, pf)?;
+        // One of this VM's VFs left on vfio-pci (it did not answer) is given back by a later
+        // `recover`, which replays this entry: it must stay pending, and this VM a user, so that
+        // the count is restored then and no other VM acts on the record meanwhile.
+        if let Some(stuck) = self
+            .vfs
+            .iter()
+            .find(|vf| pci::driver_of(&host.root, vf).as_deref() == Some("vfio-pci"))
+        {
+            let current = num_vfs(host, pf)
+                .map(|count| count.to_string())
+                .unwrap_or_else(|_| "its current count".into());
+            return Err(StepError::Other(format!(
+                "VF {stuck} of {pf} is still on vfio-pci, so sriov_numvfs stays at {current} until it is \
+                 given back; `vmrun recover {}` finishes it",
+                self.vm
+            )));
+        }
         book.record.users.retain(|user| *user != self.vm);
         book.prune(&self.records);
         if !book.record.users.is_empty() {
@@ -580,6 +627,9 @@ impl Undoable for ReleaseSriovVfs {
                          {} are in use",
                         busy.join(", ")
                     ));
+                    // The count now belongs to whoever uses those VFs: a later VM that raises
+                    // it again must not set it back to a count from before them.
+                    book.record.original_numvfs = None;
                     return book.save();
                 }
                 log.info(&format!(

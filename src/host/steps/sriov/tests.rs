@@ -231,9 +231,10 @@ fn vfs_are_made_unprobed_where_the_plan_said_and_the_count_restored() {
     let session = session(&fake, &kernel, "a", vec![step(&fake, &[(1, None, None)])]);
     session.apply(&testing::log()).unwrap();
     assert_eq!(numvfs(&fake), "2");
-    // No host driver took them: autoprobe was 0 while they appeared, and is back.
+    // No host driver took them: autoprobe was 0 while they appeared, and stays 0 while the VM
+    // runs (a VF driver loaded later must not take them either).
     assert!(!fake.exists("/sys/bus/pci/devices/0000:03:10.2/driver"));
-    assert_eq!(autoprobe(&fake), "1");
+    assert_eq!(autoprobe(&fake), "0");
     assert_eq!(
         sriov::virtfn(&Sysroot::new(fake.root()), PF, 1).as_deref(),
         Some("0000:03:10.2")
@@ -248,6 +249,7 @@ fn vfs_are_made_unprobed_where_the_plan_said_and_the_count_restored() {
     session.undo_all(&testing::log()).unwrap();
     drop(lock);
     assert_eq!(numvfs(&fake), "0");
+    assert_eq!(autoprobe(&fake), "1", "back after the stop");
     assert!(!fake.exists("/sys/bus/pci/devices/0000:03:10.2"));
     assert_eq!(record(&fake), PfRecord::default());
 }
@@ -384,6 +386,7 @@ fn recover_after_a_crash_restores_the_count() {
         .unwrap();
     drop(lock);
     assert_eq!(numvfs(&fake), "3");
+    assert_eq!(autoprobe(&fake), "0", "the crash left it off");
     session(&fake, &kernel, "a", vec![])
         .undo_all(&testing::log())
         .unwrap();
@@ -419,6 +422,29 @@ fn a_count_that_must_go_through_0_is_refused_while_a_vf_is_in_use() {
     session.undo_all(&testing::log()).unwrap();
     assert_eq!(numvfs(&fake), "1", "nothing was destroyed");
     assert!(fake.exists("/sys/bus/pci/devices/0000:03:10.0"));
+}
+
+#[test]
+fn a_count_that_must_go_through_0_is_refused_while_a_host_driver_uses_a_vf() {
+    let fake = sriov_host();
+    let kernel = SriovKernel::new(&fake);
+    // Made with autoprobe on: igbvf took both, as iavf or mlx5_core would.
+    kernel.enable(2);
+    let _lock = running(&fake, "a");
+    let session = session(&fake, &kernel, "a", vec![step(&fake, &[(3, None, None)])]);
+    let error = session.apply(&testing::log()).unwrap_err().to_string();
+    assert!(
+        error.contains("only through 0")
+            && error.contains("VF 0 0000:03:10.0 (on igbvf), VF 1 0000:03:10.2 (on igbvf)")
+            && error.contains("choose a vf below 2"),
+        "{error}"
+    );
+    session.undo_all(&testing::log()).unwrap();
+    assert_eq!(numvfs(&fake), "2", "nothing was destroyed");
+    assert_eq!(
+        pci::driver_of(&Sysroot::new(fake.root()), "0000:03:10.2").as_deref(),
+        Some("igbvf")
+    );
 }
 
 #[test]
@@ -479,11 +505,12 @@ fn the_preflight_shows_the_capability_and_the_chosen_vf() {
     let fake = sriov_host();
     let kernel = SriovKernel::new(&fake);
     kernel.enable(2);
+    // Both VFs are on igbvf (autoprobe was on when they were made).
     let findings = step(&fake, &[(1, None, None), (4, None, None)]).preflight(&fake.host());
     let messages: Vec<&str> = findings.iter().map(|f| f.message.as_str()).collect();
     assert!(
         messages[0].contains(
-            "SR-IOV with 2 of 7 VFs made (sriov_numvfs), 0 on vfio-pci, 2 free, 5 more can be made"
+            "SR-IOV with 2 of 7 VFs made (sriov_numvfs), 2 bound to a driver, 0 free, 5 more can be made"
         ),
         "{messages:?}"
     );
@@ -495,7 +522,21 @@ fn the_preflight_shows_the_capability_and_the_chosen_vf() {
         messages[2].contains("vf 4: 0000:03:11.0 will be made (sriov_numvfs 2 -> 5)"),
         "{messages:?}"
     );
-    assert!(findings.iter().all(|f| f.status == Status::Pass));
+    // Raising 2 -> 5 goes through 0 and would destroy the VFs igbvf uses.
+    let failed: Vec<&str> = findings
+        .iter()
+        .filter(|f| f.status == Status::Fail)
+        .map(|f| f.message.as_str())
+        .collect();
+    assert!(
+        failed.len() == 1
+            && failed[0].contains("VF 0 0000:03:10.0 (on igbvf), VF 1 0000:03:10.2 (on igbvf)")
+            && failed[0].contains("raise sriov_numvfs yourself (through 0) when they are free"),
+        "{findings:?}"
+    );
+    // A VF below the count changes nothing: everything passes.
+    let below = step(&fake, &[(1, None, None)]).preflight(&fake.host());
+    assert!(below.iter().all(|f| f.status == Status::Pass), "{below:?}");
     std::fs::remove_dir_all(fake.root().join(format!("sys/bus/pci/devices/{PF}/net"))).unwrap();
     let mac = step(&fake, &[(0, Some("52:54:00:3a:1b:7d"), None)]).preflight(&fake.host());
     assert!(mac
@@ -580,4 +621,94 @@ fn the_plan_groups_a_pfs_vfs_and_libvirt_gets_the_keys_in_metadata() {
     let other = testing::config("[[pci]]\npf = \"04:00.0\"\nvf = 0\n");
     let error = crate::plan::resolve(other, &facts).unwrap_err().to_string();
     assert!(error.starts_with("pci[0].pf: "), "{error}");
+}
+
+/// Puts `vf` on `driver` as a bind would (or something else did).
+fn bind(fake: &FakeHost, vf: &str, driver: &str) {
+    let link = fake.root().join(format!("sys/bus/pci/devices/{vf}/driver"));
+    let _ = std::fs::remove_file(&link);
+    symlink(format!("../../drivers/{driver}"), link).unwrap();
+}
+
+#[test]
+fn a_vf_of_this_vm_left_on_vfio_pci_keeps_the_count_and_the_entry_until_recover() {
+    let fake = sriov_host();
+    let kernel = SriovKernel::new(&fake);
+    let lock = running(&fake, "a");
+    let a = session(&fake, &kernel, "a", vec![step(&fake, &[(0, None, None)])]);
+    a.apply(&testing::log()).unwrap();
+    // The VF did not answer after the guest: bind_vfio left it on vfio-pci (exit code 8).
+    bind(&fake, "0000:03:10.0", "vfio-pci");
+    drop(lock);
+    let problems = a.undo_all(&testing::log()).unwrap_err().join("; ");
+    assert!(
+        problems.contains(
+            "VF 0000:03:10.0 of 0000:03:00.0 is still on vfio-pci, so sriov_numvfs stays at 1"
+        ) && problems.contains("`vmrun recover a` finishes it"),
+        "{problems}"
+    );
+    assert_eq!(numvfs(&fake), "1");
+    assert_eq!(
+        record(&fake),
+        PfRecord {
+            original_numvfs: Some(0),
+            users: vec!["a".into()]
+        },
+        "A stays in the record, with the count it raised"
+    );
+    assert!(!a.leftovers().unwrap().is_empty());
+    // Later the VF answers and `vmrun recover a` gives it back: the entry finishes the job.
+    std::fs::remove_file(fake.root().join("sys/bus/pci/devices/0000:03:10.0/driver")).unwrap();
+    a.undo_all(&testing::log()).unwrap();
+    assert_eq!(numvfs(&fake), "0");
+    assert_eq!(record(&fake), PfRecord::default());
+    assert!(a.leftovers().unwrap().is_empty());
+    // A journal written before ReleaseSriovVfs had `vfs` still loads.
+    let old: ReleaseSriovVfs = serde_json::from_str(
+        r#"{"pf": "0000:03:00.0", "vm": "a", "records": "/run/vmrun/.sriov"}"#,
+    )
+    .unwrap();
+    assert!(old.vfs.is_empty());
+}
+
+#[test]
+fn vfs_others_use_keep_the_count_and_the_record_forgets_the_original() {
+    let fake = sriov_host();
+    let kernel = SriovKernel::new(&fake);
+    let lock = running(&fake, "a");
+    let a = session(&fake, &kernel, "a", vec![step(&fake, &[(1, None, None)])]);
+    a.apply(&testing::log()).unwrap();
+    // Something else bound VF 0, not this VM's, to a host driver meanwhile.
+    bind(&fake, "0000:03:10.0", "uio_pci_generic");
+    a.undo_all(&testing::log()).unwrap();
+    drop(lock);
+    assert_eq!(numvfs(&fake), "2", "VF 0 is in use: the count stays");
+    // The count is now its user's: no later VM may set it back to 0 on A's behalf.
+    assert_eq!(record(&fake), PfRecord::default());
+    assert!(a.leftovers().unwrap().is_empty());
+}
+
+#[test]
+fn an_empty_record_is_empty_and_an_unreadable_one_an_error() {
+    let fake = sriov_host();
+    let kernel = SriovKernel::new(&fake);
+    let _lock = running(&fake, "a");
+    let records = fake.root().join("run/.sriov");
+    std::fs::create_dir_all(&records).unwrap();
+    std::fs::write(records.join(PF), "").unwrap();
+    let a = session(&fake, &kernel, "a", vec![step(&fake, &[(0, None, None)])]);
+    a.apply(&testing::log()).unwrap();
+    a.undo_all(&testing::log()).unwrap();
+    assert_eq!(numvfs(&fake), "0");
+    // Not guessed at: an empty record would lose the count to set back.
+    std::fs::write(records.join(PF), "{\"original_numvfs\": 2, \"us").unwrap();
+    let error = a.apply(&testing::log()).unwrap_err().to_string();
+    assert!(
+        error.contains(&format!("{}", records.join(PF).display()))
+            && error.contains("the VMs using the PF's VFs and sriov_numvfs from before")
+            && error.contains("remove the file when no VM uses the PF's VFs"),
+        "{error}"
+    );
+    a.undo_all(&testing::log()).unwrap_err();
+    assert_eq!(numvfs(&fake), "0", "nothing changed");
 }
