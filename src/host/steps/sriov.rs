@@ -591,23 +591,6 @@ impl Undoable for ReleaseSriovVfs {
     fn undo(&self, host: &HostContext, log: &Log) -> Result<(), StepError> {
         let pf = self.pf.as_str();
         let mut book = Book::open(&self.records, pf)?;
-        // One of this VM's VFs left on vfio-pci (it did not answer) is given back by a later
-        // `recover`, which replays this entry: it must stay pending, and this VM a user, so that
-        // the count is restored then and no other VM acts on the record meanwhile.
-        if let Some(stuck) = self
-            .vfs
-            .iter()
-            .find(|vf| pci::driver_of(&host.root, vf).as_deref() == Some("vfio-pci"))
-        {
-            let current = num_vfs(host, pf)
-                .map(|count| count.to_string())
-                .unwrap_or_else(|_| "its current count".into());
-            return Err(StepError::Other(format!(
-                "VF {stuck} of {pf} is still on vfio-pci, so sriov_numvfs stays at {current} until it is \
-                 given back; `vmrun recover {}` finishes it",
-                self.vm
-            )));
-        }
         book.record.users.retain(|user| *user != self.vm);
         book.prune(&self.records);
         if !book.record.users.is_empty() {
@@ -620,6 +603,23 @@ impl Undoable for ReleaseSriovVfs {
         if let Some(original) = book.record.original_numvfs {
             let current = num_vfs(host, pf)?;
             if current != original {
+                // vmrun raised the count, so this VM's VFs are ones it made: one still on
+                // vfio-pci did not answer after the guest (exit code 8) and is given back by a
+                // later `recover`, which replays this entry. It stays pending, unsaved (the
+                // record keeps this VM until its lock is gone), so that the count is restored
+                // then. (A VF the admin keeps on vfio-pci in a count vmrun did not raise never
+                // gets here.)
+                if let Some(stuck) = self
+                    .vfs
+                    .iter()
+                    .find(|vf| pci::driver_of(&host.root, vf).as_deref() == Some("vfio-pci"))
+                {
+                    return Err(StepError::Other(format!(
+                        "VF {stuck} of {pf} is still on vfio-pci, so sriov_numvfs stays at {current} until \
+                         it is given back; `vmrun recover {}` finishes it",
+                        self.vm
+                    )));
+                }
                 let busy = vfs_in_use(host, pf);
                 if !busy.is_empty() {
                     log.warn(&format!(

@@ -320,6 +320,14 @@ fn a_pf_with_enough_vfs_is_left_as_it_is() {
     session.apply(&testing::log()).unwrap();
     session.undo_all(&testing::log()).unwrap();
     assert_eq!(numvfs(&fake), "3", "vmrun did not raise it: it stays");
+    // The admin keeps the VF on vfio-pci (driverctl at boot): after the run it is still there,
+    // which is the host as it was, not a VF that failed to come back.
+    bind(&fake, "0000:03:10.4", "vfio-pci");
+    let again = self::session(&fake, &kernel, "a", vec![step(&fake, &[(2, None, None)])]);
+    again.apply(&testing::log()).unwrap();
+    again.undo_all(&testing::log()).unwrap();
+    assert!(again.leftovers().unwrap().is_empty());
+    assert_eq!(numvfs(&fake), "3");
 }
 
 #[test]
