@@ -101,13 +101,16 @@ impl StopHolders {
 
 /// What stopping `unit` would do to vmrun itself, when vmrun runs in it: a terminal of the
 /// desktop being stopped (a compositor started from a text console shares its login scope).
-/// `systemctl stop` would then wait for vmrun to exit while vmrun waits for it.
-fn stops_vmrun(own: Option<&Unit>, unit: &str) -> Option<String> {
+/// `systemctl stop` would then wait for vmrun to exit while vmrun waits for it. A scope of its
+/// own would not do: the terminal still closes under vmrun (SIGHUP cancels a start), so the way
+/// out is a service, in machine.slice where the CPU isolation leaves the vCPUs' CPUs.
+fn stops_vmrun(own: Option<&Unit>, unit: &str, vm: &str) -> Option<String> {
     own.filter(|own| !own.user_manager && own.name == unit)
         .map(|_| {
             format!(
                 "vmrun itself runs in {unit}, which it would stop with the holder: start vmrun from SSH or a \
-                 text console, or in a scope of its own (`systemd-run --scope vmrun run PROFILE --detach`)"
+                 text console, or as a service of its own (`systemd-run --slice=machine.slice --unit=vmrun-{vm} \
+                 vmrun run PROFILE`)"
             )
         })
 }
@@ -201,7 +204,7 @@ impl Step for StopHolders {
                         ),
                     );
                 };
-                if let Some(why) = stops_vmrun(own.as_ref(), unit) {
+                if let Some(why) = stops_vmrun(own.as_ref(), unit, &host.vm.name.to_string()) {
                     return Finding::fail("holders", format!("{}: {why}", holder.describe()));
                 }
                 Finding::pass(
@@ -237,7 +240,7 @@ impl Step for StopHolders {
             .iter()
             .filter_map(|holder| match Self::stoppable(&allowed, holder) {
                 None => Some(format!("{} ({})", holder.describe(), remedy(holder))),
-                Some(unit) => stops_vmrun(own.as_ref(), unit)
+                Some(unit) => stops_vmrun(own.as_ref(), unit, &host.vm.name.to_string())
                     .map(|why| format!("{} ({why})", holder.describe())),
             })
             .collect();
@@ -674,6 +677,10 @@ pub(crate) mod tests {
         let error = session.apply(&log()).unwrap_err().to_string();
         assert!(
             error.contains("vmrun itself runs in session-3.scope"),
+            "{error}"
+        );
+        assert!(
+            error.contains("`systemd-run --slice=machine.slice --unit=vmrun-"),
             "{error}"
         );
         assert!(
