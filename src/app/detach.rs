@@ -70,7 +70,16 @@ fn thread_count() -> usize {
 /// move to the emulator CPUs first: a real-time vCPU spinning on its CPU would starve a caller
 /// waiting there for the report.
 pub fn fork(emulator: Option<&CpuSet>) -> Result<Role, DetachError> {
-    let threads = thread_count();
+    // A helper thread vmrun has just joined (the waiter of a bounded command) can still be
+    // listed for a moment: `join` returns when the kernel clears the thread's tid, a little
+    // before the task leaves /proc/self/task. Seen under load as "runs 2 threads"; a thread
+    // still running after this wait is a real one.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(500);
+    let mut threads = thread_count();
+    while threads != 1 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+        threads = thread_count();
+    }
     if threads != 1 {
         return Err(DetachError::Threads(threads));
     }
@@ -262,5 +271,26 @@ impl Reporter {
         let flattened = message.replace('\n', "\u{1f}");
         let _ = writeln!(&self.report, "error\t{}\t{flattened}", code.code());
         code
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_thread_that_still_runs_is_refused_after_the_wait_and_nothing_is_forked() {
+        // The test harness's own threads, plus one that certainly runs during the whole wait.
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let running = std::thread::spawn(move || {
+            let _ = stopped.recv();
+        });
+        match fork(None) {
+            Err(DetachError::Threads(count)) => assert!(count >= 2, "{count}"),
+            Err(other) => panic!("{other}"),
+            Ok(_) => panic!("forked with a thread running"),
+        }
+        stop.send(()).unwrap();
+        running.join().unwrap();
     }
 }
