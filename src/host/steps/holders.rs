@@ -59,9 +59,10 @@ impl StopHolders {
         })
     }
 
-    /// The units vmrun may stop on this host: the profile's, and what an alias among them
-    /// (`display-manager.service`) stands for here, since a holder's cgroup names the real unit.
-    fn allowed_here(&self, host: &HostContext) -> Vec<String> {
+    /// What vmrun may stop on this host, read once for a look at the holders: the profile's
+    /// units, what an alias among them (`display-manager.service`) stands for here (a holder's
+    /// cgroup names the real unit), and the unit vmrun itself runs in.
+    fn judge(&self, host: &HostContext) -> Judge {
         let mut allowed = self.allowed.clone();
         for unit in &self.allowed {
             if let Some(target) = holders::alias_target(&host.root, unit) {
@@ -70,17 +71,11 @@ impl StopHolders {
                 }
             }
         }
-        allowed
-    }
-
-    /// The unit vmrun may stop for `holder`, if any: one of the system manager that `allowed`
-    /// (`allowed_here`) names.
-    fn stoppable<'a>(allowed: &[String], holder: &'a Holder) -> Option<&'a str> {
-        let unit = holder.unit.as_ref().filter(|unit| !unit.user_manager)?;
-        allowed
-            .iter()
-            .any(|pattern| unit_matches(pattern, &unit.name))
-            .then_some(unit.name.as_str())
+        Judge {
+            allowed,
+            own: holders::own_unit(&host.root),
+            vm: host.vm.name.to_string(),
+        }
     }
 
     fn scan(&self, host: &HostContext) -> Vec<Holder> {
@@ -99,20 +94,62 @@ impl StopHolders {
     }
 }
 
-/// What stopping `unit` would do to vmrun itself, when vmrun runs in it: a terminal of the
-/// desktop being stopped (a compositor started from a text console shares its login scope).
-/// `systemctl stop` would then wait for vmrun to exit while vmrun waits for it. A scope of its
-/// own would not do: the terminal still closes under vmrun (SIGHUP cancels a start), so the way
-/// out is a service, in machine.slice where the CPU isolation leaves the vCPUs' CPUs.
-fn stops_vmrun(own: Option<&Unit>, unit: &str, vm: &str) -> Option<String> {
-    own.filter(|own| !own.user_manager && own.name == unit)
-        .map(|_| {
-            format!(
-                "vmrun itself runs in {unit}, which it would stop with the holder: start vmrun from SSH or a \
-                 text console, or as a service of its own (`systemd-run --slice=machine.slice --unit=vmrun-{vm} \
-                 vmrun run PROFILE`)"
-            )
-        })
+/// Who vmrun may stop, from `StopHolders::judge`.
+struct Judge {
+    allowed: Vec<String>,
+    own: Option<Unit>,
+    vm: String,
+}
+
+/// Why vmrun will not stop a holder.
+enum Refusal {
+    /// Its unit is not one the profile lets vmrun stop (or it has none).
+    NotAllowed,
+    /// Its unit is vmrun's own: what to do instead.
+    OwnUnit(String),
+}
+
+impl Refusal {
+    fn why(&self, holder: &Holder) -> String {
+        match self {
+            Refusal::NotAllowed => remedy(holder),
+            Refusal::OwnUnit(instead) => instead.clone(),
+        }
+    }
+}
+
+impl Judge {
+    /// The unit vmrun stops for `holder`: one of the system manager that `allowed` names, and
+    /// not vmrun's own. A terminal of the desktop being stopped (a compositor started from a
+    /// text console shares its login scope) puts vmrun in that unit, and `systemctl stop` would
+    /// wait for vmrun to exit while vmrun waits for it. A scope of its own would not do: the
+    /// terminal still closes under vmrun (SIGHUP cancels a start), so the way out is a service,
+    /// in machine.slice where the CPU isolation leaves the vCPUs' CPUs.
+    fn verdict<'a>(&self, holder: &'a Holder) -> Result<&'a str, Refusal> {
+        let unit = holder
+            .unit
+            .as_ref()
+            .filter(|unit| !unit.user_manager)
+            .filter(|unit| {
+                self.allowed
+                    .iter()
+                    .any(|pattern| unit_matches(pattern, &unit.name))
+            })
+            .ok_or(Refusal::NotAllowed)?;
+        if self
+            .own
+            .as_ref()
+            .is_some_and(|own| !own.user_manager && own.name == unit.name)
+        {
+            return Err(Refusal::OwnUnit(format!(
+                "vmrun itself runs in {}, which it would stop with the holder: start vmrun from SSH or a \
+                 text console, or as a service of its own (`systemd-run --slice=machine.slice --unit=vmrun-{} \
+                 vmrun run PROFILE`)",
+                unit.name, self.vm
+            )));
+        }
+        Ok(unit.name.as_str())
+    }
 }
 
 /// What to do about a holder vmrun may not stop.
@@ -189,24 +226,29 @@ impl Step for StopHolders {
                 ),
             )];
         }
-        let allowed = self.allowed_here(host);
-        let own = holders::own_unit(&host.root);
+        let judge = self.judge(host);
         found
             .iter()
             .map(|holder| {
-                let Some(unit) = Self::stoppable(&allowed, holder) else {
-                    return Finding::fail(
-                        "holders",
-                        format!(
-                            "{} and vmrun may not stop it: {}",
-                            holder.describe(),
-                            remedy(holder)
-                        ),
-                    );
+                let unit = match judge.verdict(holder) {
+                    Ok(unit) => unit,
+                    Err(Refusal::NotAllowed) => {
+                        return Finding::fail(
+                            "holders",
+                            format!(
+                                "{} and vmrun may not stop it: {}",
+                                holder.describe(),
+                                remedy(holder)
+                            ),
+                        )
+                    }
+                    Err(Refusal::OwnUnit(instead)) => {
+                        return Finding::fail(
+                            "holders",
+                            format!("{}: {instead}", holder.describe()),
+                        )
+                    }
                 };
-                if let Some(why) = stops_vmrun(own.as_ref(), unit, &host.vm.name.to_string()) {
-                    return Finding::fail("holders", format!("{}: {why}", holder.describe()));
-                }
                 Finding::pass(
                     "holders",
                     format!(
@@ -234,30 +276,26 @@ impl Step for StopHolders {
         }
         // One not allowed (it appeared after the preflight), or one in vmrun's own unit, fails
         // the step before anything is stopped.
-        let allowed = self.allowed_here(host);
-        let own = holders::own_unit(&host.root);
-        let refused: Vec<String> = found
-            .iter()
-            .filter_map(|holder| match Self::stoppable(&allowed, holder) {
-                None => Some(format!("{} ({})", holder.describe(), remedy(holder))),
-                Some(unit) => stops_vmrun(own.as_ref(), unit, &host.vm.name.to_string())
-                    .map(|why| format!("{} ({why})", holder.describe())),
-            })
-            .collect();
+        let judge = self.judge(host);
+        let mut units: Vec<&str> = Vec::new();
+        let mut refused: Vec<String> = Vec::new();
+        for holder in &found {
+            match judge.verdict(holder) {
+                Ok(unit) if !units.contains(&unit) => units.push(unit),
+                Ok(_) => {}
+                Err(refusal) => {
+                    refused.push(format!("{} ({})", holder.describe(), refusal.why(holder)))
+                }
+            }
+        }
         if !refused.is_empty() {
             return Err(StepError::Other(format!(
                 "vmrun may not stop what holds the passed devices: {}",
                 refused.join("; ")
             )));
         }
-        let mut units: Vec<&str> = Vec::new();
         for holder in &found {
             log.info(&holder.describe());
-            if let Some(unit) = Self::stoppable(&allowed, holder) {
-                if !units.contains(&unit) {
-                    units.push(unit);
-                }
-            }
         }
         for unit in &units {
             log.info(&format!("stopping {unit}, which holds a passed device"));
