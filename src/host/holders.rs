@@ -168,13 +168,7 @@ pub fn passed_nodes(root: &Sysroot, passed: &[PciAddress]) -> DeviceNodes {
     // A GPU already on vfio-pci or pci-stub (kept for another VM) is not the host's either.
     let gpus: Vec<String> = nvidia_gpus(root)
         .into_iter()
-        .filter(|gpu| {
-            passed.contains(gpu)
-                || !matches!(
-                    super::pci::driver_of(root, gpu).as_deref(),
-                    Some("vfio-pci" | "pci-stub")
-                )
-        })
+        .filter(|gpu| passed.contains(gpu) || !super::pci::on_vfio(root, gpu))
         .collect();
     let passed_gpus: Vec<&String> = gpus.iter().filter(|gpu| passed.contains(gpu)).collect();
     if !passed_gpus.is_empty() && passed_gpus.len() == gpus.len() {
@@ -231,7 +225,7 @@ pub fn unit_of_cgroup(text: &str) -> Option<Unit> {
         line.strip_prefix("0::")
             .or_else(|| line.split_once(":name=systemd:").map(|(_, path)| path))
     })?;
-    let is_unit = |c: &&str| c.ends_with(".service") || c.ends_with(".scope");
+    let is_unit = |c: &&str| is_unit_name(c);
     let mut components = path
         .split('/')
         .filter(|c| !c.is_empty())
@@ -265,7 +259,12 @@ pub fn alias_target(root: &Sysroot, unit: &str) -> Option<String> {
     }
     let target = std::fs::read_link(root.path(&format!("/etc/systemd/system/{unit}"))).ok()?;
     let name = target.file_name()?.to_str()?.to_string();
-    (name != unit && (name.ends_with(".service") || name.ends_with(".scope"))).then_some(name)
+    (name != unit && is_unit_name(&name)).then_some(name)
+}
+
+/// A unit a process can run in: a service or a scope (slices only group them).
+fn is_unit_name(name: &str) -> bool {
+    name.ends_with(".service") || name.ends_with(".scope")
 }
 
 /// One process holding passed functions' nodes.

@@ -31,8 +31,19 @@ impl PciDeviceInfo {
     }
 
     pub fn on_vfio(&self) -> bool {
-        matches!(self.driver.as_deref(), Some("vfio-pci") | Some("pci-stub"))
+        is_vfio_driver(self.driver.as_deref())
     }
+}
+
+/// Whether `driver` keeps a function from the host: vfio-pci, or pci-stub that parks it for
+/// a later bind.
+fn is_vfio_driver(driver: Option<&str>) -> bool {
+    matches!(driver, Some("vfio-pci" | "pci-stub"))
+}
+
+/// Whether the function at `address` is on vfio-pci (or pci-stub), read through the root.
+pub fn on_vfio(root: &Sysroot, address: &str) -> bool {
+    is_vfio_driver(driver_of(root, address).as_deref())
 }
 
 fn device_dir(root: &Sysroot, address: &str) -> std::path::PathBuf {

@@ -40,12 +40,7 @@ impl StopNvidiaPersistence {
             .iter()
             .map(ToString::to_string)
             .filter(|address| is_nvidia(&host.root, address))
-            .filter(|address| {
-                !matches!(
-                    pci::driver_of(&host.root, address).as_deref(),
-                    Some("vfio-pci" | "pci-stub")
-                )
-            })
+            .filter(|address| !pci::on_vfio(&host.root, address))
             .collect()
     }
 
