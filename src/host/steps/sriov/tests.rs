@@ -408,9 +408,7 @@ fn a_count_that_must_go_through_0_is_refused_while_a_vf_is_in_use() {
     let kernel = SriovKernel::new(&fake);
     kernel.enable(1);
     // VF 0 is on vfio-pci (another program's guest).
-    let vf0 = fake.root().join("sys/bus/pci/devices/0000:03:10.0/driver");
-    std::fs::remove_file(&vf0).unwrap();
-    symlink("../../drivers/vfio-pci", &vf0).unwrap();
+    bind(&fake, "0000:03:10.0", "vfio-pci");
     let _lock = running(&fake, "a");
     let wanted = step(&fake, &[(2, None, None)]);
     let findings = wanted.preflight(&host(&fake, &kernel, "a"));
