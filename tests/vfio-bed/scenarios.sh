@@ -188,7 +188,7 @@ check "vmrun recover nic (by name) exits 0 (got $rc)" [ "$rc" = 0 ]
 wait_netif $NIC
 check "$NIC is back on e1000e (now: $(driver $NIC))" [ "$(driver $NIC)" = e1000e ]
 check "its interface is back ($(netifs $NIC))" [ "$(netifs $NIC)" = "$nic_ifaces" ]
-check "the journal is gone" [ ! -e /var/lib/vmrun/nic/journal ]
+check "the journal is gone" journal_gone nic
 end nic
 
 # --- not viable: one function of a shared group is refused before anything changes ---
@@ -199,7 +199,7 @@ $V run /bed/pair.toml > /tmp/pair.out 2>&1; rc=$?
 check "vmrun run exits 3 (got $rc)" [ "$rc" = 3 ]
 check "the refusal names the other NIC $OTHER" grep -q "$OTHER" /tmp/pair.out
 check "both NICs stay on e1000e" [ "$(driver "$PAIR")" = e1000e -a "$(driver "$OTHER")" = e1000e ]
-check "no host change was journaled" [ ! -e /var/lib/vmrun/pair/journal ]
+check "no host change was journaled" journal_gone pair
 end pair
 
 # --- isolation: the real kernel's IRQ affinities and workqueue cpumask go to CPU 0 while the
@@ -294,7 +294,7 @@ check "$node is still 1000's after the crash (uid $(owner))" [ "$(owner)" = 1000
 $V recover unpriv; rc=$?
 check "vmrun recover unpriv exits 0 (got $rc)" [ "$rc" = 0 ]
 check "$node is root's again after recover (uid $(owner), mode $(stat -c %a "$node" 2>/dev/null))" [ "$(owner)" = 0 -a "$(stat -c %a "$node" 2>/dev/null)" = "$mode" ]
-check "the journal is gone" [ ! -e /var/lib/vmrun/unpriv/journal ]
+check "the journal is gone" journal_gone unpriv
 # The NIC back to e1000e, as the host had it before this scenario.
 echo > "/sys/bus/pci/devices/$NIC/driver_override"
 echo "$NIC" > /sys/bus/pci/drivers/vfio-pci/unbind
